@@ -1,0 +1,309 @@
+"""Typed, validated architecture configs: every knob of the generator in one place.
+
+An :class:`ArchConfig` is one point of a search space. It is frozen, hashable, (de)serialisable to
+plain dicts/JSON, and validated on construction: an infeasible architecture raises
+:class:`~explore.errors.ConfigError` (naming the field and value) before anything is built.
+
+Follows: EfficientViT-M, arXiv:2305.07027 §3 (sandwich layout, cascaded group attention, parameter
+reallocation: QK dim, V ratio, FFN ratio) and §4 (model family M0-M5, Table 1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from explore.errors import ConfigError
+
+__all__ = [
+    "TOKEN_MIXERS",
+    "NORMS",
+    "ACTIVATIONS",
+    "StageConfig",
+    "ArchConfig",
+    "stem_resolution",
+    "downsample_resolution",
+]
+
+TOKEN_MIXERS = ("cga", "mhsa")
+"""Token mixers: cascaded group attention (arXiv:2305.07027 §3.2) or plain multi-head softmax attention."""
+NORMS = ("bn", "ln")
+"""Normalisation: BatchNorm (fusable into convs, the paper's choice) or LayerNorm over channels."""
+ACTIVATIONS = ("relu", "hardswish")
+
+STEM_STRIDE = 16
+"""The overlapping patch embedding downsamples by 16 with four stride-2 3x3 convs."""
+
+
+def stem_resolution(img_size: int) -> int:
+    """Side of the feature map after the patch embedding (four 3x3 stride-2 convs, padding 1)."""
+    side = img_size
+    for _ in range(4):
+        side = downsample_resolution(side)
+    return side
+
+
+def downsample_resolution(side: int) -> int:
+    """Side after one 3x3 stride-2 conv with padding 1: ``ceil(side / 2)``."""
+    return (side - 1) // 2 + 1
+
+
+def _check_int(field_name: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(field_name, value, "expected an integer")
+    if value < low:
+        raise ConfigError(field_name, value, f"expected an integer >= {low}")
+
+
+def _check_positive_float(field_name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(field_name, value, "expected a number")
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(field_name, value, "expected a finite number > 0")
+
+
+def _check_choice(field_name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(field_name, value, f"expected one of {', '.join(choices)}")
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """One stage of the EfficientViT-M macro layout (a downsample, then ``depth`` sandwich blocks).
+
+    Attributes:
+        width: channels C of the stage's feature map (B, C, H, W).
+        depth: number of sandwich blocks (>= 0).
+        heads: attention heads H; for CGA each head sees a C/H channel split (so C % H == 0).
+        qk_dim: query/key channels per head (the paper's 16).
+        v_ratio: value channels per head as a fraction of C/H; V dim = int(v_ratio * C / H)
+            (the paper's 1.0, §3.3 parameter reallocation).
+        ffn_ratio: FFN hidden channels = int(ffn_ratio * C) (the paper's 2).
+        kernels: depthwise kernel on Q for each head of the cascade; needs >= ``heads`` odd
+            entries, the first ``heads`` are used (the paper's (7, 5, 3, 3) / (5, 5, 5, 5)).
+        window_size: side of the local attention window in tokens (the paper's 7).
+        sandwich_n: FFNs on each side of the token mixer (N in §3.1; the paper's 1).
+        token_mixer: ``"cga"`` (cascaded group attention) or ``"mhsa"`` (softmax MHSA).
+    """
+
+    width: int
+    depth: int
+    heads: int
+    qk_dim: int = 16
+    v_ratio: float = 1.0
+    ffn_ratio: float = 2.0
+    kernels: tuple[int, ...] = (5, 5, 5, 5)
+    window_size: int = 7
+    sandwich_n: int = 1
+    token_mixer: str = "cga"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kernels", tuple(self.kernels) if isinstance(self.kernels, (list, tuple)) else self.kernels)
+        self.validate("stage")
+
+    def validate(self, prefix: str) -> None:
+        """Check every field; ``prefix`` names the stage in errors (e.g. ``"stages[1]"``).
+
+        Raises:
+            ConfigError: a field has the wrong type or range, or the stage is infeasible
+                (e.g. width not divisible by heads for CGA, fewer kernels than heads).
+        """
+        _check_int(f"{prefix}.width", self.width, 1)
+        _check_int(f"{prefix}.depth", self.depth, 0)
+        _check_int(f"{prefix}.heads", self.heads, 1)
+        _check_int(f"{prefix}.qk_dim", self.qk_dim, 1)
+        _check_positive_float(f"{prefix}.v_ratio", self.v_ratio)
+        _check_positive_float(f"{prefix}.ffn_ratio", self.ffn_ratio)
+        _check_int(f"{prefix}.window_size", self.window_size, 1)
+        _check_int(f"{prefix}.sandwich_n", self.sandwich_n, 1)
+        _check_choice(f"{prefix}.token_mixer", self.token_mixer, TOKEN_MIXERS)
+        if not isinstance(self.kernels, tuple) or not self.kernels:
+            raise ConfigError(f"{prefix}.kernels", self.kernels, "expected a non-empty list of odd kernel sizes")
+        for i, k in enumerate(self.kernels):
+            _check_int(f"{prefix}.kernels[{i}]", k, 1)
+            if k % 2 == 0:
+                raise ConfigError(f"{prefix}.kernels[{i}]", k, "expected an odd kernel size (same padding)")
+        if self.token_mixer == "cga":
+            if self.width % self.heads:
+                raise ConfigError(
+                    f"{prefix}.heads", self.heads,
+                    f"CGA splits the channels between heads: width {self.width} is not divisible by heads",
+                )
+            if len(self.kernels) < self.heads:
+                raise ConfigError(
+                    f"{prefix}.kernels", list(self.kernels),
+                    f"CGA needs one Q kernel per head: {self.heads} heads, {len(self.kernels)} kernels",
+                )
+        if self.v_dim < 1:
+            raise ConfigError(f"{prefix}.v_ratio", self.v_ratio,
+                              f"V dim per head int(v_ratio * {self.width} / {self.heads}) must be >= 1")
+        if self.ffn_hidden < 1:
+            raise ConfigError(f"{prefix}.ffn_ratio", self.ffn_ratio,
+                              f"FFN hidden int(ffn_ratio * {self.width}) must be >= 1")
+
+    @property
+    def v_dim(self) -> int:
+        """Value channels per head: ``int(v_ratio * width / heads)`` (M presets: C/H)."""
+        return int(self.v_ratio * self.width / self.heads + 1e-9)
+
+    @property
+    def ffn_hidden(self) -> int:
+        """FFN hidden channels: ``int(ffn_ratio * width)``."""
+        return int(self.ffn_ratio * self.width + 1e-9)
+
+
+@dataclass(frozen=True)
+class ArchConfig:
+    """A whole architecture: stem, stages and classifier, plus model-wide choices.
+
+    Attributes:
+        stages: the stages, first to last; stage 0 follows the 1/16 patch embedding, every later
+            stage starts with a stride-2 patch merging.
+        img_size: input side in pixels (square inputs (B, in_chans, img_size, img_size)); any size
+            >= 1 works, attention biases are sized for the windows this resolution produces.
+        in_chans: input channels (3 for RGB, 1 for Fashion-MNIST).
+        num_classes: classifier outputs.
+        norm: ``"bn"`` or ``"ln"`` in every Conv+Norm unit and the classifier.
+        activation: ``"relu"`` or ``"hardswish"`` everywhere (stem, FFN, patch merging, attention
+            output); the squeeze-excite gate keeps ReLU + sigmoid.
+        name: optional label (a preset name); not part of :meth:`config_hash`.
+
+    Raises:
+        ConfigError: on any malformed or infeasible field, naming the field and value.
+    """
+
+    stages: tuple[StageConfig, ...]
+    img_size: int = 224
+    in_chans: int = 3
+    num_classes: int = 1000
+    norm: str = "bn"
+    activation: str = "relu"
+    name: str | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stages, list):
+            object.__setattr__(self, "stages", tuple(self.stages))
+        if not isinstance(self.stages, tuple) or not self.stages:
+            raise ConfigError("stages", self.stages, "expected a non-empty list of stages")
+        for i, stage in enumerate(self.stages):
+            if not isinstance(stage, StageConfig):
+                raise ConfigError(f"stages[{i}]", stage, "expected a StageConfig")
+            stage.validate(f"stages[{i}]")
+        _check_int("img_size", self.img_size, 1)
+        _check_int("in_chans", self.in_chans, 1)
+        _check_int("num_classes", self.num_classes, 1)
+        _check_choice("norm", self.norm, NORMS)
+        _check_choice("activation", self.activation, ACTIVATIONS)
+        if self.stages[0].width < 8:
+            raise ConfigError("stages[0].width", self.stages[0].width,
+                              "the patch embedding starts at width/8 channels: expected >= 8")
+
+    # ----------------------------------------------------------------------------------------------
+    # derived quantities
+    def feature_sizes(self) -> list[int]:
+        """Side of each stage's feature map for an ``img_size`` input (1/16, then /2 per stage)."""
+        sides = [stem_resolution(self.img_size)]
+        for _ in self.stages[1:]:
+            sides.append(downsample_resolution(sides[-1]))
+        return sides
+
+    def replace(self, **changes: Any) -> "ArchConfig":
+        """A copy with model-level fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def replace_stages(self, **changes: Any) -> "ArchConfig":
+        """A copy with the same stage-level fields changed in every stage (validated again)."""
+        return dataclasses.replace(self, stages=tuple(dataclasses.replace(s, **changes) for s in self.stages))
+
+    # ----------------------------------------------------------------------------------------------
+    # (de)serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (tuples become lists); ``from_dict(to_dict())`` round-trips."""
+        out = dataclasses.asdict(self)
+        for stage in out["stages"]:
+            stage["kernels"] = list(stage["kernels"])
+        if out["name"] is None:
+            del out["name"]
+        return out
+
+    def to_json(self, **kwargs: Any) -> str:
+        """JSON text of :meth:`to_dict`."""
+        return json.dumps(self.to_dict(), **kwargs)
+
+    def config_hash(self) -> str:
+        """Stable 16-hex-digit hash of the architecture (name excluded)."""
+        body = self.to_dict()
+        body.pop("name", None)
+        return hashlib.sha1(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "config") -> "ArchConfig":
+        """Build from a plain mapping (as read from JSON/TOML).
+
+        Args:
+            data: keys of :class:`ArchConfig`; ``stages`` is a list of mappings with the keys of
+                :class:`StageConfig`.
+            source: what to call the input in errors (e.g. a file name).
+
+        Raises:
+            ConfigError: unknown keys, missing keys, or invalid values (named with their path).
+        """
+        if not isinstance(data, Mapping):
+            raise ConfigError(source, data, "expected a mapping of architecture fields")
+        top_fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - top_fields)
+        if unknown:
+            raise ConfigError(unknown[0], data[unknown[0]], f"unknown field; expected one of {', '.join(sorted(top_fields))}")
+        if "stages" not in data:
+            raise ConfigError("stages", None, "missing: expected a list of stages")
+        raw_stages = data["stages"]
+        if not isinstance(raw_stages, (list, tuple)) or not raw_stages:
+            raise ConfigError("stages", raw_stages, "expected a non-empty list of stages")
+        stage_fields = {f.name for f in dataclasses.fields(StageConfig)}
+        required = {f.name for f in dataclasses.fields(StageConfig) if f.default is dataclasses.MISSING}
+        stages = []
+        for i, raw in enumerate(raw_stages):
+            if not isinstance(raw, Mapping):
+                raise ConfigError(f"stages[{i}]", raw, "expected a mapping of stage fields")
+            bad = sorted(set(raw) - stage_fields)
+            if bad:
+                raise ConfigError(f"stages[{i}].{bad[0]}", raw[bad[0]],
+                                  f"unknown field; expected one of {', '.join(sorted(stage_fields))}")
+            missing = sorted(required - set(raw))
+            if missing:
+                raise ConfigError(f"stages[{i}].{missing[0]}", None, "missing required field")
+            kwargs = dict(raw)
+            if "kernels" in kwargs and isinstance(kwargs["kernels"], list):
+                kwargs["kernels"] = tuple(kwargs["kernels"])
+            try:
+                stage = StageConfig(**kwargs)
+            except ConfigError as exc:  # re-name the stage by its position
+                raise ConfigError(exc.field.replace("stage", f"stages[{i}]", 1), exc.value, exc.expected) from None
+            stages.append(stage)
+        kwargs = {k: v for k, v in data.items() if k != "stages"}
+        return cls(stages=tuple(stages), **kwargs)
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "config") -> "ArchConfig":
+        """Parse JSON text (see :meth:`from_dict`).
+
+        Raises:
+            ConfigError: the text is not JSON, or the config is invalid.
+        """
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(source, text[:60], f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        return cls.from_dict(data, source=source)
+
+    def summary(self) -> str:
+        """One line: widths, depths, heads and mixer per stage (for tables)."""
+        w = "-".join(str(s.width) for s in self.stages)
+        d = "-".join(str(s.depth) for s in self.stages)
+        h = "-".join(str(s.heads) for s in self.stages)
+        mixers = sorted({s.token_mixer for s in self.stages})
+        return f"C={w} L={d} H={h} {'/'.join(mixers)} @{self.img_size}"

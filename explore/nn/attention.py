@@ -1,0 +1,180 @@
+"""Token mixers: cascaded group attention (CGA), multi-head softmax attention (MHSA), and the local
+window wrapper that runs either inside non-overlapping windows.
+
+Both mixers take and return (B, C, H, W) maps and add a learned relative-position attention bias
+indexed by the absolute offset (|dy|, |dx|) between tokens (LeViT-style, as in the CGA paper).
+
+Follows: EfficientViT-M, arXiv:2305.07027 §3.2 (Cascaded Group Attention, Eq. 1-2) and §4
+(local window attention, window 7).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from explore.nn.layers import ConvNorm, make_act
+
+__all__ = ["relative_bias_index", "CascadedGroupAttention", "MultiHeadSelfAttention", "LocalWindowAttention"]
+
+
+def relative_bias_index(height: int, width: int, table_side: int, device: torch.device | None = None) -> torch.Tensor:
+    """Index into a (heads, table_side**2) bias table for every pair of tokens of an H x W grid.
+
+    Token p = (y, x) is row-major; the offset (|dy|, |dx|) maps to ``|dy| * table_side + |dx|``,
+    each clamped to ``table_side - 1`` (offsets beyond the table share its last entry, so a model
+    runs at a larger resolution than it was built for).
+
+    Returns:
+        LongTensor (H*W, H*W).
+    """
+    ys = torch.arange(height, device=device).repeat_interleave(width)
+    xs = torch.arange(width, device=device).repeat(height)
+    dy = (ys[:, None] - ys[None, :]).abs().clamp_(max=table_side - 1)
+    dx = (xs[:, None] - xs[None, :]).abs().clamp_(max=table_side - 1)
+    return dy * table_side + dx
+
+
+class _BiasedAttention(nn.Module):
+    """Shared part of the mixers: the relative-position bias table and its per-grid index cache."""
+
+    def __init__(self, heads: int, table_side: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.table_side = table_side
+        self.attention_biases = nn.Parameter(torch.zeros(heads, table_side * table_side))
+        self._index_cache: dict[tuple[int, int, str], torch.Tensor] = {}
+
+    def attention_bias(self, height: int, width: int) -> torch.Tensor:
+        """Bias (heads, N, N) for an H x W window, N = H*W."""
+        device = self.attention_biases.device
+        key = (height, width, str(device))
+        index = self._index_cache.get(key)
+        if index is None:
+            with torch.inference_mode(False):  # a cached index must stay usable outside inference mode
+                index = relative_bias_index(height, width, self.table_side, device)
+            self._index_cache[key] = index
+        return self.attention_biases[:, index]
+
+
+class CascadedGroupAttention(_BiasedAttention):
+    """Cascaded group attention: (B, C, H, W) -> (B, C, H, W).
+
+    The channels are split into ``heads`` groups of C/H. Head j takes its split plus the output of
+    head j-1 (the cascade, Eq. 2), projects it to Q, K (``qk_dim`` each) and V (``v_dim``) with a
+    1x1 Conv+Norm, refines Q with a depthwise conv of kernel ``kernels[j]``, and attends with
+    softmax(Q^T K / sqrt(qk_dim) + bias). The V outputs of all heads are concatenated, passed
+    through the activation and a 1x1 Conv+Norm back to C channels (Eq. 1).
+
+    Args:
+        dim: channels C; must be divisible by ``heads``.
+        heads: number of heads H.
+        qk_dim: query/key channels per head.
+        v_dim: value channels per head.
+        kernels: depthwise kernel on Q per head (at least ``heads`` odd sizes; extras unused).
+        table_side: side of the window the bias table covers (min(window, feature side)).
+        norm, act: norm and activation names (see :mod:`explore.nn.layers`).
+
+    Raises:
+        ValueError: C not divisible by heads, or fewer kernels than heads (configs catch this first).
+
+    Follows: arXiv:2305.07027 §3.2, Eq. (1)-(2).
+    """
+
+    def __init__(self, dim: int, heads: int, qk_dim: int, v_dim: int, kernels: Sequence[int], table_side: int,
+                 norm: str = "bn", act: str = "relu") -> None:
+        if dim % heads:
+            raise ValueError(f"CGA: dim {dim} not divisible by heads {heads}")
+        if len(kernels) < heads:
+            raise ValueError(f"CGA: {heads} heads need {heads} Q kernels, got {list(kernels)}")
+        super().__init__(heads, table_side)
+        self.qk_dim = qk_dim
+        self.v_dim = v_dim
+        self.scale = qk_dim ** -0.5
+        split = dim // heads
+        self.qkvs = nn.ModuleList(ConvNorm(split, 2 * qk_dim + v_dim, norm=norm) for _ in range(heads))
+        self.dws = nn.ModuleList(
+            ConvNorm(qk_dim, qk_dim, kernels[i], groups=qk_dim, norm=norm) for i in range(heads)
+        )
+        self.proj = nn.Sequential(make_act(act), ConvNorm(v_dim * heads, dim, norm=norm, norm_weight_init=0.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        splits = x.chunk(self.heads, dim=1)  # H x (B, C/H, H, W)
+        bias = self.attention_bias(H, W)  # (heads, N, N)
+        outs = []
+        feat = splits[0]
+        for i, (qkv, dw) in enumerate(zip(self.qkvs, self.dws)):
+            if i > 0:
+                feat = feat + splits[i]  # cascade: previous head's output joins this split
+            q, k, v = qkv(feat).split([self.qk_dim, self.qk_dim, self.v_dim], dim=1)
+            q = dw(q)
+            q, k, v = q.flatten(2), k.flatten(2), v.flatten(2)  # (B, qk, N), (B, qk, N), (B, v, N)
+            attn = (q * self.scale).transpose(-2, -1) @ k + bias[i]  # (B, N, N)
+            attn = attn.softmax(dim=-1)
+            feat = (v @ attn.transpose(-2, -1)).view(B, self.v_dim, H, W)  # (B, v, H, W)
+            outs.append(feat)
+        return self.proj(torch.cat(outs, dim=1))
+
+
+class MultiHeadSelfAttention(_BiasedAttention):
+    """Multi-head softmax self-attention on a window: (B, C, H, W) -> (B, C, H, W).
+
+    One 1x1 Conv+Norm projects all C channels to Q, K (``qk_dim`` per head) and V (``v_dim`` per
+    head); every head attends over the whole input (no channel split, no cascade, no DW conv on Q),
+    with the same relative-position bias as CGA. Output: activation, then 1x1 Conv+Norm to C.
+    This is the "CGA -> MHSA" row of arXiv:2305.07027 Table 6.
+    """
+
+    def __init__(self, dim: int, heads: int, qk_dim: int, v_dim: int, table_side: int,
+                 norm: str = "bn", act: str = "relu") -> None:
+        super().__init__(heads, table_side)
+        self.qk_dim = qk_dim
+        self.v_dim = v_dim
+        self.scale = qk_dim ** -0.5
+        self.qkv = ConvNorm(dim, heads * (2 * qk_dim + v_dim), norm=norm)
+        self.proj = nn.Sequential(make_act(act), ConvNorm(v_dim * heads, dim, norm=norm, norm_weight_init=0.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        qkv = self.qkv(x).view(B, self.heads, 2 * self.qk_dim + self.v_dim, H * W)
+        q, k, v = qkv.split([self.qk_dim, self.qk_dim, self.v_dim], dim=2)  # (B, h, d, N)
+        attn = (q * self.scale).transpose(-2, -1) @ k + self.attention_bias(H, W)  # (B, h, N, N)
+        attn = attn.softmax(dim=-1)
+        out = (v @ attn.transpose(-2, -1)).reshape(B, self.heads * self.v_dim, H, W)
+        return self.proj(out)
+
+
+class LocalWindowAttention(nn.Module):
+    """Run a token mixer inside non-overlapping ``window_size`` windows: (B, C, H, W) -> (B, C, H, W).
+
+    A map no larger than the window in both sides is attended as a whole. A larger map is
+    zero-padded at the bottom/right to a multiple of the window, split into windows (batched),
+    attended, merged back and cropped. Padded tokens take part in attention, as in the reference
+    implementation.
+
+    Follows: arXiv:2305.07027 §4 (window attention, window 7 in every stage).
+    """
+
+    def __init__(self, attn: nn.Module, window_size: int) -> None:
+        super().__init__()
+        self.attn = attn
+        self.window_size = window_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        ws = self.window_size
+        if H <= ws and W <= ws:
+            return self.attn(x)
+        pad_b, pad_r = (ws - H % ws) % ws, (ws - W % ws) % ws
+        x = F.pad(x, (0, pad_r, 0, pad_b))
+        nh, nw = (H + pad_b) // ws, (W + pad_r) // ws
+        # (B, C, nh*ws, nw*ws) -> (B*nh*nw, C, ws, ws)
+        x = x.view(B, C, nh, ws, nw, ws).permute(0, 2, 4, 1, 3, 5).reshape(B * nh * nw, C, ws, ws)
+        x = self.attn(x)
+        # (B*nh*nw, C, ws, ws) -> (B, C, nh*ws, nw*ws)
+        x = x.view(B, nh, nw, C, ws, ws).permute(0, 3, 1, 4, 2, 5).reshape(B, C, nh * ws, nw * ws)
+        return x[:, :, :H, :W].contiguous()
