@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import statistics
 import time
+import warnings
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
-from explore.errors import DeviceError
+from explore.device import resolve_device
 
-__all__ = ["count_params", "count_macs", "LatencyResult", "measure_latency", "resolve_device"]
+__all__ = ["count_params", "count_macs", "LatencyResult", "measure_latency"]
 
 _NORM_OPS = ("aten::batch_norm", "aten::layer_norm", "aten::group_norm", "aten::instance_norm")
 
@@ -44,7 +45,9 @@ def count_macs(model: nn.Module, img_size: int, in_chans: int = 3) -> int:
     Returns:
         MACs as a plain integer count.
     """
-    from fvcore.nn import FlopCountAnalysis  # heavy import, only where used
+    with warnings.catch_warnings():  # fvcore's import touches the deprecated torch.jit.script
+        warnings.simplefilter("ignore", FutureWarning)
+        from fvcore.nn import FlopCountAnalysis  # heavy import, only where used
 
     was_training = model.training
     device = next(model.parameters()).device
@@ -59,24 +62,6 @@ def count_macs(model: nn.Module, img_size: int, in_chans: int = 3) -> int:
         return int(analysis.total())
     finally:
         model.train(was_training)
-
-
-def resolve_device(device: str) -> torch.device:
-    """Check a ``--device`` value: ``cpu``, ``cuda`` or ``cuda:N``.
-
-    Raises:
-        DeviceError: unknown device string, or CUDA asked for but not available.
-    """
-    if device == "cpu":
-        return torch.device("cpu")
-    if device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()):
-        if not torch.cuda.is_available():
-            raise DeviceError("--device", device, "CUDA is not available on this machine; use --device cpu")
-        index = int(device[5:]) if ":" in device else 0
-        if index >= torch.cuda.device_count():
-            raise DeviceError("--device", device, f"only {torch.cuda.device_count()} CUDA device(s) present")
-        return torch.device(device)
-    raise DeviceError("--device", device, "expected cpu, cuda or cuda:N")
 
 
 @dataclass(frozen=True)

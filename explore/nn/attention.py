@@ -101,6 +101,20 @@ class CascadedGroupAttention(_BiasedAttention):
         )
         self.proj = nn.Sequential(make_act(act), ConvNorm(v_dim * heads, dim, norm=norm, norm_weight_init=0.0))
 
+    def _cascade(self, prev: torch.Tensor, split: torch.Tensor) -> torch.Tensor:
+        """prev (B, v_dim, H, W) + split (B, C/H, H, W) -> (B, C/H, H, W).
+
+        With V dim = C/H (the paper's models) this is a plain sum. Where a reallocated V dim
+        differs, the channels they share are summed: the extra output channels are dropped
+        (v_dim > C/H), or the split's extra channels pass unchanged (v_dim < C/H).
+        """
+        split_dim = split.shape[1]
+        if self.v_dim == split_dim:
+            return prev + split
+        if self.v_dim > split_dim:
+            return prev[:, :split_dim] + split
+        return torch.cat([split[:, : self.v_dim] + prev, split[:, self.v_dim:]], dim=1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, H, W = x.shape
         splits = x.chunk(self.heads, dim=1)  # H x (B, C/H, H, W)
@@ -108,8 +122,8 @@ class CascadedGroupAttention(_BiasedAttention):
         outs = []
         feat = splits[0]
         for i, (qkv, dw) in enumerate(zip(self.qkvs, self.dws)):
-            if i > 0:
-                feat = feat + splits[i]  # cascade: previous head's output joins this split
+            if i > 0:  # cascade: previous head's output (v_dim channels) joins this split (C/H)
+                feat = self._cascade(feat, splits[i])
             q, k, v = qkv(feat).split([self.qk_dim, self.qk_dim, self.v_dim], dim=1)
             q = dw(q)
             q, k, v = q.flatten(2), k.flatten(2), v.flatten(2)  # (B, qk, N), (B, qk, N), (B, v, N)

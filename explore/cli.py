@@ -1,0 +1,229 @@
+"""The ``explore`` command line: thin typer commands over the pipeline stages.
+
+    explore study --space cga                 # run or resume a study (Fashion-MNIST, CPU)
+    explore report runs/cga                   # Pareto plot, trials CSV, markdown summary
+    explore describe efficientvit_m0 --json   # params and MACs of a preset or config file
+
+Bad input prints one ``error:`` line naming the option and value, exits with code 1, and writes
+nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import sys
+import tomllib
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from explore.config import ArchConfig
+from explore.errors import ConfigError, ExploreError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Architecture exploration and ablation for efficient vision transformers.")
+# wide tables when the output is a file or a pipe (rich falls back to 80 columns there)
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    return typer.Exit(code=1)
+
+
+def _command_line() -> str:
+    return "explore " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+# --------------------------------------------------------------------------------------------------
+@app.command()
+def study(
+    *,
+    space: Annotated[str, typer.Option(help="Space name (cga) or path to a space TOML file.")] = "cga",
+    trials: Annotated[int, typer.Option(help="COMPLETE trials to reach (pruned ones don't count).")] = 8,
+    study_name: Annotated[Optional[str], typer.Option(help="Study name; default: the space's name.")] = None,
+    storage: Annotated[Optional[str], typer.Option(help="Optuna storage URL; default: sqlite file in the run folder.")] = None,
+    out: Annotated[str, typer.Option(help="Parent folder of run folders.")] = "runs",
+    dataset: Annotated[str, typer.Option(help="fashion_mnist | cifar10 | cifar100 | imagefolder")] = "fashion_mnist",
+    data_root: Annotated[Optional[str], typer.Option(help="Local data folder (default for fashion_mnist: the Debian package's).")] = None,
+    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N (training and latency).")] = "cpu",
+    seed: Annotated[int, typer.Option(help="Sampler seed; trial k trains with seed+k.")] = 0,
+    sampler: Annotated[str, typer.Option(help="tpe | nsga2 | random")] = "tpe",
+    epochs: Annotated[float, typer.Option(help="Proxy training epochs (fractions allowed).")] = 2.0,
+    batch_size: Annotated[int, typer.Option(help="Proxy training batch size.")] = 128,
+    max_train: Annotated[int, typer.Option(help="Training images used (random subset; 0 = all).")] = 10000,
+    max_val: Annotated[int, typer.Option(help="Held-out images for top-1 (0 = all).")] = 2000,
+    latency_batch: Annotated[int, typer.Option(help="Batch size of the latency measurement.")] = 16,
+    latency_threads: Annotated[int, typer.Option(help="CPU threads for latency (paper: 1; 0 = torch default).")] = 1,
+    report: Annotated[bool, typer.Option(help="Write the report into <run>/report at the end.")] = True,
+) -> None:
+    """Run (or resume) a multi-objective study: maximise proxy top-1, minimise latency."""
+    from explore.study import StudySettings, prepare_study, run_study, trials_frame
+
+    try:
+        name = study_name or Path(space).stem
+        settings = StudySettings(
+            space=space, study_name=name, trials=trials, out=out, storage=storage, dataset=dataset,
+            data_root=data_root, max_train=max_train or None, max_val=max_val or None, device=device, seed=seed,
+            sampler=sampler, epochs=epochs, batch_size=batch_size, latency_batch=latency_batch,
+            latency_threads=latency_threads or None,
+        )
+        prepared = prepare_study(settings)  # every check before anything is written
+    except ExploreError as exc:
+        raise _fail(exc) from None
+
+    console.print(f"study [bold]{settings.study_name}[/] · space {prepared[0].name} ({prepared[0].path}) · "
+                  f"{dataset} · device {prepared[1]} · target {trials} complete trials")
+    with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=False) as progress:
+        task = progress.add_task("trials", total=trials)
+
+        def on_trial(study_obj, trial) -> None:  # noqa: ANN001 - optuna types
+            done = sum(1 for t in study_obj.get_trials(deepcopy=False) if t.state.name == "COMPLETE")
+            progress.update(task, completed=min(done, trials))
+            if trial.state.name == "COMPLETE":
+                text = (f"#{trial.number} top-1 {trial.values[0]:.2f}%  latency {trial.values[1]:.2f} ms  "
+                        f"params {trial.user_attrs.get('params', 0) / 1e6:.2f}M")
+            else:
+                reason = trial.user_attrs.get("pruned_reason") or trial.user_attrs.get("fail_reason", "")
+                text = f"#{trial.number} {trial.state.name}: {reason}"
+            progress.console.print(text, highlight=False, soft_wrap=True)
+
+        try:
+            summary = run_study(settings, on_trial=on_trial, prepared=prepared)
+        except ExploreError as exc:
+            raise _fail(exc) from None
+
+    console.print(f"done: {summary.complete} complete, {summary.pruned} pruned, {summary.failed} failed; "
+                  f"this run {summary.wall_seconds:.1f} s; storage {summary.storage}")
+    from explore.study import open_study
+
+    frame = trials_frame(open_study(settings.study_name, settings.storage_url))
+    _print_pareto(frame)
+    if report:
+        paths = _write_report(settings.study_name, settings.storage_url, settings.run_dir / "report")
+        console.print(f"report: {paths.markdown}, {paths.png}, {paths.csv}")
+
+
+def _print_pareto(frame) -> None:  # noqa: ANN001 - DataFrame
+    from explore.report import pareto_table
+
+    table = pareto_table(frame)
+    out = Table(title="Pareto front")
+    for col in table.columns:
+        out.add_column(str(col))
+    for row in table.itertuples(index=False):
+        out.add_row(*(str(v) for v in row))
+    console.print(out)
+
+
+def _safe_name(name: str) -> str:
+    """A folder name from a study name that cannot leave its parent folder."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "study"
+    return cleaned[:100]
+
+
+def _write_report(study_ref: str, storage: Optional[str], out_dir: Path):  # noqa: ANN202
+    from explore.report import write_report
+    from explore.study import open_study, study_meta, trials_frame
+
+    study_obj = open_study(study_ref, storage)
+    return write_report(trials_frame(study_obj), out_dir, study_meta(study_obj), _command_line())
+
+
+# --------------------------------------------------------------------------------------------------
+@app.command()
+def report(
+    study: Annotated[str, typer.Argument(help="Run folder (runs/cga), or a study name with --storage.")],
+    *,
+    storage: Annotated[Optional[str], typer.Option(help="Optuna storage URL holding the study.")] = None,
+    out: Annotated[Optional[str], typer.Option(help="Output folder; default <run>/report or reports/<name>.")] = None,
+) -> None:
+    """Write a Pareto-front plot (PNG), all trials (CSV) and a markdown summary of the Pareto set."""
+    from explore.study import open_study
+
+    try:
+        study_obj = open_study(study, storage)  # validates before writing
+    except ExploreError as exc:
+        raise _fail(exc) from None
+    if out is not None:
+        out_dir = Path(out)
+    elif storage is None:
+        out_dir = Path(study) / "report"
+    else:
+        out_dir = Path("reports") / _safe_name(study_obj.study_name)
+    paths = _write_report(study, storage, out_dir)
+    console.print(f"wrote {paths.markdown}\nwrote {paths.png}\nwrote {paths.csv}")
+
+
+# --------------------------------------------------------------------------------------------------
+def load_config(name_or_file: str) -> ArchConfig:
+    """A preset name or a config file (JSON or TOML with :class:`ArchConfig` fields).
+
+    Raises:
+        ConfigError: unknown preset, unreadable/malformed file, or invalid config.
+    """
+    from explore.presets import PRESETS
+
+    if name_or_file in PRESETS:
+        return PRESETS[name_or_file]
+    path = Path(name_or_file)
+    if not path.is_file():
+        raise ConfigError("NAME_OR_FILE", name_or_file,
+                          f"neither a preset ({', '.join(PRESETS)}) nor an existing config file")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".toml":
+        try:
+            return ArchConfig.from_dict(tomllib.loads(text), source=str(path))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(str(path), "(file)", f"malformed TOML: {exc}") from None
+    return ArchConfig.from_json(text, source=str(path))
+
+
+@app.command()
+def describe(
+    name_or_file: Annotated[str, typer.Argument(help="Preset (efficientvit_m0..m5) or config file (.json/.toml).")],
+    *,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object: params, macs, config.")] = False,
+) -> None:
+    """Print params (M), MACs (M) and the config of an architecture."""
+    from explore.measure import count_macs, count_params
+    from explore.models import build
+
+    try:
+        config = load_config(name_or_file)
+    except ExploreError as exc:
+        raise _fail(exc) from None
+    model = build(config)
+    params = count_params(model)
+    macs = count_macs(model, config.img_size, config.in_chans)
+    if as_json:
+        print(json.dumps({"name": config.name or name_or_file, "params": params, "macs": macs,
+                          "img_size": config.img_size, "config": config.to_dict()}))
+        return
+    console.print(f"[bold]{config.name or name_or_file}[/]  params {params / 1e6:.3f} M  "
+                  f"MACs {macs / 1e6:.1f} M  at {config.img_size}x{config.img_size}, {config.in_chans} ch, "
+                  f"{config.num_classes} classes")
+    table = Table("stage", "C", "L", "H", "QK", "V ratio", "FFN", "Q kernels", "win", "N", "mixer")
+    for i, s in enumerate(config.stages):
+        table.add_row(str(i), str(s.width), str(s.depth), str(s.heads), str(s.qk_dim), f"{s.v_ratio:g}",
+                      f"{s.ffn_ratio:g}", ",".join(map(str, s.kernels[: s.heads])), str(s.window_size),
+                      str(s.sandwich_n), s.token_mixer)
+    console.print(table)
+    console.print(f"norm {config.norm}, activation {config.activation}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

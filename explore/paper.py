@@ -1,0 +1,33 @@
+"""Published figures of the two papers, copied here (with their sources) for side-by-side tables.
+
+Only numbers, never used to produce results: reports and tests compare our measurements to them.
+"""
+
+from __future__ import annotations
+
+__all__ = ["CGA_MODELS_SOURCE", "CGA_MODELS", "TIMM_PARAM_COUNTS_SOURCE", "TIMM_PARAM_COUNTS"]
+
+CGA_MODELS_SOURCE = (
+    "Liu et al., EfficientViT: Memory Efficient Vision Transformer with Cascaded Group Attention, "
+    "CVPR 2023 (arXiv:2305.07027), ImageNet-1k model table; official repository microsoft/Cream. "
+    "ImageNet-1k val top-1 at 224x224 after 300 epochs; MACs ('FLOPs' in the paper) with BN not counted; "
+    "gpu_img_s on a V100, batch 2048, fp16."
+)
+CGA_MODELS: dict[str, dict[str, float]] = {
+    "efficientvit_m0": {"top1": 63.2, "params_M": 2.3, "macs_M": 79, "gpu_img_s": 27644},
+    "efficientvit_m1": {"top1": 68.4, "params_M": 3.0, "macs_M": 167, "gpu_img_s": 20093},
+    "efficientvit_m2": {"top1": 70.8, "params_M": 4.2, "macs_M": 201, "gpu_img_s": 18218},
+    "efficientvit_m3": {"top1": 73.4, "params_M": 6.9, "macs_M": 263, "gpu_img_s": 16644},
+    "efficientvit_m4": {"top1": 74.3, "params_M": 8.8, "macs_M": 299, "gpu_img_s": 15914},
+    "efficientvit_m5": {"top1": 77.1, "params_M": 12.4, "macs_M": 522, "gpu_img_s": 10621},
+}
+
+TIMM_PARAM_COUNTS_SOURCE = "timm 1.0.31 efficientvit_m0..m5 (a port of the official code), 1000 classes, counted with torch"
+TIMM_PARAM_COUNTS: dict[str, int] = {
+    "efficientvit_m0": 2349436,
+    "efficientvit_m1": 2980560,
+    "efficientvit_m2": 4187554,
+    "efficientvit_m3": 6900722,
+    "efficientvit_m4": 8804228,
+    "efficientvit_m5": 12473772,
+}

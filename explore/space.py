@@ -1,0 +1,291 @@
+"""Search spaces: declarative TOML files mapped to ``sample(trial) -> ArchConfig``.
+
+A space file (see ``search_spaces/cga.toml``, documented in place) has three tables:
+
+* ``[space]``: ``name``, ``description``, ``stages`` (the number of stages, fixed);
+* ``[model]``: model-level knobs (``img_size``, ``norm``, ``activation``);
+* ``[stage]``: per-stage knobs (``width``, ``depth``, ``heads``, ``qk_dim``, ``v_ratio``,
+  ``ffn_ratio``, ``window_size``, ``sandwich_n``, ``token_mixer``) and ``kernel``, the DW-conv
+  kernel on Q sampled for every head of the stage.
+
+Each knob is a table holding exactly one of ``value = X`` (fixed), ``choices = [...]``
+(categorical) or ``low``/``high`` with optional ``step`` and ``log`` (numeric range). A per-stage
+knob is either one table for all stages or a list with one table per stage.
+
+Files are parsed as data (``tomllib``), validated on load, and errors name the file, the knob and
+the value. Sampled points that violate a constraint (e.g. width not divisible by heads for CGA)
+are never built: :meth:`SearchSpace.sample` raises :class:`~explore.errors.ConfigError`, which the
+study records as a pruned trial with the reason.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import sysconfig
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from explore.config import ACTIVATIONS, NORMS, TOKEN_MIXERS, ArchConfig, StageConfig
+from explore.errors import SpaceError
+
+__all__ = ["Knob", "SearchSpace", "load_space", "resolve_space_path", "builtin_space_dirs"]
+
+# knob name -> (kind, allowed categorical values or None, minimum for numbers)
+_MODEL_KNOBS: dict[str, tuple[type, tuple[Any, ...] | None, float]] = {
+    "img_size": (int, None, 1),
+    "norm": (str, NORMS, 0),
+    "activation": (str, ACTIVATIONS, 0),
+}
+_STAGE_KNOBS: dict[str, tuple[type, tuple[Any, ...] | None, float]] = {
+    "width": (int, None, 1),
+    "depth": (int, None, 0),
+    "heads": (int, None, 1),
+    "qk_dim": (int, None, 1),
+    "v_ratio": (float, None, 1e-9),
+    "ffn_ratio": (float, None, 1e-9),
+    "window_size": (int, None, 1),
+    "sandwich_n": (int, None, 1),
+    "token_mixer": (str, TOKEN_MIXERS, 0),
+    "kernel": (int, None, 1),
+}
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One searchable (or fixed) value: ``value``, ``choices`` or ``low``..``high`` [``step``, ``log``]."""
+
+    kind: type
+    value: Any = None
+    choices: tuple[Any, ...] | None = None
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    log: bool = False
+
+    def suggest(self, trial: Any, name: str) -> Any:
+        """Draw the value for Optuna parameter ``name`` from ``trial`` (a fixed knob draws nothing)."""
+        if self.value is not None:
+            return self.value
+        if self.choices is not None:
+            return trial.suggest_categorical(name, list(self.choices))
+        if self.kind is int:
+            return trial.suggest_int(name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+        return trial.suggest_float(name, float(self.low), float(self.high), step=self.step, log=self.log)
+
+    def describe(self) -> str:
+        """Short text of the range (for ``explore describe``-style listings)."""
+        if self.value is not None:
+            return f"= {self.value}"
+        if self.choices is not None:
+            return "in {" + ", ".join(map(str, self.choices)) + "}"
+        text = f"{self.low}..{self.high}"
+        if self.step:
+            text += f" step {self.step}"
+        return text + (" (log)" if self.log else "")
+
+
+def _parse_knob(spec: Any, where: str, kind: type, allowed: tuple[Any, ...] | None, minimum: float) -> Knob:
+    if not isinstance(spec, Mapping):
+        raise SpaceError(where, spec, "expected a table with one of: value, choices, or low/high[/step/log]")
+    keys = set(spec)
+    extra = keys - {"value", "choices", "low", "high", "step", "log"}
+    if extra:
+        bad = sorted(extra)[0]
+        raise SpaceError(f"{where}.{bad}", spec[bad], "unknown key; expected value, choices, low, high, step or log")
+    forms = [("value" in keys), ("choices" in keys), bool(keys & {"low", "high", "step", "log"})]
+    if sum(forms) != 1:
+        raise SpaceError(where, dict(spec), "give exactly one of: value, choices, or low/high[/step/log]")
+
+    def check_value(value: Any, field_name: str) -> Any:
+        if kind is str:
+            if not isinstance(value, str) or (allowed and value not in allowed):
+                raise SpaceError(field_name, value, f"expected one of {', '.join(allowed or ())}")
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SpaceError(field_name, value, f"expected a number ({kind.__name__})")
+        if kind is int and not float(value).is_integer():
+            raise SpaceError(field_name, value, "expected an integer")
+        if not math.isfinite(value) or value < minimum:
+            raise SpaceError(field_name, value, f"expected a finite value >= {minimum:g}")
+        return kind(value)
+
+    if "value" in keys:
+        return Knob(kind, value=check_value(spec["value"], f"{where}.value"))
+    if "choices" in keys:
+        choices = spec["choices"]
+        if not isinstance(choices, list) or not choices:
+            raise SpaceError(f"{where}.choices", choices, "expected a non-empty list")
+        return Knob(kind, choices=tuple(check_value(c, f"{where}.choices[{i}]") for i, c in enumerate(choices)))
+    if kind is str:
+        raise SpaceError(where, dict(spec), "a text knob takes value or choices, not a range")
+    if "low" not in keys or "high" not in keys:
+        missing = "low" if "low" not in keys else "high"
+        raise SpaceError(f"{where}.{missing}", None, "a range needs both low and high")
+    low = check_value(spec["low"], f"{where}.low")
+    high = check_value(spec["high"], f"{where}.high")
+    if low > high:
+        raise SpaceError(f"{where}.high", high, f"expected >= low ({low})")
+    step = spec.get("step")
+    if step is not None:
+        step = check_value(step, f"{where}.step")
+        if step <= 0:
+            raise SpaceError(f"{where}.step", step, "expected > 0")
+    log = spec.get("log", False)
+    if not isinstance(log, bool):
+        raise SpaceError(f"{where}.log", log, "expected true or false")
+    if log and (step is not None or low <= 0):
+        raise SpaceError(f"{where}.log", log, "a log range needs low > 0 and no step")
+    return Knob(kind, low=low, high=high, step=step, log=log)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A parsed search space.
+
+    Attributes:
+        name, description: from ``[space]``.
+        path: the file it was read from.
+        num_stages: number of stages of every sampled architecture.
+        model: model-level knobs by name.
+        stages: per stage, the stage-level knobs by name (``kernel`` is drawn per head).
+    """
+
+    name: str
+    description: str
+    path: Path
+    num_stages: int
+    model: Mapping[str, Knob]
+    stages: Sequence[Mapping[str, Knob]]
+
+    def sample(self, trial: Any, *, in_chans: int, num_classes: int) -> ArchConfig:
+        """Draw one architecture with an Optuna ``trial`` (parameters ``img_size``, ``stage0.width``,
+        ``stage0.kernel1`` ...).
+
+        Args:
+            trial: ``optuna.Trial`` (anything with ``suggest_int/float/categorical``).
+            in_chans, num_classes: from the dataset.
+
+        Returns:
+            A validated :class:`ArchConfig`.
+
+        Raises:
+            ConfigError: the drawn point is infeasible (the message names the field and value);
+                the study prunes the trial with that reason.
+        """
+        model = {name: knob.suggest(trial, name) for name, knob in self.model.items()}
+        stages = []
+        for i, knobs in enumerate(self.stages):
+            values = {name: knob.suggest(trial, f"stage{i}.{name}") for name, knob in knobs.items() if name != "kernel"}
+            heads = values["heads"]
+            kernel = knobs["kernel"]
+            values["kernels"] = tuple(kernel.suggest(trial, f"stage{i}.kernel{j}") for j in range(heads))
+            stages.append(values)
+        return ArchConfig.from_dict({**model, "stages": stages, "in_chans": in_chans, "num_classes": num_classes})
+
+    def describe(self) -> list[tuple[str, str]]:
+        """(parameter, range) rows of every knob."""
+        rows = [(name, knob.describe()) for name, knob in self.model.items()]
+        for i, knobs in enumerate(self.stages):
+            rows += [(f"stage{i}.{name}", knob.describe()) for name, knob in knobs.items()]
+        return rows
+
+
+_DEFAULTS_STAGE = {f.name: f.default for f in StageConfig.__dataclass_fields__.values()}  # type: ignore[attr-defined]
+
+
+def _parse(data: Mapping[str, Any], path: Path) -> SearchSpace:
+    where = path.name
+    extra = sorted(set(data) - {"space", "model", "stage"})
+    if extra:
+        raise SpaceError(f"{where}: [{extra[0]}]", data[extra[0]], "unknown table; expected [space], [model], [stage]")
+    head = data.get("space")
+    if not isinstance(head, Mapping):
+        raise SpaceError(f"{where}: [space]", head, "missing table with name and stages")
+    name = head.get("name", path.stem)
+    num_stages = head.get("stages")
+    if isinstance(num_stages, bool) or not isinstance(num_stages, int) or not 1 <= num_stages <= 8:
+        raise SpaceError(f"{where}: space.stages", num_stages, "expected an integer from 1 to 8")
+    description = head.get("description", "")
+
+    model_specs = data.get("model", {})
+    if not isinstance(model_specs, Mapping):
+        raise SpaceError(f"{where}: [model]", model_specs, "expected a table of knobs")
+    model = {}
+    for knob_name, spec in model_specs.items():
+        if knob_name not in _MODEL_KNOBS:
+            raise SpaceError(f"{where}: model.{knob_name}", spec, f"unknown knob; expected one of {', '.join(_MODEL_KNOBS)}")
+        model[knob_name] = _parse_knob(spec, f"{where}: model.{knob_name}", *_MODEL_KNOBS[knob_name])
+
+    stage_specs = data.get("stage")
+    if not isinstance(stage_specs, Mapping):
+        raise SpaceError(f"{where}: [stage]", stage_specs, "missing table of per-stage knobs")
+    for required in ("width", "depth", "heads"):
+        if required not in stage_specs:
+            raise SpaceError(f"{where}: stage.{required}", None, "missing: width, depth and heads are required")
+    stages: list[dict[str, Knob]] = [{} for _ in range(num_stages)]
+    for knob_name, spec in stage_specs.items():
+        if knob_name not in _STAGE_KNOBS:
+            raise SpaceError(f"{where}: stage.{knob_name}", spec, f"unknown knob; expected one of {', '.join(_STAGE_KNOBS)}")
+        if isinstance(spec, list):
+            if len(spec) != num_stages:
+                raise SpaceError(f"{where}: stage.{knob_name}", spec,
+                                 f"a per-stage list needs one table per stage ({num_stages})")
+            per_stage = spec
+        else:
+            per_stage = [spec] * num_stages
+        for i, item in enumerate(per_stage):
+            label = f"{where}: stage.{knob_name}" + (f"[{i}]" if isinstance(spec, list) else "")
+            stages[i][knob_name] = _parse_knob(item, label, *_STAGE_KNOBS[knob_name])
+    for knobs in stages:
+        knobs.setdefault("kernel", Knob(int, value=_DEFAULTS_STAGE["kernels"][0]))
+    return SearchSpace(name=str(name), description=str(description), path=path, num_stages=num_stages,
+                       model=model, stages=stages)
+
+
+def builtin_space_dirs() -> list[Path]:
+    """Folders searched for ``--space NAME``: the source checkout's ``search_spaces/``, then the
+    copy installed under ``<prefix>/share/explore/search_spaces``."""
+    dirs = [Path(__file__).resolve().parent.parent / "search_spaces"]
+    for prefix in {sys.prefix, sysconfig.get_path("data")}:
+        dirs.append(Path(prefix) / "share" / "explore" / "search_spaces")
+    return [d for d in dirs if d.is_dir()]
+
+
+def resolve_space_path(space: str) -> Path:
+    """Turn ``--space`` into a file: an existing path as given, else a built-in name (``cga``).
+
+    Raises:
+        SpaceError: neither a file nor a known name (the message lists the known names).
+    """
+    path = Path(space)
+    if path.is_file():
+        return path
+    known: dict[str, Path] = {}
+    for folder in builtin_space_dirs():
+        for file in sorted(folder.glob("*.toml")):
+            known.setdefault(file.stem, file)
+    if space in known:
+        return known[space]
+    if path.suffix or "/" in space:
+        raise SpaceError("--space", space, "no such file")
+    raise SpaceError("--space", space, f"unknown space; expected a file path or one of {', '.join(sorted(known)) or '(none found)'}")
+
+
+def load_space(space: str | Path) -> SearchSpace:
+    """Load and validate a space by built-in name or file path.
+
+    Raises:
+        SpaceError: unknown name, unreadable file, malformed TOML, or an invalid knob (the error
+            names the file, the knob and the value).
+    """
+    path = resolve_space_path(str(space))
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise SpaceError(str(path), "(file)", f"malformed TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpaceError(str(path), "(file)", f"cannot read: {exc}") from None
+    return _parse(data, path)

@@ -1,0 +1,105 @@
+"""Search-space files: lookup by name or path, validation errors, sampling."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+
+from explore.config import ArchConfig
+from explore.errors import ConfigError, SpaceError
+from explore.space import load_space, resolve_space_path
+
+SPACE_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+
+MINIMAL = """
+[space]
+name = "mini"
+stages = 2
+[model]
+img_size = { value = 32 }
+[stage]
+width = [{ choices = [16, 32] }, { low = 32, high = 64, step = 16 }]
+depth = { low = 1, high = 2 }
+heads = { choices = [2, 4] }
+qk_dim = { value = 8 }
+kernel = { choices = [3, 5] }
+"""
+
+
+def test_builtin_space_by_name_and_by_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # any working directory
+    by_name = load_space("cga")
+    assert by_name.path == SPACE_DIR / "cga.toml"
+    assert by_name.num_stages == 3
+    by_path = load_space(str(SPACE_DIR / "cga.toml"))
+    assert by_path.describe() == by_name.describe()
+    names = dict(by_name.describe())
+    for knob in ("width", "depth", "heads", "qk_dim", "v_ratio", "ffn_ratio", "kernel", "window_size",
+                 "sandwich_n", "token_mixer"):
+        assert f"stage0.{knob}" in names
+    for knob in ("img_size", "norm", "activation"):
+        assert knob in names
+
+
+def test_sampling_gives_valid_configs_or_a_named_reason():
+    space = load_space("cga")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    built, rejected = 0, 0
+    for _ in range(60):
+        trial = study.ask()
+        try:
+            config = space.sample(trial, in_chans=1, num_classes=10)
+        except ConfigError as exc:
+            rejected += 1
+            assert exc.field.startswith("stages[") and "heads" in exc.field
+            continue
+        assert isinstance(config, ArchConfig)
+        assert all(len(s.kernels) == s.heads for s in config.stages)
+        assert 32 <= config.stages[0].width <= 128 and config.stages[0].width % 16 == 0
+        built += 1
+    assert built > 10 and rejected > 0
+
+
+def test_user_space_file(tmp_path):
+    path = tmp_path / "mini.toml"
+    path.write_text(MINIMAL)
+    space = load_space(str(path))
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    config = space.sample(trial, in_chans=3, num_classes=5)
+    assert config.img_size == 32 and len(config.stages) == 2 and config.stages[0].qk_dim == 8
+    assert set(trial.params) >= {"stage0.width", "stage1.width", "stage0.kernel0"}
+
+
+@pytest.mark.parametrize(
+    "edit, needle",
+    [
+        (lambda t: t.replace("stages = 2", "stages = 0"), "space.stages"),
+        (lambda t: t.replace("heads = { choices = [2, 4] }", "heads = { choices = [] }"), "stage.heads.choices"),
+        (lambda t: t.replace("qk_dim = { value = 8 }", "qk_dims = { value = 8 }"), "stage.qk_dims"),
+        (lambda t: t.replace("low = 32, high = 64", "low = 64, high = 32"), "stage.width[1].high"),
+        (lambda t: t.replace("img_size = { value = 32 }", "img_size = { value = 32, choices = [1] }"), "model.img_size"),
+        (lambda t: t.replace("depth = { low = 1, high = 2 }", "depth = { low = 1.5, high = 2 }"), "stage.depth.low"),
+        (lambda t: t + "\nnorm = 3\n", "stage.norm"),
+        (lambda t: t.replace("[stage]", "[stage\n"), "malformed TOML"),
+        (lambda t: t.replace('kernel = { choices = [3, 5] }', 'kernel = { choices = ["a"] }'), "stage.kernel.choices[0]"),
+        (lambda t: t.replace("[model]", "[model]\nnorm = { choices = [\"bn\", \"gn\"] }"), "model.norm.choices[1]"),
+    ],
+)
+def test_malformed_space_names_file_and_field(tmp_path, edit, needle):
+    path = tmp_path / "bad.toml"
+    path.write_text(edit(MINIMAL))
+    with pytest.raises(SpaceError) as info:
+        load_space(str(path))
+    message = str(info.value)
+    assert needle in message
+    assert "bad.toml" in message
+
+
+def test_unknown_space_lists_known_names():
+    with pytest.raises(SpaceError, match="cga") as info:
+        resolve_space_path("nope")
+    assert info.value.field == "--space"
+    with pytest.raises(SpaceError, match="no such file"):
+        resolve_space_path("missing/space.toml")
