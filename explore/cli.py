@@ -38,8 +38,16 @@ def _fail(exc: Exception) -> typer.Exit:
     return typer.Exit(code=1)
 
 
-def _command_line() -> str:
-    return "explore " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+def _report_command(study_ref: str, storage: Optional[str], out: Optional[str]) -> str:
+    """The ``explore report`` command line that remakes a report (password masked)."""
+    from explore.study import mask_password
+
+    words = ["explore", "report", study_ref]
+    if storage:
+        words += ["--storage", mask_password(storage)]
+    if out:
+        words += ["--out", out]
+    return " ".join(shlex.quote(w) for w in words)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -108,7 +116,10 @@ def study(
     frame = trials_frame(open_study(settings.study_name, settings.storage_url))
     _print_pareto(frame)
     if report:
-        paths = _write_report(settings.study_name, settings.storage_url, settings.run_dir / "report")
+        if settings.storage is None:
+            paths = _write_report(str(settings.run_dir), None, settings.run_dir / "report")
+        else:
+            paths = _write_report(settings.study_name, settings.storage, settings.run_dir / "report")
         console.print(f"report: {paths.markdown}, {paths.png}, {paths.csv}")
 
 
@@ -135,7 +146,8 @@ def _write_report(study_ref: str, storage: Optional[str], out_dir: Path):  # noq
     from explore.study import open_study, study_meta, trials_frame
 
     study_obj = open_study(study_ref, storage)
-    return write_report(trials_frame(study_obj), out_dir, study_meta(study_obj), _command_line())
+    command = _report_command(study_ref, storage, str(out_dir))
+    return write_report(trials_frame(study_obj), out_dir, study_meta(study_obj), command)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -103,7 +103,7 @@ def render_markdown(frame: pd.DataFrame, meta: Mapping[str, Any], command: str) 
         f"- device: `{settings.get('device')}`; latency: batch {settings.get('latency_batch')}, "
         f"threads {settings.get('latency_threads')}, median of {settings.get('latency_repeats')} runs",
         f"- sampler: `{settings.get('sampler')}`, seed {settings.get('seed')}",
-        f"- trials: " + (", ".join(f"{k} {v}" for k, v in counts.items()) or "none"),
+        "- trials: " + (", ".join(f"{k} {v}" for k, v in counts.items()) or "none"),
         "",
         "## Pareto front (top-1 up, latency down)",
         "",

@@ -1,0 +1,123 @@
+"""The `explore` command line: describe, study (end to end, resume), report, and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from explore.cli import app
+from explore.paper import CGA_MODELS, TIMM_PARAM_COUNTS
+from tests.conftest import needs_fashion_mnist, tiny_config
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def test_describe_json_preset():
+    result = invoke("describe", "efficientvit_m0", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["params"] == TIMM_PARAM_COUNTS["efficientvit_m0"]
+    assert abs(data["macs"] / (CGA_MODELS["efficientvit_m0"]["macs_M"] * 1e6) - 1) < 0.01
+    assert data["config"]["stages"][0]["width"] == 64
+
+
+def test_describe_config_file_table_and_infeasible(tmp_path):
+    good = tmp_path / "arch.json"
+    good.write_text(tiny_config().to_json())
+    result = invoke("describe", str(good))
+    assert result.exit_code == 0, result.output
+    assert "params" in result.output and "MACs" in result.output and "cga" in result.output
+    bad_cfg = tiny_config().to_dict()
+    bad_cfg["stages"][0]["heads"] = 3
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(bad_cfg))
+    result = invoke("describe", str(bad))
+    assert result.exit_code == 1
+    assert "stages[0].heads = 3" in result.output
+
+
+BAD_STUDY_INPUTS = [
+    (["--space", "nope"], "--space = 'nope'"),
+    (["--device", "tpu"], "--device = 'tpu'"),
+    (["--dataset", "mnist"], "--dataset = 'mnist'"),
+    (["--dataset", "cifar10", "--data-root", "/nonexistent/cifar"], "--data-root = '/nonexistent/cifar'"),
+    (["--study-name", "../escape"], "--study-name = '../escape'"),
+    (["--trials", "0"], "--trials = 0"),
+    (["--sampler", "grid"], "--sampler = 'grid'"),
+]
+
+
+@pytest.mark.parametrize("args, needle", BAD_STUDY_INPUTS)
+def test_bad_study_input_is_one_clear_error_and_writes_nothing(tmp_path, args, needle):
+    out = tmp_path / "runs"
+    result = invoke("study", "--out", str(out), *args)
+    assert result.exit_code == 1
+    assert needle in result.output
+    assert "Traceback" not in result.output
+    assert not out.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_cuda_unavailable_is_an_error(tmp_path):
+    result = invoke("study", "--out", str(tmp_path / "runs"), "--device", "cuda")
+    assert result.exit_code == 1 and "CUDA is not available" in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_malformed_space_file_writes_nothing(tmp_path):
+    space = tmp_path / "broken.toml"
+    space.write_text("[space]\nname = 'broken'\nstages = 3\n[stage]\nwidth = { low = 64 }\n")
+    result = invoke("study", "--space", str(space), "--out", str(tmp_path / "runs"))
+    assert result.exit_code == 1
+    assert "broken.toml" in result.output and "stage." in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_report_of_missing_study(tmp_path):
+    result = invoke("report", str(tmp_path / "nothing"))
+    assert result.exit_code == 1 and "STUDY" in result.output
+    assert not (tmp_path / "nothing").exists()
+
+
+@needs_fashion_mnist
+def test_study_end_to_end_resume_and_report(tmp_path):
+    out = tmp_path / "runs"
+    common = ["study", "--space", "cga", "--out", str(out), "--study-name", "t", "--epochs", "1",
+              "--batch-size", "64", "--max-train", "192", "--max-val", "128", "--seed", "1", "--no-report"]
+    first = invoke(*common, "--trials", "2")
+    assert first.exit_code == 0, first.output
+    assert "done: 2 complete" in first.output
+    db = out / "t" / "study.db"
+    assert db.is_file()
+
+    second = invoke(*common, "--trials", "3")  # same name: resumes, adds one complete trial
+    assert second.exit_code == 0, second.output
+    assert "done: 3 complete" in second.output
+
+    report = invoke("report", str(out / "t"))
+    assert report.exit_code == 0, report.output
+    folder = out / "t" / "report"
+    frame = pd.read_csv(folder / "trials.csv")
+    complete = frame[frame["state"] == "COMPLETE"]
+    assert len(complete) == 3
+    for column in ("params", "macs", "latency_median_ms", "latency_iqr_ms", "latency_cv", "proxy_top1", "config"):
+        assert complete[column].notna().all(), column
+    assert (complete["top1"] == complete["proxy_top1"]).all()
+    assert (complete["latency_ms"] == complete["latency_median_ms"]).all()
+    assert (complete["top1"] >= 0).all() and (complete["top1"] <= 100).all()
+    pruned = frame[frame["state"] == "PRUNED"]
+    if len(pruned):
+        assert pruned["pruned_reason"].str.contains("infeasible").all()
+    assert complete["pareto"].any()
+    summary = (folder / "summary.md").read_text()
+    assert "Pareto front" in summary and "top-1 (%)" in summary and "explore report" in summary
+    png = (folder / "pareto.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
