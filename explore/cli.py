@@ -232,6 +232,37 @@ def describe(
     console.print(f"norm {config.norm}, activation {config.activation}")
 
 
+@app.command()
+def presets(
+    *,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print a markdown table instead.")] = False,
+) -> None:
+    """Params and MACs of every preset at 224x224, beside timm's params and the paper's MACs."""
+    from explore.measure import count_macs, count_params
+    from explore.models import build
+    from explore.paper import CGA_MODELS, TIMM_PARAM_COUNTS
+    from explore.presets import PRESETS
+
+    header = ["model", "params", "timm params", "MACs (M)", "paper MACs (M)", "MACs vs paper (%)"]
+    rows = []
+    for name, config in PRESETS.items():
+        model = build(config)
+        params, macs = count_params(model), count_macs(model, config.img_size, config.in_chans)
+        paper = CGA_MODELS[name]["macs_M"]
+        rows.append([name, f"{params:,}", f"{TIMM_PARAM_COUNTS[name]:,}", f"{macs / 1e6:.2f}", f"{paper:g}",
+                     f"{(macs / 1e6 / paper - 1) * 100:+.2f}"])
+    if markdown:
+        print("| " + " | ".join(header) + " |")
+        print("|" + "---|" * len(header))
+        for row in rows:
+            print("| " + " | ".join(row) + " |")
+        return
+    table = Table(*header, title="presets at 224x224, 1000 classes (MACs: fvcore, norms not counted)")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
