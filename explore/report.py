@@ -49,7 +49,7 @@ def state_counts(frame: pd.DataFrame) -> dict[str, int]:
     return {str(k): int(v) for k, v in frame["state"].value_counts().sort_index().items()}
 
 
-def plot_pareto(frame: pd.DataFrame, path: Path, title: str) -> Path:
+def plot_pareto(frame: pd.DataFrame, path: Path, title: str, latency_label: str = "latency (ms per batch)") -> Path:
     """Scatter of top-1 (%) against latency (ms) for COMPLETE trials, the Pareto front drawn as a
     step line and labelled with trial numbers. Writes a PNG at ``path``."""
     import matplotlib
@@ -70,7 +70,7 @@ def plot_pareto(frame: pd.DataFrame, path: Path, title: str) -> Path:
                         xytext=(4, -10), fontsize=8)
     else:
         ax.text(0.5, 0.5, "no complete trials", ha="center", va="center", transform=ax.transAxes)
-    ax.set_xlabel("latency (ms per batch)")
+    ax.set_xlabel(latency_label)
     ax.set_ylabel("proxy top-1 (%)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
@@ -133,6 +133,8 @@ def write_report(frame: pd.DataFrame, out_dir: Path, meta: Mapping[str, Any], co
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = ReportPaths(out_dir / "trials.csv", out_dir / "pareto.png", out_dir / "summary.md")
     frame.to_csv(paths.csv, index=False)
-    plot_pareto(frame, paths.png, f"{meta.get('study_name')}: proxy top-1 vs latency")
+    settings = meta.get("settings", {}) or {}
+    label = f"latency (ms per batch of {settings.get('latency_batch', '?')}, {settings.get('device', '?')})"
+    plot_pareto(frame, paths.png, f"{meta.get('study_name')}: proxy top-1 vs latency", label)
     paths.markdown.write_text(render_markdown(frame, meta, command), encoding="utf-8")
     return paths
