@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from explore.config import ArchConfig
+from explore.config import ArchConfig, StageConfig, stage_field_used
 from explore.errors import ConfigError, ExploreError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -201,7 +201,7 @@ def load_config(name_or_file: str) -> ArchConfig:
 
 @app.command()
 def describe(
-    name_or_file: Annotated[str, typer.Argument(help="Preset (efficientvit_m0..m5) or config file (.json/.toml).")],
+    name_or_file: Annotated[str, typer.Argument(help="Preset (efficientvit_m0..m5, efficientvit_b0..b3) or config file (.json/.toml).")],
     *,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object: params, macs, config.")] = False,
 ) -> None:
@@ -223,13 +223,22 @@ def describe(
     console.print(f"[bold]{config.name or name_or_file}[/]  params {params / 1e6:.3f} M  "
                   f"MACs {macs / 1e6:.1f} M  at {config.img_size}x{config.img_size}, {config.in_chans} ch, "
                   f"{config.num_classes} classes")
-    table = Table("stage", "C", "L", "H", "QK", "V ratio", "FFN", "Q kernels", "win", "N", "mixer")
+    table = Table("stage", "C", "L", "mixer", "H", "QK", "V ratio", "Q kernels", "win", "scales", "FFN", "N",
+                  "expand")
     for i, s in enumerate(config.stages):
-        table.add_row(str(i), str(s.width), str(s.depth), str(s.heads), str(s.qk_dim), f"{s.v_ratio:g}",
-                      f"{s.ffn_ratio:g}", ",".join(map(str, s.kernels[: s.heads])), str(s.window_size),
-                      str(s.sandwich_n), s.token_mixer)
+        def shown(field: str, text: str, stage: StageConfig = s) -> str:
+            return text if stage_field_used(field, config.layout, stage.token_mixer) else "-"
+
+        table.add_row(str(i), str(s.width), str(s.depth), s.token_mixer, shown("heads", str(s.heads)),
+                      shown("qk_dim", str(s.qk_dim)), shown("v_ratio", f"{s.v_ratio:g}"),
+                      shown("kernels", ",".join(map(str, s.kernels[: s.heads]))),
+                      shown("window_size", str(s.window_size)), shown("scales", ",".join(map(str, s.scales))),
+                      shown("ffn_ratio", f"{s.ffn_ratio:g}"), shown("sandwich_n", str(s.sandwich_n)),
+                      shown("expand_ratio", f"{s.expand_ratio:g}"))
     console.print(table)
-    console.print(f"norm {config.norm}, activation {config.activation}")
+    extra = f", stem {config.stem_width} x{config.stem_depth}" if config.layout == "mbconv" else ""
+    head = f"MLP head {list(config.head_widths)}" if config.head_widths else "norm + linear head"
+    console.print(f"layout {config.layout}{extra}, norm {config.norm}, activation {config.activation}, {head}")
 
 
 @app.command()
@@ -240,7 +249,7 @@ def presets(
     """Params and MACs of every preset at 224x224, beside timm's params and the paper's MACs."""
     from explore.measure import count_macs, count_params
     from explore.models import build
-    from explore.paper import CGA_MODELS, TIMM_PARAM_COUNTS
+    from explore.paper import TIMM_PARAM_COUNTS, paper_macs
     from explore.presets import PRESETS
 
     header = ["model", "params", "timm params", "MACs (M)", "paper MACs (M)", "MACs vs paper (%)"]
@@ -248,7 +257,7 @@ def presets(
     for name, config in PRESETS.items():
         model = build(config)
         params, macs = count_params(model), count_macs(model, config.img_size, config.in_chans)
-        paper = CGA_MODELS[name]["macs_M"]
+        paper = paper_macs(name)
         rows.append([name, f"{params:,}", f"{TIMM_PARAM_COUNTS[name]:,}", f"{macs / 1e6:.2f}", f"{paper:g}",
                      f"{(macs / 1e6 / paper - 1) * 100:+.2f}"])
     if markdown:

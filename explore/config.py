@@ -21,22 +21,56 @@ from explore.errors import ConfigError
 
 __all__ = [
     "TOKEN_MIXERS",
+    "WINDOWED_MIXERS",
+    "LINEAR_MIXERS",
+    "LAYOUTS",
     "NORMS",
     "ACTIVATIONS",
     "StageConfig",
     "ArchConfig",
     "stem_resolution",
+    "stage_field_used",
     "downsample_resolution",
 ]
 
-TOKEN_MIXERS = ("cga", "mhsa")
-"""Token mixers: cascaded group attention (arXiv:2305.07027 §3.2) or plain multi-head softmax attention."""
+TOKEN_MIXERS = ("cga", "mhsa", "linear", "msla", "none")
+"""Token mixers: cascaded group attention (arXiv:2305.07027 §3.2), multi-head softmax attention,
+ReLU linear attention, multi-scale ReLU linear attention (LiteMLA, arXiv:2205.14756 §3), or none
+(a convolution-only stage)."""
+WINDOWED_MIXERS = ("cga", "mhsa")
+"""Mixers that run inside local windows (``window_size``; 0 = one global window)."""
+LINEAR_MIXERS = ("linear", "msla")
+"""Mixers with global ReLU linear attention, linear in the number of tokens."""
+LAYOUTS = ("sandwich", "mbconv")
+"""Macro layouts: EfficientViT-M (patch-16 stem, sandwich blocks, patch merging) or EfficientViT-B
+(conv stem, MBConv downsamples, attention + MBConv blocks)."""
 NORMS = ("bn", "ln")
 """Normalisation: BatchNorm (fusable into convs, the paper's choice) or LayerNorm over channels."""
 ACTIVATIONS = ("relu", "hardswish")
 
 STEM_STRIDE = 16
 """The overlapping patch embedding downsamples by 16 with four stride-2 3x3 convs."""
+
+
+# where a stage field matters: (layouts, token mixers); None = all
+_STAGE_FIELD_USE: dict[str, tuple[tuple[str, ...] | None, tuple[str, ...] | None]] = {
+    "heads": (None, ("cga", "mhsa", "linear", "msla")),
+    "qk_dim": (None, ("cga", "mhsa", "linear", "msla")),
+    "v_ratio": (None, WINDOWED_MIXERS),
+    "window_size": (None, WINDOWED_MIXERS),
+    "kernels": (None, ("cga",)),
+    "scales": (None, ("msla",)),
+    "ffn_ratio": (("sandwich",), None),
+    "sandwich_n": (("sandwich",), None),
+    "expand_ratio": (("mbconv",), None),
+}
+
+
+def stage_field_used(field_name: str, layout: str, token_mixer: str) -> bool:
+    """Whether a :class:`StageConfig` field affects the model in this layout with this mixer
+    (e.g. ``kernels`` only for cga, ``expand_ratio`` only in the mbconv layout)."""
+    layouts, mixers = _STAGE_FIELD_USE.get(field_name, (None, None))
+    return (layouts is None or layout in layouts) and (mixers is None or token_mixer in mixers)
 
 
 def stem_resolution(img_size: int) -> int:
@@ -73,21 +107,28 @@ def _check_choice(field_name: str, value: Any, choices: tuple[str, ...]) -> None
 
 @dataclass(frozen=True)
 class StageConfig:
-    """One stage of the EfficientViT-M macro layout (a downsample, then ``depth`` sandwich blocks).
+    """One stage: a downsample (except stage 0 of the sandwich layout), then ``depth`` blocks.
 
     Attributes:
         width: channels C of the stage's feature map (B, C, H, W).
-        depth: number of sandwich blocks (>= 0).
+        depth: blocks after the downsample (>= 0): sandwich blocks (sandwich layout) or
+            attention + MBConv blocks / MBConv blocks (mbconv layout).
         heads: attention heads H; for CGA each head sees a C/H channel split (so C % H == 0).
-        qk_dim: query/key channels per head (the paper's 16).
-        v_ratio: value channels per head as a fraction of C/H; V dim = int(v_ratio * C / H)
-            (the paper's 1.0, §3.3 parameter reallocation).
-        ffn_ratio: FFN hidden channels = int(ffn_ratio * C) (the paper's 2).
-        kernels: depthwise kernel on Q for each head of the cascade; needs >= ``heads`` odd
+        qk_dim: query/key channels per head (CGA paper: 16); for linear/msla the per-head dim of
+            Q, K and V alike (MIT paper: 16 for B0/B1, 32 for B2/B3).
+        v_ratio: cga/mhsa value channels per head as a fraction of C/H; V dim = int(v_ratio * C / H)
+            (the CGA paper's 1.0, §3.3 parameter reallocation). Unused by linear/msla.
+        ffn_ratio: sandwich-layout FFN hidden channels = int(ffn_ratio * C) (CGA paper: 2).
+        kernels: CGA's depthwise kernel on Q for each head of the cascade; needs >= ``heads`` odd
             entries, the first ``heads`` are used (the paper's (7, 5, 3, 3) / (5, 5, 5, 5)).
-        window_size: side of the local attention window in tokens (the paper's 7).
-        sandwich_n: FFNs on each side of the token mixer (N in §3.1; the paper's 1).
-        token_mixer: ``"cga"`` (cascaded group attention) or ``"mhsa"`` (softmax MHSA).
+        window_size: side of the local attention window of cga/mhsa in tokens (CGA paper: 7);
+            0 attends over the whole feature map. Linear attention is always global.
+        sandwich_n: FFNs on each side of the token mixer (N in CGA §3.1; the paper's 1).
+        token_mixer: ``cga``, ``mhsa``, ``linear`` (ReLU linear attention), ``msla`` (multi-scale
+            ReLU linear attention) or ``none``.
+        expand_ratio: mbconv-layout MBConv hidden channels = round(expand_ratio * C) (MIT: 4).
+        scales: msla's multi-scale aggregation kernels (MIT: (5,)); each adds a depthwise k x k +
+            grouped 1x1 branch of Q/K/V tokens. Unused by the other mixers.
     """
 
     width: int
@@ -100,9 +141,14 @@ class StageConfig:
     window_size: int = 7
     sandwich_n: int = 1
     token_mixer: str = "cga"
+    expand_ratio: float = 4.0
+    scales: tuple[int, ...] = (5,)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "kernels", tuple(self.kernels) if isinstance(self.kernels, (list, tuple)) else self.kernels)
+        for name in ("kernels", "scales"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
         self.validate("stage")
 
     def validate(self, prefix: str) -> None:
@@ -118,9 +164,21 @@ class StageConfig:
         _check_int(f"{prefix}.qk_dim", self.qk_dim, 1)
         _check_positive_float(f"{prefix}.v_ratio", self.v_ratio)
         _check_positive_float(f"{prefix}.ffn_ratio", self.ffn_ratio)
-        _check_int(f"{prefix}.window_size", self.window_size, 1)
+        _check_int(f"{prefix}.window_size", self.window_size, 0)
         _check_int(f"{prefix}.sandwich_n", self.sandwich_n, 1)
         _check_choice(f"{prefix}.token_mixer", self.token_mixer, TOKEN_MIXERS)
+        _check_positive_float(f"{prefix}.expand_ratio", self.expand_ratio)
+        if not isinstance(self.scales, tuple):
+            raise ConfigError(f"{prefix}.scales", self.scales, "expected a list of odd kernel sizes")
+        for i, k in enumerate(self.scales):
+            _check_int(f"{prefix}.scales[{i}]", k, 1)
+            if k % 2 == 0:
+                raise ConfigError(f"{prefix}.scales[{i}]", k, "expected an odd kernel size (same padding)")
+        if self.token_mixer == "msla" and not self.scales:
+            raise ConfigError(f"{prefix}.scales", [], "msla needs at least one scale (use token_mixer linear for none)")
+        if self.mbconv_hidden < 1:
+            raise ConfigError(f"{prefix}.expand_ratio", self.expand_ratio,
+                              f"MBConv hidden round(expand_ratio * {self.width}) must be >= 1")
         if not isinstance(self.kernels, tuple) or not self.kernels:
             raise ConfigError(f"{prefix}.kernels", self.kernels, "expected a non-empty list of odd kernel sizes")
         for i, k in enumerate(self.kernels):
@@ -151,6 +209,11 @@ class StageConfig:
         return int(self.v_ratio * self.width / self.heads + 1e-9)
 
     @property
+    def mbconv_hidden(self) -> int:
+        """MBConv hidden channels: ``round(expand_ratio * width)``."""
+        return round(self.expand_ratio * self.width)
+
+    @property
     def ffn_hidden(self) -> int:
         """FFN hidden channels: ``int(ffn_ratio * width)``."""
         return int(self.ffn_ratio * self.width + 1e-9)
@@ -161,15 +224,23 @@ class ArchConfig:
     """A whole architecture: stem, stages and classifier, plus model-wide choices.
 
     Attributes:
-        stages: the stages, first to last; stage 0 follows the 1/16 patch embedding, every later
-            stage starts with a stride-2 patch merging.
+        stages: the stages, first to last. Sandwich layout: stage 0 follows the 1/16 patch
+            embedding, every later stage starts with a stride-2 patch merging. Mbconv layout: the
+            stem downsamples 2x, every stage starts with a stride-2 MBConv.
         img_size: input side in pixels (square inputs (B, in_chans, img_size, img_size)); any size
             >= 1 works, attention biases are sized for the windows this resolution produces.
         in_chans: input channels (3 for RGB, 1 for Fashion-MNIST).
         num_classes: classifier outputs.
         norm: ``"bn"`` or ``"ln"`` in every Conv+Norm unit and the classifier.
-        activation: ``"relu"`` or ``"hardswish"`` everywhere (stem, FFN, patch merging, attention
-            output); the squeeze-excite gate keeps ReLU + sigmoid.
+        activation: ``"relu"`` or ``"hardswish"`` everywhere (stem, FFN/MBConv, patch merging,
+            attention output); the squeeze-excite gate keeps ReLU + sigmoid, linear attention's
+            kernel is ReLU.
+        layout: ``"sandwich"`` (EfficientViT-M, arXiv:2305.07027 Fig. 2) or ``"mbconv"``
+            (EfficientViT-B, arXiv:2205.14756 Fig. 4).
+        stem_width, stem_depth: mbconv layout only: the 3x3 stride-2 stem conv's channels and the
+            number of depthwise-separable residual blocks after it (B0: 8 and 1).
+        head_widths: () for a norm + linear classifier (CGA paper); (C1, C2) for the MIT head:
+            1x1 Conv+Norm+act to C1, pool, linear to C2, LayerNorm, act, linear (B0: (1024, 1280)).
         name: optional label (a preset name); not part of :meth:`config_hash`.
 
     Raises:
@@ -182,11 +253,16 @@ class ArchConfig:
     num_classes: int = 1000
     norm: str = "bn"
     activation: str = "relu"
+    layout: str = "sandwich"
+    stem_width: int | None = None
+    stem_depth: int = 0
+    head_widths: tuple[int, ...] = ()
     name: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
-        if isinstance(self.stages, list):
-            object.__setattr__(self, "stages", tuple(self.stages))
+        for name in ("stages", "head_widths"):
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
         if not isinstance(self.stages, tuple) or not self.stages:
             raise ConfigError("stages", self.stages, "expected a non-empty list of stages")
         for i, stage in enumerate(self.stages):
@@ -198,17 +274,35 @@ class ArchConfig:
         _check_int("num_classes", self.num_classes, 1)
         _check_choice("norm", self.norm, NORMS)
         _check_choice("activation", self.activation, ACTIVATIONS)
-        if self.stages[0].width < 8:
-            raise ConfigError("stages[0].width", self.stages[0].width,
-                              "the patch embedding starts at width/8 channels: expected >= 8")
+        _check_choice("layout", self.layout, LAYOUTS)
+        _check_int("stem_depth", self.stem_depth, 0)
+        if not isinstance(self.head_widths, tuple) or len(self.head_widths) not in (0, 2):
+            raise ConfigError("head_widths", self.head_widths, "expected [] or two widths [C1, C2]")
+        for i, w in enumerate(self.head_widths):
+            _check_int(f"head_widths[{i}]", w, 1)
+        if self.layout == "sandwich":
+            if self.stages[0].width < 8:
+                raise ConfigError("stages[0].width", self.stages[0].width,
+                                  "the patch embedding starts at width/8 channels: expected >= 8")
+        else:
+            if self.stem_width is None:
+                raise ConfigError("stem_width", None, "the mbconv layout needs a stem width")
+            _check_int("stem_width", self.stem_width, 1)
 
     # ----------------------------------------------------------------------------------------------
     # derived quantities
     def feature_sizes(self) -> list[int]:
-        """Side of each stage's feature map for an ``img_size`` input (1/16, then /2 per stage)."""
-        sides = [stem_resolution(self.img_size)]
-        for _ in self.stages[1:]:
-            sides.append(downsample_resolution(sides[-1]))
+        """Side of each stage's feature map for an ``img_size`` input (sandwich: 1/16, then /2
+        per stage; mbconv: stem /2, then /2 per stage)."""
+        if self.layout == "sandwich":
+            sides = [stem_resolution(self.img_size)]
+            for _ in self.stages[1:]:
+                sides.append(downsample_resolution(sides[-1]))
+            return sides
+        sides, side = [], downsample_resolution(self.img_size)
+        for _ in self.stages:
+            side = downsample_resolution(side)
+            sides.append(side)
         return sides
 
     def replace(self, **changes: Any) -> "ArchConfig":
@@ -226,6 +320,8 @@ class ArchConfig:
         out = dataclasses.asdict(self)
         for stage in out["stages"]:
             stage["kernels"] = list(stage["kernels"])
+            stage["scales"] = list(stage["scales"])
+        out["head_widths"] = list(out["head_widths"])
         if out["name"] is None:
             del out["name"]
         return out
@@ -277,8 +373,6 @@ class ArchConfig:
             if missing:
                 raise ConfigError(f"stages[{i}].{missing[0]}", None, "missing required field")
             kwargs = dict(raw)
-            if "kernels" in kwargs and isinstance(kwargs["kernels"], list):
-                kwargs["kernels"] = tuple(kwargs["kernels"])
             try:
                 stage = StageConfig(**kwargs)
             except ConfigError as exc:  # re-name the stage by its position
@@ -305,5 +399,5 @@ class ArchConfig:
         w = "-".join(str(s.width) for s in self.stages)
         d = "-".join(str(s.depth) for s in self.stages)
         h = "-".join(str(s.heads) for s in self.stages)
-        mixers = sorted({s.token_mixer for s in self.stages})
-        return f"C={w} L={d} H={h} {'/'.join(mixers)} @{self.img_size}"
+        mixers = "-".join(s.token_mixer for s in self.stages)
+        return f"{self.layout} C={w} L={d} H={h} {mixers} @{self.img_size}"

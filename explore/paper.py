@@ -5,7 +5,15 @@ Only numbers, never used to produce results: reports and tests compare our measu
 
 from __future__ import annotations
 
-__all__ = ["CGA_MODELS_SOURCE", "CGA_MODELS", "TIMM_PARAM_COUNTS_SOURCE", "TIMM_PARAM_COUNTS"]
+__all__ = [
+    "CGA_MODELS_SOURCE",
+    "CGA_MODELS",
+    "MIT_MODELS_SOURCE",
+    "MIT_MODELS",
+    "TIMM_PARAM_COUNTS_SOURCE",
+    "TIMM_PARAM_COUNTS",
+    "paper_macs",
+]
 
 CGA_MODELS_SOURCE = (
     "Liu et al., EfficientViT: Memory Efficient Vision Transformer with Cascaded Group Attention, "
@@ -22,7 +30,30 @@ CGA_MODELS: dict[str, dict[str, float]] = {
     "efficientvit_m5": {"top1": 77.1, "params_M": 12.4, "macs_M": 522, "gpu_img_s": 10621},
 }
 
-TIMM_PARAM_COUNTS_SOURCE = "timm 1.0.31 efficientvit_m0..m5 (a port of the official code), 1000 classes, counted with torch"
+MIT_MODELS_SOURCE = (
+    "Cai et al., EfficientViT: Multi-Scale Linear Attention for High-Resolution Dense Prediction, ICCV 2023 "
+    "(arXiv:2205.14756), ImageNet classification results; official repository mit-han-lab/efficientvit. "
+    "ImageNet-1k top-1 at 224x224 (B0's top-1 is not given in our source); MACs in G."
+)
+MIT_MODELS: dict[str, dict[str, float]] = {
+    "efficientvit_b0": {"params_M": 3.4, "macs_M": 100},
+    "efficientvit_b1": {"top1": 79.4, "params_M": 9.1, "macs_M": 520},
+    "efficientvit_b2": {"top1": 82.1, "params_M": 24.0, "macs_M": 1600},
+    "efficientvit_b3": {"top1": 83.5, "params_M": 49.0, "macs_M": 4000},
+}
+
+
+def paper_macs(name: str) -> float:
+    """The paper's MACs (M) of a preset, from either table.
+
+    Raises:
+        KeyError: the preset is in neither paper's table.
+    """
+    table = CGA_MODELS if name in CGA_MODELS else MIT_MODELS
+    return float(table[name]["macs_M"])
+
+
+TIMM_PARAM_COUNTS_SOURCE = "timm 1.0.31 efficientvit_m0..m5 and efficientvit_b0..b3 (ports of the official code), 1000 classes, counted with torch"
 TIMM_PARAM_COUNTS: dict[str, int] = {
     "efficientvit_m0": 2349436,
     "efficientvit_m1": 2980560,
@@ -30,4 +61,8 @@ TIMM_PARAM_COUNTS: dict[str, int] = {
     "efficientvit_m3": 6900722,
     "efficientvit_m4": 8804228,
     "efficientvit_m5": 12473772,
+    "efficientvit_b0": 3410008,
+    "efficientvit_b1": 9102024,
+    "efficientvit_b2": 24330712,
+    "efficientvit_b3": 48646056,
 }

@@ -3,10 +3,18 @@
 A space file (see ``search_spaces/cga.toml``, documented in place) has three tables:
 
 * ``[space]``: ``name``, ``description``, ``stages`` (the number of stages, fixed);
-* ``[model]``: model-level knobs (``img_size``, ``norm``, ``activation``);
+* ``[model]``: model-level knobs (``img_size``, ``norm``, ``activation``, ``layout``,
+  ``stem_width``, ``stem_depth``, ``head_widths``);
 * ``[stage]``: per-stage knobs (``width``, ``depth``, ``heads``, ``qk_dim``, ``v_ratio``,
-  ``ffn_ratio``, ``window_size``, ``sandwich_n``, ``token_mixer``) and ``kernel``, the DW-conv
-  kernel on Q sampled for every head of the stage.
+  ``ffn_ratio``, ``window_size``, ``sandwich_n``, ``token_mixer``, ``expand_ratio``, ``scales``)
+  and ``kernel``, the DW-conv kernel on Q sampled for every head of a CGA stage.
+
+Sampling is conditional (define-by-run): the layout and each stage's token mixer are drawn first,
+and a knob is drawn only where it matters (``kernel`` for cga; ``window_size`` and ``v_ratio`` for
+cga/mhsa; ``scales`` for msla; ``ffn_ratio``/``sandwich_n`` for the sandwich layout;
+``expand_ratio``, ``stem_width``/``stem_depth`` for the mbconv layout). Without a ``heads`` knob a
+stage has ``width // qk_dim`` heads (the MIT rule). List-valued knobs (``scales``,
+``head_widths``) take lists: ``value = [5]``, ``choices = [[5], [3, 5], []]``.
 
 Each knob is a table holding exactly one of ``value = X`` (fixed), ``choices = [...]``
 (categorical) or ``low``/``high`` with optional ``step`` and ``log`` (numeric range). A per-stage
@@ -28,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from explore.config import ACTIVATIONS, NORMS, TOKEN_MIXERS, ArchConfig, StageConfig
+from explore.config import ACTIVATIONS, LAYOUTS, NORMS, TOKEN_MIXERS, ArchConfig, StageConfig, stage_field_used
 from explore.errors import SpaceError
 
 __all__ = ["Knob", "SearchSpace", "load_space", "resolve_space_path", "builtin_space_dirs"]
@@ -38,6 +46,10 @@ _MODEL_KNOBS: dict[str, tuple[type, tuple[Any, ...] | None, float]] = {
     "img_size": (int, None, 1),
     "norm": (str, NORMS, 0),
     "activation": (str, ACTIVATIONS, 0),
+    "layout": (str, LAYOUTS, 0),
+    "stem_width": (int, None, 1),
+    "stem_depth": (int, None, 0),
+    "head_widths": (tuple, None, 1),
 }
 _STAGE_KNOBS: dict[str, tuple[type, tuple[Any, ...] | None, float]] = {
     "width": (int, None, 1),
@@ -50,7 +62,16 @@ _STAGE_KNOBS: dict[str, tuple[type, tuple[Any, ...] | None, float]] = {
     "sandwich_n": (int, None, 1),
     "token_mixer": (str, TOKEN_MIXERS, 0),
     "kernel": (int, None, 1),
+    "expand_ratio": (float, None, 1e-9),
+    "scales": (tuple, None, 1),
 }
+
+_MODEL_RELEVANCE: dict[str, tuple[str, ...]] = {"stem_width": ("mbconv",), "stem_depth": ("mbconv",)}
+
+
+def _label(value: tuple[int, ...]) -> str:
+    """Optuna categorical label of a list value: (3, 5) -> "3,5", () -> "none"."""
+    return ",".join(map(str, value)) or "none"
 
 
 @dataclass(frozen=True)
@@ -70,6 +91,9 @@ class Knob:
         if self.value is not None:
             return self.value
         if self.choices is not None:
+            if self.kind is tuple:  # Optuna categoricals hold scalars: draw a label, map it back
+                labels = {_label(c): c for c in self.choices}
+                return labels[trial.suggest_categorical(name, list(labels))]
             return trial.suggest_categorical(name, list(self.choices))
         if self.kind is int:
             return trial.suggest_int(name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
@@ -100,6 +124,13 @@ def _parse_knob(spec: Any, where: str, kind: type, allowed: tuple[Any, ...] | No
         raise SpaceError(where, dict(spec), "give exactly one of: value, choices, or low/high[/step/log]")
 
     def check_value(value: Any, field_name: str) -> Any:
+        if kind is tuple:
+            if not isinstance(value, list):
+                raise SpaceError(field_name, value, "expected a list of integers, e.g. [5] or [3, 5]")
+            for i, item in enumerate(value):
+                if isinstance(item, bool) or not isinstance(item, int) or item < minimum:
+                    raise SpaceError(f"{field_name}[{i}]", item, f"expected an integer >= {minimum:g}")
+            return tuple(value)
         if kind is str:
             if not isinstance(value, str) or (allowed and value not in allowed):
                 raise SpaceError(field_name, value, f"expected one of {', '.join(allowed or ())}")
@@ -119,8 +150,8 @@ def _parse_knob(spec: Any, where: str, kind: type, allowed: tuple[Any, ...] | No
         if not isinstance(choices, list) or not choices:
             raise SpaceError(f"{where}.choices", choices, "expected a non-empty list")
         return Knob(kind, choices=tuple(check_value(c, f"{where}.choices[{i}]") for i, c in enumerate(choices)))
-    if kind is str:
-        raise SpaceError(where, dict(spec), "a text knob takes value or choices, not a range")
+    if kind in (str, tuple):
+        raise SpaceError(where, dict(spec), "a text or list knob takes value or choices, not a range")
     if "low" not in keys or "high" not in keys:
         missing = "low" if "low" not in keys else "high"
         raise SpaceError(f"{where}.{missing}", None, "a range needs both low and high")
@@ -175,13 +206,29 @@ class SearchSpace:
             ConfigError: the drawn point is infeasible (the message names the field and value);
                 the study prunes the trial with that reason.
         """
-        model = {name: knob.suggest(trial, name) for name, knob in self.model.items()}
+        model: dict[str, Any] = {}
+        if "layout" in self.model:
+            model["layout"] = self.model["layout"].suggest(trial, "layout")
+        layout = model.get("layout", "sandwich")
+        for name, knob in self.model.items():
+            if name != "layout" and layout in _MODEL_RELEVANCE.get(name, (layout,)):
+                model[name] = knob.suggest(trial, name)
         stages = []
         for i, knobs in enumerate(self.stages):
-            values = {name: knob.suggest(trial, f"stage{i}.{name}") for name, knob in knobs.items() if name != "kernel"}
-            heads = values["heads"]
-            kernel = knobs["kernel"]
-            values["kernels"] = tuple(kernel.suggest(trial, f"stage{i}.kernel{j}") for j in range(heads))
+            mixer = knobs["token_mixer"].suggest(trial, f"stage{i}.token_mixer") if "token_mixer" in knobs else "cga"
+            values: dict[str, Any] = {"token_mixer": mixer}
+            for name, knob in knobs.items():
+                if name in ("token_mixer", "kernel"):
+                    continue
+                if stage_field_used(name, layout, mixer):
+                    values[name] = knob.suggest(trial, f"stage{i}.{name}")
+            if mixer == "none":
+                values["heads"] = 1
+            elif "heads" not in values:  # the MIT rule: heads of width // head dim
+                values["heads"] = max(1, values["width"] // values.get("qk_dim", _DEFAULTS_STAGE["qk_dim"]))
+            if stage_field_used("kernels", layout, mixer):
+                kernel = knobs.get("kernel", Knob(int, value=_DEFAULTS_STAGE["kernels"][0]))
+                values["kernels"] = tuple(kernel.suggest(trial, f"stage{i}.kernel{j}") for j in range(values["heads"]))
             stages.append(values)
         return ArchConfig.from_dict({**model, "stages": stages, "in_chans": in_chans, "num_classes": num_classes})
 
@@ -222,9 +269,9 @@ def _parse(data: Mapping[str, Any], path: Path) -> SearchSpace:
     stage_specs = data.get("stage")
     if not isinstance(stage_specs, Mapping):
         raise SpaceError(f"{where}: [stage]", stage_specs, "missing table of per-stage knobs")
-    for required in ("width", "depth", "heads"):
+    for required in ("width", "depth"):
         if required not in stage_specs:
-            raise SpaceError(f"{where}: stage.{required}", None, "missing: width, depth and heads are required")
+            raise SpaceError(f"{where}: stage.{required}", None, "missing: width and depth are required")
     stages: list[dict[str, Knob]] = [{} for _ in range(num_stages)]
     for knob_name, spec in stage_specs.items():
         if knob_name not in _STAGE_KNOBS:
@@ -239,8 +286,6 @@ def _parse(data: Mapping[str, Any], path: Path) -> SearchSpace:
         for i, item in enumerate(per_stage):
             label = f"{where}: stage.{knob_name}" + (f"[{i}]" if isinstance(spec, list) else "")
             stages[i][knob_name] = _parse_knob(item, label, *_STAGE_KNOBS[knob_name])
-    for knobs in stages:
-        knobs.setdefault("kernel", Knob(int, value=_DEFAULTS_STAGE["kernels"][0]))
     return SearchSpace(name=str(name), description=str(description), path=path, num_stages=num_stages,
                        model=model, stages=stages)
 

@@ -8,18 +8,20 @@ import torch
 
 from explore.measure import count_macs, count_params
 from explore.models import build
-from explore.paper import CGA_MODELS, TIMM_PARAM_COUNTS
+from explore.paper import TIMM_PARAM_COUNTS, paper_macs
 from explore.presets import PRESETS, convert_timm_state_dict, get_preset
 from tests.conftest import tiny_config
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
-def test_preset_params_equal_timm_and_macs_within_one_percent_of_paper(name):
+def test_preset_params_equal_timm_and_macs_close_to_paper(name):
+    """M presets: MACs within 1 % of the CGA paper; B presets: within 2 % of the MIT paper."""
     model = build(PRESETS[name])
     assert count_params(model) == TIMM_PARAM_COUNTS[name]
     macs = count_macs(model, 224, 3)
-    paper = CGA_MODELS[name]["macs_M"] * 1e6
-    assert abs(macs / paper - 1) < 0.01, (name, macs, paper)
+    paper = paper_macs(name) * 1e6
+    tolerance = 0.01 if "_m" in name else 0.02
+    assert abs(macs / paper - 1) < tolerance, (name, macs, paper)
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
@@ -44,12 +46,13 @@ def _randomise(state_dict, seed=0):
     return state_dict
 
 
-def test_timm_m0_state_dict_gives_same_logits():
+@pytest.mark.parametrize("name, atol", [("efficientvit_m0", 1e-5), ("efficientvit_b0", 1e-4)])
+def test_timm_state_dict_gives_same_logits(name, atol):
     timm = pytest.importorskip("timm", reason="timm is the reference implementation (extra 'test')")
-    reference = timm.create_model("efficientvit_m0", pretrained=False)
+    reference = timm.create_model(name, pretrained=False)
     state = _randomise(reference.state_dict())  # random BN scales and stats too: no branch is zero
     reference.load_state_dict(state)
-    ours = build(PRESETS["efficientvit_m0"])
+    ours = build(PRESETS[name])
     ours.load_state_dict(convert_timm_state_dict(state), strict=True)
     reference.eval()
     ours.eval()
@@ -57,7 +60,7 @@ def test_timm_m0_state_dict_gives_same_logits():
     with torch.no_grad():
         expected, got = reference(x), ours(x)
     assert expected.abs().max() > 0.1
-    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(got, expected, atol=atol, rtol=0)
 
 
 @pytest.mark.parametrize("side", [28, 33, 64, 97, 130])

@@ -56,7 +56,7 @@ def test_sampling_gives_valid_configs_or_a_named_reason():
             assert exc.field.startswith("stages[") and "heads" in exc.field
             continue
         assert isinstance(config, ArchConfig)
-        assert all(len(s.kernels) == s.heads for s in config.stages)
+        assert all(len(s.kernels) == s.heads for s in config.stages if s.token_mixer == "cga")
         assert 32 <= config.stages[0].width <= 128 and config.stages[0].width % 16 == 0
         built += 1
     assert built > 10 and rejected > 0
@@ -103,3 +103,47 @@ def test_unknown_space_lists_known_names():
     assert info.value.field == "--space"
     with pytest.raises(SpaceError, match="no such file"):
         resolve_space_path("missing/space.toml")
+
+
+@pytest.mark.parametrize("name", ["msla", "hybrid"])
+def test_msla_and_hybrid_spaces_sample_conditionally(name):
+    space = load_space(name)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=5))
+    layouts, mixers = set(), set()
+    for _ in range(40):
+        trial = study.ask()
+        config = space.sample(trial, in_chans=1, num_classes=10)  # both spaces are feasible by design
+        layouts.add(config.layout)
+        for i, stage in enumerate(config.stages):
+            mixers.add(stage.token_mixer)
+            drawn = {k.split(".", 1)[1] for k in trial.params if k.startswith(f"stage{i}.")}
+            if stage.token_mixer == "cga":
+                assert {f"kernel{j}" for j in range(stage.heads)} <= drawn
+            else:
+                assert not any(k.startswith("kernel") for k in drawn)
+            if stage.token_mixer != "msla":
+                assert "scales" not in drawn
+            if config.layout == "mbconv":
+                assert "ffn_ratio" not in drawn and "sandwich_n" not in drawn
+        if config.layout == "sandwich":
+            assert "stem_width" not in trial.params
+    if name == "msla":
+        assert layouts == {"mbconv"} and mixers == {"none", "msla"}
+    else:
+        assert layouts == {"sandwich", "mbconv"} and mixers >= {"cga", "mhsa", "linear", "msla"}
+
+
+def test_list_knobs(tmp_path):
+    path = tmp_path / "lists.toml"
+    path.write_text(MINIMAL.replace("[model]", "[model]\nlayout = { value = \"mbconv\" }\nstem_width = { value = 8 }\n"
+                                    "head_widths = { choices = [[64, 80], []] }")
+                    + "token_mixer = { value = \"msla\" }\nscales = { choices = [[3], [3, 5], [5]] }\n")
+    space = load_space(str(path))
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=2)).ask()
+    config = space.sample(trial, in_chans=3, num_classes=5)
+    assert config.head_widths in ((64, 80), ())
+    assert all(s.scales in ((3,), (3, 5), (5,)) for s in config.stages)
+    assert trial.params["stage0.scales"] in ("3", "3,5", "5")
+    path.write_text(MINIMAL + "scales = { low = 3, high = 5 }\n")
+    with pytest.raises(SpaceError, match="list knob"):
+        load_space(str(path))

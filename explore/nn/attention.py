@@ -1,11 +1,13 @@
-"""Token mixers: cascaded group attention (CGA), multi-head softmax attention (MHSA), and the local
-window wrapper that runs either inside non-overlapping windows.
+"""Token mixers: cascaded group attention (CGA), multi-head softmax attention (MHSA), ReLU linear
+attention with optional multi-scale tokens (LiteMLA), and the local window wrapper.
 
-Both mixers take and return (B, C, H, W) maps and add a learned relative-position attention bias
-indexed by the absolute offset (|dy|, |dx|) between tokens (LeViT-style, as in the CGA paper).
+Every mixer takes and returns (B, C, H, W) maps. CGA and MHSA add a learned relative-position
+attention bias indexed by the absolute offset (|dy|, |dx|) between tokens (LeViT-style, as in the
+CGA paper) and run inside local windows; LiteMLA is global and linear in the number of tokens.
 
 Follows: EfficientViT-M, arXiv:2305.07027 §3.2 (Cascaded Group Attention, Eq. 1-2) and §4
-(local window attention, window 7).
+(local window attention, window 7); EfficientViT-B, arXiv:2205.14756 §3.1 (lightweight multi-scale
+linear attention, Eq. 1-3, Fig. 3).
 """
 
 from __future__ import annotations
@@ -18,7 +20,13 @@ from torch import nn
 
 from explore.nn.layers import ConvNorm, make_act
 
-__all__ = ["relative_bias_index", "CascadedGroupAttention", "MultiHeadSelfAttention", "LocalWindowAttention"]
+__all__ = [
+    "relative_bias_index",
+    "CascadedGroupAttention",
+    "MultiHeadSelfAttention",
+    "LiteMLA",
+    "LocalWindowAttention",
+]
 
 
 def relative_bias_index(height: int, width: int, table_side: int, device: torch.device | None = None) -> torch.Tensor:
@@ -192,3 +200,72 @@ class LocalWindowAttention(nn.Module):
         # (B*nh*nw, C, ws, ws) -> (B, C, nh*ws, nw*ws)
         x = x.view(B, nh, nw, C, ws, ws).permute(0, 3, 1, 4, 2, 5).reshape(B, C, nh * ws, nw * ws)
         return x[:, :, :H, :W].contiguous()
+
+
+class LiteMLA(nn.Module):
+    """Lightweight multi-scale ReLU linear attention: (B, C, H, W) -> (B, C_out, H, W).
+
+    A 1x1 conv (no bias, no norm) makes Q, K, V tokens (``heads`` x ``head_dim`` each). Each scale
+    k in ``scales`` adds a branch of aggregated tokens: a k x k depthwise conv then a grouped 1x1
+    conv (3 * heads groups) over the Q/K/V channels, giving ``heads`` more heads per scale. Every
+    head attends globally with ReLU linear attention,
+
+        out_i = sum_j (relu(q_i) . relu(k_j)) v_j / (sum_j relu(q_i) . relu(k_j) + eps),
+
+    computed as relu(Q) (relu(K)^T [V | 1]) so the cost is linear in the tokens N = H*W (the ones
+    column gives the denominator). The products run in float32 with autocast disabled, so the
+    result is finite under fp16/bf16 autocast; the output returns in the input's dtype. A 1x1
+    Conv+Norm projects the concatenated heads to ``out_chs``. ``scales=()`` is plain ReLU linear
+    attention.
+
+    Args:
+        in_chs, out_chs: channels in and out.
+        heads: heads of the 1x1 branch (MIT: in_chs // head_dim).
+        head_dim: channels per head of Q, K and V.
+        scales: aggregation kernel sizes (odd).
+        norm: the output projection's norm.
+        eps: denominator guard.
+
+    Follows: arXiv:2205.14756 §3.1, Eq. (2)-(3), Fig. 3.
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, heads: int, head_dim: int, scales: Sequence[int] = (5,),
+                 norm: str = "bn", eps: float = 1e-5) -> None:
+        super().__init__()
+        self.head_dim = head_dim
+        self.eps = eps
+        total = heads * head_dim
+        self.qkv = ConvNorm(in_chs, 3 * total, 1, norm="none")
+        self.aggreg = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv2d(3 * total, 3 * total, k, padding=k // 2, groups=3 * total, bias=False),
+                nn.Conv2d(3 * total, 3 * total, 1, groups=3 * heads, bias=False),
+            )
+            for k in scales
+        )
+        self.proj = ConvNorm(total * (1 + len(scales)), out_chs, 1, norm=norm)
+
+    def _linear_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """q, k: (B, h, N, d); v: (B, h, N, d) -> (B, h, N, d), in float32."""
+        q, k, v = q.float(), k.float(), v.float()
+        v = F.pad(v, (0, 1), value=1.0)  # (B, h, N, d+1): last column sums the weights
+        kv = k.transpose(-1, -2) @ v  # (B, h, d, d+1)
+        out = q @ kv  # (B, h, N, d+1)
+        return out[..., :-1] / (out[..., -1:] + self.eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, _, H, W = x.shape
+        qkv = self.qkv(x)
+        tokens = torch.cat([qkv, *(branch(qkv) for branch in self.aggreg)], dim=1)  # (B, 3*h'*d, H, W)
+        tokens = tokens.reshape(B, -1, 3 * self.head_dim, H * W).transpose(-1, -2)  # (B, h', N, 3d)
+        q, k, v = tokens.chunk(3, dim=-1)
+        q, k = F.relu(q), F.relu(k)
+        dtype = v.dtype
+        if x.device.type == "meta":
+            out = self._linear_attention(q, k, v)
+        else:
+            with torch.autocast(device_type=x.device.type, enabled=False):
+                out = self._linear_attention(q, k, v)
+        out = out.to(dtype)
+        out = out.transpose(-1, -2).reshape(B, -1, H, W)  # (B, h'*d, H, W)
+        return self.proj(out)

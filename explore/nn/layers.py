@@ -1,10 +1,11 @@
-"""Building blocks shared by every macro layout: Conv+Norm units, FFN, squeeze-excite, patch
-embedding and merging, residual wrapper, classifier head.
+"""Building blocks shared by every macro layout: Conv+Norm(+act) units, FFN, MBConv, depthwise-
+separable conv, squeeze-excite, patch embedding and merging, residual wrapper, classifier heads.
 
 Follows: EfficientViT-M, arXiv:2305.07027 §3.1 (sandwich layout: depthwise conv and FFN units) and
-§4 (overlapping patch embedding, patch merging with squeeze-excite, BN + linear classifier). Module
-and parameter names match the public reference implementation (timm ``efficientvit_msra``) except
-``bn`` -> ``norm``, so checkpoints map with a rename (see :mod:`explore.presets`).
+§4 (overlapping patch embedding, patch merging with squeeze-excite, BN + linear classifier);
+EfficientViT-B, arXiv:2205.14756 §3.2 / Fig. 4 (MBConv local module, conv stem, MLP head). Module and
+parameter names follow the public reference implementations (timm ``efficientvit_msra`` and
+``efficientvit_mit``), so checkpoints map with renames (see :mod:`explore.presets`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ __all__ = [
     "NormLinear",
     "Residual",
     "FFN",
+    "MBConv",
+    "DSConv",
+    "MLPHead",
     "SqueezeExcite",
     "PatchEmbed",
     "PatchMerging",
@@ -51,11 +55,14 @@ class LayerNorm2d(nn.LayerNorm):
 
 
 def make_norm2d(name: str, channels: int) -> nn.Module:
-    """Norm over (B, C, H, W): ``"bn"`` -> BatchNorm2d, ``"ln"`` -> :class:`LayerNorm2d`.
+    """Norm over (B, C, H, W): ``"bn"`` -> BatchNorm2d, ``"ln"`` -> :class:`LayerNorm2d`,
+    ``"none"`` -> Identity.
 
     Raises:
         ConfigError: unknown name.
     """
+    if name == "none":
+        return nn.Identity()
     if name == "bn":
         return nn.BatchNorm2d(channels)
     if name == "ln":
@@ -66,28 +73,34 @@ def make_norm2d(name: str, channels: int) -> nn.Module:
 # --------------------------------------------------------------------------------------------------
 # Conv + Norm units
 class ConvNorm(nn.Sequential):
-    """Conv2d (no bias) followed by a norm: (B, C_in, H, W) -> (B, C_out, H', W').
+    """Conv2d, then a norm, then optionally an activation: (B, C_in, H, W) -> (B, C_out, H', W').
 
     Args:
         in_chs, out_chs: channels in and out.
         kernel_size: square kernel, padded to keep the size at stride 1 (``kernel_size // 2``).
         stride: conv stride; H' = ceil(H / stride) for odd kernels.
         groups: conv groups (``in_chs`` for depthwise).
-        norm: ``"bn"`` or ``"ln"``.
+        norm: ``"bn"``, ``"ln"`` or ``"none"``.
         norm_weight_init: initial norm scale; 0 makes a residual branch start as identity.
+        bias: conv bias (the MIT code uses it where a conv has no norm).
+        act: activation name appended as ``act``, or None.
     """
 
     def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 1, stride: int = 1, groups: int = 1,
-                 norm: str = "bn", norm_weight_init: float = 1.0) -> None:
+                 norm: str = "bn", norm_weight_init: float = 1.0, bias: bool = False, act: str | None = None) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, kernel_size // 2, groups=groups, bias=False)
+        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, kernel_size // 2, groups=groups, bias=bias)
         self.norm = make_norm2d(norm, out_chs)
-        nn.init.constant_(self.norm.weight, norm_weight_init)
-        nn.init.zeros_(self.norm.bias)
+        if norm != "none":
+            nn.init.constant_(self.norm.weight, norm_weight_init)
+            nn.init.zeros_(self.norm.bias)
+        if act is not None:
+            self.act = make_act(act)
 
 
 class NormLinear(nn.Sequential):
-    """Classifier: norm (BatchNorm1d or LayerNorm), dropout, linear: (B, C) -> (B, num_classes).
+    """Classifier: (global average pool,) norm (BatchNorm1d or LayerNorm), dropout, linear:
+    (B, C) or (B, C, H, W) -> (B, num_classes).
 
     Follows arXiv:2305.07027 §4 ("BN + linear" head, fusable at deploy time).
     """
@@ -104,6 +117,11 @@ class NormLinear(nn.Sequential):
         self.linear = nn.Linear(in_features, out_features)
         nn.init.trunc_normal_(self.linear.weight, std=0.02)
         nn.init.zeros_(self.linear.bias)
+
+    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if x.dim() == 4:
+            x = x.mean((2, 3))
+        return x if pre_logits else self.linear(self.drop(self.norm(x)))
 
 
 class Residual(nn.Module):
@@ -137,6 +155,70 @@ class FFN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pw2(self.act(self.pw1(x)))
+
+
+class MBConv(nn.Module):
+    """Inverted residual (MobileNetV2-style) block: (B, C_in, H, W) -> (B, C_out, H/s, W/s).
+
+    1x1 conv (C_in -> hidden) + act, k x k depthwise conv (stride s) + act, 1x1 conv (hidden -> C_out).
+    ``fewer_norm`` (the MIT code's choice inside attention stages): biases instead of norms on the
+    first two convs, a norm only after the last; otherwise a norm after each conv, no biases.
+    Follows arXiv:2205.14756 §3.2 (MBConv as the local module, expand ratio 4).
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, hidden: int, stride: int = 1, kernel_size: int = 3,
+                 norm: str = "bn", act: str = "hardswish", fewer_norm: bool = False) -> None:
+        super().__init__()
+        inner_norm = "none" if fewer_norm else norm
+        self.inverted_conv = ConvNorm(in_chs, hidden, 1, norm=inner_norm, bias=fewer_norm, act=act)
+        self.depth_conv = ConvNorm(hidden, hidden, kernel_size, stride, groups=hidden, norm=inner_norm,
+                                   bias=fewer_norm, act=act)
+        self.point_conv = ConvNorm(hidden, out_chs, 1, norm=norm)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.point_conv(self.depth_conv(self.inverted_conv(x)))
+
+
+class DSConv(nn.Module):
+    """Depthwise-separable conv: 3x3 depthwise Conv+Norm+act, 1x1 Conv+Norm: (B, C, H, W) -> (B, C_out, H, W).
+
+    The stem block of arXiv:2205.14756 (EfficientViT-B input stem).
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, norm: str = "bn", act: str = "hardswish") -> None:
+        super().__init__()
+        self.depth_conv = ConvNorm(in_chs, in_chs, 3, groups=in_chs, norm=norm, act=act)
+        self.point_conv = ConvNorm(in_chs, out_chs, 1, norm=norm)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.point_conv(self.depth_conv(x))
+
+
+class MLPHead(nn.Module):
+    """The MIT classifier: (B, C, H, W) -> logits (B, num_classes).
+
+    1x1 Conv+Norm+act (C -> C1), global average pool, linear (C1 -> C2, no bias), LayerNorm, act,
+    dropout, linear (C2 -> num_classes). Follows arXiv:2205.14756 (classification head, e.g.
+    C1, C2 = 1024, 1280 for B0).
+    """
+
+    def __init__(self, in_chs: int, widths: tuple[int, int], num_classes: int, norm: str = "bn",
+                 act: str = "hardswish", drop: float = 0.0) -> None:
+        super().__init__()
+        self.in_conv = ConvNorm(in_chs, widths[0], 1, norm=norm, act=act)
+        self.classifier = nn.Sequential(
+            nn.Linear(widths[0], widths[1], bias=False),
+            nn.LayerNorm(widths[1]),
+            make_act(act),
+            nn.Dropout(drop),
+            nn.Linear(widths[1], num_classes),
+        )
+
+    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.in_conv(x).mean((2, 3))
+        if pre_logits:
+            return self.classifier[3](self.classifier[2](self.classifier[1](self.classifier[0](x))))
+        return self.classifier(x)
 
 
 def _make_divisible(value: float, divisor: int = 8) -> int:

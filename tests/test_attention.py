@@ -1,0 +1,76 @@
+"""Every attention kind in both macro layouts: any resolution, gradients, autocast, and LiteMLA's
+linear form against the quadratic definition."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from explore.config import ArchConfig, StageConfig
+from explore.models import build
+from explore.nn.attention import LiteMLA
+
+KINDS = ["cga", "mhsa", "linear", "msla"]
+
+
+def _config(layout: str, kind: str, img_size: int) -> ArchConfig:
+    stage = dict(heads=2, qk_dim=8, kernels=(3, 5), window_size=4, scales=(3,), token_mixer=kind)
+    stages = (
+        StageConfig(width=16, depth=1, **stage),
+        StageConfig(width=32, depth=1, **stage),
+        StageConfig(width=48, depth=1, **stage),
+    )
+    extra = dict(stem_width=8, stem_depth=1) if layout == "mbconv" else {}
+    return ArchConfig(stages=stages, img_size=img_size, in_chans=3, num_classes=7, layout=layout, **extra)
+
+
+@pytest.mark.parametrize("layout", ["sandwich", "mbconv"])
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("side", [40, 57, 96, 130])  # 57 and 130: not multiples of the window or of 32
+def test_every_kind_any_resolution_forward_backward(layout, kind, side):
+    model = build(_config(layout, kind, side))
+    out = model(torch.randn(2, 3, side, side))
+    assert out.shape == (2, 7) and torch.isfinite(out).all()
+    out.square().mean().backward()
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    assert all(g is not None and torch.isfinite(g).all() for g in grads.values())
+    mixer_grads = [g for n, g in grads.items() if (".mixer." in n or ".context." in n)]
+    assert mixer_grads and any(g.abs().sum() > 0 for g in mixer_grads)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("kind", KINDS)
+def test_outputs_finite_under_autocast(kind, dtype):
+    model = build(_config("mbconv", kind, 64)).eval()
+    x = torch.randn(2, 3, 64, 64) * 30  # large activations: the fp16 failure mode of naive ports
+    with torch.no_grad(), torch.autocast("cpu", dtype=dtype):
+        out = model(x)
+    assert torch.isfinite(out).all()
+
+
+def test_litemla_linear_form_equals_quadratic_definition():
+    torch.manual_seed(0)
+    mla = LiteMLA(16, 16, heads=2, head_dim=8, scales=()).eval()
+    x = torch.randn(1, 16, 5, 7)
+    qkv = mla.qkv(x).reshape(1, 2, 24, 35).transpose(-1, -2)  # (B, h, N, 3d)
+    q, k, v = qkv.double().chunk(3, dim=-1)
+    weights = torch.relu(q) @ torch.relu(k).transpose(-1, -2)  # (B, h, N, N)
+    expected = (weights @ v) / (weights.sum(-1, keepdim=True) + mla.eps)
+    expected = mla.proj(expected.float().transpose(-1, -2).reshape(1, 16, 5, 7))
+    with torch.no_grad():
+        torch.testing.assert_close(mla(x), expected, atol=1e-5, rtol=1e-4)
+
+
+def test_linear_attention_finite_when_relu_kills_every_key():
+    mla = LiteMLA(8, 8, heads=1, head_dim=8, scales=(3,)).eval()
+    with torch.no_grad():
+        mla.qkv.conv.weight.fill_(-1.0)  # all q, k, v negative -> relu gives zeros
+        out = mla(torch.rand(1, 8, 6, 6))
+    assert torch.isfinite(out).all()
+
+
+def test_msla_scales_add_heads_and_params():
+    plain = LiteMLA(32, 32, heads=4, head_dim=8, scales=())
+    multi = LiteMLA(32, 32, heads=4, head_dim=8, scales=(3, 5))
+    assert multi.proj.conv.in_channels == 3 * plain.proj.conv.in_channels
+    assert sum(p.numel() for p in multi.parameters()) > sum(p.numel() for p in plain.parameters())
