@@ -4,7 +4,8 @@
 * MACs: fvcore's ``FlopCountAnalysis`` (which counts one multiply-accumulate per "flop") on a
   batch-1 input, with normalisation layers not counted, as in the papers' tables
   (arXiv:2305.07027 Table 1 reports MACs with BN folded away). Convolutions, linear layers and
-  the attention matmuls are counted; elementwise ops (activations, residual adds, softmax) are not.
+  the attention matmuls are counted (fused ``scaled_dot_product_attention`` through a handle of
+  ours); elementwise ops (activations, residual adds, softmax) are not.
 * latency: wall-clock time of ``model(x)`` in eval mode under ``torch.inference_mode``, after
   warm-up, over repeated timed runs; reported as median with the inter-quartile range and the
   coefficient of variation. CUDA runs synchronise before and after each timed run.
@@ -36,6 +37,20 @@ def _not_counted(inputs, outputs) -> int:  # fvcore handle signature
     return 0
 
 
+def _sdpa_macs(inputs, outputs) -> int:
+    """fvcore handle for ``aten::scaled_dot_product_attention``: Q K^T and A V products,
+    B*h*N*M*d + B*h*N*M*d_v MACs for q (B, h, N, d), k (B, h, M, d), v (B, h, M, d_v)."""
+    from fvcore.nn.jit_handles import get_shape
+
+    q, v = get_shape(inputs[0]), get_shape(inputs[2])
+    batch = 1
+    for dim in q[:-2]:
+        batch *= dim
+    n, d = q[-2], q[-1]
+    m, dv = v[-2], v[-1]
+    return batch * n * m * (d + dv)
+
+
 def count_macs(model: nn.Module, img_size: int, in_chans: int = 3) -> int:
     """Multiply-accumulates of one forward pass on one (1, in_chans, img_size, img_size) image.
 
@@ -57,6 +72,7 @@ def count_macs(model: nn.Module, img_size: int, in_chans: int = 3) -> int:
         analysis = FlopCountAnalysis(model, x)
         for op in _NORM_OPS:
             analysis.set_op_handle(op, _not_counted)
+        analysis.set_op_handle("aten::scaled_dot_product_attention", _sdpa_macs)
         analysis.unsupported_ops_warnings(False)
         analysis.uncalled_modules_warnings(False)
         return int(analysis.total())

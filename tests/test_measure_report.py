@@ -86,3 +86,14 @@ def test_pareto_table_and_report_files(tmp_path):
     assert "infeasible: stages[0].heads = 3" in text
     assert len(pd.read_csv(paths.csv)) == 4
     assert paths.png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_macs_count_fused_attention():
+    from explore.nn.attention import MultiHeadSelfAttention
+
+    mhsa = MultiHeadSelfAttention(32, heads=2, qk_dim=8, v_dim=16, table_side=4)
+    n = 4 * 4
+    qkv = 32 * 2 * (8 + 8 + 16) * n
+    attention = 2 * n * n * (8 + 16)  # Q K^T and A V per head, through scaled_dot_product_attention
+    proj = (2 * 16) * 32 * n
+    assert count_macs(mhsa, img_size=4, in_chans=32) == qkv + attention + proj

@@ -147,7 +147,8 @@ class MultiHeadSelfAttention(_BiasedAttention):
 
     One 1x1 Conv+Norm projects all C channels to Q, K (``qk_dim`` per head) and V (``v_dim`` per
     head); every head attends over the whole input (no channel split, no cascade, no DW conv on Q),
-    with the same relative-position bias as CGA. Output: activation, then 1x1 Conv+Norm to C.
+    with the same relative-position bias as CGA, through PyTorch's fused
+    ``scaled_dot_product_attention``. Output: activation, then 1x1 Conv+Norm to C.
     This is the "CGA -> MHSA" row of arXiv:2305.07027 Table 6.
     """
 
@@ -163,11 +164,10 @@ class MultiHeadSelfAttention(_BiasedAttention):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, H, W = x.shape
         qkv = self.qkv(x).view(B, self.heads, 2 * self.qk_dim + self.v_dim, H * W)
-        q, k, v = qkv.split([self.qk_dim, self.qk_dim, self.v_dim], dim=2)  # (B, h, d, N)
-        attn = (q * self.scale).transpose(-2, -1) @ k + self.attention_bias(H, W)  # (B, h, N, N)
-        attn = attn.softmax(dim=-1)
-        out = (v @ attn.transpose(-2, -1)).reshape(B, self.heads * self.v_dim, H, W)
-        return self.proj(out)
+        q, k, v = qkv.transpose(-2, -1).split([self.qk_dim, self.qk_dim, self.v_dim], dim=-1)  # (B, h, N, d)
+        bias = self.attention_bias(H, W).to(q.dtype)  # (h, N, N), added to the logits
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)  # (B, h, N, v)
+        return self.proj(out.transpose(-2, -1).reshape(B, self.heads * self.v_dim, H, W))
 
 
 class LocalWindowAttention(nn.Module):
