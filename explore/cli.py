@@ -272,6 +272,63 @@ def presets(
     console.print(table)
 
 
+@app.command()
+def bench(
+    *,
+    device: Annotated[Optional[str], typer.Option(help="cpu | cuda[:N]; default: the protocol's.")] = None,
+    protocol: Annotated[str, typer.Option(help="gpu-throughput | gpu-latency | cpu-latency | onnx-cpu")] = "cpu-latency",
+    models: Annotated[str, typer.Option(help="Comma-separated presets, or 'all', 'm' (M0-M5), 'b' (B0-B3).")] = "all",
+    modes: Annotated[str, typer.Option(help="Comma-separated: eager, fused, compile, cuda-graph.")] = "eager,fused",
+    batch_size: Annotated[Optional[int], typer.Option(help="Override the protocol's batch.")] = None,
+    repeats: Annotated[Optional[int], typer.Option(help="Timed runs (default: the protocol's).")] = None,
+    warmup: Annotated[Optional[int], typer.Option(help="Untimed runs first.")] = None,
+    img_size: Annotated[Optional[int], typer.Option(help="Input side (default 224).")] = None,
+    reference: Annotated[bool, typer.Option(help="Measure timm's model of the same name too.")] = True,
+    out: Annotated[Optional[str], typer.Option(help="Folder for bench_<protocol>_<device>.csv/.md.")] = None,
+) -> None:
+    """Our presets vs timm's models of the same names: same protocol, same mode, one run; ratio ours/timm."""
+    from explore.bench import bench as run_bench
+    from explore.presets import PRESETS
+
+    groups = {"all": list(PRESETS), "m": [n for n in PRESETS if "_m" in n], "b": [n for n in PRESETS if "_b" in n]}
+    names = groups.get(models, [m.strip() for m in models.split(",") if m.strip()])
+    mode_list = tuple(m.strip() for m in modes.split(",") if m.strip())
+
+    def on_row(row) -> None:  # noqa: ANN001 - BenchRow
+        data = row.as_row()
+        ratio = f"ratio {data['ratio_ours_timm']:.3f}" if data["ratio_ours_timm"] is not None else ""
+        console.print(f"{data['model']} {data['mode']}: ours {data['ours_img_s']} img/s (cv {data['ours_cv']:.3f}), "
+                      f"timm {data['timm_img_s']} img/s {ratio}", highlight=False)
+
+    try:
+        frame = run_bench(names, protocol, mode_list, device=device, batch_size=batch_size, repeats=repeats,
+                          warmup=warmup, img_size=img_size, reference=reference, on_row=on_row)
+    except ExploreError as exc:
+        raise _fail(exc) from None
+    shown = frame.drop(columns=["device", "versions"])
+    table = Table(*map(str, shown.columns), title=f"{protocol} on {frame['device'].iloc[0]} ({frame['versions'].iloc[0]})")
+    for row in shown.itertuples(index=False):
+        table.add_row(*("" if v is None else str(v) for v in row))
+    console.print(table)
+    if out:
+        folder = Path(out)
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = f"bench_{protocol}_{frame['device'].iloc[0].split()[0].lower()}"
+        stem = _safe_name(stem)
+        frame.to_csv(folder / f"{stem}.csv", index=False)
+        words = ["explore", "bench", "--protocol", protocol, "--models", models, "--modes", modes]
+        for flag, value in (("--device", device), ("--batch-size", batch_size), ("--repeats", repeats),
+                            ("--warmup", warmup), ("--img-size", img_size)):
+            if value is not None:
+                words += [flag, str(value)]
+        header = (f"# {protocol}: ours vs timm\n\nCommand: `{' '.join(words)} --out {out}`\n\n"
+                  f"Device: {frame['device'].iloc[0]}; {frame['versions'].iloc[0]}. img/s = batch / median time; "
+                  "ratio = ours / timm (>= 1: ours at least as fast); cv = coefficient of variation of the "
+                  "repeats; paper_img_s measured by the paper on its own hardware (context only).\n\n")
+        (folder / f"{stem}.md").write_text(header + frame.to_markdown(index=False) + "\n", encoding="utf-8")
+        console.print(f"wrote {folder / (stem + '.csv')} and .md")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -13,16 +13,20 @@ __all__ = [
     "TIMM_PARAM_COUNTS_SOURCE",
     "TIMM_PARAM_COUNTS",
     "paper_macs",
+    "paper_throughput",
+    "PROTOCOL_PAPER_FIELD",
 ]
 
 CGA_MODELS_SOURCE = (
     "Liu et al., EfficientViT: Memory Efficient Vision Transformer with Cascaded Group Attention, "
     "CVPR 2023 (arXiv:2305.07027), ImageNet-1k model table; official repository microsoft/Cream. "
     "ImageNet-1k val top-1 at 224x224 after 300 epochs; MACs ('FLOPs' in the paper) with BN not counted; "
-    "gpu_img_s on a V100, batch 2048, fp16."
+    "gpu_img_s on a V100, batch 2048, fp16; cpu_img_s on an Intel CPU, batch 16, one thread; "
+    "onnx_img_s with ONNX Runtime on that CPU, batch 16 (CPU figures given for M0 only)."
 )
 CGA_MODELS: dict[str, dict[str, float]] = {
-    "efficientvit_m0": {"top1": 63.2, "params_M": 2.3, "macs_M": 79, "gpu_img_s": 27644},
+    "efficientvit_m0": {"top1": 63.2, "params_M": 2.3, "macs_M": 79, "gpu_img_s": 27644, "cpu_img_s": 228.4,
+                        "onnx_img_s": 340.1},
     "efficientvit_m1": {"top1": 68.4, "params_M": 3.0, "macs_M": 167, "gpu_img_s": 20093},
     "efficientvit_m2": {"top1": 70.8, "params_M": 4.2, "macs_M": 201, "gpu_img_s": 18218},
     "efficientvit_m3": {"top1": 73.4, "params_M": 6.9, "macs_M": 263, "gpu_img_s": 16644},
@@ -41,6 +45,18 @@ MIT_MODELS: dict[str, dict[str, float]] = {
     "efficientvit_b2": {"top1": 82.1, "params_M": 24.0, "macs_M": 1600},
     "efficientvit_b3": {"top1": 83.5, "params_M": 49.0, "macs_M": 4000},
 }
+
+
+PROTOCOL_PAPER_FIELD = {"gpu-throughput": "gpu_img_s", "cpu-latency": "cpu_img_s", "onnx-cpu": "onnx_img_s"}
+"""Which paper column a protocol's img/s compares with (the paper's hardware differs from yours)."""
+
+
+def paper_throughput(name: str, protocol: str) -> float | None:
+    """The paper's img/s for a preset under a protocol, or None where the paper gives none."""
+    field = PROTOCOL_PAPER_FIELD.get(protocol)
+    row = CGA_MODELS.get(name) or MIT_MODELS.get(name) or {}
+    value = row.get(field) if field else None
+    return float(value) if value is not None else None
 
 
 def paper_macs(name: str) -> float:
