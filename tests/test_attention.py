@@ -74,3 +74,25 @@ def test_msla_scales_add_heads_and_params():
     multi = LiteMLA(32, 32, heads=4, head_dim=8, scales=(3, 5))
     assert multi.proj.conv.in_channels == 3 * plain.proj.conv.in_channels
     assert sum(p.numel() for p in multi.parameters()) > sum(p.numel() for p in plain.parameters())
+
+
+def test_inference_bias_cache_follows_parameter_changes():
+    model = build(_config("sandwich", "cga", 64)).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        before = model(x)
+        state = model.state_dict()
+        for key in state:
+            if key.endswith("attention_biases"):
+                state[key] = torch.randn_like(state[key])
+        model.load_state_dict(state)
+        after = model(x)
+    assert not torch.allclose(before, after)
+    model.train()
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), after)
+    # with autograd on, biases are gathered afresh so gradients reach them
+    model(x).sum().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters()
+               if n.endswith("attention_biases"))

@@ -55,17 +55,38 @@ class _BiasedAttention(nn.Module):
         self.table_side = table_side
         self.attention_biases = nn.Parameter(torch.zeros(heads, table_side * table_side))
         self._index_cache: dict[tuple[int, int, str], torch.Tensor] = {}
+        self._bias_cache: dict[tuple[int, int, str], torch.Tensor] = {}
 
     def attention_bias(self, height: int, width: int) -> torch.Tensor:
-        """Bias (heads, N, N) for an H x W window, N = H*W."""
+        """Bias (heads, N, N) for an H x W window, N = H*W.
+
+        Without autograd (inference), the gathered bias is cached per window shape and device;
+        the cache is dropped when the module changes mode or its parameters are loaded.
+        """
         device = self.attention_biases.device
         key = (height, width, str(device))
+        if not torch.is_grad_enabled() and not self.training:
+            bias = self._bias_cache.get(key)
+            if bias is None or bias.device != device:
+                bias = self._bias_cache[key] = self.attention_biases[:, self._index(key)]
+            return bias
+        return self.attention_biases[:, self._index(key)]
+
+    def _index(self, key: tuple[int, int, str]) -> torch.Tensor:
         index = self._index_cache.get(key)
         if index is None:
             with torch.inference_mode(False):  # a cached index must stay usable outside inference mode
-                index = relative_bias_index(height, width, self.table_side, device)
+                index = relative_bias_index(key[0], key[1], self.table_side, self.attention_biases.device)
             self._index_cache[key] = index
-        return self.attention_biases[:, index]
+        return index
+
+    def train(self, mode: bool = True) -> "_BiasedAttention":
+        self._bias_cache = {}
+        return super().train(mode)
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 - torch signature
+        self._bias_cache = {}
+        super()._load_from_state_dict(*args, **kwargs)
 
 
 class CascadedGroupAttention(_BiasedAttention):
