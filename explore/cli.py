@@ -329,6 +329,50 @@ def bench(
         console.print(f"wrote {folder / (stem + '.csv')} and .md")
 
 
+@app.command("validate-proxy")
+def validate_proxy(
+    *,
+    space: Annotated[str, typer.Option(help="Space name or file to sample architectures from.")] = "cga",
+    archs: Annotated[int, typer.Option(help="K: architectures to train with both budgets.")] = 12,
+    short_epochs: Annotated[float, typer.Option(help="The proxy budget (epochs).")] = 1.0,
+    long_epochs: Annotated[float, typer.Option(help="The reference budget (>= 5x short).")] = 5.0,
+    dataset: Annotated[str, typer.Option(help="fashion_mnist | cifar10 | cifar100 | imagefolder")] = "fashion_mnist",
+    data_root: Annotated[Optional[str], typer.Option(help="Local data folder.")] = None,
+    max_train: Annotated[int, typer.Option(help="Training images (0 = all).")] = 10000,
+    max_val: Annotated[int, typer.Option(help="Held-out images (0 = all).")] = 2000,
+    batch_size: Annotated[int, typer.Option(help="Training batch size.")] = 128,
+    device: Annotated[str, typer.Option(help="cpu | cuda[:N]")] = "cpu",
+    seed: Annotated[int, typer.Option(help="Sampling and training seed.")] = 0,
+    out: Annotated[Optional[str], typer.Option(help="Output folder; default runs/validate-proxy-<space>.")] = None,
+) -> None:
+    """Rank agreement (Kendall tau, Spearman rho) of the short proxy against a >= 5x longer budget."""
+    from explore.proxy import validate_proxy as run_validation
+    from explore.proxy import write_validity_report
+
+    def on_arch(row: dict) -> None:
+        console.print(f"arch {row['arch']}: {row['summary']}  short {row['short_top1']:.2f}%  "
+                      f"long {row['long_top1']:.2f}%  ({row['short_seconds']:.0f} s + {row['long_seconds']:.0f} s)",
+                      highlight=False)
+
+    try:
+        result = run_validation(space, archs, dataset=dataset, data_root=data_root, max_train=max_train or None,
+                                max_val=max_val or None, short_epochs=short_epochs, long_epochs=long_epochs,
+                                batch_size=batch_size, device=device, seed=seed, on_arch=on_arch)
+    except ExploreError as exc:
+        raise _fail(exc) from None
+    words = ["explore", "validate-proxy", "--space", space, "--archs", str(archs), "--short-epochs", f"{short_epochs:g}",
+             "--long-epochs", f"{long_epochs:g}", "--dataset", dataset, "--max-train", str(max_train), "--max-val",
+             str(max_val), "--batch-size", str(batch_size), "--device", device, "--seed", str(seed)]
+    if data_root:
+        words += ["--data-root", data_root]
+    folder = Path(out) if out else Path("runs") / _safe_name(f"validate-proxy-{Path(space).stem}")
+    if out:
+        words += ["--out", out]
+    paths = write_validity_report(result, folder, " ".join(shlex.quote(w) for w in words))
+    console.print(f"Kendall tau {result.kendall_tau:.3f}, Spearman rho {result.spearman_rho:.3f} over {archs} "
+                  f"architectures; wrote {', '.join(str(p) for p in paths)}")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
