@@ -44,6 +44,10 @@ class ProxyRecipe:
         eval_batch_size: images per evaluation batch.
         max_seconds: optional wall-clock budget for training steps, in seconds (evaluation
             time excluded); training stops after the step that exceeds it.
+        compile: train through ``torch.compile`` (worth it for long GPU runs; the first steps
+            pay the compilation).
+        nan_check_every: on CUDA, check the loss for NaN/inf every this many steps (one host
+            sync each) instead of every step; on CPU every step is checked.
     """
 
     epochs: float = 1.0
@@ -55,6 +59,8 @@ class ProxyRecipe:
     augment: bool = True
     eval_batch_size: int = 256
     max_seconds: float | None = None
+    compile: bool = False
+    nan_check_every: int = 25
 
     def validate(self) -> None:
         """Check every field.
@@ -74,6 +80,8 @@ class ProxyRecipe:
             ("label_smoothing", self.label_smoothing,
              _is_number(self.label_smoothing) and 0 <= self.label_smoothing < 1, "expected a number in [0, 1)"),
             ("eval_batch_size", self.eval_batch_size, _is_int(self.eval_batch_size) and self.eval_batch_size >= 1,
+             "expected an integer >= 1"),
+            ("nan_check_every", self.nan_check_every, _is_int(self.nan_check_every) and self.nan_check_every >= 1,
              "expected an integer >= 1"),
             ("max_seconds", self.max_seconds,
              self.max_seconds is None or (_is_number(self.max_seconds) and self.max_seconds > 0),
@@ -158,9 +166,10 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     b, _, h, w = x.shape
     pad = max(1, min(h, w) // 8)
     padded = F.pad(x, (pad, pad, pad, pad))
-    oy = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(x.device)
-    ox = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(x.device)
-    flip = (torch.rand((b,), generator=gen) < 0.5).to(x.device)
+    dev = gen.device  # draws happen where the generator lives (the GPU on CUDA: no host round trip)
+    oy = torch.randint(0, 2 * pad + 1, (b,), generator=gen, device=dev).to(x.device)
+    ox = torch.randint(0, 2 * pad + 1, (b,), generator=gen, device=dev).to(x.device)
+    flip = (torch.rand((b,), generator=gen, device=dev) < 0.5).to(x.device)
     rows = oy[:, None] + torch.arange(h, device=x.device)  # (B, H)
     cols = torch.arange(w, device=x.device).expand(b, w)
     cols = torch.where(flip[:, None], cols.flip(1), cols) + ox[:, None]  # (B, W)
@@ -250,9 +259,11 @@ def train_proxy(
     AdamW (no weight decay on 1-D parameters or parameters named ``*attention_biases*``),
     linear warm-up then cosine decay to 0 (per step), cross-entropy with label smoothing.
     Each epoch visits a seeded random permutation of the training split in batches of
-    ``recipe.batch_size`` (the last incomplete batch is dropped). On CUDA the model runs in
-    bf16 autocast with channels_last; on CPU in float32, and a run is reproducible given
-    ``seed``.
+    ``recipe.batch_size`` (the last incomplete batch is dropped). On CUDA the whole uint8
+    dataset is moved to the GPU once, batches are gathered, converted and augmented there (the
+    random draws too), the model runs in bf16 autocast with channels_last, and the host
+    synchronises only every ``recipe.nan_check_every`` steps, so small models are not held back
+    by the host. On CPU it runs in float32, and a run is reproducible given ``seed``.
 
     Args:
         model: maps float32 (B, C, img_size, img_size) to logits (B, num_classes); moved to
@@ -286,15 +297,20 @@ def train_proxy(
         raise DataError("val", 0, "expected at least one image to evaluate on")
 
     seed_everything(seed)
-    gen = torch.Generator().manual_seed(int(seed))
+    on_cuda = dev.type == "cuda"
+    gen = torch.Generator(device=dev if on_cuda else "cpu").manual_seed(int(seed))
+    # CUDA: hold the (uint8) training split on the GPU, so batches never cross the bus
+    train_images = data.train.images.to(dev) if on_cuda else data.train.images
+    train_labels = data.train.labels.to(dev) if on_cuda else data.train.labels
 
     model.to(dev)
-    if dev.type == "cuda":
+    if on_cuda:
         model.to(memory_format=torch.channels_last)
     groups = _param_groups(model, recipe.weight_decay)
     if not groups:
         raise ExploreError("model", type(model).__name__, "expected at least one trainable parameter")
     optimizer = torch.optim.AdamW(groups, lr=recipe.lr)
+    forward = torch.compile(model) if recipe.compile else model
 
     batch_size = min(recipe.batch_size, n_train)
     steps_per_epoch = n_train // batch_size
@@ -303,12 +319,20 @@ def train_proxy(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total_steps, warmup_steps))
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     mean, std = data.mean, data.std
+    check_every = recipe.nan_check_every if on_cuda else 1
 
     def eval_val() -> float:
         return evaluate(
             model, data.val, img_size=img_size, mean=mean, std=std,
             batch_size=recipe.eval_batch_size, device=dev,
         )
+
+    def check_losses(losses: list[torch.Tensor], first_step: int) -> list[float]:
+        values = torch.stack(losses).tolist()  # one host sync for the lot
+        for offset, value in enumerate(values):
+            if not math.isfinite(value):
+                raise NonFiniteLossError(first_step + offset, value)
+        return values
 
     train_seconds = 0.0
     eval_seconds = 0.0
@@ -320,47 +344,50 @@ def train_proxy(
     while step < total_steps:
         epoch = step // steps_per_epoch
         epoch_losses = []
-        perm = torch.randperm(n_train, generator=gen)
+        pending: list[torch.Tensor] = []
+        perm = torch.randperm(n_train, generator=gen, device=gen.device)
         stopped = False
+        t0 = time.perf_counter()
         for i in range(steps_per_epoch):
             if step >= total_steps:
                 break
-            t0 = time.perf_counter()
             idx = perm[i * batch_size : (i + 1) * batch_size]
-            x = _prepare(data.train.images[idx], dev, img_size, mean, std)
+            x = _prepare(train_images[idx], dev, img_size, mean, std)
             if recipe.augment:
                 x = _augment(x, gen)
-                if dev.type == "cuda":
+                if on_cuda:
                     x = x.contiguous(memory_format=torch.channels_last)
-            y = data.train.labels[idx].to(dev, non_blocking=True)
+            y = train_labels[idx].to(dev, non_blocking=True)
             with _autocast(dev):
-                logits = model(x)
+                logits = forward(x)
             if step == 0 and (logits.ndim != 2 or logits.shape != (x.shape[0], data.num_classes)):
                 raise ExploreError(
                     "model output", tuple(logits.shape), f"expected logits (B, {data.num_classes})"
                 )
             loss = criterion(logits.float(), y)
-            loss_value = float(loss.item())
-            if not math.isfinite(loss_value):
-                raise NonFiniteLossError(step, loss_value)
+            pending.append(loss.detach())
+            if len(pending) >= check_every:
+                epoch_losses += check_losses(pending, step + 1 - len(pending))
+                pending = []
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            train_seconds += time.perf_counter() - t0
             images_seen += int(idx.numel())
-            epoch_losses.append(loss_value)
             step += 1
-            if recipe.max_seconds is not None and train_seconds >= recipe.max_seconds:
+            if recipe.max_seconds is not None and train_seconds + time.perf_counter() - t0 >= recipe.max_seconds:
                 stopped = True
                 break
+        if pending:
+            epoch_losses += check_losses(pending, step - len(pending))
+        if on_cuda:
+            torch.cuda.synchronize(dev)
+        train_seconds += time.perf_counter() - t0
         epoch_done = len(epoch_losses) == steps_per_epoch
         if on_epoch_end is not None and epoch_done:
-            t0 = time.perf_counter()
+            t1 = time.perf_counter()
             top1 = eval_val()
-            eval_seconds += time.perf_counter() - t0
+            eval_seconds += time.perf_counter() - t1
             on_epoch_end(epoch, top1)
         elif not epoch_done:
             top1 = None

@@ -54,3 +54,13 @@ def test_validate_proxy_cli(tmp_path):
     assert (tmp_path / "proxy_validity.png").read_bytes()[:4] == b"\x89PNG"
     text = (tmp_path / "proxy_validity.md").read_text()
     assert "explore validate-proxy" in text and "Spearman rho" in text
+
+
+@needs_fashion_mnist
+def test_proxy_throughput_benchmark_runs(tmp_path):
+    from explore.bench_proxy import main
+
+    assert main(["--images", "256", "--batch-size", "64", "--img-size", "32", "--workers", "0",
+                 "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "proxy_throughput_cpu.md").read_text()
+    assert "ratio proxy / plain" in text and "plain DataLoader" in text
