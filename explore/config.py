@@ -24,6 +24,7 @@ __all__ = [
     "WINDOWED_MIXERS",
     "LINEAR_MIXERS",
     "LAYOUTS",
+    "PATCH16_LAYOUTS",
     "NORMS",
     "ACTIVATIONS",
     "StageConfig",
@@ -41,9 +42,13 @@ WINDOWED_MIXERS = ("cga", "mhsa")
 """Mixers that run inside local windows (``window_size``; 0 = one global window)."""
 LINEAR_MIXERS = ("linear", "msla")
 """Mixers with global ReLU linear attention, linear in the number of tokens."""
-LAYOUTS = ("sandwich", "mbconv")
-"""Macro layouts: EfficientViT-M (patch-16 stem, sandwich blocks, patch merging) or EfficientViT-B
-(conv stem, MBConv downsamples, attention + MBConv blocks)."""
+LAYOUTS = ("sandwich", "mbconv", "transformer")
+"""Macro layouts: EfficientViT-M (patch-16 stem, sandwich blocks, patch merging), EfficientViT-B
+(conv stem, MBConv downsamples, attention + MBConv blocks), or the plain transformer block of
+Swin/DeiT (token mixer then FFN) inside the M family's stem and stages (the "Swin block" row of
+arXiv:2305.07027 Table 6)."""
+PATCH16_LAYOUTS = ("sandwich", "transformer")
+"""Layouts with the patch-16 stem and patch-merging downsamples."""
 NORMS = ("bn", "ln")
 """Normalisation: BatchNorm (fusable into convs, the paper's choice) or LayerNorm over channels."""
 ACTIVATIONS = ("relu", "hardswish")
@@ -60,7 +65,7 @@ _STAGE_FIELD_USE: dict[str, tuple[tuple[str, ...] | None, tuple[str, ...] | None
     "window_size": (None, WINDOWED_MIXERS),
     "kernels": (None, ("cga",)),
     "scales": (None, ("msla",)),
-    "ffn_ratio": (("sandwich",), None),
+    "ffn_ratio": (PATCH16_LAYOUTS, None),
     "sandwich_n": (("sandwich",), None),
     "expand_ratio": (("mbconv",), None),
 }
@@ -235,8 +240,9 @@ class ArchConfig:
         activation: ``"relu"`` or ``"hardswish"`` everywhere (stem, FFN/MBConv, patch merging,
             attention output); the squeeze-excite gate keeps ReLU + sigmoid, linear attention's
             kernel is ReLU.
-        layout: ``"sandwich"`` (EfficientViT-M, arXiv:2305.07027 Fig. 2) or ``"mbconv"``
-            (EfficientViT-B, arXiv:2205.14756 Fig. 4).
+        layout: ``"sandwich"`` (EfficientViT-M, arXiv:2305.07027 Fig. 2), ``"mbconv"``
+            (EfficientViT-B, arXiv:2205.14756 Fig. 4) or ``"transformer"`` (mixer then FFN per
+            block, Swin/DeiT style, in the sandwich layout's stem and stages).
         stem_width, stem_depth: mbconv layout only: the 3x3 stride-2 stem conv's channels and the
             number of depthwise-separable residual blocks after it (B0: 8 and 1).
         head_widths: () for a norm + linear classifier (CGA paper); (C1, C2) for the MIT head:
@@ -280,7 +286,7 @@ class ArchConfig:
             raise ConfigError("head_widths", self.head_widths, "expected [] or two widths [C1, C2]")
         for i, w in enumerate(self.head_widths):
             _check_int(f"head_widths[{i}]", w, 1)
-        if self.layout == "sandwich":
+        if self.layout in PATCH16_LAYOUTS:
             if self.stages[0].width < 8:
                 raise ConfigError("stages[0].width", self.stages[0].width,
                                   "the patch embedding starts at width/8 channels: expected >= 8")
@@ -294,7 +300,7 @@ class ArchConfig:
     def feature_sizes(self) -> list[int]:
         """Side of each stage's feature map for an ``img_size`` input (sandwich: 1/16, then /2
         per stage; mbconv: stem /2, then /2 per stage)."""
-        if self.layout == "sandwich":
+        if self.layout in PATCH16_LAYOUTS:
             sides = [stem_resolution(self.img_size)]
             for _ in self.stages[1:]:
                 sides.append(downsample_resolution(sides[-1]))

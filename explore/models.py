@@ -4,6 +4,8 @@
   1/16; stages after the first start with a downsample (DW conv + FFN residuals, patch merging with
   squeeze-excite, DW conv + FFN residuals); sandwich blocks: DW-conv residual -> FFN residual x N ->
   token mixer -> DW-conv residual -> FFN residual x N.
+* ``transformer``: the same stem and stages with the plain block of Swin/DeiT: token-mixer
+  residual, then FFN residual (the "Swin block layout" row of arXiv:2305.07027 Table 6).
 * ``mbconv`` (EfficientViT-B, arXiv:2205.14756 §3.2, Fig. 4): 3x3 stride-2 conv stem with
   depthwise-separable residual blocks; every stage starts with a stride-2 MBConv; blocks are
   MBConv residuals (stages without attention) or token-mixer residual + MBConv residual.
@@ -19,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from explore.config import LINEAR_MIXERS, WINDOWED_MIXERS, ArchConfig, StageConfig
+from explore.config import LINEAR_MIXERS, PATCH16_LAYOUTS, WINDOWED_MIXERS, ArchConfig, StageConfig
 from explore.nn.attention import CascadedGroupAttention, LiteMLA, LocalWindowAttention, MultiHeadSelfAttention
 from explore.nn.layers import (
     FFN,
@@ -37,6 +39,7 @@ from explore.nn.layers import (
 __all__ = [
     "make_token_mixer",
     "SandwichBlock",
+    "TransformerBlock",
     "MixerMBConvBlock",
     "PatchMergingDownsample",
     "Stage",
@@ -97,6 +100,20 @@ class SandwichBlock(nn.Module):
         return self.ffn1(self.dw1(self.mixer(self.ffn0(self.dw0(x)))))
 
 
+class TransformerBlock(nn.Module):
+    """Plain transformer block: token-mixer residual (``mixer``), then FFN residual (``ffn``):
+    (B, C, H, W) -> (B, C, H, W). The block of Swin/DeiT, for the CGA paper's Table 6 comparison."""
+
+    def __init__(self, stage: StageConfig, feature_side: int, norm: str, act: str) -> None:
+        super().__init__()
+        mixer = make_token_mixer(stage, feature_side, norm, act)
+        self.mixer = nn.Identity() if mixer is None else Residual(mixer)
+        self.ffn = Residual(FFN(stage.width, stage.ffn_hidden, norm, act))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ffn(self.mixer(x))
+
+
 class MixerMBConvBlock(nn.Module):
     """EfficientViT-B block: token-mixer residual (``context``), then MBConv residual (``local``):
     (B, C, H, W) -> (B, C, H, W). Follows arXiv:2205.14756 Fig. 4 (right)."""
@@ -142,9 +159,10 @@ class Stage(nn.Module):
         return self.blocks(self.downsample(x))
 
 
-def _sandwich_stage(prev: StageConfig | None, stage: StageConfig, side: int, norm: str, act: str) -> Stage:
+def _patch16_stage(prev: StageConfig | None, stage: StageConfig, side: int, norm: str, act: str,
+                   block: type[nn.Module]) -> Stage:
     downsample = nn.Identity() if prev is None else PatchMergingDownsample(prev, stage, norm, act)
-    return Stage(downsample, [SandwichBlock(stage, side, norm, act) for _ in range(stage.depth)])
+    return Stage(downsample, [block(stage, side, norm, act) for _ in range(stage.depth)])
 
 
 def _mbconv_stage(in_chs: int, stage: StageConfig, side: int, norm: str, act: str) -> Stage:
@@ -187,11 +205,12 @@ class EfficientViT(nn.Module):
         norm, act = config.norm, config.activation
         sides = config.feature_sizes()
         stages = []
-        if config.layout == "sandwich":
+        if config.layout in PATCH16_LAYOUTS:
             self.stem: nn.Module = PatchEmbed(config.in_chans, config.stages[0].width, norm, act)
+            block = SandwichBlock if config.layout == "sandwich" else TransformerBlock
             prev = None
             for stage, side in zip(config.stages, sides):
-                stages.append(_sandwich_stage(prev, stage, side, norm, act))
+                stages.append(_patch16_stage(prev, stage, side, norm, act, block))
                 prev = stage
         else:
             assert config.stem_width is not None  # validated by ArchConfig

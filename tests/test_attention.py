@@ -24,7 +24,7 @@ def _config(layout: str, kind: str, img_size: int) -> ArchConfig:
     return ArchConfig(stages=stages, img_size=img_size, in_chans=3, num_classes=7, layout=layout, **extra)
 
 
-@pytest.mark.parametrize("layout", ["sandwich", "mbconv"])
+@pytest.mark.parametrize("layout", ["sandwich", "mbconv", "transformer"])
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("side", [40, 57, 96, 130])  # 57 and 130: not multiples of the window or of 32
 def test_every_kind_any_resolution_forward_backward(layout, kind, side):
@@ -99,3 +99,11 @@ def test_inference_bias_cache_follows_parameter_changes():
     model(x).sum().backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters()
                if n.endswith("attention_biases"))
+
+
+def test_transformer_layout_blocks():
+    model = build(_config("transformer", "mhsa", 64))
+    block = model.stages[1].blocks[0]
+    assert type(block).__name__ == "TransformerBlock"
+    assert [name for name, _ in block.named_children()] == ["mixer", "ffn"]
+    assert type(model.stages[1].downsample).__name__ == "PatchMergingDownsample"
