@@ -26,7 +26,8 @@ from rich.table import Table
 from explore.config import ArchConfig, StageConfig, stage_field_used
 from explore.errors import ConfigError, ExploreError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+# no locals in tracebacks: they would print storage URLs with their passwords
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="Architecture exploration and ablation for efficient vision transformers.")
 # wide tables when the output is a file or a pipe (rich falls back to 80 columns there)
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -57,8 +58,12 @@ def study(
     space: Annotated[str, typer.Option(help="Space name (cga) or path to a space TOML file.")] = "cga",
     trials: Annotated[int, typer.Option(help="COMPLETE trials to reach (pruned ones don't count).")] = 8,
     study_name: Annotated[Optional[str], typer.Option(help="Study name; default: the space's name.")] = None,
-    storage: Annotated[Optional[str], typer.Option(help="Optuna storage URL; default: sqlite file in the run folder.")] = None,
+    storage: Annotated[Optional[str], typer.Option(
+        envvar="EXPLORE_STORAGE", show_envvar=False,
+        help="Optuna storage URL (postgresql://... for many machines) or journal file path; "
+             "default: the run folder's study.db (or journal.log with --workers > 1). Env: EXPLORE_STORAGE.")] = None,
     out: Annotated[str, typer.Option(help="Parent folder of run folders.")] = "runs",
+    workers: Annotated[int, typer.Option(help="Worker processes on this machine sharing the study.")] = 1,
     dataset: Annotated[str, typer.Option(help="fashion_mnist | cifar10 | cifar100 | imagefolder")] = "fashion_mnist",
     data_root: Annotated[Optional[str], typer.Option(help="Local data folder (default for fashion_mnist: the Debian package's).")] = None,
     device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N (training and latency).")] = "cpu",
@@ -70,6 +75,9 @@ def study(
     max_val: Annotated[int, typer.Option(help="Held-out images for top-1 (0 = all).")] = 2000,
     latency_batch: Annotated[int, typer.Option(help="Batch size of the latency measurement.")] = 16,
     latency_threads: Annotated[int, typer.Option(help="CPU threads for latency (paper: 1; 0 = torch default).")] = 1,
+    latency_repeats: Annotated[int, typer.Option(help="Timed runs of the latency measurement (median).")] = 20,
+    heartbeat_interval: Annotated[int, typer.Option(
+        hidden=True, help="Seconds between trial heartbeats; a trial is stale after 3x that.")] = 10,
     report: Annotated[bool, typer.Option(help="Write the report into <run>/report at the end.")] = True,
 ) -> None:
     """Run (or resume) a multi-objective study: maximise proxy top-1, minimise latency."""
@@ -81,14 +89,16 @@ def study(
             space=space, study_name=name, trials=trials, out=out, storage=storage, dataset=dataset,
             data_root=data_root, max_train=max_train or None, max_val=max_val or None, device=device, seed=seed,
             sampler=sampler, epochs=epochs, batch_size=batch_size, latency_batch=latency_batch,
-            latency_threads=latency_threads or None,
+            latency_threads=latency_threads or None, latency_repeats=latency_repeats, workers=workers,
+            heartbeat_s=heartbeat_interval,
         )
         prepared = prepare_study(settings)  # every check before anything is written
     except ExploreError as exc:
         raise _fail(exc) from None
 
     console.print(f"study [bold]{settings.study_name}[/] · space {prepared[0].name} ({prepared[0].path}) · "
-                  f"{dataset} · device {prepared[1]} · target {trials} complete trials")
+                  f"{dataset} · device {prepared[1]} · target {trials} complete trials"
+                  + (f" · {workers} workers" if workers > 1 else ""), highlight=False)
     with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=False) as progress:
         task = progress.add_task("trials", total=trials)
@@ -97,7 +107,8 @@ def study(
             done = sum(1 for t in study_obj.get_trials(deepcopy=False) if t.state.name == "COMPLETE")
             progress.update(task, completed=min(done, trials))
             if trial.state.name == "COMPLETE":
-                text = (f"#{trial.number} top-1 {trial.values[0]:.2f}%  latency {trial.values[1]:.2f} ms  "
+                cached = " (cached)" if trial.user_attrs.get("latency_cached") else ""
+                text = (f"#{trial.number} top-1 {trial.values[0]:.2f}%  latency {trial.values[1]:.2f} ms{cached}  "
                         f"params {trial.user_attrs.get('params', 0) / 1e6:.2f}M")
             else:
                 reason = trial.user_attrs.get("pruned_reason") or trial.user_attrs.get("fail_reason", "")
@@ -106,11 +117,23 @@ def study(
 
         try:
             summary = run_study(settings, on_trial=on_trial, prepared=prepared)
+            progress.update(task, completed=min(summary.complete, trials))
         except ExploreError as exc:
             raise _fail(exc) from None
+        except KeyboardInterrupt:
+            err_console.print("interrupted: the running trial is marked FAIL; run the same command again to resume",
+                              highlight=False)
+            raise typer.Exit(code=130) from None
 
-    console.print(f"done: {summary.complete} complete, {summary.pruned} pruned, {summary.failed} failed; "
-                  f"this run {summary.wall_seconds:.1f} s; storage {summary.storage}")
+    extra = f"; {summary.running} still running" if summary.running else ""
+    console.print(f"done: {summary.complete} complete, {summary.pruned} pruned, {summary.failed} failed{extra}; "
+                  f"this run {summary.wall_seconds:.1f} s; storage {summary.storage}", highlight=False, soft_wrap=True)
+    if summary.workers_failed:
+        err_console.print(f"warning: {summary.workers_failed} of {summary.workers} workers exited abnormally; "
+                          "their trials are retried once their heartbeat is stale", highlight=False)
+    if summary.complete < trials:
+        err_console.print(f"warning: {summary.complete} of {trials} trials complete; run the same command again "
+                          "to go on", highlight=False)
     from explore.study import open_study
 
     frame = trials_frame(open_study(settings.study_name, settings.storage_url))
@@ -121,6 +144,8 @@ def study(
         else:
             paths = _write_report(settings.study_name, settings.storage, settings.run_dir / "report")
         console.print(f"report: {paths.markdown}, {paths.png}, {paths.csv}")
+    if summary.complete < trials and summary.workers_failed:
+        raise typer.Exit(code=1)
 
 
 def _print_pareto(frame) -> None:  # noqa: ANN001 - DataFrame
@@ -155,7 +180,9 @@ def _write_report(study_ref: str, storage: Optional[str], out_dir: Path):  # noq
 def report(
     study: Annotated[str, typer.Argument(help="Run folder (runs/cga), or a study name with --storage.")],
     *,
-    storage: Annotated[Optional[str], typer.Option(help="Optuna storage URL holding the study.")] = None,
+    storage: Annotated[Optional[str], typer.Option(
+        envvar="EXPLORE_STORAGE", show_envvar=False,
+        help="Optuna storage URL or journal file holding the study. Env: EXPLORE_STORAGE.")] = None,
     out: Annotated[Optional[str], typer.Option(help="Output folder; default <run>/report or reports/<name>.")] = None,
 ) -> None:
     """Write a Pareto-front plot (PNG), all trials (CSV) and a markdown summary of the Pareto set."""
@@ -371,6 +398,57 @@ def validate_proxy(
     paths = write_validity_report(result, folder, " ".join(shlex.quote(w) for w in words))
     console.print(f"Kendall tau {result.kendall_tau:.3f}, Spearman rho {result.spearman_rho:.3f} over {archs} "
                   f"architectures; wrote {', '.join(str(p) for p in paths)}")
+
+
+@app.command()
+def importance(
+    *,
+    model: Annotated[str, typer.Option(help="Preset, config file (.json/.toml) or STUDY:TRIAL (e.g. runs/cga:3).")],
+    dataset: Annotated[str, typer.Option(help="fashion_mnist | cifar10 | cifar100 | imagefolder | synthetic")] = "fashion_mnist",
+    data_root: Annotated[Optional[str], typer.Option(help="Local data folder (default for fashion_mnist: the Debian package's).")] = None,
+    target: Annotated[float, typer.Option(help="Fraction of the prunable params (or MACs, --by macs) to remove, in (0, 1).")] = 0.5,
+    by: Annotated[str, typer.Option(help="params | macs: the cost targeted.")] = "params",
+    rank: Annotated[str, typer.Option(help="per-cost (score / cost) | score (raw Taylor score): the global order.")] = "per-cost",
+    img_size: Annotated[Optional[int], typer.Option(help="Input side; default 64 for presets, the config's own otherwise.")] = None,
+    epochs: Annotated[float, typer.Option(help="Proxy training epochs (original and suggested).")] = 1.0,
+    batch_size: Annotated[int, typer.Option(help="Training and scoring batch size.")] = 128,
+    max_train: Annotated[int, typer.Option(help="Training images (random subset; 0 = all).")] = 5000,
+    max_val: Annotated[int, typer.Option(help="Held-out images for top-1 (0 = all).")] = 1000,
+    score_batches: Annotated[int, typer.Option(help="Training batches the Taylor scores are summed over.")] = 8,
+    seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
+    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N (training and scoring).")] = "cpu",
+    checkpoint: Annotated[Optional[str], typer.Option(help="State dict to load instead of training.")] = None,
+    save_checkpoint: Annotated[bool, typer.Option("--save-checkpoint", help="Write the trained weights to OUT/checkpoint.pt.")] = False,
+    retrain: Annotated[bool, typer.Option(help="Train the suggested architecture for its top-1.")] = True,
+    latency_repeats: Annotated[int, typer.Option(help="Timed runs per latency (CPU, batch 16, one thread).")] = 20,
+    out: Annotated[Optional[str], typer.Option(help="Output folder; default runs/importance-<name>.")] = None,
+    enqueue: Annotated[Optional[str], typer.Option(help="Study run folder to enqueue the suggested architecture into.")] = None,
+) -> None:
+    """Taylor importance of QK / V / heads / FFN channels, global pruning, and a reallocated architecture
+    (arXiv:2305.07027 §3.3, Fig. 5)."""
+    from explore.errors import NonFiniteLossError
+    from explore.importance import (ImportanceSettings, command_line, prepare_importance, run_importance,
+                                    write_importance_report)
+
+    try:
+        settings = ImportanceSettings(
+            model=model, dataset=dataset, data_root=data_root, target=target, by=by, rank=rank, img_size=img_size, epochs=epochs,
+            batch_size=batch_size, max_train=max_train or None, max_val=max_val or None, score_batches=score_batches,
+            seed=seed, device=device, checkpoint=checkpoint, save_checkpoint=save_checkpoint, retrain=retrain,
+            latency_repeats=latency_repeats, out=out, enqueue=enqueue)
+        prepared = prepare_importance(settings)  # every check before anything is written
+        result = run_importance(settings, prepared, log=lambda line: console.print(line, highlight=False))
+    except (ExploreError, NonFiniteLossError) as exc:
+        raise _fail(exc) from None
+    paths = write_importance_report(result, prepared.out, command_line(settings))
+    table = Table(*map(str, result.comparison.columns), title=f"{result.name}: original, pruned, suggested")
+    for row in result.comparison.itertuples(index=False):
+        table.add_row(*(f"{v:,}" if isinstance(v, int) else f"{v:.3f}" if isinstance(v, float) else str(v) for v in row))
+    console.print(table)
+    console.print(f"paper's trend (V > QK, FFN shrinks, more in later blocks): {result.trend['verdict']}")
+    console.print("wrote " + ", ".join(str(p) for p in paths.values()))
+    if result.enqueue_error is not None:
+        raise _fail(RuntimeError(f"not enqueued (the report is written): {result.enqueue_error}"))
 
 
 def main() -> None:

@@ -91,18 +91,26 @@ def downsample_resolution(side: int) -> int:
     return (side - 1) // 2 + 1
 
 
-def _check_int(field_name: str, value: Any, low: int) -> None:
+MAX_RATIO = 64.0
+"""Upper bound of v_ratio, ffn_ratio and expand_ratio (far beyond any useful design)."""
+MAX_KERNEL = 31
+"""Upper bound of depthwise kernel sizes (Q kernels, multi-scale aggregation kernels)."""
+MAX_CHANNELS = 65536
+"""Upper bound of widths, head counts and per-head dims."""
+
+
+def _check_int(field_name: str, value: Any, low: int, high: int = MAX_CHANNELS) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(field_name, value, "expected an integer")
-    if value < low:
-        raise ConfigError(field_name, value, f"expected an integer >= {low}")
+    if not low <= value <= high:
+        raise ConfigError(field_name, value, f"expected an integer from {low} to {high}")
 
 
-def _check_positive_float(field_name: str, value: Any) -> None:
+def _check_positive_float(field_name: str, value: Any, high: float = MAX_RATIO) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(field_name, value, "expected a number")
-    if not math.isfinite(value) or value <= 0:
-        raise ConfigError(field_name, value, "expected a finite number > 0")
+    if not math.isfinite(value) or value <= 0 or value > high:
+        raise ConfigError(field_name, value, f"expected a finite number > 0 and <= {high:g}")
 
 
 def _check_choice(field_name: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -176,7 +184,7 @@ class StageConfig:
         if not isinstance(self.scales, tuple):
             raise ConfigError(f"{prefix}.scales", self.scales, "expected a list of odd kernel sizes")
         for i, k in enumerate(self.scales):
-            _check_int(f"{prefix}.scales[{i}]", k, 1)
+            _check_int(f"{prefix}.scales[{i}]", k, 1, MAX_KERNEL)
             if k % 2 == 0:
                 raise ConfigError(f"{prefix}.scales[{i}]", k, "expected an odd kernel size (same padding)")
         if self.token_mixer == "msla" and not self.scales:
@@ -187,7 +195,7 @@ class StageConfig:
         if not isinstance(self.kernels, tuple) or not self.kernels:
             raise ConfigError(f"{prefix}.kernels", self.kernels, "expected a non-empty list of odd kernel sizes")
         for i, k in enumerate(self.kernels):
-            _check_int(f"{prefix}.kernels[{i}]", k, 1)
+            _check_int(f"{prefix}.kernels[{i}]", k, 1, MAX_KERNEL)
             if k % 2 == 0:
                 raise ConfigError(f"{prefix}.kernels[{i}]", k, "expected an odd kernel size (same padding)")
         if self.token_mixer == "cga":

@@ -2,28 +2,64 @@
 
 Objectives (multi-objective, Optuna's Pareto front): maximise proxy top-1 (%) and minimise
 measured latency (ms per batch). Every trial stores, as user attributes, the config (JSON), its
-hash, params, MACs, the latency protocol and spread, and the proxy training figures. Infeasible
-sampled points are never built: the trial is PRUNED with the reason in ``pruned_reason``.
+hash, params, MACs, the latency protocol and spread (``latency_cached`` says whether it came from
+the study's latency cache, :mod:`explore.cache`), the proxy training figures and the ``worker``
+(``host:pid``) that ran it.
 
-Storage defaults to an SQLite file in the run directory (``runs/<study-name>/study.db``); any
-Optuna storage URL works with ``storage=``. Running the same study again resumes it: it goes on
-until ``trials`` trials are COMPLETE.
+Storage (see :mod:`explore.storage`): an SQLite file in the run directory
+(``runs/<study-name>/study.db``) by default, a journal file (``runs/<study-name>/journal.log``)
+for ``workers > 1`` on one machine, or any Optuna storage URL (``postgresql://...`` for processes on
+many machines). Running the same study again resumes it: it goes on until ``trials`` trials are
+COMPLETE, never more, however many workers share it.
+
+Faults inside a trial never stop the study; the trial keeps the reason:
+
+* infeasible sampled point -> PRUNED, ``pruned_reason = "infeasible: ..."`` (never built);
+* out of memory (``torch.cuda.OutOfMemoryError``, or an allocator "out of memory" error) ->
+  PRUNED, ``pruned_reason = "out of memory: ..."`` (the CUDA cache is emptied);
+* NaN/inf training loss -> PRUNED, ``pruned_reason = "non-finite loss: ..."``;
+* any other exception -> FAIL, ``fail_reason = "<type>: <message>"`` (password-free);
+* the process dies (``kill -9``, a lost machine) -> the trial stays RUNNING until its heartbeat is
+  stale, then becomes FAIL and its parameters are re-run as a new trial (``retry_of``).
+
+Exactly ``trials`` COMPLETE: a worker starts a trial only while COMPLETE + RUNNING < ``trials``;
+otherwise it waits (polling every second), so that it can take over if a running trial fails.
+Two workers can still start at the same instant; each trial therefore checks its rank first:
+if COMPLETE + (RUNNING trials with a smaller number) >= ``trials``, it is surplus and is PRUNED at
+once (``pruned_reason = "surplus: ..."``), before anything is built.
+
+Fault-injection hook (for :mod:`explore.faults` and the tests only): the environment variable
+``EXPLORE_INJECT_FAULTS="kind@trial,..."`` makes trial number ``trial`` suffer ``kind`` after its
+latency is measured: ``oom`` (raises ``torch.cuda.OutOfMemoryError``), ``nan`` (fills the weights
+with NaN, so that training sees a NaN loss), ``error`` (raises ``RuntimeError``) or ``kill``
+(``SIGKILL`` to its own process). Nothing else reads it.
 """
 
 from __future__ import annotations
 
+import gc
 import json
+import multiprocessing
+import os
 import re
+import signal
+import socket
+import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import optuna
 import pandas as pd
+import torch
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
+from explore.cache import LatencyCache, LatencyKey, device_name
 from explore.config import ArchConfig
 from explore.data import DatasetBundle, check_dataset, load_dataset
 from explore.device import resolve_device
@@ -31,6 +67,7 @@ from explore.errors import ConfigError, ExploreError, NonFiniteLossError
 from explore.measure import count_macs, count_params, measure_latency
 from explore.models import build
 from explore.space import SearchSpace, load_space
+from explore.storage import DEFAULT_HEARTBEAT_S, MAX_RETRY, is_journal, make_storage, mask_password, scrub
 from explore.train import ProxyRecipe, seed_everything, train_proxy
 
 __all__ = [
@@ -40,8 +77,12 @@ __all__ = [
     "run_study",
     "open_study",
     "trials_frame",
+    "study_meta",
     "default_storage",
+    "make_objective",
+    "mask_password",
     "OBJECTIVES",
+    "FAULTS_ENV",
 ]
 
 OBJECTIVES = ("top1", "latency_ms")
@@ -49,6 +90,12 @@ OBJECTIVES = ("top1", "latency_ms")
 _DIRECTIONS = ("maximize", "minimize")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 SAMPLERS = ("tpe", "nsga2", "random")
+FAULTS_ENV = "EXPLORE_INJECT_FAULTS"
+"""Environment variable of the fault-injection hook (see the module docstring)."""
+_FAULT_KINDS = ("oom", "nan", "error", "kill")
+_LATENCY_WARMUP = 5
+_POLL_S = 1.0
+_MAX_WORKERS = 64
 
 
 @dataclass(frozen=True)
@@ -60,14 +107,21 @@ class StudySettings:
         study_name: Optuna study name; also the run folder name (letters, digits, ``._-``).
         trials: number of COMPLETE trials to reach (pruned/failed ones do not count).
         out: parent folder of run folders.
-        storage: Optuna storage URL; None -> ``sqlite:///<out>/<study_name>/study.db``.
+        storage: Optuna storage URL or journal file path; None -> ``<out>/<study_name>/study.db``
+            (SQLite), or ``<out>/<study_name>/journal.log`` with ``workers > 1`` (see
+            :func:`default_storage`).
         dataset, data_root, max_train, max_val: proxy data (see :mod:`explore.data`).
         device: ``cpu`` or ``cuda[:N]`` for both training and latency.
-        seed: sampler seed; trial k trains with seed ``seed + k``.
-        sampler: ``tpe`` (default, multivariate), ``nsga2`` or ``random``.
+        seed: sampler seed (worker i of ``workers`` samples with ``seed + i``); trial k trains with
+            seed ``s + k``, ``s`` the seed of the study's first run.
+        sampler: ``tpe`` (default, multivariate, constant liar for parallel workers), ``nsga2`` or
+            ``random``.
         epochs, batch_size, lr: proxy training budget (see :class:`explore.train.ProxyRecipe`).
         latency_batch, latency_threads, latency_repeats: latency protocol (CPU: the CGA paper's
             batch 16, one thread).
+        workers: processes started on this machine, each running trials against the storage.
+        heartbeat_s: seconds between heartbeats of a RUNNING trial; after 3x that without one the
+            trial is stale (its process died): FAIL, and its parameters are retried.
     """
 
     space: str = "cga"
@@ -88,6 +142,8 @@ class StudySettings:
     latency_batch: int = 16
     latency_threads: int | None = 1
     latency_repeats: int = 20
+    workers: int = 1
+    heartbeat_s: int = DEFAULT_HEARTBEAT_S
 
     @property
     def run_dir(self) -> Path:
@@ -96,14 +152,15 @@ class StudySettings:
 
     @property
     def storage_url(self) -> str:
-        """The storage URL in use (the default SQLite file in the run folder if none given)."""
-        return self.storage or default_storage(self.run_dir)
+        """The storage in use: ``storage``, else the run folder's (see :func:`default_storage`)."""
+        return self.storage or default_storage(self.run_dir, self.workers)
 
     def validate(self) -> None:
         """Check the settings that can be checked without side effects.
 
         Raises:
-            ExploreError: a bad study name, trial count, sampler or budget (names the option).
+            ExploreError: a bad study name, trial count, sampler, budget, worker count or storage
+                (names the option).
         """
         if not _NAME_RE.match(self.study_name):
             raise ExploreError("--study-name", self.study_name,
@@ -116,24 +173,54 @@ class StudySettings:
             raise ExploreError("--epochs", self.epochs, "expected > 0")
         if self.latency_batch < 1:
             raise ExploreError("--latency-batch", self.latency_batch, "expected >= 1")
+        if self.latency_repeats < 2:
+            raise ExploreError("--latency-repeats", self.latency_repeats, "expected >= 2")
+        if not 1 <= self.workers <= _MAX_WORKERS:
+            raise ExploreError("--workers", self.workers, f"expected 1 to {_MAX_WORKERS}")
+        if self.heartbeat_s < 1:
+            raise ExploreError("--heartbeat-interval", self.heartbeat_s, "expected >= 1 (seconds)")
+        if self.storage is not None and not self.storage.strip():
+            raise ExploreError("--storage", self.storage, "expected an Optuna storage URL or a journal file path")
+        url = self.storage_url
+        if self.workers > 1 and url.startswith("sqlite"):
+            raise ExploreError("--workers", self.workers,
+                               f"{mask_password(url)} is SQLite, which takes one writer at a time: use "
+                               "--workers 1, another --study-name (a journal file), or --storage postgresql://...")
 
 
-def default_storage(run_dir: Path) -> str:
-    """SQLite URL of ``<run_dir>/study.db``."""
-    return f"sqlite:///{(run_dir / 'study.db').as_posix()}"
+def default_storage(run_dir: Path, workers: int = 1) -> str:
+    """The storage of a run folder: its ``journal.log`` or ``study.db`` if one exists, else a new
+    journal file for ``workers > 1`` and a new SQLite file otherwise.
+
+    Returns:
+        A journal file path (``<run_dir>/journal.log``) or ``sqlite:///<run_dir>/study.db``.
+    """
+    journal, sqlite = run_dir / "journal.log", run_dir / "study.db"
+    if journal.is_file() or (workers > 1 and not sqlite.is_file()):
+        return journal.as_posix()
+    return f"sqlite:///{sqlite.as_posix()}"
 
 
-def _make_sampler(settings: StudySettings) -> optuna.samplers.BaseSampler:
+def _make_sampler(settings: StudySettings, worker_index: int = 0) -> optuna.samplers.BaseSampler:
+    seed = settings.seed + worker_index  # workers must not draw the same random points
     if settings.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=settings.seed)
+        return optuna.samplers.NSGAIISampler(seed=seed)
     if settings.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=settings.seed)
-    return optuna.samplers.TPESampler(seed=settings.seed, multivariate=True, n_startup_trials=8)
+        return optuna.samplers.RandomSampler(seed=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=8, constant_liar=True)
 
 
 @dataclass(frozen=True)
 class StudySummary:
-    """Counts at the end of a run: states over the whole study, and the wall time of this run (s)."""
+    """Counts at the end of a run: states over the whole study, and the wall time of this run (s).
+
+    Attributes:
+        running: trials still RUNNING at the end (a dead process's, before its heartbeat is stale).
+        workers: processes that ran trials in this run.
+        workers_failed: of those, how many exited abnormally (killed, crashed).
+    """
 
     study_name: str
     run_dir: str
@@ -142,6 +229,9 @@ class StudySummary:
     pruned: int
     failed: int
     wall_seconds: float
+    running: int = 0
+    workers: int = 1
+    workers_failed: int = 0
 
 
 def prepare_study(settings: StudySettings) -> tuple[SearchSpace, Any]:
@@ -161,17 +251,16 @@ def prepare_study(settings: StudySettings) -> tuple[SearchSpace, Any]:
 
 
 def _open(settings: StudySettings, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
+    """Create or load the study, on a storage that records trial heartbeats."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if settings.storage is None:
         settings.run_dir.mkdir(parents=True, exist_ok=True)
-    study = optuna.create_study(
-        study_name=settings.study_name,
-        storage=settings.storage_url,
-        directions=list(_DIRECTIONS),
-        sampler=sampler,
-        load_if_exists=True,
-    )
-    return study
+    storage = make_storage(settings.storage_url, heartbeat_s=settings.heartbeat_s)
+    try:
+        return optuna.create_study(study_name=settings.study_name, storage=storage,
+                                   directions=list(_DIRECTIONS), sampler=sampler, load_if_exists=True)
+    except ValueError as exc:  # e.g. an existing study of the same name with other directions
+        raise ExploreError("--study-name", settings.study_name, scrub(str(exc), settings.storage)) from None
 
 
 def _check_resume(study: optuna.Study, settings: StudySettings, space: SearchSpace) -> None:
@@ -202,47 +291,274 @@ def _count(study: optuna.Study, state: TrialState) -> int:
     return len(study.get_trials(deepcopy=False, states=(state,)))
 
 
-def make_objective(space: SearchSpace, data: DatasetBundle, settings: StudySettings,
-                   device: Any) -> Callable[[optuna.Trial], tuple[float, float]]:
-    """The Optuna objective: sample -> validate -> build -> params/MACs -> latency -> proxy top-1.
+def _worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+# --------------------------------------------------------------------------------------------------
+# faults
+def _injected_fault(trial_number: int) -> str | None:
+    """The fault-injection hook: the kind of fault ``EXPLORE_INJECT_FAULTS`` sets for this trial."""
+    spec = os.environ.get(FAULTS_ENV, "")
+    for item in spec.split(","):
+        kind, _, number = item.strip().partition("@")
+        if kind in _FAULT_KINDS and number.strip().isdigit() and int(number) == trial_number:
+            return kind
+    return None
+
+
+def _inject(kind: str, model: torch.nn.Module) -> None:
+    if kind == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if kind == "oom":
+        raise torch.cuda.OutOfMemoryError(f"CUDA out of memory. Tried to allocate 20.00 GiB (injected by {FAULTS_ENV})")
+    if kind == "error":
+        raise RuntimeError(f"injected fault ({FAULTS_ENV})")
+    if kind == "nan":
+        with torch.no_grad():
+            for param in model.parameters():
+                param.fill_(float("nan"))
+
+
+def _is_oom(exc: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, or an allocator's out-of-memory RuntimeError (CPU, MPS, older torch)."""
+    if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def _release_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+# --------------------------------------------------------------------------------------------------
+# the objective
+def make_objective(space: SearchSpace, data: DatasetBundle, settings: StudySettings, device: Any,
+                   *, train_seed: int | None = None) -> Callable[[optuna.Trial], tuple[float, float]]:
+    """The Optuna objective: surplus check -> sample -> validate -> build -> params/MACs ->
+    latency (cached per config and protocol) -> proxy top-1.
+
+    Args:
+        space, data, settings, device: what to sample, train on, and measure with.
+        train_seed: trial k trains with ``train_seed + k`` (default ``settings.seed``).
 
     Raises (inside the trial, handled by Optuna):
-        optuna.TrialPruned: infeasible point or non-finite training loss (reason stored on the trial).
+        optuna.TrialPruned: surplus trial, infeasible point, out of memory or non-finite training
+            loss (reason stored on the trial as ``pruned_reason``).
     """
     recipe = ProxyRecipe(epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr)
+    base_seed = settings.seed if train_seed is None else train_seed
 
     def objective(trial: optuna.Trial) -> tuple[float, float]:
+        study = trial.study
+        trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+        ahead = sum(1 for t in trials if t.state == TrialState.COMPLETE or t.number < trial.number)
+        if ahead >= settings.trials:
+            reason = (f"surplus: {settings.trials} trials are complete or running ahead of this one "
+                      "(another worker started at the same time)")
+            trial.set_user_attr("pruned_reason", reason)
+            raise optuna.TrialPruned(reason)
+        trial.set_user_attr("worker", _worker_id())
         try:
             config = space.sample(trial, in_chans=data.in_chans, num_classes=data.num_classes)
         except ConfigError as exc:
             trial.set_user_attr("pruned_reason", f"infeasible: {exc}")
             raise optuna.TrialPruned(str(exc)) from None
+        oom = None
+        try:
+            return _measure_and_train(trial, config)
+        except NonFiniteLossError as exc:
+            trial.set_user_attr("pruned_reason", f"non-finite loss: {exc}")
+            raise optuna.TrialPruned(str(exc)) from None
+        except Exception as exc:
+            if not _is_oom(exc):
+                raise
+            oom = _first_line(exc)
+        _release_memory()  # the failed trial's tensors are unreachable once the except block is left
+        trial.set_user_attr("pruned_reason", f"out of memory: {oom}")
+        raise optuna.TrialPruned(f"out of memory: {oom}")
+
+    def _measure_and_train(trial: optuna.Trial, config: ArchConfig) -> tuple[float, float]:
         trial.set_user_attr("config", config.to_json(sort_keys=True))
         trial.set_user_attr("config_hash", config.config_hash())
-        seed = settings.seed + trial.number
+        seed = base_seed + trial.number
         seed_everything(seed)
         model = build(config)
         trial.set_user_attr("params", count_params(model))
         trial.set_user_attr("macs", count_macs(model, config.img_size, config.in_chans))
-        latency = measure_latency(model, config.img_size, config.in_chans, batch_size=settings.latency_batch,
-                                  device=device, repeats=settings.latency_repeats, threads=settings.latency_threads)
-        for key, value in latency.as_attrs().items():
+        latency_attrs = _latency(trial, model, config)
+        for key, value in latency_attrs.items():
             trial.set_user_attr(key, value)
-        try:
-            result = train_proxy(model, data, img_size=config.img_size, recipe=recipe, device=str(device), seed=seed)
-        except NonFiniteLossError as exc:
-            trial.set_user_attr("pruned_reason", f"non-finite loss: {exc}")
-            raise optuna.TrialPruned(str(exc)) from None
+        fault = _injected_fault(trial.number)
+        if fault:
+            _inject(fault, model)
+        result = train_proxy(model, data, img_size=config.img_size, recipe=recipe, device=str(device), seed=seed)
         for key, value in asdict(result).items():
             trial.set_user_attr(f"proxy_{key}", value)
-        return result.top1, latency.median_ms
+        return result.top1, float(latency_attrs["latency_median_ms"])
+
+    def _latency(trial: optuna.Trial, model: torch.nn.Module, config: ArchConfig) -> dict[str, Any]:
+        cache = LatencyCache(trial.study)
+        key = LatencyKey(config_hash=config.config_hash(), batch_size=settings.latency_batch,
+                         threads=settings.latency_threads, warmup=_LATENCY_WARMUP,
+                         repeats=settings.latency_repeats, device=device_name(str(device)))
+        entry = cache.get(key)
+        if entry is not None:
+            return {**entry["attrs"], "latency_cached": True,
+                    "latency_measured_by_trial": entry.get("measured_by_trial")}
+        latency = measure_latency(model, config.img_size, config.in_chans, batch_size=settings.latency_batch,
+                                  device=device, warmup=_LATENCY_WARMUP, repeats=settings.latency_repeats,
+                                  threads=settings.latency_threads)
+        attrs = latency.as_attrs()
+        cache.put(key, attrs, trial_number=trial.number, worker=_worker_id())
+        return {**attrs, "latency_cached": False, "latency_measured_by_trial": trial.number}
 
     return objective
+
+
+def _with_failure_reason(objective: Callable[[optuna.Trial], Any], storage: str | None) -> Callable[[optuna.Trial], Any]:
+    """Store the exception text (without any storage password) on a trial that fails."""
+
+    def wrapped(trial: optuna.Trial) -> Any:
+        try:
+            return objective(trial)
+        except optuna.TrialPruned:
+            raise
+        except KeyboardInterrupt:
+            trial.set_user_attr("fail_reason", "interrupted (KeyboardInterrupt)")
+            raise
+        except Exception as exc:
+            trial.set_user_attr("fail_reason", scrub(f"{type(exc).__name__}: {exc}", storage))
+            raise
+
+    return wrapped
+
+
+# --------------------------------------------------------------------------------------------------
+# running: one worker loop, many workers
+def _fail_stale(study: optuna.Study, heartbeat_s: int = DEFAULT_HEARTBEAT_S) -> None:
+    """FAIL (and re-queue) the RUNNING trials of dead processes.
+
+    Optuna's heartbeat check finds those of processes that recorded heartbeats. A RUNNING trial
+    without a ``worker`` attribute (this version sets it as a trial starts) that started long ago
+    was left by a run of an older version, which recorded none: it is failed and re-queued the
+    same way, so that no worker waits for it forever.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+        orphan_age = 3 * heartbeat_s + 60
+        now = datetime.now()
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            started = trial.datetime_start
+            if "worker" in trial.user_attrs or started is None or (now - started).total_seconds() < orphan_age:
+                continue
+            try:
+                failed = study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # another worker got there first
+            if failed:
+                RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, trial)
+
+
+def _work(study: optuna.Study, objective: Callable[[optuna.Trial], Any], settings: StudySettings,
+          on_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None) -> None:
+    """Run trials until ``settings.trials`` are COMPLETE (never more; see the module docstring).
+
+    Pruned (infeasible) trials are cheap; the attempts of one call are capped at 50x the missing
+    COMPLETE trials so that a space with no feasible point ends.
+    """
+    callbacks = [on_trial] if on_trial is not None else []
+    wrapped = _with_failure_reason(objective, settings.storage)
+    attempts, cap = 0, 50 * max(1, settings.trials - _count(study, TrialState.COMPLETE))
+    while attempts < cap:
+        _fail_stale(study, settings.heartbeat_s)  # dead processes' trials: FAIL and re-queued
+        trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+        complete = sum(1 for t in trials if t.state == TrialState.COMPLETE)
+        if complete >= settings.trials:
+            return
+        if len(trials) >= settings.trials:  # the rest is running elsewhere; stay to take over on failure
+            time.sleep(_POLL_S)
+            continue
+        study.optimize(wrapped, n_trials=1, callbacks=callbacks, catch=(Exception,))
+        attempts += 1
+
+
+def _train_seed(study: optuna.Study, settings: StudySettings) -> int:
+    stored = study.user_attrs.get("settings") or {}
+    return int(stored.get("seed", settings.seed))
+
+
+def _worker_main(settings: StudySettings, index: int) -> None:
+    """Entry point of worker process ``index`` of ``--workers`` (spawned, so it imports afresh)."""
+    try:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings.workers))
+        space, device = prepare_study(settings)
+        data = load_dataset(settings.dataset, settings.data_root, max_train=settings.max_train,
+                            max_val=settings.max_val, seed=settings.seed)
+        study = _open(settings, _make_sampler(settings, index))
+        objective = make_objective(space, data, settings, device, train_seed=_train_seed(study, settings))
+        _work(study, objective, settings)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - reported on stderr, the exit code tells the parent
+        print(f"error: worker {index}: {scrub(f'{type(exc).__name__}: {exc}', settings.storage)}",
+              file=sys.stderr, flush=True)
+        sys.exit(1)
+
+
+def _run_workers(study: optuna.Study, settings: StudySettings,
+                 on_trial: Callable[[optuna.Study, FrozenTrial], None] | None) -> int:
+    """Start ``settings.workers`` processes and report finished trials until they all exit.
+
+    Returns:
+        The number of workers that exited abnormally.
+    """
+    context = multiprocessing.get_context("spawn")
+    procs = [context.Process(target=_worker_main, args=(settings, i), name=f"explore-worker-{i}")
+             for i in range(settings.workers)]
+    for proc in procs:
+        proc.start()
+    seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+
+    def report_new() -> None:
+        for trial in study.get_trials(deepcopy=False):
+            if trial.state.is_finished() and trial.number not in seen:
+                seen.add(trial.number)
+                if on_trial is not None:
+                    on_trial(study, trial)
+
+    try:
+        while any(proc.is_alive() for proc in procs):
+            report_new()
+            time.sleep(_POLL_S)
+    except KeyboardInterrupt:  # the workers got the same SIGINT: give them time to record it
+        for proc in procs:
+            proc.join(timeout=10)
+        raise
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()
+            proc.join()
+    report_new()
+    return sum(1 for proc in procs if proc.exitcode != 0)
 
 
 def run_study(settings: StudySettings, *, on_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None,
               prepared: tuple[SearchSpace, Any] | None = None) -> StudySummary:
     """Run (or resume) a study until ``settings.trials`` trials are COMPLETE.
+
+    With ``settings.workers > 1`` it starts that many worker processes (``spawn``) on the shared
+    storage and reports their trials; otherwise it runs the trials itself.
 
     Args:
         settings: the run's settings.
@@ -253,26 +569,23 @@ def run_study(settings: StudySettings, *, on_trial: Callable[[optuna.Study, Froz
         :class:`StudySummary`.
 
     Raises:
-        ExploreError: bad input, before anything is written.
+        ExploreError: bad input, before anything is written; or a storage that cannot be opened.
     """
     space, device = prepared or prepare_study(settings)
-    data = load_dataset(settings.dataset, settings.data_root, max_train=settings.max_train,
-                        max_val=settings.max_val, seed=settings.seed)
     start = time.perf_counter()
-    study = _open(settings, _make_sampler(settings))
-    _check_resume(study, settings, space)
-    objective = make_objective(space, data, settings, device)
-    remaining = settings.trials - _count(study, TrialState.COMPLETE)
-
-    def notify(study: optuna.Study, trial: FrozenTrial) -> None:
-        if on_trial is not None:
-            on_trial(study, trial)
-
-    if remaining > 0:
-        callbacks = [optuna.study.MaxTrialsCallback(settings.trials, states=(TrialState.COMPLETE,)), notify]
-        # pruned (infeasible) trials are cheap; cap the attempts so a space with no feasible point ends
-        study.optimize(_with_failure_reason(objective), n_trials=50 * remaining, callbacks=callbacks,
-                       catch=(Exception,))
+    workers_failed = 0
+    if settings.workers > 1:
+        study = _open(settings, _make_sampler(settings))
+        _check_resume(study, settings, space)
+        if _count(study, TrialState.COMPLETE) < settings.trials:
+            workers_failed = _run_workers(study, settings, on_trial)
+    else:
+        data = load_dataset(settings.dataset, settings.data_root, max_train=settings.max_train,
+                            max_val=settings.max_val, seed=settings.seed)
+        study = _open(settings, _make_sampler(settings))
+        _check_resume(study, settings, space)
+        objective = make_objective(space, data, settings, device, train_seed=_train_seed(study, settings))
+        _work(study, objective, settings, on_trial)
     return StudySummary(
         study_name=settings.study_name,
         run_dir=str(settings.run_dir),
@@ -281,54 +594,54 @@ def run_study(settings: StudySettings, *, on_trial: Callable[[optuna.Study, Froz
         pruned=_count(study, TrialState.PRUNED),
         failed=_count(study, TrialState.FAIL),
         wall_seconds=time.perf_counter() - start,
+        running=_count(study, TrialState.RUNNING),
+        workers=settings.workers,
+        workers_failed=workers_failed,
     )
 
 
-def _with_failure_reason(objective: Callable[[optuna.Trial], Any]) -> Callable[[optuna.Trial], Any]:
-    """Store the exception text on a trial that fails, so reports can say why."""
-
-    def wrapped(trial: optuna.Trial) -> Any:
-        try:
-            return objective(trial)
-        except optuna.TrialPruned:
-            raise
-        except Exception as exc:
-            trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}")
-            raise
-
-    return wrapped
-
-
-def mask_password(url: str) -> str:
-    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``."""
-    return re.sub(r"(//[^:/@]+:)[^@]*@", r"\1***@", url)
-
-
+# --------------------------------------------------------------------------------------------------
+# reading results
 def open_study(study: str, storage: str | None = None) -> optuna.Study:
-    """Open an existing study for reading: a run folder (``runs/cga``) or a study name with ``storage``.
+    """Open an existing study for reading: a run folder (``runs/cga``, holding ``study.db`` or
+    ``journal.log``) or a study name with ``storage`` (URL or journal file).
 
     Raises:
-        ExploreError: no such run folder, or no such study in the storage.
+        ExploreError: no such run folder, storage or study (messages carry no password).
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if storage is None:
         run_dir = Path(study)
-        db = run_dir / "study.db"
-        if not db.is_file():
-            raise ExploreError("STUDY", study, "expected a run folder holding study.db (e.g. runs/cga), "
+        if not ((run_dir / "study.db").is_file() or (run_dir / "journal.log").is_file()):
+            raise ExploreError("STUDY", study, "expected a run folder holding study.db or journal.log (e.g. runs/cga), "
                                                "or a study name with --storage URL")
         storage, name = default_storage(run_dir), None
     else:
         name = study
+    if not is_journal(storage) and storage.startswith("sqlite:///"):
+        db = Path(storage[len("sqlite:///"):])
+        if not db.is_file():  # SQLAlchemy would create an empty database
+            raise ExploreError("--storage", storage, "no such SQLite file")
+    backend = make_storage(storage, create_journal=False)
     try:
         if name is None:
-            summaries = optuna.get_all_study_summaries(storage)
+            summaries = optuna.get_all_study_summaries(backend)
             if len(summaries) != 1:
                 raise ExploreError("STUDY", study, f"the storage holds {len(summaries)} studies; name one with --storage")
             name = summaries[0].study_name
-        return optuna.load_study(study_name=name, storage=storage)
+        return optuna.load_study(study_name=name, storage=backend)
     except KeyError:
         raise ExploreError("STUDY", study, f"no such study in {mask_password(storage)}") from None
+
+
+def _retries(study: optuna.Study) -> dict[int, int]:
+    """Original trial number -> the number of its (last) retry."""
+    out = {}
+    for t in study.get_trials(deepcopy=False):
+        original = t.system_attrs.get("failed_trial")
+        if original is not None:
+            out[int(original)] = t.number
+    return out
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
@@ -336,9 +649,11 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     proxy figures, reasons, the config (JSON) and the sampled knobs (``p.<name>`` columns).
 
     Columns ``top1`` (%) and ``latency_ms`` are NaN for trials that did not complete; ``pareto`` is
-    True for the Pareto-optimal COMPLETE trials (``study.best_trials``).
+    True for the Pareto-optimal COMPLETE trials (``study.best_trials``). ``retry_of`` names the
+    trial a retried trial re-runs; a FAIL trial whose process died gets a ``fail_reason`` saying so.
     """
     pareto = {t.number for t in study.best_trials} if _count(study, TrialState.COMPLETE) else set()
+    retries = _retries(study)
     rows = []
     for t in study.get_trials(deepcopy=False):
         attrs = t.user_attrs
@@ -354,6 +669,11 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         for key in sorted(attrs):
             if key not in row and key != "config":
                 row[key] = attrs[key]
+        if t.state == TrialState.FAIL and not attrs.get("fail_reason"):
+            again = f"retried as #{retries[t.number]}" if t.number in retries else "not retried"
+            row["fail_reason"] = f"stale: its process stopped sending heartbeats (killed or lost); {again}"
+        original = t.system_attrs.get("failed_trial")
+        row["retry_of"] = int(original) if original is not None else None
         config = attrs.get("config")
         row["summary"] = ArchConfig.from_json(config).summary() if config else ""
         row["config"] = config
