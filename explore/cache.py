@@ -71,15 +71,18 @@ class LatencyKey:
         warmup, repeats: untimed and timed runs.
         device: device model name (see :func:`device_name`).
         torch_version: ``torch.__version__``.
+        protocol, mode: the measurement protocol and its mode (:mod:`explore.protocols`).
     """
 
     config_hash: str
-    batch_size: int
+    batch_size: int | None
     threads: int | None
     warmup: int
     repeats: int
     device: str
     torch_version: str = torch.__version__
+    protocol: str = "cpu-latency"
+    mode: str = "fused"
 
     def digest(self) -> str:
         """Stable 16-hex-digit digest of every field (the attribute name's suffix)."""

@@ -73,7 +73,8 @@ def study(
     batch_size: Annotated[int, typer.Option(help="Proxy training batch size.")] = 128,
     max_train: Annotated[int, typer.Option(help="Training images used (random subset; 0 = all).")] = 10000,
     max_val: Annotated[int, typer.Option(help="Held-out images for top-1 (0 = all).")] = 2000,
-    latency_batch: Annotated[int, typer.Option(help="Batch size of the latency measurement.")] = 16,
+    latency_batch: Annotated[int, typer.Option(help="Latency batch (0 = the protocol's: 16 on CPU, 2048 on CUDA).")] = 0,
+    latency_mode: Annotated[str, typer.Option(help="Latency mode: eager | fused | compile | cuda-graph.")] = "fused",
     latency_threads: Annotated[int, typer.Option(help="CPU threads for latency (paper: 1; 0 = torch default).")] = 1,
     latency_repeats: Annotated[int, typer.Option(help="Timed runs of the latency measurement (median).")] = 20,
     heartbeat_interval: Annotated[int, typer.Option(
@@ -88,8 +89,9 @@ def study(
         settings = StudySettings(
             space=space, study_name=name, trials=trials, out=out, storage=storage, dataset=dataset,
             data_root=data_root, max_train=max_train or None, max_val=max_val or None, device=device, seed=seed,
-            sampler=sampler, epochs=epochs, batch_size=batch_size, latency_batch=latency_batch,
-            latency_threads=latency_threads or None, latency_repeats=latency_repeats, workers=workers,
+            sampler=sampler, epochs=epochs, batch_size=batch_size, latency_batch=latency_batch or None,
+            latency_mode=latency_mode, latency_threads=latency_threads or None, latency_repeats=latency_repeats,
+            workers=workers,
             heartbeat_s=heartbeat_interval,
         )
         prepared = prepare_study(settings)  # every check before anything is written

@@ -100,7 +100,8 @@ def render_markdown(frame: pd.DataFrame, meta: Mapping[str, Any], command: str) 
         f"- space: `{meta.get('space_name')}` ({meta.get('space_file')})",
         f"- dataset: `{settings.get('dataset')}` (train subset {settings.get('max_train')}, "
         f"val subset {settings.get('max_val')}), proxy {settings.get('epochs')} epoch(s), batch {settings.get('batch_size')}",
-        f"- device: `{settings.get('device')}`; latency: batch {settings.get('latency_batch')}, "
+        f"- device: `{settings.get('device')}`; latency: batch {settings.get('latency_batch') or 'default'}, "
+        f"mode {settings.get('latency_mode', 'eager')}, "
         f"threads {settings.get('latency_threads')}, median of {settings.get('latency_repeats')} runs",
         f"- sampler: `{settings.get('sampler')}`, seed {settings.get('seed')}",
         "- trials: " + (", ".join(f"{k} {v}" for k, v in counts.items()) or "none"),
@@ -134,7 +135,7 @@ def write_report(frame: pd.DataFrame, out_dir: Path, meta: Mapping[str, Any], co
     paths = ReportPaths(out_dir / "trials.csv", out_dir / "pareto.png", out_dir / "summary.md")
     frame.to_csv(paths.csv, index=False)
     settings = meta.get("settings", {}) or {}
-    label = f"latency (ms per batch of {settings.get('latency_batch', '?')}, {settings.get('device', '?')})"
+    label = f"latency (ms per batch of {settings.get('latency_batch') or 'default'}, {settings.get('device', '?')})"
     plot_pareto(frame, paths.png, f"{meta.get('study_name')}: proxy top-1 vs latency", label)
     paths.markdown.write_text(render_markdown(frame, meta, command), encoding="utf-8")
     return paths

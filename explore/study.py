@@ -64,7 +64,8 @@ from explore.config import ArchConfig
 from explore.data import DatasetBundle, check_dataset, load_dataset
 from explore.device import resolve_device
 from explore.errors import ConfigError, ExploreError, NonFiniteLossError
-from explore.measure import count_macs, count_params, measure_latency
+from explore.measure import count_macs, count_params
+from explore.protocols import Protocol, get_protocol, measure
 from explore.models import build
 from explore.space import SearchSpace, load_space
 from explore.storage import DEFAULT_HEARTBEAT_S, MAX_RETRY, is_journal, make_storage, mask_password, scrub
@@ -117,8 +118,11 @@ class StudySettings:
         sampler: ``tpe`` (default, multivariate, constant liar for parallel workers), ``nsga2`` or
             ``random``.
         epochs, batch_size, lr: proxy training budget (see :class:`explore.train.ProxyRecipe`).
-        latency_batch, latency_threads, latency_repeats: latency protocol (CPU: the CGA paper's
-            batch 16, one thread).
+        latency_batch, latency_threads, latency_repeats: latency protocol parameters (CPU: the CGA
+            paper's ``cpu-latency``, batch 16, one thread; CUDA: ``gpu-throughput``, batch 2048);
+            ``latency_batch`` None takes the protocol's batch.
+        latency_mode: ``eager``, ``fused`` (BN folded, the papers' deploy form; default),
+            ``compile`` or ``cuda-graph`` (see :mod:`explore.protocols`).
         workers: processes started on this machine, each running trials against the storage.
         heartbeat_s: seconds between heartbeats of a RUNNING trial; after 3x that without one the
             trial is stale (its process died): FAIL, and its parameters are retried.
@@ -139,11 +143,20 @@ class StudySettings:
     epochs: float = 2.0
     batch_size: int = 128
     lr: float = 2e-3
-    latency_batch: int = 16
+    latency_batch: int | None = None
     latency_threads: int | None = 1
     latency_repeats: int = 20
+    latency_mode: str = "fused"
     workers: int = 1
     heartbeat_s: int = DEFAULT_HEARTBEAT_S
+
+    def latency_protocol(self, img_size: int = 224, in_chans: int = 3) -> Protocol:
+        """The latency protocol of this study's trials: ``cpu-latency`` on CPU, ``gpu-throughput``
+        on CUDA, with the study's batch, threads, repeats and mode."""
+        name = "gpu-throughput" if self.device.startswith("cuda") else "cpu-latency"
+        return get_protocol(name, device=self.device, batch_size=self.latency_batch, img_size=img_size,
+                            in_chans=in_chans, threads=self.latency_threads, repeats=self.latency_repeats,
+                            warmup=_LATENCY_WARMUP, mode=self.latency_mode)
 
     @property
     def run_dir(self) -> Path:
@@ -171,8 +184,9 @@ class StudySettings:
             raise ExploreError("--sampler", self.sampler, f"expected one of {', '.join(SAMPLERS)}")
         if not self.epochs > 0:
             raise ExploreError("--epochs", self.epochs, "expected > 0")
-        if self.latency_batch < 1:
+        if self.latency_batch is not None and self.latency_batch < 1:
             raise ExploreError("--latency-batch", self.latency_batch, "expected >= 1")
+        self.latency_protocol()  # raises for an unknown mode or one the device cannot run
         if self.latency_repeats < 2:
             raise ExploreError("--latency-repeats", self.latency_repeats, "expected >= 2")
         if not 1 <= self.workers <= _MAX_WORKERS:
@@ -407,17 +421,16 @@ def make_objective(space: SearchSpace, data: DatasetBundle, settings: StudySetti
 
     def _latency(trial: optuna.Trial, model: torch.nn.Module, config: ArchConfig) -> dict[str, Any]:
         cache = LatencyCache(trial.study)
-        key = LatencyKey(config_hash=config.config_hash(), batch_size=settings.latency_batch,
+        protocol = settings.latency_protocol(config.img_size, config.in_chans)
+        key = LatencyKey(config_hash=config.config_hash(), batch_size=protocol.batch_size,
                          threads=settings.latency_threads, warmup=_LATENCY_WARMUP,
-                         repeats=settings.latency_repeats, device=device_name(str(device)))
+                         repeats=settings.latency_repeats, device=device_name(str(device)),
+                         protocol=protocol.name, mode=protocol.mode)
         entry = cache.get(key)
         if entry is not None:
             return {**entry["attrs"], "latency_cached": True,
                     "latency_measured_by_trial": entry.get("measured_by_trial")}
-        latency = measure_latency(model, config.img_size, config.in_chans, batch_size=settings.latency_batch,
-                                  device=device, warmup=_LATENCY_WARMUP, repeats=settings.latency_repeats,
-                                  threads=settings.latency_threads)
-        attrs = latency.as_attrs()
+        attrs = measure(model, protocol).as_attrs()
         cache.put(key, attrs, trial_number=trial.number, worker=_worker_id())
         return {**attrs, "latency_cached": False, "latency_measured_by_trial": trial.number}
 

@@ -160,3 +160,17 @@ def test_bench_cli_small(tmp_path):
     assert "explore bench" in csv.with_suffix(".md").read_text()
     bad = CliRunner().invoke(app, ["bench", "--models", "efficientvit_x9"])
     assert bad.exit_code == 1 and "--models" in bad.output
+
+
+def test_study_measures_compiled_latency(tmp_path):
+    from explore.study import open_study, run_study, trials_frame
+    from tests.study_helpers import tiny_settings
+
+    settings = tiny_settings(tmp_path, trials=1, latency_mode="compile")
+    assert run_study(settings).complete == 1
+    frame = trials_frame(open_study(str(settings.run_dir)))
+    done = frame[frame["state"] == "COMPLETE"].iloc[0]
+    assert done["latency_protocol_mode"] == "compile" and done["latency_protocol_name"] == "cpu-latency"
+    assert done["latency_median_ms"] > 0
+    with pytest.raises(ExploreError, match="--mode"):
+        tiny_settings(tmp_path, latency_mode="cuda-graph").validate()

@@ -52,13 +52,13 @@ def test_a_real_allocator_error_is_an_out_of_memory_prune(tmp_path, monkeypatch,
 
 def test_latency_is_measured_once_per_config_and_protocol(tmp_path, monkeypatch, one_thread):  # noqa: F811
     calls = []
-    real = study_module.measure_latency
+    real = study_module.measure
 
     def counting(*args, **kwargs):
         calls.append(kwargs)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(study_module, "measure_latency", counting)
+    monkeypatch.setattr(study_module, "measure", counting)
     settings = tiny_settings(tmp_path, space=str(write_space(tmp_path, FIXED_SPACE, "fixed.toml")), trials=2)
     run_study(settings)
     assert len(calls) == 1  # two trials, one architecture: one measurement
