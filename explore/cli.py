@@ -14,7 +14,6 @@ import json
 import re
 import shlex
 import sys
-import tomllib
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -219,13 +218,7 @@ def load_config(name_or_file: str) -> ArchConfig:
     if not path.is_file():
         raise ConfigError("NAME_OR_FILE", name_or_file,
                           f"neither a preset ({', '.join(PRESETS)}) nor an existing config file")
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".toml":
-        try:
-            return ArchConfig.from_dict(tomllib.loads(text), source=str(path))
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(str(path), "(file)", f"malformed TOML: {exc}") from None
-    return ArchConfig.from_json(text, source=str(path))
+    return ArchConfig.from_file(path, "NAME_OR_FILE")
 
 
 @app.command()

@@ -14,7 +14,9 @@ import dataclasses
 import hashlib
 import json
 import math
+import tomllib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping
 
 from explore.errors import ConfigError
@@ -407,6 +409,25 @@ class ArchConfig:
         except json.JSONDecodeError as exc:
             raise ConfigError(source, text[:60], f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
         return cls.from_dict(data, source=source)
+
+    @classmethod
+    def from_file(cls, path: str | Path, field_name: str = "config file") -> "ArchConfig":
+        """Read a config file: TOML (``.toml``) or JSON (anything else), with :class:`ArchConfig` fields.
+
+        Raises:
+            ConfigError: unreadable or malformed file (named by ``field_name``), or an invalid config.
+        """
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(field_name, str(path), f"cannot read: {exc}") from None
+        if path.suffix == ".toml":
+            try:
+                return cls.from_dict(tomllib.loads(text), source=str(path))
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(field_name, str(path), f"malformed TOML: {exc}") from None
+        return cls.from_json(text, source=str(path))
 
     def summary(self) -> str:
         """One line: widths, depths, heads and mixer per stage (for tables)."""
