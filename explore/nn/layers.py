@@ -35,16 +35,17 @@ __all__ = [
 
 # --------------------------------------------------------------------------------------------------
 # picking norms and activations by name (an unknown name is an error, never a silent no-op)
-def make_act(name: str) -> nn.Module:
-    """Activation module for ``"relu"`` or ``"hardswish"``.
+def make_act(name: str, inplace: bool = False) -> nn.Module:
+    """Activation module for ``"relu"`` or ``"hardswish"``; ``inplace`` where its input is a fresh
+    tensor no other op needs (after a norm or conv), which saves an allocation per call.
 
     Raises:
         ConfigError: unknown name.
     """
     if name == "relu":
-        return nn.ReLU()
+        return nn.ReLU(inplace=inplace)
     if name == "hardswish":
-        return nn.Hardswish()
+        return nn.Hardswish(inplace=inplace)
     raise ConfigError("activation", name, "expected one of relu, hardswish")
 
 
@@ -96,7 +97,7 @@ class ConvNorm(nn.Sequential):
             nn.init.constant_(self.norm.weight, norm_weight_init)
             nn.init.zeros_(self.norm.bias)
         if act is not None:
-            self.act = make_act(act)
+            self.act = make_act(act, inplace=True)
 
 
 class NormLinear(nn.Sequential):
@@ -151,7 +152,7 @@ class FFN(nn.Module):
     def __init__(self, channels: int, hidden: int, norm: str = "bn", act: str = "relu") -> None:
         super().__init__()
         self.pw1 = ConvNorm(channels, hidden, norm=norm)
-        self.act = make_act(act)
+        self.act = make_act(act, inplace=True)
         self.pw2 = ConvNorm(hidden, channels, norm=norm, norm_weight_init=0.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -210,7 +211,7 @@ class MLPHead(nn.Module):
         self.classifier = nn.Sequential(
             nn.Linear(widths[0], widths[1], bias=False),
             nn.LayerNorm(widths[1]),
-            make_act(act),
+            make_act(act, inplace=True),
             nn.Dropout(drop),
             nn.Linear(widths[1], num_classes),
         )
@@ -258,7 +259,7 @@ class PatchEmbed(nn.Sequential):
         for i in range(4):
             self.add_module(f"conv{i + 1}", ConvNorm(chans[i], chans[i + 1], 3, 2, norm=norm))
             if i < 3:
-                self.add_module(f"act{i + 1}", make_act(act))
+                self.add_module(f"act{i + 1}", make_act(act, inplace=True))
 
 
 class PatchMerging(nn.Module):
@@ -272,7 +273,7 @@ class PatchMerging(nn.Module):
         super().__init__()
         hidden = 4 * dim
         self.conv1 = ConvNorm(dim, hidden, norm=norm)
-        self.act = make_act(act)
+        self.act = make_act(act, inplace=True)
         self.conv2 = ConvNorm(hidden, hidden, 3, 2, groups=hidden, norm=norm)
         self.se = SqueezeExcite(hidden)
         self.conv3 = ConvNorm(hidden, out_dim, norm=norm)
