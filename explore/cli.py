@@ -74,6 +74,7 @@ def study(
     max_val: Annotated[int, typer.Option(help="Held-out images for top-1 (0 = all).")] = 2000,
     latency_batch: Annotated[int, typer.Option(help="Latency batch (0 = the protocol's: 16 on CPU, 2048 on CUDA).")] = 0,
     latency_mode: Annotated[str, typer.Option(help="Latency mode: eager | fused | compile | cuda-graph.")] = "fused",
+    objective: Annotated[str, typer.Option(help="pareto (top-1 and latency) | top1 (one objective, median pruner).")] = "pareto",
     latency_threads: Annotated[int, typer.Option(help="CPU threads for latency (paper: 1; 0 = torch default).")] = 1,
     latency_repeats: Annotated[int, typer.Option(help="Timed runs of the latency measurement (median).")] = 20,
     heartbeat_interval: Annotated[int, typer.Option(
@@ -89,7 +90,8 @@ def study(
             space=space, study_name=name, trials=trials, out=out, storage=storage, dataset=dataset,
             data_root=data_root, max_train=max_train or None, max_val=max_val or None, device=device, seed=seed,
             sampler=sampler, epochs=epochs, batch_size=batch_size, latency_batch=latency_batch or None,
-            latency_mode=latency_mode, latency_threads=latency_threads or None, latency_repeats=latency_repeats,
+            latency_mode=latency_mode, objective=objective, latency_threads=latency_threads or None,
+            latency_repeats=latency_repeats,
             workers=workers,
             heartbeat_s=heartbeat_interval,
         )
@@ -109,7 +111,8 @@ def study(
             progress.update(task, completed=min(done, trials))
             if trial.state.name == "COMPLETE":
                 cached = " (cached)" if trial.user_attrs.get("latency_cached") else ""
-                text = (f"#{trial.number} top-1 {trial.values[0]:.2f}%  latency {trial.values[1]:.2f} ms{cached}  "
+                latency_ms = trial.user_attrs.get("latency_median_ms", float("nan"))
+                text = (f"#{trial.number} top-1 {trial.values[0]:.2f}%  latency {latency_ms:.2f} ms{cached}  "
                         f"params {trial.user_attrs.get('params', 0) / 1e6:.2f}M")
             else:
                 reason = trial.user_attrs.get("pruned_reason") or trial.user_attrs.get("fail_reason", "")

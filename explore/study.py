@@ -86,6 +86,10 @@ __all__ = [
     "FAULTS_ENV",
 ]
 
+OBJECTIVE_MODES = ("pareto", "top1")
+"""``pareto``: maximise top-1 and minimise latency (the default); ``top1``: maximise top-1 only,
+with Optuna's MedianPruner stopping trials whose per-epoch top-1 falls behind (latency is still
+measured and stored)."""
 OBJECTIVES = ("top1", "latency_ms")
 """Metric names, in Optuna's order: top-1 (%, maximise) and latency (ms, minimise)."""
 _DIRECTIONS = ("maximize", "minimize")
@@ -121,6 +125,8 @@ class StudySettings:
         latency_batch, latency_threads, latency_repeats: latency protocol parameters (CPU: the CGA
             paper's ``cpu-latency``, batch 16, one thread; CUDA: ``gpu-throughput``, batch 2048);
             ``latency_batch`` None takes the protocol's batch.
+        objective: ``pareto`` (top-1 and latency) or ``top1`` (single objective, pruned by
+            Optuna's MedianPruner from the proxy's per-epoch top-1).
         latency_mode: ``eager``, ``fused`` (BN folded, the papers' deploy form; default),
             ``compile`` or ``cuda-graph`` (see :mod:`explore.protocols`).
         workers: processes started on this machine, each running trials against the storage.
@@ -147,6 +153,7 @@ class StudySettings:
     latency_threads: int | None = 1
     latency_repeats: int = 20
     latency_mode: str = "fused"
+    objective: str = "pareto"
     workers: int = 1
     heartbeat_s: int = DEFAULT_HEARTBEAT_S
 
@@ -184,6 +191,8 @@ class StudySettings:
             raise ExploreError("--sampler", self.sampler, f"expected one of {', '.join(SAMPLERS)}")
         if not self.epochs > 0:
             raise ExploreError("--epochs", self.epochs, "expected > 0")
+        if self.objective not in OBJECTIVE_MODES:
+            raise ExploreError("--objective", self.objective, f"expected one of {', '.join(OBJECTIVE_MODES)}")
         if self.latency_batch is not None and self.latency_batch < 1:
             raise ExploreError("--latency-batch", self.latency_batch, "expected >= 1")
         self.latency_protocol()  # raises for an unknown mode or one the device cannot run
@@ -271,6 +280,10 @@ def _open(settings: StudySettings, sampler: optuna.samplers.BaseSampler | None =
         settings.run_dir.mkdir(parents=True, exist_ok=True)
     storage = make_storage(settings.storage_url, heartbeat_s=settings.heartbeat_s)
     try:
+        if settings.objective == "top1":  # one objective: a pruner can stop weak trials early
+            return optuna.create_study(study_name=settings.study_name, storage=storage, direction="maximize",
+                                       sampler=sampler, load_if_exists=True,
+                                       pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0))
         return optuna.create_study(study_name=settings.study_name, storage=storage,
                                    directions=list(_DIRECTIONS), sampler=sampler, load_if_exists=True)
     except ValueError as exc:  # e.g. an existing study of the same name with other directions
@@ -283,7 +296,7 @@ def _check_resume(study: optuna.Study, settings: StudySettings, space: SearchSpa
     if stored is None:
         with warnings.catch_warnings():  # set_metric_names is marked experimental
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names(list(OBJECTIVES))
+            study.set_metric_names(list(OBJECTIVES) if settings.objective == "pareto" else ["top1"])
         stored = asdict(settings)
         if stored["storage"]:
             stored["storage"] = mask_password(stored["storage"])
@@ -371,7 +384,7 @@ def make_objective(space: SearchSpace, data: DatasetBundle, settings: StudySetti
     recipe = ProxyRecipe(epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr)
     base_seed = settings.seed if train_seed is None else train_seed
 
-    def objective(trial: optuna.Trial) -> tuple[float, float]:
+    def objective(trial: optuna.Trial) -> tuple[float, float] | float:
         study = trial.study
         trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
         ahead = sum(1 for t in trials if t.state == TrialState.COMPLETE or t.number < trial.number)
@@ -400,7 +413,7 @@ def make_objective(space: SearchSpace, data: DatasetBundle, settings: StudySetti
         trial.set_user_attr("pruned_reason", f"out of memory: {oom}")
         raise optuna.TrialPruned(f"out of memory: {oom}")
 
-    def _measure_and_train(trial: optuna.Trial, config: ArchConfig) -> tuple[float, float]:
+    def _measure_and_train(trial: optuna.Trial, config: ArchConfig) -> tuple[float, float] | float:
         trial.set_user_attr("config", config.to_json(sort_keys=True))
         trial.set_user_attr("config_hash", config.config_hash())
         seed = base_seed + trial.number
@@ -414,10 +427,26 @@ def make_objective(space: SearchSpace, data: DatasetBundle, settings: StudySetti
         fault = _injected_fault(trial.number)
         if fault:
             _inject(fault, model)
-        result = train_proxy(model, data, img_size=config.img_size, recipe=recipe, device=str(device), seed=seed)
+        report = _pruning_report(trial) if settings.objective == "top1" else None
+        result = train_proxy(model, data, img_size=config.img_size, recipe=recipe, device=str(device), seed=seed,
+                             on_epoch_end=report)
         for key, value in asdict(result).items():
             trial.set_user_attr(f"proxy_{key}", value)
+        if settings.objective == "top1":
+            return result.top1
         return result.top1, float(latency_attrs["latency_median_ms"])
+
+    def _pruning_report(trial: optuna.Trial) -> Callable[[int, float], None]:
+        """Report each epoch's top-1 to Optuna; stop the trial when the pruner says so."""
+
+        def report(epoch: int, top1: float) -> None:
+            trial.report(top1, epoch)
+            if trial.should_prune():
+                reason = f"pruned by the median rule after epoch {epoch + 1} (top-1 {top1:.2f} %)"
+                trial.set_user_attr("pruned_reason", reason)
+                raise optuna.TrialPruned(reason)
+
+        return report
 
     def _latency(trial: optuna.Trial, model: torch.nn.Module, config: ArchConfig) -> dict[str, Any]:
         cache = LatencyCache(trial.study)
@@ -674,7 +703,8 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
             "number": t.number,
             "state": t.state.name,
             "top1": t.values[0] if t.values else float("nan"),
-            "latency_ms": t.values[1] if t.values else float("nan"),
+            "latency_ms": (t.values[1] if len(t.values) > 1 else attrs.get("latency_median_ms", float("nan")))
+            if t.values else float("nan"),
             "pareto": t.number in pareto,
             "params": attrs.get("params"),
             "macs": attrs.get("macs"),

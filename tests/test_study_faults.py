@@ -211,3 +211,21 @@ def test_orphans_of_runs_without_heartbeats_are_failed_and_retried(tmp_path, mon
     assert study.trials[orphan.number].state == TrialState.FAIL
     (retry,) = study.get_trials(states=(TrialState.WAITING,))
     assert retry.system_attrs["failed_trial"] == orphan.number
+
+
+def test_single_objective_study_reports_epochs_and_prunes(tmp_path, monkeypatch, one_thread):  # noqa: F811
+    """--objective top1: per-epoch top-1 goes to Optuna, and a trial the pruner stops is PRUNED with the reason."""
+    monkeypatch.setattr(optuna.trial.Trial, "should_prune", lambda self: self.number == 1)
+    settings = tiny_settings(tmp_path, trials=2, epochs=2.0, objective="top1")
+    summary = run_study(settings)
+    assert (summary.complete, summary.pruned) == (2, 1)
+    study = open_study(str(settings.run_dir))
+    assert len(study.directions) == 1
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert all(sorted(t.intermediate_values) == [0, 1] for t in done)
+    pruned = study.trials[1]
+    assert pruned.state.name == "PRUNED" and pruned.user_attrs["pruned_reason"].startswith("pruned by the median rule")
+    frame = trials_frame(study)
+    assert frame.loc[frame["state"] == "COMPLETE", "latency_ms"].gt(0).all()
+    with pytest.raises(ExploreError, match="--objective"):
+        tiny_settings(tmp_path, objective="speed").validate()
