@@ -11,7 +11,6 @@ nothing.
 from __future__ import annotations
 
 import json
-import re
 import shlex
 import sys
 from pathlib import Path
@@ -24,6 +23,7 @@ from rich.table import Table
 
 from explore.config import ArchConfig, StageConfig, stage_field_used
 from explore.errors import ConfigError, ExploreError
+from explore.report import safe_name
 
 # no locals in tracebacks: they would print storage URLs with their passwords
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
@@ -164,12 +164,6 @@ def _print_pareto(frame) -> None:  # noqa: ANN001 - DataFrame
     console.print(out)
 
 
-def _safe_name(name: str) -> str:
-    """A folder name from a study name that cannot leave its parent folder."""
-    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "study"
-    return cleaned[:100]
-
-
 def _write_report(study_ref: str, storage: Optional[str], out_dir: Path):  # noqa: ANN202
     from explore.report import write_report
     from explore.study import open_study, study_meta, trials_frame
@@ -201,7 +195,7 @@ def report(
     elif storage is None:
         out_dir = Path(study) / "report"
     else:
-        out_dir = Path("reports") / _safe_name(study_obj.study_name)
+        out_dir = Path("reports") / safe_name(study_obj.study_name)
     paths = _write_report(study, storage, out_dir)
     console.print(f"wrote {paths.markdown}\nwrote {paths.png}\nwrote {paths.csv}")
 
@@ -339,7 +333,7 @@ def bench(
         folder = Path(out)
         folder.mkdir(parents=True, exist_ok=True)
         stem = f"bench_{protocol}_{frame['device'].iloc[0].split()[0].lower()}"
-        stem = _safe_name(stem)
+        stem = safe_name(stem)
         frame.to_csv(folder / f"{stem}.csv", index=False)
         words = ["explore", "bench", "--protocol", protocol, "--models", models, "--modes", modes]
         for flag, value in (("--device", device), ("--batch-size", batch_size), ("--repeats", repeats),
@@ -390,7 +384,7 @@ def validate_proxy(
              str(max_val), "--batch-size", str(batch_size), "--device", device, "--seed", str(seed)]
     if data_root:
         words += ["--data-root", data_root]
-    folder = Path(out) if out else Path("runs") / _safe_name(f"validate-proxy-{Path(space).stem}")
+    folder = Path(out) if out else Path("runs") / safe_name(f"validate-proxy-{Path(space).stem}")
     if out:
         words += ["--out", out]
     paths = write_validity_report(result, folder, " ".join(shlex.quote(w) for w in words))

@@ -85,6 +85,7 @@ from explore.config import ArchConfig
 from explore.errors import ConfigError, ExploreError
 from explore.nn.attention import CascadedGroupAttention, MultiHeadSelfAttention, relative_bias_index
 from explore.nn.layers import FFN, ConvNorm, LayerNorm2d, MBConv
+from explore.report import safe_name
 
 __all__ = [
     "GROUPS",
@@ -1460,12 +1461,8 @@ def prepare_importance(settings: ImportanceSettings) -> PreparedImportance:
             raise ExploreError("--enqueue", settings.enqueue, "the study stores no space_file")
         space = load_space(space_file)
         space_params(config, space, in_chans=meta.in_chans, num_classes=meta.num_classes)  # fits at all?
-    out = Path(settings.out) if settings.out else Path("runs") / _safe_name(f"importance-{name}")
+    out = Path(settings.out) if settings.out else Path("runs") / safe_name(f"importance-{name}", fallback="model")
     return PreparedImportance(config=config, name=name, out=out, state_dict=state_dict, study=study)
-
-
-def _safe_name(name: str) -> str:
-    return (re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "model")[:100]
 
 
 @dataclass

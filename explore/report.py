@@ -6,13 +6,21 @@ The info is computed first (:func:`pareto_table`, :func:`state_counts`), then re
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 import pandas as pd
 
-__all__ = ["ReportPaths", "pareto_table", "state_counts", "plot_pareto", "render_markdown", "write_report"]
+__all__ = ["safe_name", "ReportPaths", "pareto_table", "state_counts", "plot_pareto", "render_markdown", "write_report"]
+
+
+def safe_name(name: str, fallback: str = "study") -> str:
+    """A file or folder name made from a study or model name that cannot leave its parent folder:
+    letters, digits, ``.``, ``_`` and ``-`` only (others become ``_``), no leading dot, at most 100
+    characters; ``fallback`` if nothing is left."""
+    return (re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or fallback)[:100]
 
 
 @dataclass(frozen=True)

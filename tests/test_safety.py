@@ -12,7 +12,8 @@ import pytest
 import sqlalchemy
 from typer.testing import CliRunner
 
-from explore.cli import _safe_name, app
+from explore.cli import app
+from explore.report import safe_name as _safe_name
 from explore.errors import SpaceError
 from explore.space import load_space
 from explore.storage import _driver_url, mask_password, scrub
