@@ -70,7 +70,14 @@ _STAGE_FIELD_USE: dict[str, tuple[tuple[str, ...] | None, tuple[str, ...] | None
     "ffn_ratio": (PATCH16_LAYOUTS, None),
     "sandwich_n": (("sandwich",), None),
     "expand_ratio": (("mbconv",), None),
+    "cascade": (None, ("cga",)),
+    "dw_conv": (("sandwich",), None),
+    "linear_window": (None, LINEAR_MIXERS),
 }
+
+# stage fields added after the first release: left out of config_hash() at their defaults, so the
+# hashes (latency caches, stored studies) of configs that do not use them stay the same
+_HASH_OPTIONAL_DEFAULTS: dict[str, Any] = {"cascade": True, "dw_conv": True, "linear_window": 0}
 
 
 def stage_field_used(field_name: str, layout: str, token_mixer: str) -> bool:
@@ -144,6 +151,14 @@ class StageConfig:
         expand_ratio: mbconv-layout MBConv hidden channels = round(expand_ratio * C) (MIT: 4).
         scales: msla's multi-scale aggregation kernels (MIT: (5,)); each adds a depthwise k x k +
             grouped 1x1 branch of Q/K/V tokens. Unused by the other mixers.
+        cascade: CGA only: head j adds head j-1's output to its input split (Eq. 2); False gives
+            plain group attention, each head on its own split (the "no cascade" row of
+            arXiv:2305.07027 Table 6).
+        dw_conv: sandwich layout only: the depthwise 3x3 token-interaction conv before each FFN
+            group (§3.1); False drops both (Table 6 "no DWConv").
+        linear_window: linear/msla only: side in tokens of the local windows the ReLU linear
+            attention runs in; 0 (the MIT paper's) attends globally. A non-zero window turns the
+            global receptive field off for the MIT ablation (arXiv:2205.14756 Table 1).
     """
 
     width: int
@@ -158,6 +173,9 @@ class StageConfig:
     token_mixer: str = "cga"
     expand_ratio: float = 4.0
     scales: tuple[int, ...] = (5,)
+    cascade: bool = True
+    dw_conv: bool = True
+    linear_window: int = 0
 
     def __post_init__(self) -> None:
         for name in ("kernels", "scales"):
@@ -183,6 +201,10 @@ class StageConfig:
         _check_int(f"{prefix}.sandwich_n", self.sandwich_n, 1)
         _check_choice(f"{prefix}.token_mixer", self.token_mixer, TOKEN_MIXERS)
         _check_positive_float(f"{prefix}.expand_ratio", self.expand_ratio)
+        for name in ("cascade", "dw_conv"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{prefix}.{name}", getattr(self, name), "expected true or false")
+        _check_int(f"{prefix}.linear_window", self.linear_window, 0)
         if not isinstance(self.scales, tuple):
             raise ConfigError(f"{prefix}.scales", self.scales, "expected a list of odd kernel sizes")
         for i, k in enumerate(self.scales):
@@ -350,6 +372,10 @@ class ArchConfig:
         """Stable 16-hex-digit hash of the architecture (name excluded)."""
         body = self.to_dict()
         body.pop("name", None)
+        for stage in body["stages"]:
+            for key, default in _HASH_OPTIONAL_DEFAULTS.items():
+                if stage.get(key) == default:
+                    del stage[key]
         return hashlib.sha1(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod

@@ -55,7 +55,8 @@ def make_token_mixer(stage: StageConfig, feature_side: int, norm: str, act: str)
     cga/mhsa run in local windows of ``window_size`` (0: the whole map); their attention-bias table
     covers ``min(window, feature_side)`` tokens per side, the largest window this input resolution
     produces (the reference implementation's choice, which makes parameter counts depend on the
-    resolution the model is built for). linear/msla attend globally.
+    resolution the model is built for). linear/msla attend globally, or inside windows of
+    ``linear_window`` tokens when it is > 0.
     """
     kind = stage.token_mixer
     if kind in WINDOWED_MIXERS:
@@ -63,13 +64,15 @@ def make_token_mixer(stage: StageConfig, feature_side: int, norm: str, act: str)
         table_side = min(window, feature_side)
         if kind == "cga":
             attn: nn.Module = CascadedGroupAttention(
-                stage.width, stage.heads, stage.qk_dim, stage.v_dim, stage.kernels, table_side, norm, act)
+                stage.width, stage.heads, stage.qk_dim, stage.v_dim, stage.kernels, table_side, norm, act,
+                cascade=stage.cascade)
         else:
             attn = MultiHeadSelfAttention(stage.width, stage.heads, stage.qk_dim, stage.v_dim, table_side, norm, act)
         return LocalWindowAttention(attn, window)
     if kind in LINEAR_MIXERS:
         scales = stage.scales if kind == "msla" else ()
-        return LiteMLA(stage.width, stage.width, stage.heads, stage.qk_dim, scales, norm)
+        mla = LiteMLA(stage.width, stage.width, stage.heads, stage.qk_dim, scales, norm)
+        return LocalWindowAttention(mla, stage.linear_window) if stage.linear_window else mla
     if kind == "none":
         return None
     raise ValueError(f"unknown token mixer {kind!r}")  # configs reject this first
@@ -83,17 +86,18 @@ class SandwichBlock(nn.Module):
     """Sandwich block: (B, C, H, W) -> (B, C, H, W).
 
     ``dw0`` -> ``ffn0`` (N FFN residuals) -> ``mixer`` (token-mixer residual; Identity for
-    ``none``) -> ``dw1`` -> ``ffn1``. Follows arXiv:2305.07027 §3.1, Eq. (1) with N = ``sandwich_n``.
+    ``none``) -> ``dw1`` -> ``ffn1``; ``dw0``/``dw1`` are Identity when ``stage.dw_conv`` is False.
+    Follows arXiv:2305.07027 §3.1, Eq. (1) with N = ``sandwich_n``.
     """
 
     def __init__(self, stage: StageConfig, feature_side: int, norm: str, act: str) -> None:
         super().__init__()
         c = stage.width
         mixer = make_token_mixer(stage, feature_side, norm, act)
-        self.dw0 = dw_conv_unit(c, norm, norm_weight_init=0.0)
+        self.dw0 = dw_conv_unit(c, norm, norm_weight_init=0.0) if stage.dw_conv else nn.Identity()
         self.ffn0 = _ffns(c, stage.ffn_hidden, stage.sandwich_n, norm, act)
         self.mixer = nn.Identity() if mixer is None else Residual(mixer)
-        self.dw1 = dw_conv_unit(c, norm, norm_weight_init=0.0)
+        self.dw1 = dw_conv_unit(c, norm, norm_weight_init=0.0) if stage.dw_conv else nn.Identity()
         self.ffn1 = _ffns(c, stage.ffn_hidden, stage.sandwich_n, norm, act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

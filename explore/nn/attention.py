@@ -106,6 +106,8 @@ class CascadedGroupAttention(_BiasedAttention):
         kernels: depthwise kernel on Q per head (at least ``heads`` odd sizes; extras unused).
         table_side: side of the window the bias table covers (min(window, feature side)).
         norm, act: norm and activation names (see :mod:`explore.nn.layers`).
+        cascade: add head j-1's output to head j's split (Eq. 2); False is plain group attention,
+            every head on its own split only (Table 6 "no cascade").
 
     Raises:
         ValueError: C not divisible by heads, or fewer kernels than heads (configs catch this first).
@@ -114,7 +116,7 @@ class CascadedGroupAttention(_BiasedAttention):
     """
 
     def __init__(self, dim: int, heads: int, qk_dim: int, v_dim: int, kernels: Sequence[int], table_side: int,
-                 norm: str = "bn", act: str = "relu") -> None:
+                 norm: str = "bn", act: str = "relu", cascade: bool = True) -> None:
         if dim % heads:
             raise ValueError(f"CGA: dim {dim} not divisible by heads {heads}")
         if len(kernels) < heads:
@@ -123,6 +125,7 @@ class CascadedGroupAttention(_BiasedAttention):
         self.qk_dim = qk_dim
         self.v_dim = v_dim
         self.scale = qk_dim ** -0.5
+        self.cascade = cascade
         split = dim // heads
         self.qkvs = nn.ModuleList(ConvNorm(split, 2 * qk_dim + v_dim, norm=norm) for _ in range(heads))
         self.dws = nn.ModuleList(
@@ -152,7 +155,7 @@ class CascadedGroupAttention(_BiasedAttention):
         feat = splits[0]
         for i, (qkv, dw) in enumerate(zip(self.qkvs, self.dws)):
             if i > 0:  # cascade: previous head's output (v_dim channels) joins this split (C/H)
-                feat = self._cascade(feat, splits[i])
+                feat = self._cascade(feat, splits[i]) if self.cascade else splits[i]
             q, k, v = qkv(feat).split([self.qk_dim, self.qk_dim, self.v_dim], dim=1)
             q = dw(q)
             q, k, v = q.flatten(2), k.flatten(2), v.flatten(2)  # (B, qk, N), (B, qk, N), (B, v, N)
