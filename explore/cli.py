@@ -22,7 +22,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from explore.config import ArchConfig, StageConfig, stage_field_used
-from explore.errors import ConfigError, ExploreError
+from explore.device import resolve_device
+from explore.errors import ConfigError, ExploreError, NonFiniteLossError
 from explore.report import safe_name
 
 # no locals in tracebacks: they would print storage URLs with their passwords
@@ -392,6 +393,86 @@ def validate_proxy(
                   f"architectures; wrote {', '.join(str(p) for p in paths)}")
 
 
+def _int_list(text: Optional[str], field: str) -> Optional[list[int]]:
+    if text is None:
+        return None
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise _fail(ExploreError(field, text, "expected comma-separated integers, e.g. 0,1")) from None
+
+
+@app.command()
+def ablate(
+    recipe: Annotated[str, typer.Argument(help="Recipe name (cga_table6, mit_ablation, ...) or file under studies/.")],
+    *,
+    out: Annotated[Optional[str], typer.Option(help="Run and report folder; default runs/ablate-<recipe>.")] = None,
+    device: Annotated[str, typer.Option(help="cpu | cuda[:N]: training device; CUDA also runs gpu-throughput.")] = "cpu",
+    epochs: Annotated[Optional[float], typer.Option(help="Override the recipe's proxy epochs.")] = None,
+    max_train: Annotated[Optional[int], typer.Option(help="Override the training subset size.")] = None,
+    max_val: Annotated[Optional[int], typer.Option(help="Override the val subset size.")] = None,
+    img_size: Annotated[Optional[int], typer.Option(help="Override the training resolution (pixels).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Override the training batch size.")] = None,
+    seeds: Annotated[Optional[str], typer.Option(help="Override the seeds, e.g. 0,1,2 (>= 2).")] = None,
+    variants: Annotated[Optional[str], typer.Option(help="Run only these variants (comma-separated; include the baseline).")] = None,
+    protocols: Annotated[Optional[str], typer.Option(help="Override the protocols, e.g. cpu-latency,onnx-cpu.")] = None,
+    measure_img_sizes: Annotated[Optional[str], typer.Option(help="Override the measurement resolutions, e.g. 224.")] = None,
+    repeats: Annotated[Optional[int], typer.Option(help="Override timed runs per measurement.")] = None,
+    data_root: Annotated[Optional[str], typer.Option(help="Local data folder for the recipe's dataset.")] = None,
+    dry_run: Annotated[bool, typer.Option(help="Validate the recipe and list its variants; run nothing.")] = False,
+) -> None:
+    """Run an ablation recipe: every variant's params, MACs, latency and proxy top-1 over seeds, and a
+    report with the paper's numbers beside ours (Δ vs baseline, Kendall τ, verdicts)."""
+    import dataclasses as _dc
+
+    from explore import ablate as ab
+    from explore.report import write_ablation_report
+
+    try:
+        loaded = ab.load_recipe(recipe)
+        chosen = ab.with_overrides(
+            loaded, epochs=epochs, max_train=max_train, max_val=max_val, img_size=img_size, batch_size=batch_size,
+            seeds=_int_list(seeds, "--seeds"), variants=variants.split(",") if variants else None,
+            protocols=protocols.split(",") if protocols else None,
+            measure_img_sizes=_int_list(measure_img_sizes, "--measure-img-sizes"), repeats=repeats,
+            data_root=data_root)
+        resolve_device(device)
+    except ExploreError as exc:
+        raise _fail(exc) from None
+    table = Table("variant", "label", "changes", "MACs check", title=f"{chosen.title} ({chosen.path})")
+    for v in chosen.variants:
+        table.add_row(v.name + (" (baseline)" if v.baseline else ""), v.label, json.dumps(v.overrides) or "-",
+                      f"match {chosen.match_field}" if chosen.match_field and not v.baseline else "")
+    console.print(table)
+    if dry_run:
+        return
+    folder = Path(out) if out else Path("runs") / safe_name(f"ablate-{chosen.name}")
+    try:
+        run = ab.run_recipe(chosen, folder, device=device, progress=lambda m: console.print(m, highlight=False))
+    except (ExploreError, NonFiniteLossError) as exc:
+        raise _fail(exc) from None
+    summary, taus = ab.summarise(run)
+    findings = ab.check_findings(run, summary)
+    changed = [f"{f.name} {getattr(chosen.budget, f.name)} (recipe: {getattr(loaded.budget, f.name)})"
+               for f in _dc.fields(chosen.budget) if getattr(chosen.budget, f.name) != getattr(loaded.budget, f.name)]
+    if len(chosen.variants) != len(loaded.variants):
+        changed.append(f"{len(chosen.variants)} of {len(loaded.variants)} variants")
+    meta = {**run.meta, "paper_source": chosen.paper_source, "paper_note": chosen.paper_note,
+            "paper_accuracy": chosen.paper_accuracy, "description": chosen.description, "reduced": "; ".join(changed)}
+    words = ["explore", "ablate", recipe]
+    for flag, value in (("--device", device if device != "cpu" else None), ("--epochs", epochs),
+                        ("--max-train", max_train), ("--max-val", max_val), ("--img-size", img_size),
+                        ("--batch-size", batch_size), ("--seeds", seeds), ("--variants", variants),
+                        ("--protocols", protocols), ("--measure-img-sizes", measure_img_sizes),
+                        ("--repeats", repeats), ("--data-root", data_root), ("--out", out)):
+        if value is not None:
+            words += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    command = " ".join(shlex.quote(w) for w in words)
+    paths = write_ablation_report(summary, run.measurements, folder, meta, taus, findings, command)
+    console.print(", ".join(f"{k} tau {v:.2f}" for k, v in taus.items()) or "no paper rows to rank")
+    console.print(f"wrote {paths.markdown}, {paths.csv}, {paths.png}")
+
+
 @app.command()
 def importance(
     *,
@@ -418,7 +499,6 @@ def importance(
 ) -> None:
     """Taylor importance of QK / V / heads / FFN channels, global pruning, and a reallocated architecture
     (arXiv:2305.07027 §3.3, Fig. 5)."""
-    from explore.errors import NonFiniteLossError
     from explore.importance import (ImportanceSettings, command_line, prepare_importance, run_importance,
                                     write_importance_report)
 

@@ -29,8 +29,6 @@ study records as a pruned trial with the reason.
 from __future__ import annotations
 
 import math
-import sys
-import sysconfig
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +36,7 @@ from typing import Any, Mapping, Sequence
 
 from explore.config import ACTIVATIONS, LAYOUTS, NORMS, TOKEN_MIXERS, ArchConfig, StageConfig, stage_field_used
 from explore.errors import SpaceError
+from explore.resources import builtin_dirs, resolve_builtin
 
 __all__ = ["Knob", "SearchSpace", "load_space", "resolve_space_path", "builtin_space_dirs"]
 
@@ -293,10 +292,7 @@ def _parse(data: Mapping[str, Any], path: Path) -> SearchSpace:
 def builtin_space_dirs() -> list[Path]:
     """Folders searched for ``--space NAME``: the source checkout's ``search_spaces/``, then the
     copy installed under ``<prefix>/share/explore/search_spaces``."""
-    dirs = [Path(__file__).resolve().parent.parent / "search_spaces"]
-    for prefix in {sys.prefix, sysconfig.get_path("data")}:
-        dirs.append(Path(prefix) / "share" / "explore" / "search_spaces")
-    return [d for d in dirs if d.is_dir()]
+    return builtin_dirs("search_spaces")
 
 
 def resolve_space_path(space: str) -> Path:
@@ -305,18 +301,7 @@ def resolve_space_path(space: str) -> Path:
     Raises:
         SpaceError: neither a file nor a known name (the message lists the known names).
     """
-    path = Path(space)
-    if path.is_file():
-        return path
-    known: dict[str, Path] = {}
-    for folder in builtin_space_dirs():
-        for file in sorted(folder.glob("*.toml")):
-            known.setdefault(file.stem, file)
-    if space in known:
-        return known[space]
-    if path.suffix or "/" in space:
-        raise SpaceError("--space", space, "no such file")
-    raise SpaceError("--space", space, f"unknown space; expected a file path or one of {', '.join(sorted(known)) or '(none found)'}")
+    return resolve_builtin(str(space), "search_spaces", "--space", SpaceError)
 
 
 def load_space(space: str | Path) -> SearchSpace:

@@ -1,0 +1,871 @@
+"""Ablation recipes: the papers' design-choice studies as data files under ``studies/``, and one
+runner (``explore ablate studies/RECIPE``).
+
+A recipe (TOML, documented in place in ``studies/cga_table6.toml``) names:
+
+* ``[recipe]``: ``name``, ``title``, ``description``;
+* ``[paper]``: ``source`` and ``note`` of the paper figures copied into the recipe, and
+  ``accuracy``, the paper's accuracy column that our proxy top-1 is compared with (``top1``,
+  ``miou``);
+* ``[base]``: the base architecture: ``preset = "efficientvit_m4"`` or ``config = {...}`` (all
+  :class:`~explore.config.ArchConfig` fields), plus optional ``model = {...}`` (model fields),
+  ``stage = {...}`` (fields set in every stage) and ``stages = [{...}, ...]`` (one table per
+  stage) overrides;
+* ``[budget]``: the proxy training: ``dataset``, ``data_root``, ``max_train``, ``max_val``,
+  ``epochs``, ``batch_size``, ``lr``, ``img_size`` (training resolution) and ``seeds`` (>= 2);
+  ``train = false`` makes a latency-only recipe;
+* ``[measure]``: ``protocols`` (``cpu-latency``, ``onnx-cpu``, ``gpu-throughput``, ...; CUDA
+  protocols run only with ``--device cuda``), ``img_sizes`` (measurement resolutions; params and
+  MACs are counted at the first, the paper's 224 by default), optional ``batch_size``/``repeats``.
+  Measured models have 3 input channels and 1000 classes, as in the papers' tables;
+* ``[[variant]]``: ``name``, ``label``, ``baseline = true`` for exactly one, overrides as in
+  ``[base]`` (``model``, ``stage``, ``stages``), ``x`` (a value to plot against) and ``paper``
+  (the paper's figures for this row: the accuracy column, ``gpu_img_s``, ``onnx_img_s``);
+* ``[[sweep]]``: variants generated from one field: ``field = "stage.qk_dim"`` (or
+  ``"model.activation"``), ``values``, ``baseline`` (the value equal to the base);
+* ``[match_macs]``: ``field`` (a float stage field such as ``expand_ratio``) scaled per variant so
+  its MACs equal the baseline's within ``tolerance`` (the MIT ablation's "same MACs");
+* ``[[finding]]``: a qualitative claim checked against our numbers: ``kind = "best_x_within"``
+  (``range = [lo, hi]``: the best mean top-1 lies at an ``x`` in the range) or ``kind = "faster"``
+  (``variant`` is faster than ``than`` under ``protocol`` at every measured resolution, by a ratio
+  that grows with resolution).
+
+Everything is validated on load (every variant's config is constructed, so an infeasible row is
+rejected before anything is built or written); errors name the file, the entry and the value.
+
+Running a recipe trains every variant for every seed with the proxy recipe of :mod:`explore.train`
+on one data subset, counts params and MACs, measures latency with :mod:`explore.protocols`, and
+writes CSVs into the run folder; rows already there for the same recipe are reused (a stopped run
+resumes). :func:`summarise` turns the rows into the per-variant table (mean ± std over seeds,
+Δ vs the baseline for us and for the paper, Kendall τ, verdicts) that :mod:`explore.report` renders.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import pandas as pd
+from scipy import stats
+
+from explore.config import ArchConfig, StageConfig
+from explore.data import check_dataset, load_dataset
+from explore.device import resolve_device
+from explore.errors import ConfigError, ExploreError, NonFiniteLossError
+from explore.measure import count_macs, count_params
+from explore.models import build
+from explore.presets import PRESETS
+from explore.protocols import PROTOCOLS, get_protocol, measure
+from explore.resources import resolve_builtin
+from explore.train import ProxyRecipe, seed_everything, train_proxy
+
+__all__ = [
+    "RecipeError",
+    "Variant",
+    "Budget",
+    "MeasureSpec",
+    "Finding",
+    "Recipe",
+    "load_recipe",
+    "resolve_recipe_path",
+    "run_recipe",
+    "summarise",
+    "check_findings",
+    "PAPER_SPEED_COLUMNS",
+]
+
+PAPER_SPEED_COLUMNS = {"gpu_img_s": "gpu-throughput", "onnx_img_s": "onnx-cpu", "cpu_img_s": "cpu-latency"}
+"""Paper throughput columns and the protocol whose img/s they are compared with."""
+
+_FINDING_KINDS = ("best_x_within", "faster")
+_MEASURE_IMG = 224
+_MEASURE_CLASSES = 1000
+
+
+class RecipeError(ExploreError):
+    """A recipe file is missing, malformed or describes an infeasible variant."""
+
+
+# --------------------------------------------------------------------------------------------------
+# the recipe as typed data
+@dataclass(frozen=True)
+class Variant:
+    """One row of an ablation: the base with some fields changed.
+
+    Attributes:
+        name: short identifier (CSV key); label: the row's text in tables.
+        config: the architecture (its ``img_size``/``in_chans``/``num_classes`` are the base's;
+            the runner sets them for training and for measurement).
+        overrides: the changes as written in the recipe (for the report).
+        baseline: the row every Δ is taken against.
+        x: value plotted on the x axis (sweeps, findings), or None.
+        paper: the paper's figures for this row (accuracy column, ``gpu_img_s``, ``onnx_img_s``).
+    """
+
+    name: str
+    label: str
+    config: ArchConfig
+    overrides: dict[str, Any]
+    baseline: bool = False
+    x: float | None = None
+    paper: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Proxy-training budget of a recipe (see :class:`~explore.train.ProxyRecipe`).
+
+    ``img_size`` is the training resolution in pixels; ``seeds`` are training seeds (the data
+    subset is drawn once with ``data_seed``, so every variant sees the same images).
+    """
+
+    train: bool = True
+    dataset: str = "fashion_mnist"
+    data_root: str | None = None
+    max_train: int | None = 5000
+    max_val: int | None = 2000
+    epochs: float = 2.0
+    batch_size: int = 128
+    lr: float = 2e-3
+    img_size: int = 64
+    seeds: tuple[int, ...] = (0, 1)
+    data_seed: int = 0
+
+
+@dataclass(frozen=True)
+class MeasureSpec:
+    """What to measure: protocol names, resolutions (pixels), optional batch/repeats overrides."""
+
+    protocols: tuple[str, ...] = ("cpu-latency", "onnx-cpu", "gpu-throughput")
+    img_sizes: tuple[int, ...] = (_MEASURE_IMG,)
+    batch_size: int | None = None
+    repeats: int | None = None
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A qualitative claim of the paper, checked against our numbers (see the module docstring)."""
+
+    text: str
+    kind: str
+    range: tuple[float, float] | None = None
+    variant: str | None = None
+    than: str | None = None
+    protocol: str | None = None
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A validated ablation recipe (from :func:`load_recipe`)."""
+
+    name: str
+    title: str
+    description: str
+    path: Path
+    paper_source: str
+    paper_note: str
+    paper_accuracy: str
+    base: ArchConfig
+    variants: tuple[Variant, ...]
+    budget: Budget
+    measure: MeasureSpec
+    findings: tuple[Finding, ...] = ()
+    match_field: str | None = None
+    match_tolerance: float = 0.02
+
+    @property
+    def baseline(self) -> Variant:
+        """The baseline row."""
+        return next(v for v in self.variants if v.baseline)
+
+    def fingerprint(self) -> str:
+        """Hash of what decides the results (variants' configs, budget, measurement): a run folder
+        holding rows of another fingerprint is not reused."""
+        body = {
+            "variants": [(v.name, v.config.config_hash()) for v in self.variants],
+            "budget": dataclasses.asdict(self.budget),
+            "measure": dataclasses.asdict(self.measure),
+            "match": [self.match_field, self.match_tolerance],
+        }
+        return hashlib.sha1(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def train_config(self, variant: Variant, in_chans: int, num_classes: int) -> ArchConfig:
+        """The variant as trained: the budget's resolution (unless the variant sets ``img_size``)
+        and the dataset's channels and classes."""
+        img = variant.overrides.get("model", {}).get("img_size", self.budget.img_size)
+        return variant.config.replace(img_size=img, in_chans=in_chans, num_classes=num_classes)
+
+    def measure_config(self, variant: Variant, img_size: int) -> ArchConfig:
+        """The variant as measured: ``img_size`` pixels, 3 channels, 1000 classes (the papers')."""
+        return variant.config.replace(img_size=img_size, in_chans=3, num_classes=_MEASURE_CLASSES)
+
+
+def resolve_recipe_path(recipe: str) -> Path:
+    """``RECIPE`` as a file: a path as given, else a built-in name (``cga_table6``).
+
+    Raises:
+        RecipeError: neither a file nor a known recipe name.
+    """
+    return resolve_builtin(str(recipe), "studies", "RECIPE", RecipeError)
+
+
+def _table(data: Mapping[str, Any], key: str, where: str, required: bool = False) -> dict[str, Any]:
+    value = data.get(key, None)
+    if value is None:
+        if required:
+            raise RecipeError(f"{where}[{key}]", None, "missing table")
+        return {}
+    if not isinstance(value, Mapping):
+        raise RecipeError(f"{where}[{key}]", value, "expected a table")
+    return dict(value)
+
+
+def _unknown(table: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
+    extra = sorted(set(table) - set(allowed))
+    if extra:
+        raise RecipeError(f"{where}.{extra[0]}", table[extra[0]], f"unknown key; expected one of {', '.join(allowed)}")
+
+
+_STAGE_FIELDS = tuple(f.name for f in dataclasses.fields(StageConfig))
+_MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(ArchConfig) if f.name not in ("stages", "name"))
+
+
+def _apply(config: ArchConfig, spec: Mapping[str, Any], where: str) -> ArchConfig:
+    """Apply ``model`` / ``stage`` / ``stages`` overrides to a config (validated again)."""
+    model = _table(spec, "model", where)
+    stage = _table(spec, "stage", where)
+    stages = spec.get("stages", [])
+    _unknown(model, _MODEL_FIELDS, f"{where}.model")
+    _unknown(stage, _STAGE_FIELDS, f"{where}.stage")
+    if not isinstance(stages, list) or (stages and len(stages) != len(config.stages)):
+        raise RecipeError(f"{where}.stages", stages,
+                          f"expected a list of {len(config.stages)} tables, one per stage of the base")
+    try:
+        new_stages = []
+        for i, old in enumerate(config.stages):
+            per = stages[i] if stages else {}
+            if not isinstance(per, Mapping):
+                raise RecipeError(f"{where}.stages[{i}]", per, "expected a table of stage fields")
+            _unknown(per, _STAGE_FIELDS, f"{where}.stages[{i}]")
+            changes = {**stage, **per}
+            for key in ("kernels", "scales"):
+                if isinstance(changes.get(key), list):
+                    changes[key] = tuple(changes[key])
+            new_stages.append(dataclasses.replace(old, **changes))
+        model = {k: tuple(v) if isinstance(v, list) else v for k, v in model.items()}
+        return dataclasses.replace(config, stages=tuple(new_stages), **model)
+    except ConfigError as exc:
+        raise RecipeError(f"{where}: {exc.field}", exc.value, exc.expected) from None
+    except TypeError as exc:
+        raise RecipeError(where, dict(spec), f"bad override: {exc}") from None
+
+
+def _number(value: Any, where: str, low: float | None = None, integer: bool = False) -> Any:
+    ok = not isinstance(value, bool) and isinstance(value, int if integer else (int, float))
+    if not ok or (isinstance(value, float) and not math.isfinite(value)) or (low is not None and value < low):
+        kind = "an integer" if integer else "a number"
+        raise RecipeError(where, value, f"expected {kind}" + (f" >= {low:g}" if low is not None else ""))
+    return value
+
+
+def _paper_values(raw: Any, where: str) -> dict[str, float]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise RecipeError(where, raw, "expected a table of the paper's figures for this row")
+    return {str(k): float(_number(v, f"{where}.{k}")) for k, v in raw.items()}
+
+
+def _parse_budget(raw: dict[str, Any], where: str) -> Budget:
+    allowed = [f.name for f in dataclasses.fields(Budget)]
+    _unknown(raw, allowed, where)
+    values = dict(raw)
+    if "seeds" in values:
+        seeds = values["seeds"]
+        if not isinstance(seeds, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+            raise RecipeError(f"{where}.seeds", seeds, "expected a list of integer seeds")
+        values["seeds"] = tuple(seeds)
+    budget = Budget(**values)
+    if not isinstance(budget.train, bool):
+        raise RecipeError(f"{where}.train", budget.train, "expected true or false")
+    if budget.train:
+        if len(set(budget.seeds)) < 2:
+            raise RecipeError(f"{where}.seeds", list(budget.seeds), "expected at least 2 distinct seeds (mean ± std)")
+        try:
+            check_dataset(budget.dataset, budget.data_root)
+        except ExploreError as exc:
+            raise RecipeError(f"{where}.{'dataset' if exc.field == '--dataset' else 'data_root'}", exc.value,
+                              exc.expected) from None
+        _number(budget.epochs, f"{where}.epochs", 1e-9)
+        _number(budget.batch_size, f"{where}.batch_size", 1, integer=True)
+        _number(budget.lr, f"{where}.lr", 1e-12)
+        _number(budget.img_size, f"{where}.img_size", 1, integer=True)
+        for key in ("max_train", "max_val"):
+            if getattr(budget, key) is not None:
+                _number(getattr(budget, key), f"{where}.{key}", 0, integer=True)
+        # 0 = every image
+        budget = dataclasses.replace(budget, max_train=budget.max_train or None, max_val=budget.max_val or None)
+    return budget
+
+
+def _parse_measure(raw: dict[str, Any], where: str) -> MeasureSpec:
+    _unknown(raw, [f.name for f in dataclasses.fields(MeasureSpec)], where)
+    values = dict(raw)
+    protocols = values.get("protocols", list(MeasureSpec.protocols))
+    if not isinstance(protocols, list) or not all(p in PROTOCOLS for p in protocols):
+        raise RecipeError(f"{where}.protocols", protocols, f"expected a list of {', '.join(PROTOCOLS)}")
+    values["protocols"] = tuple(protocols)
+    sizes = values.get("img_sizes", [_MEASURE_IMG])
+    if not isinstance(sizes, list) or not sizes:
+        raise RecipeError(f"{where}.img_sizes", sizes, "expected a non-empty list of resolutions (pixels)")
+    for i, s in enumerate(sizes):
+        _number(s, f"{where}.img_sizes[{i}]", 1, integer=True)
+    values["img_sizes"] = tuple(sizes)
+    for key in ("batch_size", "repeats"):
+        if values.get(key) is not None:
+            _number(values[key], f"{where}.{key}", 1 if key == "batch_size" else 2, integer=True)
+    return MeasureSpec(**values)
+
+
+def _parse_finding(raw: Any, where: str, names: set[str], protocols: Sequence[str]) -> Finding:
+    if not isinstance(raw, Mapping):
+        raise RecipeError(where, raw, "expected a table")
+    _unknown(raw, [f.name for f in dataclasses.fields(Finding)], where)
+    kind = raw.get("kind")
+    if kind not in _FINDING_KINDS:
+        raise RecipeError(f"{where}.kind", kind, f"expected one of {', '.join(_FINDING_KINDS)}")
+    if not isinstance(raw.get("text"), str):
+        raise RecipeError(f"{where}.text", raw.get("text"), "expected the paper's claim as text")
+    if kind == "best_x_within":
+        rng = raw.get("range")
+        if not (isinstance(rng, list) and len(rng) == 2 and all(isinstance(v, (int, float)) for v in rng)
+                and rng[0] <= rng[1]):
+            raise RecipeError(f"{where}.range", rng, "expected [low, high] of x")
+        return Finding(raw["text"], kind, range=(float(rng[0]), float(rng[1])))
+    for key in ("variant", "than"):
+        if raw.get(key) not in names:
+            raise RecipeError(f"{where}.{key}", raw.get(key), f"expected a variant name ({', '.join(sorted(names))})")
+    if raw.get("protocol") not in protocols:
+        raise RecipeError(f"{where}.protocol", raw.get("protocol"), f"expected one of the recipe's protocols {list(protocols)}")
+    return Finding(raw["text"], kind, variant=raw["variant"], than=raw["than"], protocol=raw["protocol"])
+
+
+def _sweep_variants(raw: Any, where: str, base: ArchConfig) -> list[Variant]:
+    if not isinstance(raw, Mapping):
+        raise RecipeError(where, raw, "expected a table")
+    _unknown(raw, ["field", "values", "baseline", "name", "label", "paper"], where)
+    target = raw.get("field")
+    if not isinstance(target, str) or "." not in target or target.split(".", 1)[0] not in ("model", "stage"):
+        raise RecipeError(f"{where}.field", target, "expected 'model.FIELD' or 'stage.FIELD'")
+    scope, key = target.split(".", 1)
+    values = raw.get("values")
+    if not isinstance(values, list) or len(values) < 2:
+        raise RecipeError(f"{where}.values", values, "expected a list of at least 2 values")
+    if raw.get("baseline") not in values:
+        raise RecipeError(f"{where}.baseline", raw.get("baseline"), f"expected one of the values {values}")
+    papers = raw.get("paper", {})
+    if not isinstance(papers, Mapping):
+        raise RecipeError(f"{where}.paper", papers, "expected a table: value (as text) -> figures")
+    name_fmt = raw.get("name", f"{key}={{}}")
+    label_fmt = raw.get("label", f"{key} = {{}}")
+    out = []
+    for i, value in enumerate(values):
+        spec = {scope: {key: value}}
+        config = _apply(base, spec, f"{where}.values[{i}]")
+        x = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        out.append(Variant(name=name_fmt.format(value), label=label_fmt.format(value), config=config,
+                           overrides=spec, baseline=value == raw["baseline"], x=x,
+                           paper=_paper_values(papers.get(str(value)), f"{where}.paper.{value}")))
+    return out
+
+
+def load_recipe(recipe: str | Path) -> Recipe:
+    """Load and validate a recipe by built-in name or path (see the module docstring).
+
+    Raises:
+        RecipeError: unknown name, unreadable or malformed file, unknown keys, bad values, not
+            exactly one baseline, duplicate variant names, or an infeasible variant (the error
+            names the file, the entry and the value).
+    """
+    path = resolve_recipe_path(str(recipe))
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError(str(path), "(file)", f"malformed TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecipeError(str(path), "(file)", f"cannot read: {exc}") from None
+    try:
+        return _parse(data, path)
+    except RecipeError as exc:
+        raise RecipeError(f"{path.name}: {exc.field}", exc.value, exc.expected) from None
+    except TypeError as exc:  # e.g. an unexpected type in a dataclass field
+        raise RecipeError(str(path), "(file)", str(exc)) from None
+
+
+def _parse(data: Mapping[str, Any], path: Path) -> Recipe:
+    _unknown(data, ["recipe", "paper", "base", "budget", "measure", "variant", "sweep", "match_macs", "finding"], "")
+    head = _table(data, "recipe", "", required=True)
+    _unknown(head, ["name", "title", "description"], "[recipe]")
+    if not isinstance(head.get("name"), str) or not head["name"]:
+        raise RecipeError("[recipe].name", head.get("name"), "expected a non-empty name")
+    paper = _table(data, "paper", "")
+    _unknown(paper, ["source", "note", "accuracy"], "[paper]")
+
+    base_raw = _table(data, "base", "", required=True)
+    _unknown(base_raw, ["preset", "config", "model", "stage", "stages"], "[base]")
+    if ("preset" in base_raw) == ("config" in base_raw):
+        raise RecipeError("[base]", sorted(base_raw), "expected exactly one of preset = NAME or config = {...}")
+    if "preset" in base_raw:
+        if base_raw["preset"] not in PRESETS:
+            raise RecipeError("[base].preset", base_raw["preset"], f"expected one of {', '.join(PRESETS)}")
+        base = PRESETS[base_raw["preset"]]
+    else:
+        try:
+            base = ArchConfig.from_dict(base_raw["config"], source="[base].config")
+        except ConfigError as exc:
+            raise RecipeError(f"[base].config.{exc.field}", exc.value, exc.expected) from None
+    base = _apply(base, base_raw, "[base]")
+
+    variants: list[Variant] = []
+    raw_variants = data.get("variant", [])
+    if not isinstance(raw_variants, list):
+        raise RecipeError("[[variant]]", raw_variants, "expected an array of tables [[variant]]")
+    for i, raw in enumerate(raw_variants):
+        where = f"variant[{i}]"
+        if not isinstance(raw, Mapping):
+            raise RecipeError(where, raw, "expected a table")
+        _unknown(raw, ["name", "label", "baseline", "model", "stage", "stages", "x", "paper"], where)
+        name = raw.get("name")
+        if not isinstance(name, str) or not name:
+            raise RecipeError(f"{where}.name", name, "expected a non-empty name")
+        x = raw.get("x")
+        if x is not None:
+            _number(x, f"{where}.x")
+        if not isinstance(raw.get("baseline", False), bool):
+            raise RecipeError(f"{where}.baseline", raw.get("baseline"), "expected true or false")
+        overrides = {k: raw[k] for k in ("model", "stage", "stages") if k in raw}
+        variants.append(Variant(name=name, label=str(raw.get("label", name)), config=_apply(base, raw, where),
+                                overrides=overrides, baseline=raw.get("baseline", False),
+                                x=None if x is None else float(x), paper=_paper_values(raw.get("paper"), f"{where}.paper")))
+    raw_sweeps = data.get("sweep", [])
+    if not isinstance(raw_sweeps, list):
+        raise RecipeError("[[sweep]]", raw_sweeps, "expected an array of tables [[sweep]]")
+    for i, raw in enumerate(raw_sweeps):
+        variants.extend(_sweep_variants(raw, f"sweep[{i}]", base))
+    if len(variants) < 2:
+        raise RecipeError("[[variant]]", len(variants), "expected at least 2 variants (a baseline and a change)")
+    names = [v.name for v in variants]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise RecipeError("variant.name", dupes[0], "variant names must be unique")
+    # one baseline: several sweeps may each mark the base's own value; they are one row then
+    baselines = [v for v in variants if v.baseline]
+    if not baselines:
+        raise RecipeError("baseline", None, "expected one variant with baseline = true")
+    first = baselines[0]
+    for other in baselines[1:]:
+        if other.config != first.config:
+            raise RecipeError(f"{other.name}.baseline", True, f"a second baseline differs from {first.name!r}")
+    if len(baselines) > 1:
+        variants = [v if v is first or not v.baseline else dataclasses.replace(v, baseline=False) for v in variants]
+
+    budget = _parse_budget(_table(data, "budget", ""), "[budget]")
+    measure_spec = _parse_measure(_table(data, "measure", ""), "[measure]")
+    accuracy = paper.get("accuracy", "top1")
+    if not isinstance(accuracy, str):
+        raise RecipeError("[paper].accuracy", accuracy, "expected the name of the paper's accuracy column")
+    for v in variants:
+        for key in v.paper:
+            if key != accuracy and key not in PAPER_SPEED_COLUMNS:
+                raise RecipeError(f"{v.name}.paper.{key}", v.paper[key],
+                                  f"unknown column; expected {accuracy} or one of {', '.join(PAPER_SPEED_COLUMNS)}")
+
+    match = _table(data, "match_macs", "")
+    _unknown(match, ["field", "tolerance"], "[match_macs]")
+    match_field = match.get("field")
+    if match and match_field not in ("expand_ratio", "ffn_ratio", "v_ratio"):
+        raise RecipeError("[match_macs].field", match_field, "expected a float stage field: expand_ratio, ffn_ratio or v_ratio")
+    tolerance = float(_number(match.get("tolerance", 0.02), "[match_macs].tolerance", 1e-6))
+
+    raw_findings = data.get("finding", [])
+    if not isinstance(raw_findings, list):
+        raise RecipeError("[[finding]]", raw_findings, "expected an array of tables [[finding]]")
+    findings = tuple(_parse_finding(f, f"finding[{i}]", set(names), measure_spec.protocols)
+                     for i, f in enumerate(raw_findings))
+
+    recipe = Recipe(name=head["name"], title=str(head.get("title", head["name"])),
+                    description=str(head.get("description", "")), path=path,
+                    paper_source=str(paper.get("source", "")), paper_note=str(paper.get("note", "")),
+                    paper_accuracy=accuracy, base=base, variants=tuple(variants), budget=budget,
+                    measure=measure_spec, findings=findings, match_field=match_field, match_tolerance=tolerance)
+    # feasibility at every resolution the run will build (nothing is built here)
+    for v in recipe.variants:
+        for img in ({recipe.budget.img_size} if budget.train else set()) | set(measure_spec.img_sizes):
+            try:
+                v.config.replace(img_size=img)
+            except ConfigError as exc:
+                raise RecipeError(f"{v.name}: {exc.field}", exc.value, exc.expected) from None
+    return recipe
+
+
+def with_overrides(recipe: Recipe, *, epochs: float | None = None, max_train: int | None = None,
+                   max_val: int | None = None, img_size: int | None = None, seeds: Sequence[int] | None = None,
+                   batch_size: int | None = None, variants: Sequence[str] | None = None,
+                   protocols: Sequence[str] | None = None, measure_img_sizes: Sequence[int] | None = None,
+                   repeats: int | None = None, dataset: str | None = None, data_root: str | None = None) -> Recipe:
+    """The recipe with a (usually reduced) budget from the command line; values validated as in a file.
+
+    Raises:
+        RecipeError: a value is out of range, or ``variants`` names an unknown variant or leaves
+            out the baseline.
+    """
+    budget_changes = {k: v for k, v in dict(epochs=epochs, max_train=max_train, max_val=max_val,
+                                            img_size=img_size, batch_size=batch_size, dataset=dataset,
+                                            data_root=data_root).items() if v is not None}
+    if seeds is not None:
+        budget_changes["seeds"] = list(seeds)
+    raw_budget = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(recipe.budget).items()}
+    raw_budget.update(budget_changes)
+    budget = _parse_budget(raw_budget, "--budget") if budget_changes else recipe.budget
+    raw_measure = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(recipe.measure).items()}
+    if protocols is not None:
+        raw_measure["protocols"] = list(protocols)
+    if measure_img_sizes is not None:
+        raw_measure["img_sizes"] = list(measure_img_sizes)
+    if repeats is not None:
+        raw_measure["repeats"] = repeats
+    measure_spec = _parse_measure(raw_measure, "--measure")
+    chosen = recipe.variants
+    if variants is not None:
+        known = {v.name for v in recipe.variants}
+        for name in variants:
+            if name not in known:
+                raise RecipeError("--variants", name, f"unknown variant; expected some of {', '.join(sorted(known))}")
+        if recipe.baseline.name not in variants:
+            raise RecipeError("--variants", list(variants), f"must include the baseline {recipe.baseline.name!r}")
+        chosen = tuple(v for v in recipe.variants if v.name in set(variants))
+    return dataclasses.replace(recipe, budget=budget, measure=measure_spec, variants=chosen)
+
+
+# --------------------------------------------------------------------------------------------------
+# running
+def _match_macs(recipe: Recipe, variant: Variant, target: int, img: int) -> tuple[Variant, float]:
+    """Scale ``recipe.match_field`` in every stage of ``variant`` (bisection on one factor) so its
+    MACs at ``img`` pixels come within ``match_tolerance`` of ``target``; returns the new variant
+    and the factor."""
+    name = recipe.match_field
+    assert name is not None
+
+    def scaled(factor: float) -> ArchConfig:
+        return dataclasses.replace(variant.config, stages=tuple(
+            dataclasses.replace(s, **{name: getattr(s, name) * factor}) for s in variant.config.stages))
+
+    def macs(factor: float) -> int:
+        config = recipe.measure_config(dataclasses.replace(variant, config=scaled(factor)), img)
+        return count_macs(build(config).eval(), img, 3)
+
+    low, high = 1 / 16, 16.0
+    best, best_err = 1.0, abs(macs(1.0) / target - 1)
+    for _ in range(24):
+        if best_err <= recipe.match_tolerance:
+            break
+        mid = math.sqrt(low * high)
+        try:
+            value = macs(mid)
+        except ConfigError:
+            high = mid
+            continue
+        err = abs(value / target - 1)
+        if err < best_err:
+            best, best_err = mid, err
+        if value < target:
+            low = mid
+        else:
+            high = mid
+    return dataclasses.replace(variant, config=scaled(best)), best
+
+
+def _read_rows(path: Path, fingerprint: str) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    frame = pd.read_csv(path)
+    if "fingerprint" not in frame or frame.empty:
+        return []
+    return frame[frame["fingerprint"] == fingerprint].to_dict("records")
+
+
+def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    tmp = path.with_suffix(".tmp")
+    pd.DataFrame(rows).to_csv(tmp, index=False)
+    tmp.replace(path)
+
+
+@dataclass(frozen=True)
+class AblationRun:
+    """Rows of one :func:`run_recipe`: ``variants`` (one per variant: params, MACs, config),
+    ``training`` (one per variant x seed: top-1 %, seconds, status) and ``measurements`` (one per
+    variant x protocol x resolution: ms per batch, img/s, IQR), plus run ``meta``."""
+
+    recipe: Recipe
+    variants: pd.DataFrame
+    training: pd.DataFrame
+    measurements: pd.DataFrame
+    meta: dict[str, Any]
+
+
+def run_recipe(recipe: Recipe, out: str | Path, *, device: str = "cpu",
+               progress: Callable[[str], None] | None = None) -> AblationRun:
+    """Run every variant of a recipe and write the rows into ``out``.
+
+    Training (when ``recipe.budget.train``): every variant x seed with :func:`~explore.train.train_proxy`
+    on ``device`` (AdamW, warm-up + cosine, label smoothing), on one data subset. Measurement:
+    every protocol of ``recipe.measure`` at every resolution, on a 3-channel 1000-class copy of the
+    variant; protocols for CUDA run only when ``device`` is CUDA (they are listed as skipped
+    otherwise). Params and MACs (fvcore, norms not counted) at the first measurement resolution.
+
+    Files in ``out``: ``variants.csv``, ``training.csv``, ``measurements.csv``, ``run.json``.
+    Rows already there with the same recipe fingerprint are kept and not re-run.
+
+    Raises:
+        DeviceError: ``device`` is unknown or unavailable.
+        DataError: the dataset cannot be loaded.
+    """
+    say = progress or (lambda _msg: None)
+    dev = resolve_device(device)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    fingerprint = recipe.fingerprint()
+    started = time.time()
+
+    # variants: MAC matching, params, MACs (at the first measurement resolution)
+    img0 = recipe.measure.img_sizes[0]
+    variants = list(recipe.variants)
+    factors = {v.name: 1.0 for v in variants}
+    if recipe.match_field:
+        target = count_macs(build(recipe.measure_config(recipe.baseline, img0)).eval(), img0, 3)
+        for i, v in enumerate(variants):
+            if not v.baseline:
+                variants[i], factors[v.name] = _match_macs(recipe, v, target, img0)
+                say(f"{v.name}: {recipe.match_field} x {factors[v.name]:.3f} to match the baseline's MACs")
+    variant_rows = []
+    for v in variants:
+        model = build(recipe.measure_config(v, img0)).eval()
+        attn_blocks = sum(s.depth for s in v.config.stages if s.token_mixer != "none")
+        total_blocks = sum(s.depth for s in v.config.stages) or 1
+        variant_rows.append({
+            "variant": v.name, "label": v.label, "baseline": v.baseline, "x": v.x,
+            "params": count_params(model), "macs": count_macs(model, img0, 3), "macs_img_size": img0,
+            "attention_share": attn_blocks / total_blocks, "match_factor": factors[v.name],
+            "overrides": json.dumps(v.overrides, sort_keys=True), "config": v.config.to_json(sort_keys=True),
+            "paper": json.dumps(v.paper, sort_keys=True),
+        })
+    variants_frame = pd.DataFrame(variant_rows)
+    variants_frame.to_csv(out / "variants.csv", index=False)
+
+    # proxy training
+    training_rows = _read_rows(out / "training.csv", fingerprint)
+    done = {(r["variant"], int(r["seed"])) for r in training_rows}
+    data_meta: dict[str, Any] = {}
+    if recipe.budget.train:
+        b = recipe.budget
+        data = load_dataset(b.dataset, b.data_root, max_train=b.max_train, max_val=b.max_val, seed=b.data_seed)
+        data_meta = {"dataset": b.dataset, "train_images": len(data.train.labels), "val_images": len(data.val.labels)}
+        proxy = ProxyRecipe(epochs=b.epochs, batch_size=b.batch_size, lr=b.lr)
+        for v in variants:
+            for seed in b.seeds:
+                if (v.name, seed) in done:
+                    continue
+                config = recipe.train_config(v, data.in_chans, data.num_classes)
+                seed_everything(seed)
+                model = build(config)
+                row = {"fingerprint": fingerprint, "variant": v.name, "seed": seed, "img_size": config.img_size}
+                try:
+                    result = train_proxy(model, data, img_size=config.img_size, recipe=proxy, device=dev, seed=seed)
+                    row.update(status="ok", top1=result.top1, train_seconds=result.train_seconds,
+                               train_img_s=result.train_img_s, steps=result.steps)
+                except NonFiniteLossError as exc:
+                    row.update(status="non-finite loss", top1=float("nan"), train_seconds=float("nan"),
+                               train_img_s=float("nan"), steps=exc.step)
+                training_rows.append(row)
+                _write_rows(out / "training.csv", training_rows)
+                say(f"{v.name} seed {seed}: top-1 {row['top1']:.2f} % ({row['status']})")
+
+    # latency / throughput
+    measurement_rows = _read_rows(out / "measurements.csv", fingerprint)
+    measured = {(r["variant"], r["protocol"], int(r["img_size"])) for r in measurement_rows}
+    skipped = []
+    for name in recipe.measure.protocols:
+        if PROTOCOLS[name].device.startswith("cuda") and dev.type != "cuda":
+            skipped.append(name)
+            continue
+        for img in recipe.measure.img_sizes:
+            protocol = get_protocol(name, img_size=img, batch_size=recipe.measure.batch_size,
+                                    repeats=recipe.measure.repeats,
+                                    device=str(dev) if PROTOCOLS[name].device.startswith("cuda") else None)
+            for v in variants:
+                if (v.name, name, img) in measured:
+                    continue
+                model = build(recipe.measure_config(v, img)).eval()
+                result = measure(model, protocol)
+                measurement_rows.append({
+                    "fingerprint": fingerprint, "variant": v.name, "protocol": name, "img_size": img,
+                    "batch_size": result.batch_size, "median_ms": result.median_ms, "iqr_ms": result.iqr_ms,
+                    "throughput_img_s": result.throughput_img_s, "latency_ms_per_img": result.latency_ms_per_img,
+                    "device_name": result.device_name,
+                })
+                _write_rows(out / "measurements.csv", measurement_rows)
+                say(f"{v.name} {name} @{img}: {result.median_ms:.2f} ms/batch of {result.batch_size}, "
+                    f"{result.throughput_img_s:.1f} img/s")
+    meta = {
+        "recipe": recipe.name, "title": recipe.title, "recipe_file": str(recipe.path), "fingerprint": fingerprint,
+        "device": str(dev), "budget": dataclasses.asdict(recipe.budget), "measure": dataclasses.asdict(recipe.measure),
+        "skipped_protocols": skipped, "seconds": round(time.time() - started, 1), **data_meta,
+    }
+    (out / "run.json").write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
+    return AblationRun(recipe, variants_frame, pd.DataFrame(training_rows), pd.DataFrame(measurement_rows), meta)
+
+
+# --------------------------------------------------------------------------------------------------
+# analysis
+def _verdict(ours: float, ours_noise: float, paper: float | None, min_effect: float) -> str:
+    """reproduced / not reproduced / unclear, from the signs of our Δ and the paper's Δ."""
+    if paper is None or not math.isfinite(paper) or paper == 0 or not math.isfinite(ours):
+        return "unclear"
+    if abs(ours) < max(min_effect, 2 * ours_noise):
+        return "unclear"
+    return "reproduced" if (ours > 0) == (paper > 0) else "not reproduced"
+
+
+def _kendall(ours: Sequence[float], paper: Sequence[float]) -> float:
+    pairs = [(a, b) for a, b in zip(ours, paper) if a is not None and b is not None
+             and math.isfinite(a) and math.isfinite(b)]
+    if len(pairs) < 3:
+        return float("nan")
+    tau = stats.kendalltau([a for a, _ in pairs], [b for _, b in pairs]).statistic
+    return float(tau)
+
+
+def summarise(run: AblationRun) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Per-variant table and rank agreements.
+
+    Columns: ``variant``, ``label``, ``params_m``, ``macs_m``, ``top1_mean``, ``top1_std``, ``seeds``,
+    ``d_top1`` (ours − baseline, points), ``paper_acc``, ``paper_d_acc``, ``verdict_acc``; for each
+    measured protocol at the first resolution ``<protocol>_img_s`` and ``d_<protocol>_pct`` (%
+    change of img/s vs the baseline); for each paper speed column ``paper_<col>``,
+    ``paper_d_<col>_pct`` and ``verdict_<col>`` (when we measured its protocol).
+
+    A verdict is "reproduced" when our Δ has the paper's sign and is larger than the noise (2 x the
+    standard error of the difference of seed means, and 0.2 points for top-1; for speed 3 % or
+    2 x the relative IQR), "not reproduced" for the opposite sign, otherwise "unclear".
+
+    Returns:
+        The table, and Kendall τ between our Δs and the paper's over the non-baseline rows
+        (keys ``acc`` and each speed column; NaN with fewer than 3 rows).
+    """
+    recipe = run.recipe
+    table = run.variants[["variant", "label", "baseline", "x", "params", "macs", "attention_share"]].copy()
+    table["params_m"] = table.pop("params") / 1e6
+    table["macs_m"] = table.pop("macs") / 1e6
+    base = recipe.baseline.name
+    papers = {v.name: v.paper for v in recipe.variants}
+    acc_key = recipe.paper_accuracy
+    taus: dict[str, float] = {}
+
+    train = run.training
+    if not train.empty:
+        ok = train[train["status"] == "ok"]
+        grouped = ok.groupby("variant")["top1"]
+        table["top1_mean"] = table["variant"].map(grouped.mean())
+        table["top1_std"] = table["variant"].map(grouped.std(ddof=1))
+        table["seeds"] = table["variant"].map(grouped.count()).fillna(0).astype(int)
+        b_mean = float(table.loc[table["variant"] == base, "top1_mean"].iloc[0])
+        b_sem2 = float((table.loc[table["variant"] == base, "top1_std"].fillna(0) ** 2 /
+                        table.loc[table["variant"] == base, "seeds"].clip(lower=1)).iloc[0])
+        table["d_top1"] = table["top1_mean"] - b_mean
+        noise = ((table["top1_std"].fillna(0) ** 2 / table["seeds"].clip(lower=1)) + b_sem2) ** 0.5
+        table["d_top1_se"] = noise
+    paper_b = papers[base].get(acc_key)
+    table["paper_acc"] = table["variant"].map(lambda n: papers[n].get(acc_key, float("nan")))
+    table["paper_d_acc"] = table["paper_acc"] - (paper_b if paper_b is not None else float("nan"))
+    if "d_top1" in table:
+        table["verdict_acc"] = [
+            "baseline" if row.variant == base else
+            _verdict(row.d_top1, row.d_top1_se, row.paper_d_acc, 0.2) for row in table.itertuples()]
+        rest = table[table["variant"] != base]
+        taus["acc"] = _kendall(rest["d_top1"].tolist(), rest["paper_d_acc"].tolist())
+
+    meas = run.measurements
+    img0 = recipe.measure.img_sizes[0]
+    measured_protocols = []
+    if not meas.empty:
+        first = meas[meas["img_size"] == img0]
+        for protocol, rows in first.groupby("protocol"):
+            measured_protocols.append(protocol)
+            speed = rows.set_index("variant")["throughput_img_s"]
+            rel_iqr = (rows.set_index("variant")["iqr_ms"] / rows.set_index("variant")["median_ms"])
+            table[f"{protocol}_img_s"] = table["variant"].map(speed)
+            table[f"d_{protocol}_pct"] = 100 * (table[f"{protocol}_img_s"] / speed.get(base, float("nan")) - 1)
+            table[f"_{protocol}_noise"] = 100 * (table["variant"].map(rel_iqr) + rel_iqr.get(base, 0.0))
+    for col, protocol in PAPER_SPEED_COLUMNS.items():
+        if not any(col in p for p in papers.values()):
+            continue
+        paper_base = papers[base].get(col)
+        table[f"paper_{col}"] = table["variant"].map(lambda n: papers[n].get(col, float("nan")))
+        table[f"paper_d_{col}_pct"] = 100 * (table[f"paper_{col}"] / (paper_base or float("nan")) - 1)
+        if protocol in measured_protocols:
+            table[f"verdict_{col}"] = [
+                "baseline" if row["variant"] == base else
+                _verdict(row[f"d_{protocol}_pct"], row[f"_{protocol}_noise"], row[f"paper_d_{col}_pct"], 3.0)
+                for _, row in table.iterrows()]
+            rest = table[table["variant"] != base]
+            taus[col] = _kendall(rest[f"d_{protocol}_pct"].tolist(), rest[f"paper_d_{col}_pct"].tolist())
+    table = table.drop(columns=[c for c in table.columns if c.startswith("_")])
+    return table, taus
+
+
+def check_findings(run: AblationRun, table: pd.DataFrame) -> list[dict[str, str]]:
+    """Check each ``[[finding]]`` of the recipe against our numbers.
+
+    ``best_x_within``: the variant with the best mean top-1 has ``x`` (or, where no variant sets
+    x, the share of blocks with attention) in the range. ``faster``: ``variant``'s img/s beats
+    ``than``'s at every measured resolution, and the speed-up at the largest resolution is at
+    least the one at the smallest. Returns rows of ``text``, ``observed``, ``verdict``.
+    """
+    out = []
+    for finding in run.recipe.findings:
+        if finding.kind == "best_x_within":
+            if "top1_mean" not in table or table["top1_mean"].isna().all():
+                out.append({"text": finding.text, "observed": "no top-1 measured", "verdict": "unclear"})
+                continue
+            xs = table["x"] if table["x"].notna().any() else table["attention_share"]
+            best = table.loc[table["top1_mean"].idxmax()]
+            x_best = float(xs.loc[best.name])
+            lo, hi = finding.range  # type: ignore[misc]
+            inside = lo <= x_best <= hi
+            out.append({"text": finding.text,
+                        "observed": f"best mean top-1 {best['top1_mean']:.2f} % at x = {x_best:g} ({best['label']})",
+                        "verdict": "reproduced" if inside else "not reproduced"})
+            continue
+        meas = run.measurements
+        if meas.empty or finding.protocol not in set(meas["protocol"]):
+            out.append({"text": finding.text, "observed": f"{finding.protocol} not measured", "verdict": "unclear"})
+            continue
+        rows = meas[meas["protocol"] == finding.protocol]
+        fast = rows[rows["variant"] == finding.variant].set_index("img_size")["throughput_img_s"]
+        slow = rows[rows["variant"] == finding.than].set_index("img_size")["throughput_img_s"]
+        ratio = (fast / slow).dropna().sort_index()
+        if ratio.empty:
+            out.append({"text": finding.text, "observed": "no common resolutions", "verdict": "unclear"})
+            continue
+        observed = ", ".join(f"{r:.2f}x @{int(i)}" for i, r in ratio.items())
+        ok = bool((ratio > 1).all() and ratio.iloc[-1] >= ratio.iloc[0])
+        out.append({"text": finding.text, "observed": f"speed-up of {finding.variant} over {finding.than}: {observed}",
+                    "verdict": "reproduced" if ok else "not reproduced"})
+    return out
