@@ -258,8 +258,8 @@ def test_summarise_deltas_verdicts_and_tau():
     assert t.loc["no_paper", "verdict_acc"] == "unclear"
     assert t.loc["worse", "d_onnx-cpu_pct"] == pytest.approx(-10.0)
     assert t.loc["worse", "paper_d_onnx_img_s_pct"] == pytest.approx(1.0)
-    # our Δs -5, +2, +0.2 vs paper -2, -1, -0.5: orders (worse, same, better) vs (worse, same, better)? paper
-    # ranks worse < better < same, ours worse < same < better: one discordant pair of three
+    # our Δs (worse, better, same) = (-5, +2, +0.2), the paper's (-2, -1, -0.5): the pair (better, same)
+    # is discordant, the other two agree, so tau = (2 - 1) / 3
     assert taus["acc"] == pytest.approx(1 / 3)
 
 
