@@ -256,6 +256,16 @@ def describe(
                       shown("ffn_ratio", f"{s.ffn_ratio:g}"), shown("sandwich_n", str(s.sandwich_n)),
                       shown("expand_ratio", f"{s.expand_ratio:g}"))
     console.print(table)
+    switches = []
+    for i, s in enumerate(config.stages):
+        if not s.cascade and stage_field_used("cascade", config.layout, s.token_mixer):
+            switches.append(f"stage {i}: CGA without cascade")
+        if not s.dw_conv and stage_field_used("dw_conv", config.layout, s.token_mixer):
+            switches.append(f"stage {i}: no DW conv before the FFNs")
+        if s.linear_window and stage_field_used("linear_window", config.layout, s.token_mixer):
+            switches.append(f"stage {i}: linear attention in {s.linear_window}x{s.linear_window} windows")
+    if switches:
+        console.print("; ".join(switches))
     extra = f", stem {config.stem_width} x{config.stem_depth}" if config.layout == "mbconv" else ""
     head = f"MLP head {list(config.head_widths)}" if config.head_widths else "norm + linear head"
     console.print(f"layout {config.layout}{extra}, norm {config.norm}, activation {config.activation}, {head}")

@@ -99,3 +99,15 @@ def test_new_knobs_keep_config_hashes_of_old_configs():
 def test_bad_knob_values_are_named(field, value):
     with pytest.raises(ConfigError, match=f"stage.{field}"):
         StageConfig(width=32, depth=1, heads=2, **{field: value})
+
+
+def test_describe_lists_the_ablation_switches(tmp_path):
+    from typer.testing import CliRunner
+
+    from explore.cli import app
+
+    path = tmp_path / "m.json"
+    path.write_text(tiny_config().replace_stages(cascade=False, dw_conv=False).to_json())
+    result = CliRunner().invoke(app, ["describe", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "stage 0: CGA without cascade" in result.output and "no DW conv" in result.output
