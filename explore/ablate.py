@@ -47,7 +47,6 @@ import hashlib
 import json
 import math
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -63,7 +62,7 @@ from explore.measure import count_macs, count_params
 from explore.models import build
 from explore.presets import PRESETS
 from explore.protocols import PROTOCOLS, get_protocol, measure
-from explore.resources import resolve_builtin
+from explore.resources import read_toml, resolve_builtin
 from explore.train import ProxyRecipe, seed_everything, train_proxy
 
 __all__ = [
@@ -397,12 +396,7 @@ def load_recipe(recipe: str | Path) -> Recipe:
             names the file, the entry and the value).
     """
     path = resolve_recipe_path(str(recipe))
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise RecipeError(str(path), "(file)", f"malformed TOML: {exc}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RecipeError(str(path), "(file)", f"cannot read: {exc}") from None
+    data = read_toml(path, RecipeError)
     try:
         return _parse(data, path)
     except RecipeError as exc:

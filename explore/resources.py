@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import sys
 import sysconfig
+import tomllib
 from pathlib import Path
+from typing import Any
 
 from explore.errors import ExploreError
 
-__all__ = ["builtin_dirs", "resolve_builtin"]
+__all__ = ["builtin_dirs", "resolve_builtin", "read_toml"]
 
 
 def builtin_dirs(folder: str) -> list[Path]:
@@ -50,3 +52,17 @@ def resolve_builtin(name: str, folder: str, field: str, error: type[ExploreError
         raise error(field, name, "no such file")
     kind = "space" if folder == "search_spaces" else "recipe"
     raise error(field, name, f"unknown {kind}; expected a file path or one of {', '.join(sorted(known)) or '(none found)'}")
+
+
+def read_toml(path: Path, error: type[ExploreError] = ExploreError) -> dict[str, Any]:
+    """Parse a TOML file as data.
+
+    Raises:
+        error: the file cannot be read or is not valid TOML (field: the path).
+    """
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise error(str(path), "(file)", f"malformed TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(str(path), "(file)", f"cannot read: {exc}") from None

@@ -29,14 +29,13 @@ study records as a pruned trial with the reason.
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from explore.config import ACTIVATIONS, LAYOUTS, NORMS, TOKEN_MIXERS, ArchConfig, StageConfig, stage_field_used
 from explore.errors import SpaceError
-from explore.resources import builtin_dirs, resolve_builtin
+from explore.resources import builtin_dirs, read_toml, resolve_builtin
 
 __all__ = ["Knob", "SearchSpace", "load_space", "resolve_space_path", "builtin_space_dirs"]
 
@@ -312,10 +311,5 @@ def load_space(space: str | Path) -> SearchSpace:
             names the file, the knob and the value).
     """
     path = resolve_space_path(str(space))
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise SpaceError(str(path), "(file)", f"malformed TOML: {exc}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpaceError(str(path), "(file)", f"cannot read: {exc}") from None
+    data = read_toml(path, SpaceError)
     return _parse(data, path)

@@ -15,40 +15,29 @@ from explore.presets import get_preset
 from tests.conftest import tiny_config
 
 
-def test_no_cascade_heads_see_only_their_split():
+def _v_change_per_channel(cascade: bool) -> torch.Tensor:
+    """How much each V channel (4 heads x 8, before the output projection) moves when only head
+    0's input split changes."""
     torch.manual_seed(0)
-    attn = CascadedGroupAttention(32, 4, 8, 8, (3, 3, 3, 3), table_side=4, cascade=False).eval()
+    attn = CascadedGroupAttention(32, 4, 8, 8, (3, 3, 3, 3), table_side=4, cascade=cascade).eval()
     x = torch.randn(2, 32, 4, 4)
-    # perturbing head 0's split must not change the V output of heads 1..3 (before proj)
-    outs = {}
-
-    def grab(_module, inputs, _output):
-        outs["v"] = inputs[0].detach().clone()
-
-    hook = attn.proj[1].register_forward_hook(grab)
+    seen = []
+    hook = attn.proj[1].register_forward_hook(lambda _m, inputs, _o: seen.append(inputs[0].detach().clone()))
     attn(x)
-    base = outs["v"]
     x2 = x.clone()
     x2[:, :8] += 1.0
     attn(x2)
     hook.remove()
-    changed = (outs["v"] - base).abs().amax(dim=(0, 2, 3)) > 1e-6  # per V channel (4 heads x 8)
+    return (seen[1] - seen[0]).abs().amax(dim=(0, 2, 3))
+
+
+def test_no_cascade_heads_see_only_their_split():
+    changed = _v_change_per_channel(cascade=False) > 1e-6
     assert changed[:8].any() and not changed[8:].any()
 
 
 def test_cascade_default_propagates_to_later_heads():
-    torch.manual_seed(0)
-    attn = CascadedGroupAttention(32, 4, 8, 8, (3, 3, 3, 3), table_side=4).eval()
-    x = torch.randn(2, 32, 4, 4)
-    outs = {}
-    hook = attn.proj[1].register_forward_hook(lambda m, i, o: outs.__setitem__("v", i[0].detach().clone()))
-    attn(x)
-    base = outs["v"]
-    x2 = x.clone()
-    x2[:, :8] += 1.0
-    attn(x2)
-    hook.remove()
-    assert ((outs["v"] - base).abs().amax(dim=(0, 2, 3))[8:] > 1e-6).any()
+    assert (_v_change_per_channel(cascade=True)[8:] > 1e-6).any()
 
 
 def test_no_cascade_same_params_as_cascade():
