@@ -187,15 +187,27 @@ class Recipe:
         return next(v for v in self.variants if v.baseline)
 
     def fingerprint(self) -> str:
-        """Hash of what decides the results (variants' configs, budget, measurement): a run folder
-        holding rows of another fingerprint is not reused."""
+        """Hash of the whole recipe as run (variants' configs, budget, measurement), for ``run.json``."""
         body = {
             "variants": [(v.name, v.config.config_hash()) for v in self.variants],
             "budget": dataclasses.asdict(self.budget),
             "measure": dataclasses.asdict(self.measure),
             "match": [self.match_field, self.match_tolerance],
         }
-        return hashlib.sha1(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return _hash(body)
+
+    def training_key(self) -> str:
+        """Hash of what decides a training row besides its variant's config and seed (the budget
+        without the seed list): rows of a run folder with this key are reused, so adding a seed or a
+        variant trains only the new rows."""
+        budget = dataclasses.asdict(self.budget)
+        budget.pop("seeds")
+        return _hash({"budget": budget})
+
+    def measurement_key(self) -> str:
+        """Hash of what decides a measurement row besides its variant's config, protocol and
+        resolution (batch and repeats overrides)."""
+        return _hash({"batch_size": self.measure.batch_size, "repeats": self.measure.repeats})
 
     def train_config(self, variant: Variant, in_chans: int, num_classes: int) -> ArchConfig:
         """The variant as trained: the budget's resolution (unless the variant sets ``img_size``)
@@ -206,6 +218,10 @@ class Recipe:
     def measure_config(self, variant: Variant, img_size: int) -> ArchConfig:
         """The variant as measured: ``img_size`` pixels, 3 channels, 1000 classes (the papers')."""
         return variant.config.replace(img_size=img_size, in_chans=3, num_classes=_MEASURE_CLASSES)
+
+
+def _hash(body: Any) -> str:
+    return hashlib.sha1(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def resolve_recipe_path(recipe: str) -> Path:
@@ -588,19 +604,21 @@ def _match_macs(recipe: Recipe, variant: Variant, target: int, img: int) -> tupl
     return dataclasses.replace(variant, config=scaled(best)), best
 
 
-def _read_rows(path: Path, fingerprint: str) -> list[dict[str, Any]]:
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    """Every row of a run file (rows of other budgets are kept in the file, not reused)."""
     if not path.is_file():
         return []
-    frame = pd.read_csv(path)
-    if "fingerprint" not in frame or frame.empty:
-        return []
-    return frame[frame["fingerprint"] == fingerprint].to_dict("records")
+    return pd.read_csv(path).to_dict("records")
 
 
 def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
     tmp = path.with_suffix(".tmp")
     pd.DataFrame(rows).to_csv(tmp, index=False)
     tmp.replace(path)
+
+
+def _row_key(row: Mapping[str, Any], *fields: str) -> tuple:
+    return tuple(int(row[f]) if f in ("seed", "img_size") else str(row[f]) for f in fields)
 
 
 @dataclass(frozen=True)
@@ -627,7 +645,9 @@ def run_recipe(recipe: Recipe, out: str | Path, *, device: str = "cpu",
     otherwise). Params and MACs (fvcore, norms not counted) at the first measurement resolution.
 
     Files in ``out``: ``variants.csv``, ``training.csv``, ``measurements.csv``, ``run.json``.
-    Rows already there with the same recipe fingerprint are kept and not re-run.
+    A training row already there for the same variant config, seed and budget
+    (:meth:`Recipe.training_key`), or a measurement row for the same config, protocol, resolution
+    and settings, is reused, not re-run; rows of other budgets stay in the files.
 
     Raises:
         DeviceError: ``device`` is unknown or unavailable.
@@ -637,7 +657,6 @@ def run_recipe(recipe: Recipe, out: str | Path, *, device: str = "cpu",
     dev = resolve_device(device)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    fingerprint = recipe.fingerprint()
     started = time.time()
 
     # variants: MAC matching, params, MACs (at the first measurement resolution)
@@ -665,9 +684,14 @@ def run_recipe(recipe: Recipe, out: str | Path, *, device: str = "cpu",
     variants_frame = pd.DataFrame(variant_rows)
     variants_frame.to_csv(out / "variants.csv", index=False)
 
+    hashes = {v.name: v.config.config_hash() for v in variants}
+
     # proxy training
-    training_rows = _read_rows(out / "training.csv", fingerprint)
-    done = {(r["variant"], int(r["seed"])) for r in training_rows}
+    train_key = recipe.training_key()
+    training_rows = _read_rows(out / "training.csv")
+    train_fields = ("key", "variant", "config_hash", "seed")
+    done = {_row_key(r, *train_fields) for r in training_rows}
+    wanted = {(train_key, v.name, hashes[v.name], seed) for v in variants for seed in recipe.budget.seeds}
     data_meta: dict[str, Any] = {}
     if recipe.budget.train:
         b = recipe.budget
@@ -676,12 +700,13 @@ def run_recipe(recipe: Recipe, out: str | Path, *, device: str = "cpu",
         proxy = ProxyRecipe(epochs=b.epochs, batch_size=b.batch_size, lr=b.lr)
         for v in variants:
             for seed in b.seeds:
-                if (v.name, seed) in done:
+                if (train_key, v.name, hashes[v.name], seed) in done:
                     continue
                 config = recipe.train_config(v, data.in_chans, data.num_classes)
                 seed_everything(seed)
                 model = build(config)
-                row = {"fingerprint": fingerprint, "variant": v.name, "seed": seed, "img_size": config.img_size}
+                row = {"key": train_key, "variant": v.name, "config_hash": hashes[v.name], "seed": seed,
+                       "img_size": config.img_size}
                 try:
                     result = train_proxy(model, data, img_size=config.img_size, recipe=proxy, device=dev, seed=seed)
                     row.update(status="ok", top1=result.top1, train_seconds=result.train_seconds,
@@ -692,11 +717,15 @@ def run_recipe(recipe: Recipe, out: str | Path, *, device: str = "cpu",
                 training_rows.append(row)
                 _write_rows(out / "training.csv", training_rows)
                 say(f"{v.name} seed {seed}: top-1 {row['top1']:.2f} % ({row['status']})")
+    used_training = [r for r in training_rows if _row_key(r, *train_fields) in wanted] if recipe.budget.train else []
 
     # latency / throughput
-    measurement_rows = _read_rows(out / "measurements.csv", fingerprint)
-    measured = {(r["variant"], r["protocol"], int(r["img_size"])) for r in measurement_rows}
+    measure_key = recipe.measurement_key()
+    measurement_rows = _read_rows(out / "measurements.csv")
+    measure_fields = ("key", "variant", "config_hash", "protocol", "img_size")
+    measured = {_row_key(r, *measure_fields) for r in measurement_rows}
     skipped = []
+    wanted_measures = set()
     for name in recipe.measure.protocols:
         if PROTOCOLS[name].device.startswith("cuda") and dev.type != "cuda":
             skipped.append(name)
@@ -706,26 +735,29 @@ def run_recipe(recipe: Recipe, out: str | Path, *, device: str = "cpu",
                                     repeats=recipe.measure.repeats,
                                     device=str(dev) if PROTOCOLS[name].device.startswith("cuda") else None)
             for v in variants:
-                if (v.name, name, img) in measured:
+                row_key = (measure_key, v.name, hashes[v.name], name, img)
+                wanted_measures.add(row_key)
+                if row_key in measured:
                     continue
                 model = build(recipe.measure_config(v, img)).eval()
                 result = measure(model, protocol)
                 measurement_rows.append({
-                    "fingerprint": fingerprint, "variant": v.name, "protocol": name, "img_size": img,
-                    "batch_size": result.batch_size, "median_ms": result.median_ms, "iqr_ms": result.iqr_ms,
-                    "throughput_img_s": result.throughput_img_s, "latency_ms_per_img": result.latency_ms_per_img,
-                    "device_name": result.device_name,
+                    "key": measure_key, "variant": v.name, "config_hash": hashes[v.name], "protocol": name,
+                    "img_size": img, "batch_size": result.batch_size, "median_ms": result.median_ms,
+                    "iqr_ms": result.iqr_ms, "throughput_img_s": result.throughput_img_s,
+                    "latency_ms_per_img": result.latency_ms_per_img, "device_name": result.device_name,
                 })
                 _write_rows(out / "measurements.csv", measurement_rows)
                 say(f"{v.name} {name} @{img}: {result.median_ms:.2f} ms/batch of {result.batch_size}, "
                     f"{result.throughput_img_s:.1f} img/s")
+    used_measurements = [r for r in measurement_rows if _row_key(r, *measure_fields) in wanted_measures]
     meta = {
-        "recipe": recipe.name, "title": recipe.title, "recipe_file": str(recipe.path), "fingerprint": fingerprint,
+        "recipe": recipe.name, "title": recipe.title, "recipe_file": str(recipe.path), "fingerprint": recipe.fingerprint(),
         "device": str(dev), "budget": dataclasses.asdict(recipe.budget), "measure": dataclasses.asdict(recipe.measure),
         "skipped_protocols": skipped, "seconds": round(time.time() - started, 1), **data_meta,
     }
     (out / "run.json").write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
-    return AblationRun(recipe, variants_frame, pd.DataFrame(training_rows), pd.DataFrame(measurement_rows), meta)
+    return AblationRun(recipe, variants_frame, pd.DataFrame(used_training), pd.DataFrame(used_measurements), meta)
 
 
 # --------------------------------------------------------------------------------------------------

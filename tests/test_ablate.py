@@ -120,7 +120,16 @@ def test_rerun_reuses_rows_and_changed_budget_reruns(tmp_path):
     pd.testing.assert_frame_equal(first.training, again.training)
     changed = ab.with_overrides(small, epochs=0.5)
     third = ab.run_recipe(changed, out)
-    assert len(third.training) == 4 and set(third.training["fingerprint"]) == {changed.fingerprint()}
+    assert len(third.training) == 4 and set(third.training["key"]) == {changed.training_key()}
+    assert len(pd.read_csv(out / "training.csv")) == 8  # the first budget's rows are kept in the file
+    # one more seed and one more variant: only the new rows are trained or measured
+    more = ab.with_overrides(recipe, variants=["base", "mhsa", "no_dw"], protocols=["cpu-latency"], seeds=[0, 1, 2])
+    said = []
+    fourth = ab.run_recipe(more, out, progress=said.append)
+    trained = sorted(m.split(":")[0] for m in said if "top-1" in m)
+    assert trained == ["base seed 2", "mhsa seed 2", "no_dw seed 0", "no_dw seed 1", "no_dw seed 2"]
+    assert [m for m in said if "cpu-latency" in m and not m.startswith("no_dw")] == []
+    assert len(fourth.training) == 9 and len(fourth.measurements) == 3
 
 
 def test_same_seed_same_top1(tmp_path):
