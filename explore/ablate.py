@@ -635,7 +635,7 @@ class AblationRun:
 
 
 def run_recipe(recipe: Recipe, out: str | Path, *, device: str = "cpu",
-               progress: Callable[[str], None] | None = None) -> AblationRun:
+               progress: Callable[[str], None] | None = None, remeasure: bool = False) -> AblationRun:
     """Run every variant of a recipe and write the rows into ``out``.
 
     Training (when ``recipe.budget.train``): every variant x seed with :func:`~explore.train.train_proxy`
@@ -647,7 +647,8 @@ def run_recipe(recipe: Recipe, out: str | Path, *, device: str = "cpu",
     Files in ``out``: ``variants.csv``, ``training.csv``, ``measurements.csv``, ``run.json``.
     A training row already there for the same variant config, seed and budget
     (:meth:`Recipe.training_key`), or a measurement row for the same config, protocol, resolution
-    and settings, is reused, not re-run; rows of other budgets stay in the files.
+    and settings, is reused, not re-run; rows of other budgets stay in the files. ``remeasure``
+    measures again (e.g. on a machine that is now quiet) and replaces this run's measurement rows.
 
     Raises:
         DeviceError: ``device`` is unknown or unavailable.
@@ -723,6 +724,10 @@ def run_recipe(recipe: Recipe, out: str | Path, *, device: str = "cpu",
     measure_key = recipe.measurement_key()
     measurement_rows = _read_rows(out / "measurements.csv")
     measure_fields = ("key", "variant", "config_hash", "protocol", "img_size")
+    if remeasure:
+        this_run = {(measure_key, v.name, hashes[v.name], p, img) for v in variants
+                    for p in recipe.measure.protocols for img in recipe.measure.img_sizes}
+        measurement_rows = [r for r in measurement_rows if _row_key(r, *measure_fields) not in this_run]
     measured = {_row_key(r, *measure_fields) for r in measurement_rows}
     skipped = []
     wanted_measures = set()

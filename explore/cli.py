@@ -429,6 +429,7 @@ def ablate(
     measure_img_sizes: Annotated[Optional[str], typer.Option(help="Override the measurement resolutions, e.g. 224.")] = None,
     repeats: Annotated[Optional[int], typer.Option(help="Override timed runs per measurement.")] = None,
     data_root: Annotated[Optional[str], typer.Option(help="Local data folder for the recipe's dataset.")] = None,
+    remeasure: Annotated[bool, typer.Option(help="Measure latency again (e.g. on a now quiet machine); training rows are reused.")] = False,
     dry_run: Annotated[bool, typer.Option(help="Validate the recipe and list its variants; run nothing.")] = False,
 ) -> None:
     """Run an ablation recipe: every variant's params, MACs, latency and proxy top-1 over seeds, and a
@@ -458,7 +459,8 @@ def ablate(
         return
     folder = Path(out) if out else Path("runs") / safe_name(f"ablate-{chosen.name}")
     try:
-        run = ab.run_recipe(chosen, folder, device=device, progress=lambda m: console.print(m, highlight=False))
+        run = ab.run_recipe(chosen, folder, device=device, progress=lambda m: console.print(m, highlight=False),
+                            remeasure=remeasure)
     except (ExploreError, NonFiniteLossError) as exc:
         raise _fail(exc) from None
     summary, taus = ab.summarise(run)
@@ -477,6 +479,8 @@ def ablate(
                         ("--repeats", repeats), ("--data-root", data_root), ("--out", out)):
         if value is not None:
             words += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    if remeasure:
+        words.append("--remeasure")
     command = " ".join(shlex.quote(w) for w in words)
     paths = write_ablation_report(summary, run.measurements, folder, meta, taus, findings, command)
     console.print(", ".join(f"{k} tau {v:.2f}" for k, v in taus.items()) or "no paper rows to rank")

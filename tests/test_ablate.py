@@ -130,6 +130,10 @@ def test_rerun_reuses_rows_and_changed_budget_reruns(tmp_path):
     assert trained == ["base seed 2", "mhsa seed 2", "no_dw seed 0", "no_dw seed 1", "no_dw seed 2"]
     assert [m for m in said if "cpu-latency" in m and not m.startswith("no_dw")] == []
     assert len(fourth.training) == 9 and len(fourth.measurements) == 3
+    said.clear()
+    fifth = ab.run_recipe(more, out, progress=said.append, remeasure=True)
+    assert not any("top-1" in m for m in said) and sum("cpu-latency" in m for m in said) == 3
+    assert len(fifth.measurements) == 3 and len(pd.read_csv(out / "measurements.csv")) == 3
 
 
 def test_same_seed_same_top1(tmp_path):
