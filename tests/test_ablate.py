@@ -293,6 +293,13 @@ def test_findings_best_x_and_faster():
     found = ab.check_findings(run, table)
     assert [f["verdict"] for f in found] == ["reproduced", "reproduced"]
     assert "4.00x @512" in found[1]["observed"]
+    # best outside the range: not reproduced when clearly better, unclear within the noise
+    for tops_b, verdict in (([75.0, 75.0], "not reproduced"), ([70.05, 70.15], "unclear")):
+        flipped = run.training.copy()
+        flipped.loc[flipped["variant"] == "a", "top1"] = tops_b
+        flipped.loc[flipped["variant"] == "b", "top1"] = [70.0, 70.0]
+        t, _ = ab.summarise(ab.AblationRun(recipe, run.variants, flipped, meas[meas.img_size == 128], {}))
+        assert ab.check_findings(ab.AblationRun(recipe, run.variants, flipped, meas, {}), t)[0]["verdict"] == verdict
 
 
 def test_every_builtin_recipe_loads_and_its_variants_are_feasible():
