@@ -469,7 +469,8 @@ def ablate(
                for f in _dc.fields(chosen.budget) if getattr(chosen.budget, f.name) != getattr(loaded.budget, f.name)]
     if len(chosen.variants) != len(loaded.variants):
         changed.append(f"{len(chosen.variants)} of {len(loaded.variants)} variants")
-    meta = {**run.meta, "paper_source": chosen.paper_source, "paper_note": chosen.paper_note,
+    train_seconds = float(run.training["train_seconds"].sum()) if not run.training.empty else 0.0
+    meta = {**run.meta, "training_seconds": train_seconds, "paper_source": chosen.paper_source, "paper_note": chosen.paper_note,
             "paper_accuracy": chosen.paper_accuracy, "description": chosen.description, "reduced": "; ".join(changed)}
     words = ["explore", "ablate", recipe]
     for flag, value in (("--device", device if device != "cpu" else None), ("--epochs", epochs),

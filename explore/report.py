@@ -278,7 +278,11 @@ def render_ablation_markdown(table: pd.DataFrame, measurements: pd.DataFrame, me
                  "(3 × H × W input, 1000 classes, as in the papers); params and MACs at the first resolution")
     if meta.get("skipped_protocols"):
         lines.append(f"- not run here (need CUDA): {', '.join(meta['skipped_protocols'])}")
-    lines.append(f"- device: `{meta.get('device')}`; wall time {meta.get('seconds')} s (this invocation)")
+    lines.append(f"- device: `{meta.get('device')}`; wall time {meta.get('seconds')} s (this invocation; rows "
+                 "already in the folder are reused)" + (f"; training {meta['training_seconds']:.0f} s summed over "
+                 "the rows" if meta.get("training_seconds") else ""))
+    lines.append("- latency: one invocation's IQR understates the spread between invocations; `--remeasure` "
+                 "measures again with the training rows kept, to see how far small speed Δs move")
     if meta.get("reduced"):
         lines.append(f"- **reduced budget**: {meta['reduced']}")
     lines += ["", f"Paper figures: {meta.get('paper_source') or '–'}"]
@@ -315,7 +319,7 @@ def render_ablation_markdown(table: pd.DataFrame, measurements: pd.DataFrame, me
                      ", ".join(f"{'accuracy' if k == 'acc' else k} τ = {_fmt(v)}" for k, v in taus.items()))
         lines.append("")
     lines += ["Verdicts: *reproduced* = our Δ has the paper's sign and exceeds our noise (2 × the standard error "
-              "over seeds and 0.2 points for accuracy; 3 % or 2 × the relative IQR for speed), *not reproduced* = "
+              "over seeds and 0.2 points for accuracy; 5 % or 2 × the relative IQR for speed), *not reproduced* = "
               "the opposite sign beyond the noise, *unclear* = within the noise (or no paper figure).", ""]
     if findings:
         lines += ["## The paper's findings, checked", "", _table_md(pd.DataFrame(findings)), ""]
