@@ -322,8 +322,8 @@ def bench(
     from explore.presets import PRESETS
 
     groups = {"all": list(PRESETS), "m": [n for n in PRESETS if "_m" in n], "b": [n for n in PRESETS if "_b" in n]}
-    names = groups.get(models, [m.strip() for m in models.split(",") if m.strip()])
-    mode_list = tuple(m.strip() for m in modes.split(",") if m.strip())
+    names = groups.get(models, _names(models))
+    mode_list = tuple(_names(modes))
 
     def on_row(row) -> None:  # noqa: ANN001 - BenchRow
         data = row.as_row()
@@ -404,11 +404,16 @@ def validate_proxy(
                   f"architectures; wrote {', '.join(str(p) for p in paths)}")
 
 
+def _names(text: str) -> list[str]:
+    """A comma-separated option as a list of its non-empty, stripped items."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
 def _int_list(text: Optional[str], field: str) -> Optional[list[int]]:
     if text is None:
         return None
     try:
-        return [int(v) for v in text.split(",") if v.strip()]
+        return [int(v) for v in _names(text)]
     except ValueError:
         raise _fail(ExploreError(field, text, "expected comma-separated integers, e.g. 0,1")) from None
 
@@ -444,8 +449,8 @@ def ablate(
         loaded = ab.load_recipe(recipe)
         chosen = ab.with_overrides(
             loaded, epochs=epochs, max_train=max_train, max_val=max_val, img_size=img_size, batch_size=batch_size,
-            seeds=_int_list(seeds, "--seeds"), variants=variants.split(",") if variants else None,
-            protocols=protocols.split(",") if protocols else None,
+            seeds=_int_list(seeds, "--seeds"), variants=_names(variants) if variants else None,
+            protocols=_names(protocols) if protocols else None,
             measure_img_sizes=_int_list(measure_img_sizes, "--measure-img-sizes"), repeats=repeats,
             data_root=data_root)
         resolve_device(device)
