@@ -142,6 +142,10 @@ class Budget:
     seeds: tuple[int, ...] = (0, 1)
     data_seed: int = 0
 
+    def proxy_recipe(self) -> ProxyRecipe:
+        """The :class:`~explore.train.ProxyRecipe` every variant trains with."""
+        return ProxyRecipe(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr)
+
 
 @dataclass(frozen=True)
 class MeasureSpec:
@@ -323,9 +327,10 @@ def _parse_budget(raw: dict[str, Any], where: str) -> Budget:
         except ExploreError as exc:
             raise RecipeError(f"{where}.{'dataset' if exc.field == '--dataset' else 'data_root'}", exc.value,
                               exc.expected) from None
-        _number(budget.epochs, f"{where}.epochs", 1e-9)
-        _number(budget.batch_size, f"{where}.batch_size", 1, integer=True)
-        _number(budget.lr, f"{where}.lr", 1e-12)
+        try:  # epochs, batch_size and lr are checked where they are used
+            budget.proxy_recipe().validate()
+        except ExploreError as exc:
+            raise RecipeError(exc.field.replace("recipe", where, 1), exc.value, exc.expected) from None
         _number(budget.img_size, f"{where}.img_size", 1, integer=True)
         for key in ("max_train", "max_val"):
             if getattr(budget, key) is not None:
@@ -701,7 +706,7 @@ def run_recipe(recipe: Recipe, out: str | Path, *, device: str = "cpu",
         b = recipe.budget
         data = load_dataset(b.dataset, b.data_root, max_train=b.max_train, max_val=b.max_val, seed=b.data_seed)
         data_meta = {"dataset": b.dataset, "train_images": len(data.train.labels), "val_images": len(data.val.labels)}
-        proxy = ProxyRecipe(epochs=b.epochs, batch_size=b.batch_size, lr=b.lr)
+        proxy = b.proxy_recipe()
         for v in variants:
             for seed in b.seeds:
                 if (train_key, v.name, hashes[v.name], seed) in done:

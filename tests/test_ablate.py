@@ -155,6 +155,8 @@ def test_same_seed_same_top1(tmp_path):
     (lambda t: t + '\n[[finding]]\ntext = "x"\nkind = "faster"\nvariant = "nope"\nthan = "base"\nprotocol = "cpu-latency"\n',
      "finding[0].variant"),
     (lambda t: t.replace('[budget]', '[budgets]'), "budgets"),
+    (lambda t: t.replace('epochs = 1\n', 'epochs = 0\n'), "[budget].epochs"),
+    (lambda t: t.replace('batch_size = 32', 'batch_size = 0'), "[budget].batch_size"),
 ])
 def test_bad_recipes_fail_with_the_field_and_write_nothing(tmp_path, edit, field):
     recipe = _write(tmp_path, edit(TINY))
