@@ -737,22 +737,23 @@ def run_recipe(recipe: Recipe, out: str | Path, *, device: str = "cpu",
                     for p in recipe.measure.protocols for img in recipe.measure.img_sizes}
         measurement_rows = [r for r in measurement_rows if _row_key(r, *measure_fields) not in this_run]
     measured = {_row_key(r, *measure_fields) for r in measurement_rows}
-    skipped = []
+    cuda = {name for name in recipe.measure.protocols if PROTOCOLS[name].device.startswith("cuda")}
+    skipped = [name for name in recipe.measure.protocols if name in cuda and dev.type != "cuda"]
+    runnable = [name for name in recipe.measure.protocols if name not in skipped]
     wanted_measures = set()
-    for name in recipe.measure.protocols:
-        if PROTOCOLS[name].device.startswith("cuda") and dev.type != "cuda":
-            skipped.append(name)
-            continue
-        for img in recipe.measure.img_sizes:
-            protocol = get_protocol(name, img_size=img, batch_size=recipe.measure.batch_size,
-                                    repeats=recipe.measure.repeats,
-                                    device=str(dev) if PROTOCOLS[name].device.startswith("cuda") else None)
-            for v in variants:
+    for img in recipe.measure.img_sizes:
+        protocols = {name: get_protocol(name, img_size=img, batch_size=recipe.measure.batch_size,
+                                        repeats=recipe.measure.repeats, device=str(dev) if name in cuda else None)
+                     for name in runnable}
+        for v in variants:
+            model = None  # built once per variant and resolution, for every protocol still to run
+            for name, protocol in protocols.items():
                 row_key = (measure_key, v.name, hashes[v.name], name, img)
                 wanted_measures.add(row_key)
                 if row_key in measured:
                     continue
-                model = build(recipe.measure_config(v, img)).eval()
+                if model is None:
+                    model = build(recipe.measure_config(v, img)).eval()
                 result = measure(model, protocol)
                 measurement_rows.append({
                     "key": measure_key, "variant": v.name, "config_hash": hashes[v.name], "protocol": name,
