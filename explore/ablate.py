@@ -827,12 +827,10 @@ def summarise(run: AblationRun) -> tuple[pd.DataFrame, dict[str, float]]:
         table["top1_mean"] = table["variant"].map(grouped.mean())
         table["top1_std"] = table["variant"].map(grouped.std(ddof=1))
         table["seeds"] = table["variant"].map(grouped.count()).fillna(0).astype(int)
-        b_mean = float(table.loc[table["variant"] == base, "top1_mean"].iloc[0])
-        b_sem2 = float((table.loc[table["variant"] == base, "top1_std"].fillna(0) ** 2 /
-                        table.loc[table["variant"] == base, "seeds"].clip(lower=1)).iloc[0])
-        table["d_top1"] = table["top1_mean"] - b_mean
-        noise = ((table["top1_std"].fillna(0) ** 2 / table["seeds"].clip(lower=1)) + b_sem2) ** 0.5
-        table["d_top1_se"] = noise
+        is_base = table["variant"] == base
+        sem2 = table["top1_std"].fillna(0) ** 2 / table["seeds"].clip(lower=1)  # squared standard error
+        table["d_top1"] = table["top1_mean"] - table.loc[is_base, "top1_mean"].item()
+        table["d_top1_se"] = (sem2 + sem2[is_base].item()) ** 0.5
     paper_b = papers[base].get(acc_key)
     table["paper_acc"] = table["variant"].map(lambda n: papers[n].get(acc_key, float("nan")))
     table["paper_d_acc"] = table["paper_acc"] - (paper_b if paper_b is not None else float("nan"))
