@@ -172,6 +172,16 @@ def _fmt(value: Any, digits: int = 2, signed: bool = False) -> str:
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
+def _speed_columns(table: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """The measured protocols (``<p>_img_s`` with ``d_<p>_pct``) and the paper's speed columns
+    (``paper_<col>`` with ``paper_d_<col>_pct``) of an ablation table, in column order."""
+    ours = [c[:-len("_img_s")] for c in table.columns
+            if c.endswith("_img_s") and f"d_{c[:-len('_img_s')]}_pct" in table.columns]
+    paper = [c[len("paper_"):] for c in table.columns
+             if c.startswith("paper_") and f"paper_d_{c[len('paper_'):]}_pct" in table.columns]
+    return ours, paper
+
+
 def plot_ablation(table: pd.DataFrame, path: Path, title: str, accuracy_label: str) -> Path:
     """Left: Δ top-1 vs the baseline per variant, ours (error bar: standard error over seeds) beside
     the paper's Δ (its accuracy column), or top-1 against x for sweeps. Right: Δ img/s (%) per
@@ -181,7 +191,7 @@ def plot_ablation(table: pd.DataFrame, path: Path, title: str, accuracy_label: s
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    speed_cols = [c for c in table.columns if c.startswith("d_") and c.endswith("_pct")]
+    ours, paper = _speed_columns(table)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), dpi=110)
     ax = axes[0]
     has_top1 = "top1_mean" in table and table["top1_mean"].notna().any()
@@ -211,9 +221,7 @@ def plot_ablation(table: pd.DataFrame, path: Path, title: str, accuracy_label: s
     ax.set_title("accuracy", fontsize=10)
     ax = axes[1]
     pos = list(range(len(table)))
-    series = [(c, c[2:-4] + " (ours)") for c in speed_cols]
-    series += [(c, c[len("paper_d_"):-4] + " (paper)") for c in table.columns
-               if c.startswith("paper_d_") and c.endswith("_pct")]
+    series = [(f"d_{p}_pct", f"{p} (ours)") for p in ours] + [(f"paper_d_{c}_pct", f"{c} (paper)") for c in paper]
     width = 0.8 / max(1, len(series))
     for i, (col, label) in enumerate(series):
         ax.bar([p - 0.4 + width * (i + 0.5) for p in pos], table[col], width, label=label)
@@ -290,10 +298,7 @@ def render_ablation_markdown(table: pd.DataFrame, measurements: pd.DataFrame, me
         lines.append(f"({meta['paper_note']})")
     lines += ["", "## Our numbers beside the paper's", ""]
 
-    speed_protocols = [c[:-len("_img_s")] for c in table.columns
-                       if c.endswith("_img_s") and f"d_{c[:-len('_img_s')]}_pct" in table.columns]
-    paper_speed = [c[len("paper_"):] for c in table.columns
-                   if c.startswith("paper_") and c.endswith("_img_s") and not c.startswith("paper_d_")]
+    speed_protocols, paper_speed = _speed_columns(table)
     rows = []
     for r in table.to_dict("records"):
         row = {"variant": r["label"], "params (M)": _fmt(r["params_m"], 3), "MACs (M)": _fmt(r["macs_m"], 1)}
