@@ -65,6 +65,8 @@ def study(
              "default: the run folder's study.db (or journal.log with --workers > 1). Env: EXPLORE_STORAGE.")] = None,
     out: Annotated[str, typer.Option(help="Parent folder of run folders.")] = "runs",
     workers: Annotated[int, typer.Option(help="Worker processes on this machine sharing the study.")] = 1,
+    devices: Annotated[Optional[str], typer.Option(
+        help="CUDA devices of the workers, e.g. 0,1,2,3: worker i uses cuda:<i-th, round-robin>.")] = None,
     dataset: Annotated[str, typer.Option(help="fashion_mnist | cifar10 | cifar100 | imagefolder")] = "fashion_mnist",
     data_root: Annotated[Optional[str], typer.Option(help="Local data folder (default for fashion_mnist: the Debian package's).")] = None,
     device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N (training and latency).")] = "cpu",
@@ -75,7 +77,8 @@ def study(
     max_train: Annotated[int, typer.Option(help="Training images used (random subset; 0 = all).")] = 10000,
     max_val: Annotated[int, typer.Option(help="Held-out images for top-1 (0 = all).")] = 2000,
     latency_batch: Annotated[int, typer.Option(help="Latency batch (0 = the protocol's: 16 on CPU, 2048 on CUDA).")] = 0,
-    latency_mode: Annotated[str, typer.Option(help="Latency mode: eager | fused | compile | cuda-graph.")] = "fused",
+    latency_mode: Annotated[Optional[str], typer.Option(
+        help="Latency mode: eager | fused | compile | cuda-graph; default fused on cpu, cuda-graph on cuda.")] = None,
     objective: Annotated[str, typer.Option(help="pareto (top-1 and latency) | top1 (one objective, median pruner).")] = "pareto",
     latency_threads: Annotated[int, typer.Option(help="CPU threads for latency (paper: 1; 0 = torch default).")] = 1,
     latency_repeats: Annotated[int, typer.Option(help="Timed runs of the latency measurement (median).")] = 20,
@@ -94,7 +97,7 @@ def study(
             sampler=sampler, epochs=epochs, batch_size=batch_size, latency_batch=latency_batch or None,
             latency_mode=latency_mode, objective=objective, latency_threads=latency_threads or None,
             latency_repeats=latency_repeats,
-            workers=workers,
+            workers=workers, devices=tuple(_int_list(devices, "--devices")) if devices else None,
             heartbeat_s=heartbeat_interval,
         )
         prepared = prepare_study(settings)  # every check before anything is written
@@ -113,8 +116,8 @@ def study(
             progress.update(task, completed=min(done, trials))
             if trial.state.name == "COMPLETE":
                 cached = " (cached)" if trial.user_attrs.get("latency_cached") else ""
-                latency_ms = trial.user_attrs.get("latency_median_ms", float("nan"))
-                text = (f"#{trial.number} top-1 {trial.values[0]:.2f}%  latency {latency_ms:.2f} ms{cached}  "
+                latency_ms = trial.user_attrs.get("latency_ms_per_img", float("nan"))
+                text = (f"#{trial.number} top-1 {trial.values[0]:.2f}%  latency {latency_ms:.3f} ms/img{cached}  "
                         f"params {trial.user_attrs.get('params', 0) / 1e6:.2f}M")
             else:
                 reason = trial.user_attrs.get("pruned_reason") or trial.user_attrs.get("fail_reason", "")

@@ -1,15 +1,32 @@
-"""Device selection shared by measurement and training.
+"""Device selection, device context, out-of-memory detection and the per-device measurement lock.
 
-One place that turns a ``--device`` string into a ``torch.device`` or a clear error.
+One place that turns a ``--device`` string into a ``torch.device`` or a clear error, makes that
+device current for CUDA work (:func:`on_device`), recognises every flavour of out-of-memory error
+(:func:`is_out_of_memory`) and frees memory after one (:func:`release_memory`), and keeps latency
+measurement apart from training on the same device (:func:`device_lock`).
 """
 
 from __future__ import annotations
+
+import contextlib
+import fcntl
+import gc
+import os
+import re
+import tempfile
+from collections.abc import Iterator
 
 import torch
 
 from explore.errors import DeviceError
 
-__all__ = ["resolve_device"]
+__all__ = ["resolve_device", "on_device", "is_out_of_memory", "release_memory", "device_lock", "lock_path"]
+
+_OOM_PATTERNS = re.compile(
+    r"out of memory|CUDNN_STATUS_ALLOC_FAILED|CUBLAS_STATUS_ALLOC_FAILED|CUSOLVER_STATUS_ALLOC_FAILED|"
+    r"cudaErrorMemoryAllocation|CUDA_ERROR_OUT_OF_MEMORY|can't allocate memory|failed to allocate",
+    re.IGNORECASE,
+)
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -43,3 +60,74 @@ def resolve_device(device: str | torch.device) -> torch.device:
             raise DeviceError("--device", device, "MPS is not available on this machine; use cpu")
         return dev
     raise DeviceError("--device", device, "expected cpu, cuda, cuda:N or mps")
+
+
+def on_device(device: torch.device) -> contextlib.AbstractContextManager:
+    """Make ``device`` the current CUDA device for the enclosed block (a no-op off CUDA).
+
+    CUDA events, streams, graph capture and ``torch.cuda.synchronize()`` without an argument act on
+    the *current* device: with ``--device cuda:1`` they must not run on device 0.
+    """
+    if device.type == "cuda":
+        return torch.cuda.device(device)
+    return contextlib.nullcontext()
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for every out-of-memory error a forward or training step can raise.
+
+    ``torch.cuda.OutOfMemoryError``, ``MemoryError``, and the errors that carry an allocation
+    failure in their text: the caching allocator's "out of memory" RuntimeError (CPU, MPS, older
+    torch), cuDNN's ``CUDNN_STATUS_ALLOC_FAILED``, cuBLAS's ``CUBLAS_STATUS_ALLOC_FAILED`` and the
+    driver's ``cudaErrorMemoryAllocation``.
+    """
+    if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):
+        return True
+    return isinstance(exc, RuntimeError) and bool(_OOM_PATTERNS.search(str(exc)))
+
+
+def release_memory() -> None:
+    """Collect garbage and return the CUDA caching allocator's free blocks to the driver.
+
+    Call it *after* leaving the ``except`` block that caught an out-of-memory error: until then
+    the traceback keeps the failed frames, and so their tensors, alive.
+    """
+    gc.collect()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
+def lock_path(device: torch.device | str) -> str:
+    """The lock file of a physical device: one per CUDA index, one for the CPU (machine-wide)."""
+    dev = torch.device(device)
+    name = f"cuda{dev.index if dev.index is not None else 0}" if dev.type == "cuda" else dev.type
+    return os.path.join(tempfile.gettempdir(), f"explore-{name}.lock")
+
+
+@contextlib.contextmanager
+def device_lock(device: torch.device | str, *, exclusive: bool) -> Iterator[None]:
+    """A readers-writer lock per device, across processes, with writer preference.
+
+    Latency is measured under the exclusive lock and proxy training runs under the shared one,
+    so that no process of this machine (a worker of the same study, or of another study) trains
+    on a device while another one times it there. A process waiting for the exclusive lock holds
+    the *gate* first, so new trainers queue behind it instead of starving it.
+
+    Args:
+        device: the device whose lock to take (``cpu``, ``cuda:N``).
+        exclusive: True to measure (waits until no one trains), False to train.
+    """
+    base = lock_path(device)
+    with open(base + ".gate", "a+b") as gate, open(base, "a+b") as main:
+        fcntl.flock(gate, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(main, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        finally:
+            if not exclusive:
+                fcntl.flock(gate, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(main, fcntl.LOCK_UN)
+            if exclusive:
+                fcntl.flock(gate, fcntl.LOCK_UN)

@@ -35,7 +35,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from explore.device import resolve_device
+from explore.device import is_out_of_memory, on_device, release_memory, resolve_device
 from explore.errors import DeviceError, ExploreError
 from explore.nn.layers import fuse_batchnorm
 
@@ -51,6 +51,8 @@ __all__ = [
 ]
 
 MODES = ("eager", "fused", "compile", "cuda-graph")
+HOST_BOUND_RATIO = 0.8
+"""A CUDA forward pass is host-bound when queueing it takes >= this share of its GPU time."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,8 @@ class Protocol:
         warmup: untimed runs first; repeats: timed runs (>= 2).
         mode: ``eager``, ``fused``, ``compile`` or ``cuda-graph``.
         onnx: run through ONNX Runtime (CPU) instead of PyTorch.
+        compile_backend: the ``torch.compile`` backend of ``compile`` mode (``inductor``; the
+            tests use the cheap ``eager`` backend, which exercises the same dynamo machinery).
     """
 
     name: str
@@ -82,6 +86,7 @@ class Protocol:
     repeats: int = 30
     mode: str = "fused"
     onnx: bool = False
+    compile_backend: str = "inductor"
 
     def key(self) -> dict[str, Any]:
         """The parameters as a plain dict (for caches and trial attributes)."""
@@ -140,10 +145,19 @@ class Measurement:
         median_ms, iqr_ms: per forward pass of the batch (ms); cv: stdev / mean of the repeats.
         throughput_img_s: batch_size / median.
         latency_ms_per_img: median / batch_size.
-        gpu_ms, host_ms: CUDA only: medians of the GPU's time (CUDA events) and of the host's time
-            to queue one forward pass; host_bound: host_ms >= 0.8 * gpu_ms.
+        gpu_ms: CUDA only: the median of the timed runs (CUDA events around back-to-back passes;
+            equal to ``median_ms``).
+        host_ms, gpu_exec_ms: CUDA only: the host's time to queue one pass and the GPU's time to
+            run the queued pass, both measured with the GPU kept busy while the host queues (so
+            neither waits for the other; see :func:`host_bound_rule`). None off CUDA, or when the
+            launch queue filled up during the diagnosis.
+        host_bound: ``host_ms >= 0.8 * gpu_exec_ms``: the GPU waits for the host, and the figure
+            is the host's launch rate; ``compile`` or ``cuda-graph`` give the GPU's.
         oom_retries: how often the batch was halved.
         versions: library versions (torch, onnxruntime where used).
+        compiled_graphs, compiled_calls: ``compile`` mode only: graphs dynamo compiled for this
+            model, and compiled-graph executions over all runs (at least one per run, or the
+            measurement raises).
     """
 
     protocol: dict[str, Any]
@@ -159,6 +173,9 @@ class Measurement:
     host_bound: bool | None
     oom_retries: int
     versions: dict[str, str]
+    gpu_exec_ms: float | None = None
+    compiled_graphs: int | None = None
+    compiled_calls: int | None = None
 
     def as_attrs(self, prefix: str = "latency_") -> dict[str, Any]:
         """Flat dict for Optuna user attributes (protocol parameters prefixed ``<prefix>protocol_``)."""
@@ -208,8 +225,61 @@ def _stats(times_ms: list[float]) -> tuple[float, float, float]:
     return statistics.median(times_ms), quartiles[2] - quartiles[0], cv
 
 
-def _prepare(model: nn.Module, protocol: Protocol, device: torch.device, x: torch.Tensor) -> Callable[[], Any]:
-    """The callable that runs one forward pass of ``x`` in the protocol's mode."""
+class GraphCounter:
+    """A ``torch.compile`` backend that wraps another one and counts what it compiled and ran.
+
+    ``graphs`` counts the FX graphs dynamo handed to the backend (one per compiled region; more
+    than one means graph breaks or recompilations); ``calls`` counts executions of compiled
+    graphs. A forward pass that dynamo ran eagerly (e.g. after ``config.recompile_limit`` was
+    hit) adds no call, so ``calls`` tells whether a measurement labelled ``compile`` really ran
+    compiled code.
+
+    Args:
+        backend: the wrapped backend's name (``inductor``; ``eager`` or ``aot_eager`` in tests).
+    """
+
+    def __init__(self, backend: str = "inductor") -> None:
+        from torch._dynamo.backends.registry import lookup_backend
+
+        self.backend = backend
+        self._inner = lookup_backend(backend)
+        self.graphs = 0
+        self.calls = 0
+
+    def __call__(self, gm: torch.fx.GraphModule, example_inputs: list[torch.Tensor]) -> Callable[..., Any]:
+        self.graphs += 1
+        compiled = self._inner(gm, example_inputs)
+
+        def run(*args: Any) -> Any:
+            self.calls += 1
+            return compiled(*args)
+
+        return run
+
+
+@dataclass
+class _Runner:
+    """One forward pass of the protocol's input, and everything that pass needs kept alive.
+
+    ``keep`` holds the model, the static input and, for ``cuda-graph``, the graph: a replayed
+    graph reads and writes the memory of those tensors, which must outlive the timing loop.
+    """
+
+    run: Callable[[], Any]
+    keep: tuple[Any, ...]
+    counter: GraphCounter | None = None
+
+
+def _prepare(model: nn.Module, protocol: Protocol, device: torch.device, x: torch.Tensor) -> _Runner:
+    """The runner of one forward pass of ``x`` in the protocol's mode.
+
+    Every mode first runs the (fused) copy once eagerly, so that the attention-bias caches of
+    :mod:`explore.nn.attention` are filled before ``torch.compile`` traces or a CUDA graph is
+    captured: a cache written inside a traced forward would make dynamo guard on it and compile
+    each model twice. ``compile`` resets dynamo first, so that the compiled forwards of earlier
+    models (every generated model shares one ``forward``) do not count towards the recompile
+    limit, after which dynamo silently runs eager.
+    """
     net = copy.deepcopy(model).eval()
     if protocol.mode != "eager":
         fuse_batchnorm(net)
@@ -218,11 +288,21 @@ def _prepare(model: nn.Module, protocol: Protocol, device: torch.device, x: torc
         net = net.to(memory_format=torch.channels_last)
     amp = _amp_dtype(protocol.amp)
 
-    def autocast():
+    def autocast() -> Any:
         return torch.autocast(device.type, dtype=amp, enabled=amp is not None)
 
+    with torch.inference_mode(), autocast():
+        net(x)  # fills the per-shape caches outside any trace or capture
     if protocol.mode == "compile":
-        net = torch.compile(net)
+        torch._dynamo.reset()
+        counter = GraphCounter(protocol.compile_backend)
+        compiled = torch.compile(net, backend=counter)
+
+        def forward_compiled() -> Any:
+            with torch.inference_mode(), autocast():
+                return compiled(x)
+
+        return _Runner(forward_compiled, (net, compiled, x), counter)
     if protocol.mode == "cuda-graph":
         static_x = x.clone()
         stream = torch.cuda.Stream(device)
@@ -233,30 +313,57 @@ def _prepare(model: nn.Module, protocol: Protocol, device: torch.device, x: torc
         torch.cuda.current_stream(device).wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
         with torch.inference_mode(), autocast(), torch.cuda.graph(graph):
-            net(static_x)
-        return graph.replay
+            static_out = net(static_x)
+        return _Runner(graph.replay, (net, static_x, static_out, graph))
 
     def forward() -> Any:
         with torch.inference_mode(), autocast():
             return net(x)
 
-    return forward
+    return _Runner(forward, (net, x))
 
 
-def _time_torch(run: Callable[[], Any], protocol: Protocol, device: torch.device) -> tuple[list[float], list[float]]:
-    """(wall or GPU ms per run, host ms per run (CUDA only, else empty))."""
-    for _ in range(protocol.warmup):
-        run()
-    if device.type != "cuda":
-        times = []
-        for _ in range(protocol.repeats):
-            start = time.perf_counter()
-            run()
-            times.append((time.perf_counter() - start) * 1e3)
-        return times, []
-    torch.cuda.synchronize(device)
-    gpu, host = [], []
-    for _ in range(protocol.repeats):
+def host_bound_rule(host_ms: float, gpu_exec_ms: float, ratio: float = HOST_BOUND_RATIO) -> bool:
+    """Whether a forward pass is limited by the host: queueing it takes the host at least
+    ``ratio`` x the time the GPU needs to run it.
+
+    Both figures must come from :func:`_launch_diagnosis` (the host's queueing time measured
+    while the GPU is still busy with earlier work, so that the host never waits for the GPU, and
+    the GPU's time for the queued work alone). Host and GPU time of a plain back-to-back loop
+    cannot tell: when the launch queue is full the host blocks until the GPU frees a slot, and
+    its time equals the GPU's whichever side is the bottleneck.
+
+    Args:
+        host_ms: median host time to queue one forward pass (ms).
+        gpu_exec_ms: median GPU time of that queued pass (ms).
+        ratio: threshold.
+
+    Returns:
+        True when the host is the bottleneck (the measured figure is the host's launch rate).
+    """
+    return host_ms >= ratio * gpu_exec_ms
+
+
+def _launch_diagnosis(run: Callable[[], Any], device: torch.device, busy_ms: float,
+                      repeats: int = 5) -> tuple[float | None, float | None]:
+    """(host ms to queue one pass, GPU ms to run it) with the GPU kept busy while the host queues.
+
+    Before each pass the GPU is given ``torch.cuda._sleep`` for about 2 x ``busy_ms`` + 1 ms, so
+    the host queues the whole pass without waiting on the GPU; the events around the pass then
+    time the GPU's work alone. Returns (None, None) when the host needed longer than the sleep to
+    queue (a launch queue that filled up): then neither figure is the one wanted.
+    """
+    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    probe = 1_000_000
+    start.record()
+    torch.cuda._sleep(probe)
+    stop.record()
+    stop.synchronize()
+    cycles_per_ms = probe / max(start.elapsed_time(stop), 1e-3)
+    sleep_ms = 2.0 * busy_ms + 1.0
+    host, gpu = [], []
+    for _ in range(repeats):
+        torch.cuda._sleep(int(cycles_per_ms * sleep_ms))
         begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         begin.record()
         t0 = time.perf_counter()
@@ -265,7 +372,37 @@ def _time_torch(run: Callable[[], Any], protocol: Protocol, device: torch.device
         end.record()
         end.synchronize()
         gpu.append(begin.elapsed_time(end))
-    return gpu, host
+    host_ms = statistics.median(host)
+    if host_ms >= 0.9 * sleep_ms:
+        return None, None
+    return host_ms, statistics.median(gpu)
+
+
+def _time_torch(runner: _Runner, protocol: Protocol, device: torch.device) -> tuple[list[float], float | None,
+                                                                                      float | None]:
+    """(ms per run: wall on CPU, CUDA events on GPU; host queueing ms; GPU execution ms), the last two
+    on CUDA only (see :func:`_launch_diagnosis`)."""
+    run = runner.run
+    for _ in range(protocol.warmup):
+        run()
+    if device.type != "cuda":
+        times = []
+        for _ in range(protocol.repeats):
+            start = time.perf_counter()
+            run()
+            times.append((time.perf_counter() - start) * 1e3)
+        return times, None, None
+    torch.cuda.synchronize(device)
+    gpu = []
+    for _ in range(protocol.repeats):
+        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        begin.record()
+        run()
+        end.record()
+        end.synchronize()
+        gpu.append(begin.elapsed_time(end))
+    host_ms, exec_ms = _launch_diagnosis(run, device, statistics.median(gpu))
+    return gpu, host_ms, exec_ms
 
 
 def _time_onnx(model: nn.Module, protocol: Protocol, x: torch.Tensor) -> list[float]:
@@ -294,8 +431,48 @@ def _time_onnx(model: nn.Module, protocol: Protocol, x: torch.Tensor) -> list[fl
     return times
 
 
+@dataclass(frozen=True)
+class _Timed:
+    times: list[float]
+    host_ms: float | None = None
+    gpu_exec_ms: float | None = None
+    compiled_graphs: int | None = None
+    compiled_calls: int | None = None
+
+
+def _measure_batch(model: nn.Module, protocol: Protocol, device: torch.device, batch: int) -> _Timed:
+    """Time one batch size; raises whatever the run raises (out-of-memory included)."""
+    x = torch.randn(batch, protocol.in_chans, protocol.img_size, protocol.img_size)
+    if protocol.onnx:
+        return _Timed(_time_onnx(model, protocol, x))
+    x = x.to(device)
+    if protocol.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    runner = _prepare(model, protocol, device, x)
+    if runner.counter is not None:  # compile: the first run compiles, the second must not
+        protocol = dataclasses.replace(protocol, warmup=max(2, protocol.warmup))
+    times, host_ms, exec_ms = _time_torch(runner, protocol, device)
+    counter = runner.counter
+    if counter is None:
+        return _Timed(times, host_ms, exec_ms)
+    runs = protocol.warmup + protocol.repeats + (5 if device.type == "cuda" else 0)
+    if counter.graphs == 0 or counter.calls < runs:
+        raise ExploreError("--mode", "compile",
+                           f"torch.compile ran {runs - counter.calls} of {runs} forward passes eagerly "
+                           f"({counter.graphs} graphs compiled): the measurement would not be of compiled code")
+    return _Timed(times, host_ms, exec_ms, counter.graphs, counter.calls)
+
+
 def measure(model: nn.Module, protocol: Protocol) -> Measurement:
     """Run ``protocol`` on a copy of ``model`` (the model itself is not changed).
+
+    The protocol's device is made current for the whole measurement (CUDA events, streams and graph
+    capture act on the current device). A batch that runs out of memory is halved until it fits:
+    the failed attempt's references are dropped and the allocator's cache emptied before the next
+    try, and out-of-memory errors of the allocator, cuDNN and cuBLAS all count (see
+    :func:`explore.device.is_out_of_memory`). ``batch_size`` of the result is the batch that was
+    timed, so per-image figures (``latency_ms_per_img``, ``throughput_img_s``) compare across
+    models timed at different batches.
 
     Args:
         model: (B, in_chans, H, W) -> (B, K); any nn.Module, ours or a reference implementation.
@@ -306,7 +483,9 @@ def measure(model: nn.Module, protocol: Protocol) -> Measurement:
 
     Raises:
         DeviceError: the protocol's device is unknown or not available here.
-        ExploreError: even a batch of 1 does not fit in GPU memory.
+        ExploreError: even a batch of 1 does not fit in GPU memory (field ``--batch-size``);
+            ``compile`` mode ran some forward passes eagerly (field ``--mode``); onnx-cpu without
+            its libraries (field ``--protocol``).
     """
     device = resolve_device(protocol.device)
     batch = protocol.batch_size
@@ -315,28 +494,22 @@ def measure(model: nn.Module, protocol: Protocol) -> Measurement:
     if protocol.threads and device.type == "cpu":
         torch.set_num_threads(protocol.threads)
     try:
-        while True:
-            x = torch.randn(batch, protocol.in_chans, protocol.img_size, protocol.img_size)
-            try:
-                if protocol.onnx:
-                    times, host = _time_onnx(model, protocol, x), []
-                else:
-                    x = x.to(device)
-                    if protocol.channels_last:
-                        x = x.contiguous(memory_format=torch.channels_last)
-                    times, host = _time_torch(_prepare(model, protocol, device, x), protocol, device)
-                break
-            except torch.cuda.OutOfMemoryError:
-                del x
-                torch.cuda.empty_cache()
+        with on_device(device):
+            while True:
+                try:
+                    timed = _measure_batch(model, protocol, device, batch)
+                    break
+                except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
+                    if not is_out_of_memory(exc):
+                        raise
+                release_memory()  # outside the except block: the failed frames are gone
                 if batch == 1:
-                    raise ExploreError("--batch-size", protocol.batch_size,
-                                       "out of GPU memory even at batch 1") from None
+                    raise ExploreError("--batch-size", protocol.batch_size, "out of memory even at batch 1")
                 batch, retries = max(1, batch // 2), retries + 1
     finally:
         torch.set_num_threads(old_threads)
-    median, iqr, cv = _stats(times)
-    host_ms = statistics.median(host) if host else None
+    median, iqr, cv = _stats(timed.times)
+    on_cuda = device.type == "cuda" and not protocol.onnx
     return Measurement(
         protocol=protocol.key(),
         device_name=_device_name(device),
@@ -346,11 +519,15 @@ def measure(model: nn.Module, protocol: Protocol) -> Measurement:
         cv=cv,
         throughput_img_s=batch / (median / 1e3),
         latency_ms_per_img=median / batch,
-        gpu_ms=median if host else None,
-        host_ms=host_ms,
-        host_bound=(host_ms >= 0.8 * median) if host_ms is not None else None,
+        gpu_ms=median if on_cuda else None,
+        host_ms=timed.host_ms,
+        host_bound=(host_bound_rule(timed.host_ms, timed.gpu_exec_ms)
+                    if timed.host_ms is not None and timed.gpu_exec_ms is not None else None),
         oom_retries=retries,
         versions=library_versions(protocol.onnx),
+        gpu_exec_ms=timed.gpu_exec_ms,
+        compiled_graphs=timed.compiled_graphs,
+        compiled_calls=timed.compiled_calls,
     )
 
 
@@ -364,6 +541,11 @@ def peak_memory_mib(model: nn.Module, protocol: Protocol) -> dict[str, float]:
     device = resolve_device(protocol.device)
     if device.type != "cuda":
         raise DeviceError("--device", protocol.device, "peak GPU memory needs a CUDA device")
+    with on_device(device):
+        return _peak_memory(model, protocol, device)
+
+
+def _peak_memory(model: nn.Module, protocol: Protocol, device: torch.device) -> dict[str, float]:
     amp = _amp_dtype(protocol.amp)
     result = {}
     for phase in ("inference", "train_step"):

@@ -37,7 +37,7 @@ with NaN, so that training sees a NaN loss), ``error`` (raises ``RuntimeError``)
 
 from __future__ import annotations
 
-import gc
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -62,8 +62,8 @@ from optuna.trial import FrozenTrial, TrialState
 from explore.cache import LatencyCache, LatencyKey, device_name
 from explore.config import ArchConfig
 from explore.data import DatasetBundle, check_dataset, load_dataset
-from explore.device import resolve_device
-from explore.errors import ConfigError, ExploreError, NonFiniteLossError
+from explore.device import device_lock, is_out_of_memory, on_device, release_memory, resolve_device
+from explore.errors import ConfigError, DeviceError, ExploreError, NonFiniteLossError
 from explore.measure import count_macs, count_params
 from explore.protocols import Protocol, get_protocol, measure
 from explore.models import build
@@ -99,6 +99,12 @@ FAULTS_ENV = "EXPLORE_INJECT_FAULTS"
 """Environment variable of the fault-injection hook (see the module docstring)."""
 _FAULT_KINDS = ("oom", "nan", "error", "kill")
 _LATENCY_WARMUP = 5
+DEFAULT_LATENCY_MODE = {"cpu": "fused", "cuda": "cuda-graph"}
+"""The study's latency mode when ``--latency-mode`` is not given, by device type. On the CPU, the
+papers' deploy form (BN folded, eager). On CUDA, the same fused model replayed as a CUDA graph: the
+small models a study samples, at its small resolutions, spend much of an eager pass launching
+kernels, so an eager figure would rank the host's launch overhead; a replayed graph times the GPU's
+work, as a deployed (graph-captured or TensorRT) model runs."""
 _POLL_S = 1.0
 _MAX_WORKERS = 64
 
@@ -127,8 +133,13 @@ class StudySettings:
             ``latency_batch`` None takes the protocol's batch.
         objective: ``pareto`` (top-1 and latency) or ``top1`` (single objective, pruned by
             Optuna's MedianPruner from the proxy's per-epoch top-1).
-        latency_mode: ``eager``, ``fused`` (BN folded, the papers' deploy form; default),
-            ``compile`` or ``cuda-graph`` (see :mod:`explore.protocols`).
+        latency_mode: ``eager``, ``fused`` (BN folded, the papers' deploy form), ``compile`` or
+            ``cuda-graph`` (see :mod:`explore.protocols`); None (default) takes ``fused`` on the CPU
+            and ``cuda-graph`` on CUDA, where graph replay removes the host's kernel-launch cost that
+            would otherwise be timed for small models (see :data:`DEFAULT_LATENCY_MODE`).
+        devices: CUDA device indices the workers use, worker i on ``cuda:devices[i % len]``
+            (None: every worker on ``device``). Workers that share a device never time it while
+            another trains on it (:func:`explore.device.device_lock`).
         workers: processes started on this machine, each running trials against the storage.
         heartbeat_s: seconds between heartbeats of a RUNNING trial; after 3x that without one the
             trial is stale (its process died): FAIL, and its parameters are retried.
@@ -152,18 +163,34 @@ class StudySettings:
     latency_batch: int | None = None
     latency_threads: int | None = 1
     latency_repeats: int = 20
-    latency_mode: str = "fused"
+    latency_mode: str | None = None
     objective: str = "pareto"
     workers: int = 1
+    devices: tuple[int, ...] | None = None
     heartbeat_s: int = DEFAULT_HEARTBEAT_S
 
     def latency_protocol(self, img_size: int = 224, in_chans: int = 3) -> Protocol:
         """The latency protocol of this study's trials: ``cpu-latency`` on CPU, ``gpu-throughput``
         on CUDA, with the study's batch, threads, repeats and mode."""
-        name = "gpu-throughput" if self.device.startswith("cuda") else "cpu-latency"
+        on_cuda = self.device.startswith("cuda")
+        name = "gpu-throughput" if on_cuda else "cpu-latency"
         return get_protocol(name, device=self.device, batch_size=self.latency_batch, img_size=img_size,
                             in_chans=in_chans, threads=self.latency_threads, repeats=self.latency_repeats,
-                            warmup=_LATENCY_WARMUP, mode=self.latency_mode)
+                            warmup=_LATENCY_WARMUP, mode=self.resolved_latency_mode)
+
+    @property
+    def resolved_latency_mode(self) -> str:
+        """``latency_mode``, or the device's default (:data:`DEFAULT_LATENCY_MODE`)."""
+        if self.latency_mode is not None:
+            return self.latency_mode
+        return DEFAULT_LATENCY_MODE["cuda" if self.device.startswith("cuda") else "cpu"]
+
+    def worker_device(self, index: int) -> str:
+        """The device of worker ``index``: ``cuda:<devices[index % len(devices)]>`` where ``devices``
+        is set, else ``device``."""
+        if not self.devices:
+            return self.device
+        return f"cuda:{self.devices[index % len(self.devices)]}"
 
     @property
     def run_dir(self) -> Path:
@@ -200,6 +227,11 @@ class StudySettings:
             raise ExploreError("--latency-repeats", self.latency_repeats, "expected >= 2")
         if not 1 <= self.workers <= _MAX_WORKERS:
             raise ExploreError("--workers", self.workers, f"expected 1 to {_MAX_WORKERS}")
+        if self.devices is not None:
+            if not self.device.startswith("cuda"):
+                raise ExploreError("--devices", ",".join(map(str, self.devices)), "needs --device cuda")
+            if not self.devices or any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in self.devices):
+                raise ExploreError("--devices", self.devices, "expected CUDA device indices, e.g. 0,1,2,3")
         if self.heartbeat_s < 1:
             raise ExploreError("--heartbeat-interval", self.heartbeat_s, "expected >= 1 (seconds)")
         if self.storage is not None and not self.storage.strip():
@@ -267,7 +299,12 @@ def prepare_study(settings: StudySettings) -> tuple[SearchSpace, Any]:
         ExploreError: (or a subclass) naming the offending option and value.
     """
     settings.validate()
-    device = resolve_device(settings.device)
+    device = resolve_device(settings.worker_device(0) if settings.workers == 1 else settings.device)
+    for index in range(settings.workers if settings.devices else 0):
+        try:
+            resolve_device(settings.worker_device(index))
+        except DeviceError as exc:
+            raise DeviceError("--devices", ",".join(map(str, settings.devices)), exc.expected) from None
     space = load_space(settings.space)
     check_dataset(settings.dataset, settings.data_root)
     return space, device
@@ -347,20 +384,6 @@ def _inject(kind: str, model: torch.nn.Module) -> None:
                 param.fill_(float("nan"))
 
 
-def _is_oom(exc: BaseException) -> bool:
-    """CUDA's OutOfMemoryError, or an allocator's out-of-memory RuntimeError (CPU, MPS, older torch)."""
-    if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):
-        return True
-    text = str(exc).lower()
-    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
-
-
-def _release_memory() -> None:
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -406,10 +429,10 @@ def make_objective(space: SearchSpace, data: DatasetBundle, settings: StudySetti
             trial.set_user_attr("pruned_reason", f"non-finite loss: {exc}")
             raise optuna.TrialPruned(str(exc)) from None
         except Exception as exc:
-            if not _is_oom(exc):
+            if not is_out_of_memory(exc):
                 raise
             oom = _first_line(exc)
-        _release_memory()  # the failed trial's tensors are unreachable once the except block is left
+        release_memory()  # the failed trial's tensors are unreachable once the except block is left
         trial.set_user_attr("pruned_reason", f"out of memory: {oom}")
         raise optuna.TrialPruned(f"out of memory: {oom}")
 
@@ -428,13 +451,14 @@ def make_objective(space: SearchSpace, data: DatasetBundle, settings: StudySetti
         if fault:
             _inject(fault, model)
         report = _pruning_report(trial) if settings.objective == "top1" else None
-        result = train_proxy(model, data, img_size=config.img_size, recipe=recipe, device=str(device), seed=seed,
-                             on_epoch_end=report)
+        with device_lock(device, exclusive=False), on_device(device):  # no worker times this device meanwhile
+            result = train_proxy(model, data, img_size=config.img_size, recipe=recipe, device=str(device), seed=seed,
+                                 on_epoch_end=report)
         for key, value in asdict(result).items():
             trial.set_user_attr(f"proxy_{key}", value)
         if settings.objective == "top1":
             return result.top1
-        return result.top1, float(latency_attrs["latency_median_ms"])
+        return result.top1, float(latency_attrs["latency_ms_per_img"])
 
     def _pruning_report(trial: optuna.Trial) -> Callable[[int, float], None]:
         """Report each epoch's top-1 to Optuna; stop the trial when the pruner says so."""
@@ -459,8 +483,13 @@ def make_objective(space: SearchSpace, data: DatasetBundle, settings: StudySetti
         if entry is not None:
             return {**entry["attrs"], "latency_cached": True,
                     "latency_measured_by_trial": entry.get("measured_by_trial")}
-        attrs = measure(model, protocol).as_attrs()
+        with device_lock(device, exclusive=True):  # waits until no worker of this machine trains on the device
+            result = measure(model, protocol)
+        attrs = result.as_attrs()
         cache.put(key, attrs, trial_number=trial.number, worker=_worker_id())
+        if result.batch_size != key.batch_size:  # halved after out of memory: also file it under what was timed
+            cache.put(dataclasses.replace(key, batch_size=result.batch_size), attrs, trial_number=trial.number,
+                      worker=_worker_id())
         return {**attrs, "latency_cached": False, "latency_measured_by_trial": trial.number}
 
     return objective
@@ -543,6 +572,7 @@ def _worker_main(settings: StudySettings, index: int) -> None:
     """Entry point of worker process ``index`` of ``--workers`` (spawned, so it imports afresh)."""
     try:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings.workers))
+        settings = dataclasses.replace(settings, device=settings.worker_device(index), devices=None)
         space, device = prepare_study(settings)
         data = load_dataset(settings.dataset, settings.data_root, max_train=settings.max_train,
                             max_val=settings.max_val, seed=settings.seed)
@@ -703,7 +733,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
             "number": t.number,
             "state": t.state.name,
             "top1": t.values[0] if t.values else float("nan"),
-            "latency_ms": (t.values[1] if len(t.values) > 1 else attrs.get("latency_median_ms", float("nan")))
+            "latency_ms": (t.values[1] if len(t.values) > 1 else attrs.get("latency_ms_per_img", float("nan")))
             if t.values else float("nan"),
             "pareto": t.number in pareto,
             "params": attrs.get("params"),
