@@ -4,6 +4,9 @@ The recipe (AdamW, linear warm-up then cosine decay, label smoothing, crop + fli
 is ours; it ranks architectures cheaply rather than reproducing any paper's full schedule.
 Batches are drawn by a seeded permutation over the in-memory uint8 tensors of a
 :class:`~explore.data.DatasetBundle` and converted per batch on the target device.
+Mixed precision follows the device (:func:`choose_precision`): bf16 autocast on CUDA GPUs with
+native bf16 (compute capability >= 8.0), fp16 autocast with a gradient scaler on older ones
+(e.g. the V100 of the EfficientViT-M paper, arXiv 2305.07027), float32 elsewhere.
 """
 
 from __future__ import annotations
@@ -19,11 +22,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from explore.data import DatasetBundle, ImageData, to_model_input
+from explore.data import DatasetBundle, ImageData, Normalizer
 from explore.device import resolve_device
 from explore.errors import DataError, ExploreError, NonFiniteLossError
 
-__all__ = ["ProxyRecipe", "ProxyResult", "train_proxy", "evaluate", "seed_everything"]
+__all__ = ["PRECISIONS", "ProxyRecipe", "ProxyResult", "choose_precision", "train_proxy", "evaluate", "seed_everything"]
+
+PRECISIONS = ("bf16", "fp16", "fp32")
+"""Training precisions: autocast to bfloat16, autocast to float16 with a gradient scaler, float32."""
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,7 @@ class ProxyResult:
         train_seconds: wall-clock seconds spent in training steps (evaluation excluded).
         eval_seconds: wall-clock seconds spent in evaluation (all evaluations of the run).
         train_img_s: training throughput, images/s (images seen / train_seconds).
+        precision: the precision trained and evaluated in, one of :data:`PRECISIONS`.
     """
 
     top1: float
@@ -111,6 +118,7 @@ class ProxyResult:
     train_seconds: float
     eval_seconds: float
     train_img_s: float
+    precision: str = "fp32"
 
 
 def _is_number(x: object) -> bool:
@@ -178,17 +186,95 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return out.permute(0, 3, 1, 2)
 
 
-def _prepare(x_uint8: torch.Tensor, device: torch.device, img_size: int, mean, std) -> torch.Tensor:
-    x = to_model_input(x_uint8.to(device, non_blocking=True), img_size, mean, std)
+def _prepare(x_uint8: torch.Tensor, device: torch.device, normalize: Normalizer) -> torch.Tensor:
+    x = normalize(x_uint8.to(device, non_blocking=True))
     if device.type == "cuda":
         x = x.contiguous(memory_format=torch.channels_last)
     return x
 
 
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return torch.autocast(device_type=device.type, enabled=False)
+def choose_precision(device: str | torch.device) -> str:
+    """The training precision for a device: ``"bf16"``, ``"fp16"`` or ``"fp32"``.
+
+    CUDA GPUs of compute capability 8.0 or more (A100, H100, ...) and ROCm GPUs get bf16
+    autocast; older CUDA GPUs (V100, T4) get fp16 autocast with a gradient scaler, since they
+    only emulate bf16 (slowly; ``torch.cuda.is_bf16_supported()`` says True there unless asked
+    ``including_emulation=False``, and it asks about the current device, not ``device``). Every
+    other device trains in float32. No CUDA function is called unless ``device`` is CUDA.
+
+    Args:
+        device: a resolved device, e.g. ``torch.device("cuda", 1)`` (the capability of that GPU
+            is read) or ``"cpu"``.
+
+    Returns:
+        One of :data:`PRECISIONS`.
+    """
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return "fp32"
+    if torch.version.hip:
+        return "bf16"
+    major, _ = torch.cuda.get_device_capability(dev)
+    return "bf16" if major >= 8 else "fp16"
+
+
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "fp32":
+        return torch.autocast(device_type=device.type, enabled=False)
+    return torch.autocast(device_type=device.type, dtype=_AUTOCAST_DTYPES[precision])
+
+
+def _check_precision(precision: str | None, device: torch.device) -> str:
+    """Resolve ``None`` to :func:`choose_precision`; check a requested precision."""
+    if precision is None:
+        return choose_precision(device)
+    if precision not in PRECISIONS:
+        raise ExploreError("precision", precision, f"expected one of {', '.join(PRECISIONS)} or None (by device)")
+    if precision != "fp32" and device.type not in ("cpu", "cuda"):
+        raise ExploreError("precision", precision, f"expected fp32 on {device.type}")
+    return precision
+
+
+def _optimizer(groups: list[dict], lr: float, device: torch.device) -> torch.optim.AdamW:
+    """AdamW, fused on CPU and CUDA: one kernel per step, and a gradient scaler hands it its
+    scale and inf flag on the device instead of reading them on the host every step."""
+    return torch.optim.AdamW(groups, lr=lr, fused=device.type in ("cpu", "cuda"))
+
+
+def _train_step(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    autocast: Callable[[], object],
+    num_classes: int,
+) -> torch.Tensor:
+    """One optimizer step without any host read; returns the unscaled loss, detached (0-dim).
+
+    The logits' shape (metadata, not a host read) is checked before the loss. With fp16 the
+    scaler multiplies the loss before backward; when the scaled gradients overflow it skips
+    the parameter update and lowers its scale, on the device (the fused AdamW takes the scale
+    and the inf flag as tensors). The returned loss is the unscaled one, finite on such a
+    step, so the NaN check only fires on a loss that really diverged.
+
+    Raises:
+        ExploreError: the logits are not (B, num_classes) (field ``"model output"``).
+    """
+    with autocast():
+        logits = forward(x)
+    if logits.shape != (x.shape[0], num_classes):
+        raise ExploreError("model output", tuple(logits.shape), f"expected logits (B, {num_classes})")
+    loss = criterion(logits.float(), y)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach()
 
 
 def evaluate(
@@ -203,8 +289,10 @@ def evaluate(
 ) -> float:
     """Top-1 accuracy of a model on a split.
 
-    The model is moved to ``device`` and run in eval mode without gradients (bf16 autocast and
-    channels_last on CUDA); its previous train/eval mode is restored afterwards.
+    The model is moved to ``device`` and run in eval mode without gradients (on CUDA in
+    channels_last and the autocast of :func:`choose_precision`); its previous train/eval mode
+    is restored afterwards. Correct predictions are counted on the device: the host reads the
+    count once, at the end.
 
     Args:
         model: maps float32 (B, C, img_size, img_size) to logits (B, num_classes).
@@ -222,26 +310,34 @@ def evaluate(
         DataError: the split is empty.
         DeviceError: the device is unknown or unavailable.
     """
-    n = len(data.labels)
-    if n == 0:
+    if len(data.labels) == 0:
         raise DataError("val", 0, "expected at least one image to evaluate on")
     dev = resolve_device(device)
+    normalize = Normalizer(img_size, mean, std, dev)
+    return _evaluate(model, data, normalize, batch_size, dev, choose_precision(dev))
+
+
+def _evaluate(
+    model: nn.Module, data: ImageData, normalize: Normalizer, batch_size: int, dev: torch.device, precision: str
+) -> float:
+    """:func:`evaluate` with the normaliser and precision of the run: one host read in all."""
+    n = len(data.labels)
     model.to(dev)
     if dev.type == "cuda":
         model.to(memory_format=torch.channels_last)
     was_training = model.training
     model.eval()
-    correct = 0
+    correct = torch.zeros((), dtype=torch.int64, device=dev)
     try:
-        with torch.no_grad(), _autocast(dev):
+        with torch.no_grad(), _autocast(dev, precision):
             for start in range(0, n, batch_size):
-                x = _prepare(data.images[start : start + batch_size], dev, img_size, mean, std)
+                x = _prepare(data.images[start : start + batch_size], dev, normalize)
                 y = data.labels[start : start + batch_size].to(dev, non_blocking=True)
                 logits = model(x)
-                correct += int((logits.argmax(dim=1) == y).sum().item())
+                correct += (logits.argmax(dim=1) == y).sum()
     finally:
         model.train(was_training)
-    return 100.0 * correct / n
+    return 100.0 * int(correct.item()) / n
 
 
 def train_proxy(
@@ -253,23 +349,26 @@ def train_proxy(
     device: str | torch.device = "cpu",
     seed: int = 0,
     on_epoch_end: Callable[[int, float], None] | None = None,
+    precision: str | None = None,
 ) -> ProxyResult:
     """Train a model briefly on ``data.train`` and measure its top-1 on ``data.val``.
 
-    AdamW (no weight decay on 1-D parameters or parameters named ``*attention_biases*``),
-    linear warm-up then cosine decay to 0 (per step), cross-entropy with label smoothing.
-    Each epoch visits a seeded random permutation of the training split in batches of
-    ``recipe.batch_size`` (the last incomplete batch is dropped). On CUDA the whole uint8
-    dataset is moved to the GPU once, batches are gathered, converted and augmented there (the
-    random draws too), the model runs in bf16 autocast with channels_last, and the host
-    synchronises only every ``recipe.nan_check_every`` steps, so small models are not held back
-    by the host. On CPU it runs in float32, and a run is reproducible given ``seed``.
+    AdamW (fused on CPU and CUDA; no weight decay on 1-D parameters or parameters named
+    ``*attention_biases*``), linear warm-up then cosine decay to 0 (per step), cross-entropy
+    with label smoothing. Each epoch visits a seeded random permutation of the training split in
+    batches of ``recipe.batch_size`` (the last incomplete batch is dropped, so every step has the
+    same shapes). On CUDA the whole uint8 dataset is moved to the GPU once, batches are gathered,
+    converted and augmented there (the random draws too), the model runs in channels_last with
+    the autocast of ``precision``, cuDNN autotunes its kernels (``cudnn.benchmark``, restored on
+    return; CUDA runs are therefore not bit-reproducible), and the host synchronises only every
+    ``recipe.nan_check_every`` steps and once per epoch, so small models are not held back by
+    the host. On CPU the loss is checked every step, and a run is reproducible given ``seed``.
 
     Args:
         model: maps float32 (B, C, img_size, img_size) to logits (B, num_classes); moved to
             ``device`` and trained in place.
-        data: the dataset; images uint8 (N, C, H, W) are converted per batch by
-            :func:`~explore.data.to_model_input`.
+        data: the dataset; images uint8 (N, C, H, W) are converted per batch by one
+            :class:`~explore.data.Normalizer` built for the run.
         img_size: side in pixels of the model input.
         recipe: training hyper-parameters.
         device: torch device string (``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``).
@@ -277,31 +376,59 @@ def train_proxy(
         on_epoch_end: when given, called as ``on_epoch_end(epoch_index, val_top1)`` after
             each full epoch, with top-1 in percent (it may raise, e.g. to prune a trial; the
             exception propagates). Without it the model is evaluated only at the end.
+        precision: one of :data:`PRECISIONS`, or ``None`` (default) for
+            :func:`choose_precision` of the device. ``"fp16"`` scales the loss with a
+            ``torch.amp.GradScaler``: a step whose scaled gradients overflow is skipped and the
+            scale lowered, which is not a non-finite loss. bf16 and fp16 need a CPU or CUDA
+            device.
 
     Returns:
-        A :class:`ProxyResult` (top-1 percent, loss, steps, seconds, img/s).
+        A :class:`ProxyResult` (top-1 percent, loss, steps, seconds, img/s, precision).
 
     Raises:
-        ExploreError: a recipe field is out of range, or the model's logits do not have shape
-            (B, num_classes).
+        ExploreError: a recipe field or ``precision`` is out of range, or the model's logits do
+            not have shape (B, num_classes).
         DataError: the training or val split is empty.
         DeviceError: the device is unknown or unavailable.
-        NonFiniteLossError: the loss became NaN or infinite (raised at that step).
+        NonFiniteLossError: the (unscaled) loss became NaN or infinite; on CUDA it is raised
+            at the next check, naming the first such step.
     """
     recipe.validate()
     dev = resolve_device(device)
-    n_train = len(data.train.labels)
-    if n_train == 0:
+    precision = _check_precision(precision, dev)
+    if len(data.train.labels) == 0:
         raise DataError("train", 0, "expected at least one training image")
     if len(data.val.labels) == 0:
         raise DataError("val", 0, "expected at least one image to evaluate on")
+    if dev.type != "cuda":
+        return _train(model, data, img_size, recipe, dev, seed, on_epoch_end, precision)
+    benchmark = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True  # fixed training shapes: autotune once, then reuse
+    try:
+        return _train(model, data, img_size, recipe, dev, seed, on_epoch_end, precision)
+    finally:
+        torch.backends.cudnn.benchmark = benchmark
 
+
+def _train(
+    model: nn.Module,
+    data: DatasetBundle,
+    img_size: int,
+    recipe: ProxyRecipe,
+    dev: torch.device,
+    seed: int,
+    on_epoch_end: Callable[[int, float], None] | None,
+    precision: str,
+) -> ProxyResult:
+    """The loop of :func:`train_proxy`, its arguments checked."""
+    n_train = len(data.train.labels)
     seed_everything(seed)
     on_cuda = dev.type == "cuda"
     gen = torch.Generator(device=dev if on_cuda else "cpu").manual_seed(int(seed))
     # CUDA: hold the (uint8) training split on the GPU, so batches never cross the bus
     train_images = data.train.images.to(dev) if on_cuda else data.train.images
     train_labels = data.train.labels.to(dev) if on_cuda else data.train.labels
+    normalize = Normalizer(img_size, data.mean, data.std, dev)  # once per run: no copy per batch
 
     model.to(dev)
     if on_cuda:
@@ -309,7 +436,8 @@ def train_proxy(
     groups = _param_groups(model, recipe.weight_decay)
     if not groups:
         raise ExploreError("model", type(model).__name__, "expected at least one trainable parameter")
-    optimizer = torch.optim.AdamW(groups, lr=recipe.lr)
+    optimizer = _optimizer(groups, recipe.lr, dev)
+    scaler = torch.amp.GradScaler(dev.type, enabled=precision == "fp16")
     forward = torch.compile(model) if recipe.compile else model
 
     batch_size = min(recipe.batch_size, n_train)
@@ -318,14 +446,13 @@ def train_proxy(
     warmup_steps = int(recipe.warmup_fraction * total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total_steps, warmup_steps))
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
-    mean, std = data.mean, data.std
     check_every = recipe.nan_check_every if on_cuda else 1
 
+    def autocast():
+        return _autocast(dev, precision)
+
     def eval_val() -> float:
-        return evaluate(
-            model, data.val, img_size=img_size, mean=mean, std=std,
-            batch_size=recipe.eval_batch_size, device=dev,
-        )
+        return _evaluate(model, data.val, normalize, recipe.eval_batch_size, dev, precision)
 
     def check_losses(losses: list[torch.Tensor], first_step: int) -> list[float]:
         values = torch.stack(losses).tolist()  # one host sync for the lot
@@ -352,28 +479,19 @@ def train_proxy(
             if step >= total_steps:
                 break
             idx = perm[i * batch_size : (i + 1) * batch_size]
-            x = _prepare(train_images[idx], dev, img_size, mean, std)
+            x = _prepare(train_images[idx], dev, normalize)
             if recipe.augment:
                 x = _augment(x, gen)
                 if on_cuda:
                     x = x.contiguous(memory_format=torch.channels_last)
             y = train_labels[idx].to(dev, non_blocking=True)
-            with _autocast(dev):
-                logits = forward(x)
-            if step == 0 and (logits.ndim != 2 or logits.shape != (x.shape[0], data.num_classes)):
-                raise ExploreError(
-                    "model output", tuple(logits.shape), f"expected logits (B, {data.num_classes})"
-                )
-            loss = criterion(logits.float(), y)
-            pending.append(loss.detach())
+            loss = _train_step(forward, x, y, criterion, optimizer, scaler, autocast, data.num_classes)
+            pending.append(loss)
             if len(pending) >= check_every:
                 epoch_losses += check_losses(pending, step + 1 - len(pending))
                 pending = []
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
             scheduler.step()
-            images_seen += int(idx.numel())
+            images_seen += batch_size
             step += 1
             if recipe.max_seconds is not None and train_seconds + time.perf_counter() - t0 >= recipe.max_seconds:
                 stopped = True
@@ -407,4 +525,5 @@ def train_proxy(
         train_seconds=train_seconds,
         eval_seconds=eval_seconds,
         train_img_s=images_seen / train_seconds if train_seconds > 0 else 0.0,
+        precision=precision,
     )

@@ -11,6 +11,7 @@ from explore.data import (
     DATASETS,
     FASHION_MNIST_ROOT,
     DatasetBundle,
+    Normalizer,
     check_dataset,
     load_dataset,
     to_model_input,
@@ -194,3 +195,18 @@ def test_to_model_input_rejects_bad_input():
         to_model_input(torch.zeros(2, 1, 8, 8), 8, (0.0,), (1.0,))
     with pytest.raises(DataError, match="mean/std"):
         to_model_input(torch.zeros(2, 1, 8, 8, dtype=torch.uint8), 8, (0.0, 0.0), (1.0, 1.0))
+
+
+def test_normalizer_matches_to_model_input_and_checks_batches():
+    x = torch.randint(0, 256, (4, 3, 20, 20), dtype=torch.uint8)
+    norm = Normalizer(32, (0.1, 0.2, 0.3), (0.5, 0.25, 0.2))
+    assert norm.mean.shape == (1, 3, 1, 1) and norm.std.dtype == torch.float32
+    assert torch.equal(norm(x), to_model_input(x, 32, (0.1, 0.2, 0.3), (0.5, 0.25, 0.2)))
+    with pytest.raises(DataError, match="mean/std"):
+        norm(x[:, :1])
+    with pytest.raises(DataError, match="images"):
+        norm(x.float())
+    with pytest.raises(DataError, match="std"):
+        Normalizer(8, (0.0,), (0.0,))
+    with pytest.raises(DataError, match="mean/std"):
+        Normalizer(8, (0.0, 0.0), (1.0,))

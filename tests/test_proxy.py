@@ -60,7 +60,31 @@ def test_validate_proxy_cli(tmp_path):
 def test_proxy_throughput_benchmark_runs(tmp_path):
     from explore.bench_proxy import main
 
-    assert main(["--images", "256", "--batch-size", "64", "--img-size", "32", "--workers", "0",
-                 "--out", str(tmp_path)]) == 0
+    assert main(["--images", "128", "--batch-size", "32", "--img-size", "32", "--workers", "0",
+                 "--warmup-steps", "1", "--out", str(tmp_path)]) == 0
     text = (tmp_path / "proxy_throughput_cpu.md").read_text()
     assert "ratio proxy / plain" in text and "plain DataLoader" in text
+    assert "warmed up first for 1 untimed step(s)" in text and "precision fp32" in text
+
+
+def test_proxy_throughput_benchmark_warms_both_loops_before_timing(monkeypatch):
+    """Both loops run untimed on their own models before either is timed (issue 13)."""
+    import explore.bench_proxy as bench
+    from explore.data import load_dataset
+
+    events: list[tuple[str, float]] = []
+    monkeypatch.setattr(bench, "load_dataset", lambda *a, **k: load_dataset("synthetic", max_train=96, max_val=8))
+    monkeypatch.setattr(bench, "plain_loop", lambda *a, recipe, **k: events.append(("plain", recipe.epochs)) or 1.0)
+
+    class Result:
+        train_img_s = 2.0
+
+    monkeypatch.setattr(bench, "train_proxy", lambda *a, recipe, **k: events.append(("proxy", recipe.epochs)) or Result)
+    assert bench.main(["--images", "96", "--batch-size", "32", "--img-size", "32", "--epochs", "2",
+                       "--warmup-steps", "3"]) == 0
+    assert events == [("plain", 1.0), ("proxy", 1.0), ("plain", 2.0), ("proxy", 2.0)]  # 3 warm-up steps = 1 epoch
+    events.clear()
+    assert bench.main(["--images", "96", "--batch-size", "32", "--img-size", "32", "--warmup-steps", "0"]) == 0
+    assert events == [("plain", 1.0), ("proxy", 1.0)]
+    with pytest.raises(SystemExit):
+        bench.main(["--images", "16", "--batch-size", "32"])  # no full batch: refused, not an endless loop

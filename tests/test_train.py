@@ -8,9 +8,17 @@ import pytest
 import torch
 from torch import nn
 
-from explore.data import ImageData, load_dataset
+from explore.data import ImageData, Normalizer, load_dataset
 from explore.errors import DeviceError, ExploreError, NonFiniteLossError
-from explore.train import ProxyRecipe, ProxyResult, evaluate, seed_everything, train_proxy
+from explore.train import (
+    PRECISIONS,
+    ProxyRecipe,
+    ProxyResult,
+    choose_precision,
+    evaluate,
+    seed_everything,
+    train_proxy,
+)
 
 IMG = 16
 
@@ -126,3 +134,159 @@ def test_bad_recipe_device_and_output(synth):
         train_proxy(_model(), synth, img_size=IMG, device="tpu9")
     with pytest.raises(ExploreError, match="model output"):
         train_proxy(TinyConv(num_classes=7), synth, img_size=IMG, recipe=ProxyRecipe(epochs=0.1))
+
+
+# ------------------------------------------------------------------ host syncs, precision (issue 13)
+
+
+class HostReads(torch.Tensor):
+    """A tensor that records every read of its values by the host (a GPU sync on CUDA).
+
+    The reads propagate: every tensor computed from one is one too.
+    """
+
+    reads: list[str] = []
+    _READS = {"item", "tolist", "numpy", "__bool__", "__int__", "__float__", "__index__"}
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name in cls._READS:
+            cls.reads.append(name)
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+class CountingConv(TinyConv):
+    """TinyConv whose logits record host reads of anything computed from them."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x).as_subclass(HostReads)
+
+
+@pytest.fixture
+def host_reads(monkeypatch):
+    reads: list[str] = []
+    monkeypatch.setattr(HostReads, "reads", reads)
+    return reads
+
+
+@pytest.fixture
+def normalizers_built(monkeypatch):
+    built: list[torch.device] = []
+    init = Normalizer.__init__
+
+    def counting_init(self, img_size, mean, std, device="cpu"):
+        built.append(torch.device(device))
+        init(self, img_size, mean, std, device)
+
+    monkeypatch.setattr(Normalizer, "__init__", counting_init)
+    return built
+
+
+def test_evaluate_reads_the_host_once(synth, host_reads, normalizers_built):
+    model = _model(cls=CountingConv)
+    top1 = evaluate(model, synth.val, img_size=IMG, mean=synth.mean, std=synth.std, batch_size=32)  # 8 batches
+    assert 0.0 <= top1 <= 100.0
+    assert host_reads == ["item"]  # the correct count, once at the end (was one .item() per batch)
+    assert len(normalizers_built) == 1  # mean/std built once (was once per batch)
+
+
+def test_training_reads_the_host_only_for_loss_checks(synth, host_reads, normalizers_built):
+    calls: list[int] = []
+    res = train_proxy(_model(cls=CountingConv), synth, img_size=IMG, recipe=ProxyRecipe(epochs=2, batch_size=64),
+                      on_epoch_end=lambda e, t: calls.append(e))
+    assert res.steps == 16 and calls == [0, 1]
+    # on CPU the loss is checked every step (one read each); the two evaluations read once each
+    assert sorted(host_reads) == ["item"] * 2 + ["tolist"] * 16
+    assert len(normalizers_built) == 1  # one normaliser for the run, shared with its evaluations
+
+
+def test_choose_precision_by_device(monkeypatch):
+    asked: list[torch.device] = []
+
+    def capability(device):
+        asked.append(device)
+        return caps[device.index]
+
+    caps = {0: (7, 0), 1: (9, 0)}  # a V100 and an H100
+    monkeypatch.setattr(torch.cuda, "get_device_capability", capability)
+    monkeypatch.setattr(torch.version, "hip", None)
+    assert choose_precision(torch.device("cuda", 0)) == "fp16"
+    assert choose_precision("cuda:1") == "bf16"
+    assert asked == [torch.device("cuda", 0), torch.device("cuda", 1)]  # the GPU asked about, not the current one
+    assert choose_precision("cpu") == "fp32" and choose_precision(torch.device("mps")) == "fp32"
+    assert len(asked) == 2  # no CUDA call for other devices
+    assert set(PRECISIONS) == {"bf16", "fp16", "fp32"}
+
+
+def test_cpu_training_calls_no_cuda_api(synth, monkeypatch):
+    def no_cuda(*args, **kwargs):
+        raise AssertionError("a CUDA API was called for a CPU run")
+
+    for name in ("synchronize", "get_device_capability", "is_bf16_supported", "current_device", "get_device_name"):
+        monkeypatch.setattr(torch.cuda, name, no_cuda)
+    res = train_proxy(_model(), synth, img_size=IMG, recipe=ProxyRecipe(epochs=0.25, batch_size=64))
+    assert res.precision == "fp32" and res.steps == 2
+
+
+@pytest.fixture
+def scaler_log(monkeypatch):
+    """Scale of every GradScaler after each update(), per scaler."""
+    log: list[float] = []
+    update = torch.amp.GradScaler.update
+
+    def logging_update(self, new_scale=None):
+        update(self, new_scale)
+        if self.is_enabled():
+            log.append(self.get_scale())
+
+    monkeypatch.setattr(torch.amp.GradScaler, "update", logging_update)
+    return log
+
+
+def test_fp16_with_grad_scaler_trains_on_cpu(synth, scaler_log):
+    res = train_proxy(_model(), synth, img_size=IMG, recipe=FAST, precision="fp16")
+    assert res.precision == "fp16"
+    assert len(scaler_log) == res.steps == 24  # the scaler stepped the optimiser every step
+    assert res.top1 > 40.0, res  # chance is 10 %
+    assert math.isfinite(res.train_loss) and res.train_loss < math.log(10)
+
+
+class LoudGrads(TinyConv):
+    """Finite fp16 logits whose gradients, times the scaler's initial 2**16, overflow fp16."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) * 1000.0
+
+
+def test_fp16_skipped_overflow_steps_are_not_a_nan_loss(synth, scaler_log):
+    res = train_proxy(_model(cls=LoudGrads), synth, img_size=IMG, recipe=ProxyRecipe(epochs=1, batch_size=64),
+                      precision="fp16")
+    assert res.steps == 8 and math.isfinite(res.train_loss)
+    assert scaler_log[0] < 2.0**16  # the first step overflowed: skipped, scale lowered, no NonFiniteLossError
+
+
+def test_bf16_on_cpu_and_bad_precision(synth):
+    res = train_proxy(_model(), synth, img_size=IMG, recipe=ProxyRecipe(epochs=0.5, batch_size=64), precision="bf16")
+    assert res.precision == "bf16" and res.steps == 4 and math.isfinite(res.train_loss)
+    with pytest.raises(ExploreError, match="precision"):
+        train_proxy(_model(), synth, img_size=IMG, precision="fp8")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: trains on the last one, as cuda:N")
+def test_cuda_training_on_an_explicit_device(synth):
+    dev = f"cuda:{torch.cuda.device_count() - 1}"
+    before = torch.backends.cudnn.benchmark
+    recipe = ProxyRecipe(epochs=3, batch_size=64, lr=1e-2, nan_check_every=5)
+    calls: list[int] = []
+    model = _model()
+    res = train_proxy(model, synth, img_size=IMG, recipe=recipe, device=dev, on_epoch_end=lambda e, t: calls.append(e))
+    assert torch.backends.cudnn.benchmark == before  # restored
+    assert res.precision == choose_precision(dev) and calls == [0, 1, 2]
+    assert next(model.parameters()).device == torch.device(dev)
+    assert res.top1 > 40.0 and math.isfinite(res.train_loss), res
+    with pytest.raises(NonFiniteLossError) as info:
+        train_proxy(_model(cls=NaNModel), synth, img_size=IMG, recipe=recipe, device=dev)
+    assert info.value.step == 0
+    fp16 = train_proxy(_model(cls=LoudGrads), synth, img_size=IMG, recipe=recipe, device=dev, precision="fp16")
+    assert fp16.precision == "fp16" and math.isfinite(fp16.train_loss)
