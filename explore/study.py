@@ -22,6 +22,14 @@ Faults inside a trial never stop the study; the trial keeps the reason:
 * the process dies (``kill -9``, a lost machine) -> the trial stays RUNNING until its heartbeat is
   stale, then becomes FAIL and its parameters are re-run as a new trial (``retry_of``).
 
+No architecture is trained twice: a trial whose sampled architecture (config hash) another trial
+holds COMPLETE or RUNNING is PRUNED (``pruned_reason = "duplicate: same architecture as trial
+#k"``) before anything is built, and another is drawn; FAIL and PRUNED trials do not count, so a
+retried trial runs. The sampler draws for trial number k with a seed derived from (seed, k)
+(:class:`TrialSeededSampler`), so a resumed run or another process continues the search instead of
+replaying it. A run stops after 50 duplicates in a row (the space has run out of new
+architectures) and says so in :attr:`StudySummary.note`.
+
 Exactly ``trials`` COMPLETE: a worker starts a trial only while COMPLETE + RUNNING < ``trials``;
 otherwise it waits (polling every second), so that it can take over if a running trial fails.
 Two workers can still start at the same instant; each trial therefore checks its rank first:
@@ -100,6 +108,9 @@ SAMPLERS = ("tpe", "nsga2", "random")
 FAULTS_ENV = "EXPLORE_INJECT_FAULTS"
 """Environment variable of the fault-injection hook (see the module docstring)."""
 _FAULT_KINDS = ("oom", "nan", "error", "kill")
+_DUPLICATE = "duplicate"
+_DUPLICATE_STREAK = 50
+"""A run stops after this many draws in a row gave architectures already COMPLETE or RUNNING."""
 _LATENCY_WARMUP = 5
 _POLL_S = 1.0
 _MAX_WORKERS = 64
@@ -326,6 +337,8 @@ class StudySummary:
         running: trials still RUNNING at the end (a dead process's, before its heartbeat is stale).
         workers: processes that ran trials in this run.
         workers_failed: of those, how many exited abnormally (killed, crashed).
+        note: why the run ended short of ``trials`` COMPLETE trials, where it knows (the space ran
+            out of new architectures); empty otherwise.
     """
 
     study_name: str
@@ -338,6 +351,7 @@ class StudySummary:
     running: int = 0
     workers: int = 1
     workers_failed: int = 0
+    note: str = ""
 
 
 def prepare_study(settings: StudySettings) -> tuple[SearchSpace, Any]:
@@ -449,20 +463,36 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def _same_architecture(study: optuna.Study, number: int, config_hash: str) -> int | None:
+    """The first other trial that holds architecture ``config_hash`` and is COMPLETE or RUNNING.
+
+    A RUNNING trial stores its ``config_hash`` as soon as it has sampled, before it checks; so of
+    two processes that draw the same architecture at the same instant, at least the second to check
+    sees the first (both may see each other and both be pruned: a wasted draw, never a duplicate).
+    A FAIL or PRUNED trial does not count: its architecture may run again (a retried stale trial
+    re-runs its FAIL original's parameters).
+    """
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+    same = [t.number for t in trials if t.number != number and t.user_attrs.get("config_hash") == config_hash]
+    return min(same) if same else None
+
+
 # --------------------------------------------------------------------------------------------------
 # the objective
 def make_objective(space: SearchSpace, data: DatasetBundle, settings: StudySettings, device: Any,
                    *, train_seed: int | None = None) -> Callable[[optuna.Trial], tuple[float, float]]:
-    """The Optuna objective: surplus check -> sample -> validate -> build -> params/MACs ->
-    latency (cached per config and protocol) -> proxy top-1.
+    """The Optuna objective: surplus check -> sample -> validate -> duplicate check -> build ->
+    params/MACs -> latency (cached per config and protocol) -> proxy top-1.
 
     Args:
         space, data, settings, device: what to sample, train on, and measure with.
         train_seed: trial k trains with ``train_seed + k`` (default ``settings.seed``).
 
     Raises (inside the trial, handled by Optuna):
-        optuna.TrialPruned: surplus trial, infeasible point, out of memory or non-finite training
-            loss (reason stored on the trial as ``pruned_reason``).
+        optuna.TrialPruned: surplus trial, infeasible point, duplicate (an architecture that another
+            trial of the study holds COMPLETE or RUNNING: ``duplicate: same architecture as trial
+            #k``, nothing built), out of memory or non-finite training loss (reason stored on the
+            trial as ``pruned_reason``).
     """
     recipe = ProxyRecipe(epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr)
     base_seed = settings.seed if train_seed is None else train_seed
@@ -482,6 +512,12 @@ def make_objective(space: SearchSpace, data: DatasetBundle, settings: StudySetti
         except ConfigError as exc:
             trial.set_user_attr("pruned_reason", f"infeasible: {exc}")
             raise optuna.TrialPruned(str(exc)) from None
+        trial.set_user_attr("config_hash", config.config_hash())  # before the check: see _same_architecture
+        original = _same_architecture(study, trial.number, config.config_hash())
+        if original is not None:
+            reason = f"{_DUPLICATE}: same architecture as trial #{original}"
+            trial.set_user_attr("pruned_reason", reason)
+            raise optuna.TrialPruned(reason)
         oom = None
         try:
             return _measure_and_train(trial, config)
@@ -498,7 +534,6 @@ def make_objective(space: SearchSpace, data: DatasetBundle, settings: StudySetti
 
     def _measure_and_train(trial: optuna.Trial, config: ArchConfig) -> tuple[float, float] | float:
         trial.set_user_attr("config", config.to_json(sort_keys=True))
-        trial.set_user_attr("config_hash", config.config_hash())
         seed = base_seed + trial.number
         seed_everything(seed)
         model = build(config)
@@ -598,13 +633,25 @@ def _work(study: optuna.Study, objective: Callable[[optuna.Trial], Any], setting
           on_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None) -> None:
     """Run trials until ``settings.trials`` are COMPLETE (never more; see the module docstring).
 
-    Pruned (infeasible) trials are cheap; the attempts of one call are capped at 50x the missing
-    COMPLETE trials so that a space with no feasible point ends.
+    Pruned (infeasible, duplicate) trials are cheap; the attempts of one call are capped at 50x the
+    missing COMPLETE trials so that a space with no feasible point ends, and the call ends after
+    ``_DUPLICATE_STREAK`` duplicates in a row, so that a space with fewer distinct feasible
+    architectures than ``settings.trials`` ends (see :func:`_exhausted_note`).
     """
-    callbacks = [on_trial] if on_trial is not None else []
+    streak = 0
+
+    def count_duplicates(study: optuna.Study, trial: FrozenTrial) -> None:
+        nonlocal streak
+        reason = trial.user_attrs.get("pruned_reason", "")
+        if reason.startswith(_DUPLICATE):
+            streak += 1
+        elif not reason.startswith("surplus"):
+            streak = 0
+
+    callbacks = [count_duplicates] + ([on_trial] if on_trial is not None else [])
     wrapped = _with_failure_reason(objective, settings.storage)
     attempts, cap = 0, 50 * max(1, settings.trials - _count(study, TrialState.COMPLETE))
-    while attempts < cap:
+    while attempts < cap and streak < _DUPLICATE_STREAK:
         _fail_stale(study, settings.heartbeat_s)  # dead processes' trials: FAIL and re-queued
         trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
         complete = sum(1 for t in trials if t.state == TrialState.COMPLETE)
@@ -615,6 +662,29 @@ def _work(study: optuna.Study, objective: Callable[[optuna.Trial], Any], setting
             continue
         study.optimize(wrapped, n_trials=1, callbacks=callbacks, catch=(Exception,))
         attempts += 1
+
+
+def _exhausted_note(study: optuna.Study, settings: StudySettings) -> str:
+    """Why a run ended short of ``settings.trials``: when its last trials (by number, skipping
+    surplus ones) are ``_DUPLICATE_STREAK`` or more duplicates, the space has (nearly) run out of new
+    architectures. Empty otherwise."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if len(complete) >= settings.trials:
+        return ""
+    streak = 0
+    for trial in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number, reverse=True):
+        reason = trial.user_attrs.get("pruned_reason", "")
+        if not trial.state.is_finished() or reason.startswith("surplus"):
+            continue
+        if not reason.startswith(_DUPLICATE):
+            break
+        streak += 1
+    if streak < _DUPLICATE_STREAK:
+        return ""
+    distinct = len({t.user_attrs.get("config_hash") for t in complete})
+    return (f"the last {streak} draws were all architectures already complete or running: the space seems to "
+            f"hold only {distinct} distinct feasible architectures, fewer than --trials {settings.trials}; "
+            "lower --trials or widen the space")
 
 
 def _train_seed(study: optuna.Study, settings: StudySettings) -> int:
@@ -722,6 +792,7 @@ def run_study(settings: StudySettings, *, on_trial: Callable[[optuna.Study, Froz
         running=_count(study, TrialState.RUNNING),
         workers=settings.workers,
         workers_failed=workers_failed,
+        note=_exhausted_note(study, settings),
     )
 
 
