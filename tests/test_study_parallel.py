@@ -34,6 +34,26 @@ def test_fault_injection_script_survives_everything(tmp_path):
     assert "0 duplicated trial numbers" in result.stdout
 
 
+def test_two_processes_with_the_same_seed_on_one_journal_run_distinct_architectures(tmp_path):
+    space = write_space(tmp_path)  # 64 architectures
+    journal = tmp_path / "shared.log"
+    command = explore_command("study", "--space", str(space), "--study-name", "same-seed", "--storage", str(journal),
+                              "--out", str(tmp_path / "runs"), *TINY_ARGS, "--epochs", "2", "--trials", "6",
+                              "--seed", "0", "--heartbeat-interval", "2", "--no-report")
+    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env=subprocess_env(), cwd=tmp_path) for _ in range(2)]
+    outputs = [proc.communicate(timeout=240)[0] for proc in procs]
+    for proc, output in zip(procs, outputs):
+        assert proc.returncode == 0, output
+
+    frame = trials_frame(open_study("same-seed", str(journal)))
+    complete = frame[frame["state"] == "COMPLETE"]
+    assert len(complete) == 6
+    assert complete["config_hash"].nunique() == 6  # same seed, yet no architecture twice
+    assert not frame["number"].duplicated().any()
+    assert frame["worker"].nunique() == 2  # both processes drew trials
+
+
 def test_four_workers_on_postgresql_share_one_study_and_its_latency_cache(tmp_path, postgres_url):  # noqa: F811
     space = write_space(tmp_path)  # 64 architectures
     name = unique_name("pg4")
