@@ -1,8 +1,8 @@
 """Latency cache shared by every worker of a study, stored beside the study in its Optuna storage.
 
-Measuring latency is the part of a trial that does not depend on training, and search spaces
-revisit architectures (samplers re-draw the same discrete point, retried trials keep their
-parameters). The cache keeps one measurement per (architecture, latency protocol) and hands it to
+Measuring latency is the part of a trial that does not depend on training, and studies revisit
+architectures (retried trials keep their parameters; a point is drawn again after its trial failed
+or was pruned; a study never trains an architecture twice, see :mod:`explore.study`). The cache keeps one measurement per (architecture, latency protocol) and hands it to
 every later trial with that key, whichever worker or machine runs it.
 
 Where it lives: one study user attribute ``latency_cache:<key>`` per entry, in the study's own

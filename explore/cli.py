@@ -140,7 +140,9 @@ def study(
     if summary.workers_failed:
         err_console.print(f"warning: {summary.workers_failed} of {summary.workers} workers exited abnormally; "
                           "their trials are retried once their heartbeat is stale", highlight=False)
-    if summary.complete < trials:
+    if summary.note:
+        err_console.print(f"warning: {summary.complete} of {trials} trials complete: {summary.note}", highlight=False)
+    elif summary.complete < trials:
         err_console.print(f"warning: {summary.complete} of {trials} trials complete; run the same command again "
                           "to go on", highlight=False)
     from explore.study import open_study

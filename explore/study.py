@@ -22,6 +22,14 @@ Faults inside a trial never stop the study; the trial keeps the reason:
 * the process dies (``kill -9``, a lost machine) -> the trial stays RUNNING until its heartbeat is
   stale, then becomes FAIL and its parameters are re-run as a new trial (``retry_of``).
 
+No architecture is trained twice: a trial whose sampled architecture (config hash) another trial
+holds COMPLETE or RUNNING is PRUNED (``pruned_reason = "duplicate: same architecture as trial
+#k"``) before anything is built, and another is drawn; FAIL and PRUNED trials do not count, so a
+retried trial runs. The sampler draws for trial number k with a seed derived from (seed, k)
+(:class:`TrialSeededSampler`), so a resumed run or another process continues the search instead of
+replaying it. A run stops after 50 duplicates in a row (the space has run out of new
+architectures) and says so in :attr:`StudySummary.note`.
+
 Exactly ``trials`` COMPLETE: a worker starts a trial only while COMPLETE + RUNNING < ``trials``;
 otherwise it waits (polling every second), so that it can take over if a running trial fails.
 Two workers can still start at the same instant; each trial therefore checks its rank first:
@@ -47,12 +55,13 @@ import socket
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import pandas as pd
 import torch
@@ -74,6 +83,7 @@ from explore.train import ProxyRecipe, seed_everything, train_proxy
 __all__ = [
     "StudySettings",
     "StudySummary",
+    "TrialSeededSampler",
     "prepare_study",
     "run_study",
     "open_study",
@@ -98,6 +108,9 @@ SAMPLERS = ("tpe", "nsga2", "random")
 FAULTS_ENV = "EXPLORE_INJECT_FAULTS"
 """Environment variable of the fault-injection hook (see the module docstring)."""
 _FAULT_KINDS = ("oom", "nan", "error", "kill")
+_DUPLICATE = "duplicate"
+_DUPLICATE_STREAK = 50
+"""A run stops after this many draws in a row gave architectures already COMPLETE or RUNNING."""
 _LATENCY_WARMUP = 5
 DEFAULT_LATENCY_MODE = {"cpu": "fused", "cuda": "cuda-graph"}
 """The study's latency mode when ``--latency-mode`` is not given, by device type. On the CPU, the
@@ -123,8 +136,10 @@ class StudySettings:
             :func:`default_storage`).
         dataset, data_root, max_train, max_val: proxy data (see :mod:`explore.data`).
         device: ``cpu`` or ``cuda[:N]`` for both training and latency.
-        seed: sampler seed (worker i of ``workers`` samples with ``seed + i``); trial k trains with
-            seed ``s + k``, ``s`` the seed of the study's first run.
+        seed: sampler seed: trial k draws with a seed derived from (``seed``, k) (see
+            :class:`TrialSeededSampler`), so that every worker, and every machine on a shared
+            storage, may use the same seed; trial k trains with seed ``s + k``, ``s`` the seed of
+            the study's first run.
         sampler: ``tpe`` (default, multivariate, constant liar for parallel workers), ``nsga2`` or
             ``random``.
         epochs, batch_size, lr: proxy training budget (see :class:`explore.train.ProxyRecipe`).
@@ -256,15 +271,94 @@ def default_storage(run_dir: Path, workers: int = 1) -> str:
     return f"sqlite:///{sqlite.as_posix()}"
 
 
-def _make_sampler(settings: StudySettings, worker_index: int = 0) -> optuna.samplers.BaseSampler:
-    seed = settings.seed + worker_index  # workers must not draw the same random points
-    if settings.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
-    if settings.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=8, constant_liar=True)
+class TrialSeededSampler(optuna.samplers.BaseSampler):
+    """A sampler whose random draws for trial number k depend only on (``seed``, k).
+
+    Optuna samplers are seeded once, when they are built: every process that builds one with the
+    same seed replays the same random sequence from its start, so a resumed run, or a second process
+    on the same storage, draws again the points the first one drew. This wrapper builds a fresh
+    inner sampler for each trial, seeded with :meth:`trial_seed` of the study seed and the trial's
+    number. Trial numbers are unique in a study (Optuna assigns them in the storage under a lock),
+    so every trial gets its own random stream, whichever process runs it and whenever: a resumed
+    run goes on where the first one stopped, and processes that share a storage need no distinct
+    seeds. Trial k draws the same parameters for the same seed and the same trials in the study
+    when it samples (so one process, or one resumed in steps, draws the same parameters trial by
+    trial for the same seed and objective values).
+
+    Nothing is lost by rebuilding the inner sampler: Optuna's TPE (multivariate, constant liar),
+    NSGA-II and random samplers read the study's trials (and NSGA-II its generations, kept in the
+    storage) on every draw; what their instances hold besides the random state are caches.
+
+    Args:
+        factory: builds the inner sampler from an integer seed (0 <= seed < 2**32).
+        seed: the study seed (any integer).
+    """
+
+    def __init__(self, factory: Callable[[int], optuna.samplers.BaseSampler], seed: int) -> None:
+        self._factory = factory
+        self._seed = seed
+        self._inner: dict[int, optuna.samplers.BaseSampler] = {}  # trial number -> its sampler
+
+    @staticmethod
+    def trial_seed(seed: int, number: int) -> int:
+        """The inner sampler's seed for trial ``number`` of a study seeded with ``seed``.
+
+        Returns:
+            An integer in [0, 2**32), mixed from both (numpy's ``SeedSequence``), so that nearby
+            (seed, number) pairs give unrelated streams.
+        """
+        sequence = np.random.SeedSequence([seed % 2**64, number])
+        return int(sequence.generate_state(1, dtype=np.uint32)[0])
+
+    def _for(self, trial: FrozenTrial) -> optuna.samplers.BaseSampler:
+        inner = self._inner.get(trial.number)
+        if inner is None:
+            inner = self._inner[trial.number] = self._factory(self.trial_seed(self._seed, trial.number))
+        return inner
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """Build the trial's inner sampler (seeded from the study seed and ``trial.number``)."""
+        self._inner.pop(trial.number, None)
+        self._for(trial).before_trial(study, trial)
+
+    def infer_relative_search_space(self, study: optuna.Study,
+                                    trial: FrozenTrial) -> dict[str, optuna.distributions.BaseDistribution]:
+        """The trial's inner sampler's relative search space."""
+        return self._for(trial).infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
+                        search_space: dict[str, optuna.distributions.BaseDistribution]) -> dict[str, Any]:
+        """The trial's inner sampler's relative sample."""
+        return self._for(trial).sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: optuna.distributions.BaseDistribution) -> Any:
+        """The trial's inner sampler's independent sample."""
+        return self._for(trial).sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
+                    values: Sequence[float] | None) -> None:
+        """The inner sampler's post-processing; then the trial's inner sampler is dropped."""
+        self._for(trial).after_trial(study, trial, state, values)
+        self._inner.pop(trial.number, None)
+
+    def reseed_rng(self) -> None:
+        """Nothing to do: every trial already has its own seed (Optuna calls this for ``n_jobs > 1``)."""
+
+
+def _make_sampler(settings: StudySettings) -> optuna.samplers.BaseSampler:
+    """The study's sampler, seeded per trial (see :class:`TrialSeededSampler`)."""
+
+    def build(seed: int) -> optuna.samplers.BaseSampler:
+        if settings.sampler == "nsga2":
+            return optuna.samplers.NSGAIISampler(seed=seed)
+        if settings.sampler == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=8, constant_liar=True)
+
+    return TrialSeededSampler(build, settings.seed)
 
 
 @dataclass(frozen=True)
@@ -275,6 +369,8 @@ class StudySummary:
         running: trials still RUNNING at the end (a dead process's, before its heartbeat is stale).
         workers: processes that ran trials in this run.
         workers_failed: of those, how many exited abnormally (killed, crashed).
+        note: why the run ended short of ``trials`` COMPLETE trials, where it knows (the space ran
+            out of new architectures); empty otherwise.
     """
 
     study_name: str
@@ -287,6 +383,7 @@ class StudySummary:
     running: int = 0
     workers: int = 1
     workers_failed: int = 0
+    note: str = ""
 
 
 def prepare_study(settings: StudySettings) -> tuple[SearchSpace, Any]:
@@ -389,20 +486,36 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def _same_architecture(study: optuna.Study, number: int, config_hash: str) -> int | None:
+    """The first other trial that holds architecture ``config_hash`` and is COMPLETE or RUNNING.
+
+    A RUNNING trial stores its ``config_hash`` as soon as it has sampled, before it checks; so of
+    two processes that draw the same architecture at the same instant, at least the second to check
+    sees the first (both may see each other and both be pruned: a wasted draw, never a duplicate).
+    A FAIL or PRUNED trial does not count: its architecture may run again (a retried stale trial
+    re-runs its FAIL original's parameters).
+    """
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+    same = [t.number for t in trials if t.number != number and t.user_attrs.get("config_hash") == config_hash]
+    return min(same) if same else None
+
+
 # --------------------------------------------------------------------------------------------------
 # the objective
 def make_objective(space: SearchSpace, data: DatasetBundle, settings: StudySettings, device: Any,
                    *, train_seed: int | None = None) -> Callable[[optuna.Trial], tuple[float, float]]:
-    """The Optuna objective: surplus check -> sample -> validate -> build -> params/MACs ->
-    latency (cached per config and protocol) -> proxy top-1.
+    """The Optuna objective: surplus check -> sample -> validate -> duplicate check -> build ->
+    params/MACs -> latency (cached per config and protocol) -> proxy top-1.
 
     Args:
         space, data, settings, device: what to sample, train on, and measure with.
         train_seed: trial k trains with ``train_seed + k`` (default ``settings.seed``).
 
     Raises (inside the trial, handled by Optuna):
-        optuna.TrialPruned: surplus trial, infeasible point, out of memory or non-finite training
-            loss (reason stored on the trial as ``pruned_reason``).
+        optuna.TrialPruned: surplus trial, infeasible point, duplicate (an architecture that another
+            trial of the study holds COMPLETE or RUNNING: ``duplicate: same architecture as trial
+            #k``, nothing built), out of memory or non-finite training loss (reason stored on the
+            trial as ``pruned_reason``).
     """
     recipe = ProxyRecipe(epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr)
     base_seed = settings.seed if train_seed is None else train_seed
@@ -422,6 +535,12 @@ def make_objective(space: SearchSpace, data: DatasetBundle, settings: StudySetti
         except ConfigError as exc:
             trial.set_user_attr("pruned_reason", f"infeasible: {exc}")
             raise optuna.TrialPruned(str(exc)) from None
+        trial.set_user_attr("config_hash", config.config_hash())  # before the check: see _same_architecture
+        original = _same_architecture(study, trial.number, config.config_hash())
+        if original is not None:
+            reason = f"{_DUPLICATE}: same architecture as trial #{original}"
+            trial.set_user_attr("pruned_reason", reason)
+            raise optuna.TrialPruned(reason)
         oom = None
         try:
             return _measure_and_train(trial, config)
@@ -438,7 +557,6 @@ def make_objective(space: SearchSpace, data: DatasetBundle, settings: StudySetti
 
     def _measure_and_train(trial: optuna.Trial, config: ArchConfig) -> tuple[float, float] | float:
         trial.set_user_attr("config", config.to_json(sort_keys=True))
-        trial.set_user_attr("config_hash", config.config_hash())
         seed = base_seed + trial.number
         seed_everything(seed)
         model = build(config)
@@ -544,13 +662,25 @@ def _work(study: optuna.Study, objective: Callable[[optuna.Trial], Any], setting
           on_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None) -> None:
     """Run trials until ``settings.trials`` are COMPLETE (never more; see the module docstring).
 
-    Pruned (infeasible) trials are cheap; the attempts of one call are capped at 50x the missing
-    COMPLETE trials so that a space with no feasible point ends.
+    Pruned (infeasible, duplicate) trials are cheap; the attempts of one call are capped at 50x the
+    missing COMPLETE trials so that a space with no feasible point ends, and the call ends after
+    ``_DUPLICATE_STREAK`` duplicates in a row, so that a space with fewer distinct feasible
+    architectures than ``settings.trials`` ends (see :func:`_exhausted_note`).
     """
-    callbacks = [on_trial] if on_trial is not None else []
+    streak = 0
+
+    def count_duplicates(study: optuna.Study, trial: FrozenTrial) -> None:
+        nonlocal streak
+        reason = trial.user_attrs.get("pruned_reason", "")
+        if reason.startswith(_DUPLICATE):
+            streak += 1
+        elif not reason.startswith("surplus"):
+            streak = 0
+
+    callbacks = [count_duplicates] + ([on_trial] if on_trial is not None else [])
     wrapped = _with_failure_reason(objective, settings.storage)
     attempts, cap = 0, 50 * max(1, settings.trials - _count(study, TrialState.COMPLETE))
-    while attempts < cap:
+    while attempts < cap and streak < _DUPLICATE_STREAK:
         _fail_stale(study, settings.heartbeat_s)  # dead processes' trials: FAIL and re-queued
         trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
         complete = sum(1 for t in trials if t.state == TrialState.COMPLETE)
@@ -561,6 +691,29 @@ def _work(study: optuna.Study, objective: Callable[[optuna.Trial], Any], setting
             continue
         study.optimize(wrapped, n_trials=1, callbacks=callbacks, catch=(Exception,))
         attempts += 1
+
+
+def _exhausted_note(study: optuna.Study, settings: StudySettings) -> str:
+    """Why a run ended short of ``settings.trials``: when its last trials (by number, skipping
+    surplus ones) are ``_DUPLICATE_STREAK`` or more duplicates, the space has (nearly) run out of new
+    architectures. Empty otherwise."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if len(complete) >= settings.trials:
+        return ""
+    streak = 0
+    for trial in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number, reverse=True):
+        reason = trial.user_attrs.get("pruned_reason", "")
+        if not trial.state.is_finished() or reason.startswith("surplus"):
+            continue
+        if not reason.startswith(_DUPLICATE):
+            break
+        streak += 1
+    if streak < _DUPLICATE_STREAK:
+        return ""
+    distinct = len({t.user_attrs.get("config_hash") for t in complete})
+    return (f"the last {streak} draws were all architectures already complete or running: the space seems to "
+            f"hold only {distinct} distinct feasible architectures, fewer than --trials {settings.trials}; "
+            "lower --trials or widen the space")
 
 
 def _train_seed(study: optuna.Study, settings: StudySettings) -> int:
@@ -576,7 +729,7 @@ def _worker_main(settings: StudySettings, index: int) -> None:
         space, device = prepare_study(settings)
         data = load_dataset(settings.dataset, settings.data_root, max_train=settings.max_train,
                             max_val=settings.max_val, seed=settings.seed)
-        study = _open(settings, _make_sampler(settings, index))
+        study = _open(settings, _make_sampler(settings))
         objective = make_objective(space, data, settings, device, train_seed=_train_seed(study, settings))
         _work(study, objective, settings)
     except KeyboardInterrupt:
@@ -669,6 +822,7 @@ def run_study(settings: StudySettings, *, on_trial: Callable[[optuna.Study, Froz
         running=_count(study, TrialState.RUNNING),
         workers=settings.workers,
         workers_failed=workers_failed,
+        note=_exhausted_note(study, settings),
     )
 
 

@@ -58,27 +58,36 @@ def test_latency_is_measured_once_per_config_and_protocol(tmp_path, monkeypatch,
         calls.append(kwargs)
         return real(*args, **kwargs)
 
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # Ctrl-C while the trial trains, after its latency is measured
+
     monkeypatch.setattr(study_module, "measure", counting)
-    settings = tiny_settings(tmp_path, space=str(write_space(tmp_path, FIXED_SPACE, "fixed.toml")), trials=2)
+    space = str(write_space(tmp_path, FIXED_SPACE, "fixed.toml"))  # one architecture
+    with monkeypatch.context() as patch:
+        patch.setattr(study_module, "train_proxy", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            run_study(tiny_settings(tmp_path, space=space, trials=1))
+        assert len(calls) == 1
+        # another protocol is another key
+        with pytest.raises(KeyboardInterrupt):
+            run_study(tiny_settings(tmp_path, space=space, trials=1, latency_batch=8))
+        assert len(calls) == 2
+    # the cache lives in the study's storage: a resumed run (a new process) finds trial 0's entry
+    settings = tiny_settings(tmp_path, space=space, trials=1)
     run_study(settings)
-    assert len(calls) == 1  # two trials, one architecture: one measurement
+    assert len(calls) == 2
     frame = trials_frame(open_study(str(settings.run_dir)))
-    assert list(frame["latency_cached"]) == [False, True]
-    assert frame.loc[0, "config_hash"] == frame.loc[1, "config_hash"]
-    assert frame.loc[1, "latency_ms"] == frame.loc[0, "latency_ms"]
-    assert list(frame["latency_measured_by_trial"]) == [0, 0]
+    assert list(frame["state"]) == ["FAIL", "FAIL", "COMPLETE"]
+    assert list(frame["latency_cached"]) == [False, False, True]
+    assert list(frame["latency_measured_by_trial"]) == [0, 1, 0]
+    assert frame["config_hash"].nunique() == 1
+    assert frame.loc[2, "latency_ms"] == frame.loc[0, "latency_median_ms"]
     study = open_study(str(settings.run_dir))
-    (entry,) = LatencyCache(study).entries().values()
-    assert entry["key"]["config_hash"] == frame.loc[0, "config_hash"]
-    assert entry["key"]["repeats"] == 5 and entry["key"]["batch_size"] == 16
-    # the cache lives in the study's storage: a resumed run (a new process) finds it
-    calls.clear()
-    run_study(tiny_settings(tmp_path, space=settings.space, trials=3))
-    assert calls == []
-    # another protocol is another key
-    run_study(tiny_settings(tmp_path, space=settings.space, trials=4, latency_batch=8))
-    assert len(calls) == 1
-    assert sum(key.startswith(CACHE_PREFIX) for key in open_study(str(settings.run_dir)).user_attrs) == 2
+    entries = sorted(LatencyCache(study).entries().values(), key=lambda entry: entry["key"]["batch_size"])
+    assert [entry["key"]["batch_size"] for entry in entries] == [8, 16]
+    assert all(entry["key"]["config_hash"] == frame.loc[0, "config_hash"] for entry in entries)
+    assert entries[1]["key"]["repeats"] == 5
+    assert sum(key.startswith(CACHE_PREFIX) for key in study.user_attrs) == 2
 
 
 def test_same_seed_same_parameters_and_results_on_cpu(tmp_path, one_thread):  # noqa: F811
