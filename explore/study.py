@@ -99,6 +99,8 @@ FAULTS_ENV = "EXPLORE_INJECT_FAULTS"
 """Environment variable of the fault-injection hook (see the module docstring)."""
 _FAULT_KINDS = ("oom", "nan", "error", "kill")
 _LATENCY_WARMUP = 5
+_PROTOCOL_OPTIONS = {"--mode": "--latency-mode", "--batch-size": "--latency-batch", "--repeats": "--latency-repeats"}
+"""get_protocol's field names -> the study options that set them."""
 _POLL_S = 1.0
 _MAX_WORKERS = 64
 
@@ -195,7 +197,11 @@ class StudySettings:
             raise ExploreError("--objective", self.objective, f"expected one of {', '.join(OBJECTIVE_MODES)}")
         if self.latency_batch is not None and self.latency_batch < 1:
             raise ExploreError("--latency-batch", self.latency_batch, "expected >= 1")
-        self.latency_protocol()  # raises for an unknown mode or one the device cannot run
+        try:
+            self.latency_protocol()  # raises for an unknown mode or one the device cannot run
+        except ExploreError as exc:  # name the study's option, not the protocol's parameter
+            option = _PROTOCOL_OPTIONS.get(exc.field, exc.field)
+            raise type(exc)(option, exc.value, exc.expected) from None
         if self.latency_repeats < 2:
             raise ExploreError("--latency-repeats", self.latency_repeats, "expected >= 2")
         if not 1 <= self.workers <= _MAX_WORKERS:

@@ -52,6 +52,8 @@ BAD_STUDY_INPUTS = [
     (["--study-name", "../escape"], "--study-name = '../escape'"),
     (["--trials", "0"], "--trials = 0"),
     (["--sampler", "grid"], "--sampler = 'grid'"),
+    (["--latency-mode", "cuda-graph"], "--latency-mode = 'cuda-graph'"),  # was named --mode, not an option here
+    (["--latency-batch", "-1"], "--latency-batch = -1"),
 ]
 
 
