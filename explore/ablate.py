@@ -62,7 +62,7 @@ from explore.measure import count_macs, count_params
 from explore.models import build
 from explore.presets import PRESETS
 from explore.protocols import PROTOCOLS, get_protocol, measure
-from explore.resources import read_toml, resolve_builtin
+from explore.resources import display_path, read_toml, resolve_builtin
 from explore.train import ProxyRecipe, seed_everything, train_proxy
 
 __all__ = [
@@ -766,7 +766,7 @@ def run_recipe(recipe: Recipe, out: str | Path, *, device: str = "cpu",
                     f"{result.throughput_img_s:.1f} img/s")
     used_measurements = [r for r in measurement_rows if _row_key(r, *measure_fields) in wanted_measures]
     meta = {
-        "recipe": recipe.name, "title": recipe.title, "recipe_file": str(recipe.path), "fingerprint": recipe.fingerprint(),
+        "recipe": recipe.name, "title": recipe.title, "recipe_file": display_path(recipe.path, "studies"), "fingerprint": recipe.fingerprint(),
         "device": str(dev), "budget": dataclasses.asdict(recipe.budget), "measure": dataclasses.asdict(recipe.measure),
         "skipped_protocols": skipped, "seconds": round(time.time() - started, 1), **data_meta,
     }

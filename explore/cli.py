@@ -104,7 +104,11 @@ def study(
     except ExploreError as exc:
         raise _fail(exc) from None
 
-    console.print(f"study [bold]{settings.study_name}[/] · space {prepared[0].name} ({prepared[0].path}) · "
+    from explore.report import dataset_line
+    from explore.resources import display_path
+
+    console.print(f"study [bold]{settings.study_name}[/] · space {prepared[0].name} "
+                  f"({display_path(prepared[0].path, 'search_spaces')}) · "
                   f"{dataset} · device {prepared[1]} · target {trials} complete trials"
                   + (f" · {workers} workers" if workers > 1 else ""), highlight=False)
     with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -124,8 +128,11 @@ def study(
                 text = f"#{trial.number} {trial.state.name}: {reason}"
             progress.console.print(text, highlight=False, soft_wrap=True)
 
+        def on_data(info: dict) -> None:
+            progress.console.print(f"data: {escape(dataset_line(info))}", highlight=False, soft_wrap=True)
+
         try:
-            summary = run_study(settings, on_trial=on_trial, prepared=prepared)
+            summary = run_study(settings, on_trial=on_trial, prepared=prepared, on_data=on_data)
             progress.update(task, completed=min(summary.complete, trials))
         except ExploreError as exc:
             raise _fail(exc) from None

@@ -11,8 +11,11 @@ Supported datasets (``--dataset``):
   (default root :data:`FASHION_MNIST_ROOT`); the test split is the val split. 1 channel, 28x28.
 * ``cifar10`` / ``cifar100``: torchvision's on-disk format (``cifar-10-batches-py`` /
   ``cifar-100-python`` inside ``--data-root``); nothing is downloaded. 3 channels, 32x32.
-* ``imagefolder``: a local tree of class folders, either ``root/train`` + ``root/val`` or one
-  tree split by ``val_fraction``. Images are resized and centre-cropped to ``img_size``, RGB.
+* ``imagefolder``: a local tree of class folders (torchvision's ``ImageFolder``): either
+  ``root/train/<class>/`` beside a held-out ``root/<split>/<class>/`` folder (the first of
+  :data:`HELD_OUT_FOLDERS` that exists: ``val`` > ``valid`` > ``validation`` > ``test``),
+  ``root/train/<class>/`` alone, or ``root/<class>/``; the last two are split by ``val_fraction``.
+  Images are resized and centre-cropped to ``img_size``, RGB.
 * ``synthetic``: deterministic random images with a learnable class signal, for tests.
 """
 
@@ -23,6 +26,7 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,7 +39,10 @@ __all__ = [
     "DatasetBundle",
     "DATASETS",
     "FASHION_MNIST_ROOT",
+    "FASHION_MNIST_CLASSES",
+    "HELD_OUT_FOLDERS",
     "check_dataset",
+    "dataset_info",
     "load_dataset",
     "Normalizer",
     "to_model_input",
@@ -46,6 +53,15 @@ DATASETS = ("fashion_mnist", "cifar10", "cifar100", "imagefolder", "synthetic")
 
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
 """Where the Debian package ``dataset-fashion-mnist`` installs its IDX files."""
+
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+"""Fashion-MNIST's class names, label 0 to 9 (Xiao et al. 2017, the dataset's README)."""
+
+HELD_OUT_FOLDERS = ("val", "valid", "validation", "test")
+"""Names (any case) of the held-out folder beside ``train/`` in an imagefolder root, in the order of
+preference: the first that exists is the val split, the others are not read."""
 
 _FASHION_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -99,6 +115,10 @@ class DatasetBundle:
         in_chans: number of image channels C (1 for fashion_mnist, 3 otherwise).
         mean: per-channel mean in [0, 1] units, length ``in_chans``, for normalisation.
         std: per-channel standard deviation in [0, 1] units, length ``in_chans``.
+        classes: class names, label order (length ``num_classes``).
+        source: where each split came from, in words, with folder names relative to the data root
+            (e.g. ``"train: train/ (50000 images); val: test/ (10000 images), ..."``); never an
+            absolute path.
     """
 
     name: str
@@ -108,6 +128,29 @@ class DatasetBundle:
     in_chans: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    classes: tuple[str, ...] = ()
+    source: str = ""
+
+
+def dataset_info(bundle: DatasetBundle, max_names: int = 20) -> dict[str, Any]:
+    """What a study was trained on, as plain JSON values (stored on the study, shown in headers).
+
+    Args:
+        bundle: a loaded dataset.
+        max_names: keep at most this many class names (the first ones, label order).
+
+    Returns:
+        ``{"dataset", "num_classes", "classes" (first names), "train_images", "val_images",
+        "source"}``; image counts are those of the (subset) splits used.
+    """
+    return {
+        "dataset": bundle.name,
+        "num_classes": int(bundle.num_classes),
+        "classes": [str(c) for c in bundle.classes[:max_names]],
+        "train_images": len(bundle.train),
+        "val_images": len(bundle.val),
+        "source": bundle.source,
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -187,28 +230,110 @@ def _class_dirs(folder: str) -> list[str]:
     return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
 
 
-def _has_image(folder: str) -> bool:
+def _is_image(name: str) -> bool:
     from torchvision.datasets.folder import IMG_EXTENSIONS
 
+    return name.lower().endswith(IMG_EXTENSIONS)
+
+
+def _has_image(folder: str) -> bool:
     for _, _, files in os.walk(folder, followlinks=True):
-        if any(f.lower().endswith(IMG_EXTENSIONS) for f in files):
+        if any(_is_image(f) for f in files):
             return True
     return False
 
 
-def _imagefolder_layout(data_root: str | None) -> tuple[str, str | None]:
-    """Return (train tree, val tree or None when the single tree must be split)."""
-    what = "a folder of class folders of images, or train/ and val/ folders of class folders"
-    root = _require_dir(data_root, "imagefolder", what)
-    train_dir, val_dir = os.path.join(root, "train"), os.path.join(root, "val")
-    trees = [train_dir, val_dir] if os.path.isdir(train_dir) and os.path.isdir(val_dir) else [root]
-    for tree in trees:
-        classes = _class_dirs(tree)
-        if not classes:
-            raise DataError("--data-root", tree, f"no class folders found; expected {what}")
-        if not any(_has_image(os.path.join(tree, c)) for c in classes):
-            raise DataError("--data-root", tree, f"no image files in its class folders; expected {what}")
-    return (trees[0], trees[1]) if len(trees) == 2 else (root, None)
+def _has_direct_image(folder: str) -> bool:
+    """Whether ``folder`` itself (not a sub-folder) holds an image file; stops at the first."""
+    with os.scandir(folder) as entries:
+        return any(_is_image(e.name) and e.is_file() for e in entries)
+
+
+def _names(items: Sequence[str], limit: int = 5) -> str:
+    shown = ", ".join(f"{n}/" for n in items[:limit])
+    return shown + (f", ... ({len(items)} in all)" if len(items) > limit else "")
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where an imagefolder root's splits are: the train tree, the held-out tree (None: split the
+    train tree by val_fraction) and the folders, relative to the root, in words."""
+
+    train: str
+    val: str | None
+    train_name: str
+    val_name: str | None
+    note: str
+
+
+_IMAGEFOLDER_WHAT = (
+    "class folders of images (root/<class>/*.jpg), or train/ with class folders, beside an optional held-out "
+    f"{', '.join(f'{n}/' for n in HELD_OUT_FOLDERS)} folder (root/train/<class>/*.jpg, root/val/<class>/*.jpg)"
+)
+
+
+def _imagefolder_layout(data_root: str | None) -> _Layout:
+    """Find the splits of an imagefolder root and check that each is a tree of class folders.
+
+    A root is split into folders when it holds ``train/`` (any case) whose entries are class
+    folders rather than images (a class named ``train`` in a single tree holds images itself);
+    the held-out split is the first of :data:`HELD_OUT_FOLDERS` beside it, else train/ is split.
+
+    Raises:
+        DataError: (field ``--data-root``) no folder, no class folders, no images, or a nested
+            tree: class folders that hold only sub-folders (``--data-root`` one level too high).
+    """
+    root = _require_dir(data_root, "imagefolder", _IMAGEFOLDER_WHAT)
+    folders = _class_dirs(root)
+    by_name = {}
+    for name in folders:
+        by_name.setdefault(name.lower(), name)
+    train_name = by_name.get("train")
+    if train_name is not None and (_has_direct_image(os.path.join(root, train_name))
+                                   or not _class_dirs(os.path.join(root, train_name))):
+        train_name = None  # a class called "train" of a single tree, not a split folder
+    if train_name is None:
+        layout = _Layout(root, None, ".", None, "one tree of class folders")
+    else:
+        held = [by_name[h] for h in HELD_OUT_FOLDERS if h in by_name]
+        ignored = [f for f in folders if f != train_name and f not in held]
+        note = ""
+        if len(held) > 1:
+            note = (f"; {held[0]}/ chosen by the order {' > '.join(HELD_OUT_FOLDERS)}, "
+                    f"not read: {_names(held[1:])}")
+        if ignored:
+            note += f"; other folders not read: {_names(ignored)}"
+        val_name = held[0] if held else None
+        layout = _Layout(os.path.join(root, train_name), os.path.join(root, val_name) if held else None,
+                         train_name, val_name, note.lstrip("; "))
+    for tree, name in ((layout.train, layout.train_name), (layout.val, layout.val_name)):
+        if tree is not None:
+            _check_tree(data_root, tree, name)
+    return layout
+
+
+def _check_tree(data_root: str | None, tree: str, name: str) -> None:
+    """A tree must hold class folders with images; class folders holding only folders are refused."""
+    where = "this folder" if name == "." else f"{name}/ in --data-root"
+    classes = _class_dirs(tree)
+    if not classes:
+        raise DataError("--data-root", data_root, f"{where}: no class folders found; expected {_IMAGEFOLDER_WHAT}")
+    if any(_has_direct_image(os.path.join(tree, c)) for c in classes):
+        return
+    nested = [c for c in classes if _class_dirs(os.path.join(tree, c)) and _has_image(os.path.join(tree, c))]
+    if not nested:
+        raise DataError("--data-root", data_root,
+                        f"{where}: no image files in its class folders ({_names(classes)}); expected {_IMAGEFOLDER_WHAT}")
+    inner = _class_dirs(os.path.join(tree, nested[0]))
+    hint = ""
+    if name == "." and len(classes) == 1:
+        hint = f"; is --data-root one level too high? try --data-root {os.path.join(str(data_root), classes[0])}"
+    elif name == ".":
+        hint = (f"; is --data-root one level too high? splits must be named train/ and "
+                f"{' or '.join(f'{n}/' for n in HELD_OUT_FOLDERS)}")
+    raise DataError("--data-root", data_root,
+                    f"{where}: a nested tree: its class folders ({_names(classes)}) hold only sub-folders (in "
+                    f"{nested[0]}/: {_names(inner)}), no images{hint}; expected {_IMAGEFOLDER_WHAT}")
 
 
 def _check_count(field: str, value: int | None) -> None:
@@ -246,11 +371,12 @@ def load_dataset(
         max_val: likewise for the val split (``None``: all; synthetic: 256).
         seed: seed of the subset choice, the imagefolder split and the synthetic images.
         img_size: side in pixels of imagefolder and synthetic images.
-        val_fraction: share of images held out for val when an imagefolder tree has no
-            ``train/`` + ``val/`` folders; in (0, 1).
+        val_fraction: share of images held out for val when an imagefolder root has no held-out
+            folder (:data:`HELD_OUT_FOLDERS`) beside ``train/``, or no ``train/``; in (0, 1).
 
     Returns:
-        A :class:`DatasetBundle` with uint8 images (N, C, H, W) and int64 labels (N,).
+        A :class:`DatasetBundle` with uint8 images (N, C, H, W), int64 labels (N,), the class
+        names and where each split came from (``source``).
 
     Raises:
         DataError: unknown name (field ``"--dataset"``), missing or malformed data
@@ -324,10 +450,12 @@ def _load_fashion_mnist(
     data_root: str | None, max_train: int | None, max_val: int | None, gen: torch.Generator
 ) -> DatasetBundle:
     root = _fashion_root(data_root)
-    train = _take(_load_fashion_split(root, "train"), max_train, gen)
-    val = _take(_load_fashion_split(root, "val"), max_val, gen)
+    full_train, full_val = _load_fashion_split(root, "train"), _load_fashion_split(root, "val")
+    source = (f"train: the official training split ({len(full_train)} images); "
+              f"val: the official test split, t10k ({len(full_val)} images)")
+    train, val = _take(full_train, max_train, gen), _take(full_val, max_val, gen)
     mean, std = _STATS["fashion_mnist"]
-    return DatasetBundle("fashion_mnist", train, val, 10, 1, mean, std)
+    return DatasetBundle("fashion_mnist", train, val, 10, 1, mean, std, FASHION_MNIST_CLASSES, source)
 
 
 def _load_cifar(
@@ -339,18 +467,23 @@ def _load_cifar(
     cls = CIFAR10 if name == "cifar10" else CIFAR100
     num_classes = _CIFAR_LAYOUT[name][3]
 
+    classes: list[str] = []
+
     def split(train: bool) -> ImageData:
         try:
             ds = cls(root, train=train, download=False)
         except (RuntimeError, OSError, ValueError, EOFError) as exc:  # corrupted or wrong files
             raise DataError("--data-root", data_root, f"cannot read {name} from {root}: {exc}") from None
+        classes[:] = ds.classes
         images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
         return ImageData(images, torch.as_tensor(ds.targets, dtype=torch.int64))
 
-    train = _take(split(True), max_train, gen)
-    val = _take(split(False), max_val, gen)
+    full_train, full_val = split(True), split(False)
+    source = (f"train: the official training split ({len(full_train)} images); "
+              f"val: the official test split ({len(full_val)} images)")
+    train, val = _take(full_train, max_train, gen), _take(full_val, max_val, gen)
     mean, std = _STATS[name]
-    return DatasetBundle(name, train, val, num_classes, 3, mean, std)
+    return DatasetBundle(name, train, val, num_classes, 3, mean, std, tuple(classes), source)
 
 
 def _imagefolder(tree: str, img_size: int):
@@ -396,14 +529,20 @@ def _load_imagefolder(
     img_size: int,
     val_fraction: float,
 ) -> DatasetBundle:
-    train_tree, val_tree = _imagefolder_layout(data_root)
-    train_ds = _imagefolder(train_tree, img_size)
+    layout = _imagefolder_layout(data_root)
+    train_ds = _imagefolder(layout.train, img_size)
     classes = list(train_ds.classes)
-    if val_tree is None:
+    tree = "--data-root" if layout.train_name == "." else f"{layout.train_name}/"
+    if layout.val is None:
         n = len(train_ds)
         if n < 2:
-            raise DataError("--data-root", train_tree, f"found {n} image(s); expected at least 2 to split")
+            raise DataError("--data-root", data_root, f"{tree}: found {n} image(s); expected at least 2 to split")
         n_val = min(n - 1, max(1, round(n * val_fraction)))
+        lacking = "" if layout.train_name == "." else (
+            f", as no {', '.join(f'{h}/' for h in HELD_OUT_FOLDERS)} folder is beside it")
+        source = (f"train and val: {'one tree of class folders' if layout.train_name == '.' else tree} "
+                  f"({n} images) split at random by val_fraction {val_fraction:g}: {n - n_val} train, "
+                  f"{n_val} val{lacking}")
         perm = torch.randperm(n, generator=gen)
         train_idx, val_idx = perm[n_val:].sort().values, perm[:n_val].sort().values
         train_idx = train_idx[_subset(len(train_idx), max_train, gen)]
@@ -411,17 +550,20 @@ def _load_imagefolder(
         train = _materialise(train_ds, train_idx.tolist(), img_size)
         val = _materialise(train_ds, val_idx.tolist(), img_size)
     else:
-        val_ds = _imagefolder(val_tree, img_size)
+        val_ds = _imagefolder(layout.val, img_size)
         unknown = [c for c in val_ds.classes if c not in train_ds.class_to_idx]
         if unknown:
-            raise DataError(
-                "--data-root", val_tree, f"class folders {unknown} are in val/ but not in train/"
-            )
+            raise DataError("--data-root", data_root,
+                            f"class folders {unknown} are in {layout.val_name}/ but not in {layout.train_name}/")
         label_map = [train_ds.class_to_idx[c] for c in val_ds.classes]
         train = _materialise(train_ds, _subset(len(train_ds), max_train, gen).tolist(), img_size)
         val = _materialise(val_ds, _subset(len(val_ds), max_val, gen).tolist(), img_size, label_map)
+        source = (f"train: {tree} ({len(train_ds)} images); val: {layout.val_name}/ ({len(val_ds)} images), "
+                  "the held-out folder")
+    if layout.note:
+        source += f" ({layout.note})"
     mean, std = _channel_stats(train.images)
-    return DatasetBundle("imagefolder", train, val, len(classes), 3, mean, std)
+    return DatasetBundle("imagefolder", train, val, len(classes), 3, mean, std, tuple(classes), source)
 
 
 def _channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -462,7 +604,9 @@ def _load_synthetic(
 
     train, val = split(n_train), split(n_val)
     mean, std = _channel_stats(train.images)
-    return DatasetBundle("synthetic", train, val, k, c, mean, std)
+    classes = tuple(f"class{i}" for i in range(k))
+    source = "synthetic: random images with a class colour and pattern, drawn from the seed"
+    return DatasetBundle("synthetic", train, val, k, c, mean, std, classes, source)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1449,17 +1449,14 @@ def prepare_importance(settings: ImportanceSettings) -> PreparedImportance:
             raise ExploreError("--checkpoint", settings.checkpoint, f"does not fit this model: {first}") from None
     study = None
     if settings.enqueue is not None:
-        from explore.space import load_space
-        from explore.study import open_study
+        from explore.study import open_study, study_space
 
         try:
             study = open_study(settings.enqueue)
+            space = study_space(study, settings.enqueue)
         except ExploreError as exc:
-            raise ExploreError("--enqueue", settings.enqueue, exc.expected) from None
-        space_file = study.user_attrs.get("space_file")
-        if not space_file:
-            raise ExploreError("--enqueue", settings.enqueue, "the study stores no space_file")
-        space = load_space(space_file)
+            raise ExploreError("--enqueue", settings.enqueue, f"{exc.field} = {exc.value!r}: {exc.expected}"
+                               if exc.field == "space_file" else exc.expected) from None
         space_params(config, space, in_chans=meta.in_chans, num_classes=meta.num_classes)  # fits at all?
     out = Path(settings.out) if settings.out else Path("runs") / safe_name(f"importance-{name}", fallback="model")
     return PreparedImportance(config=config, name=name, out=out, state_dict=state_dict, study=study)
@@ -1613,9 +1610,9 @@ def run_importance(settings: ImportanceSettings, prepared: PreparedImportance,
 
     enqueued = enqueue_error = None
     if prepared.study is not None:
-        from explore.space import load_space
+        from explore.study import study_space
 
-        space = load_space(prepared.study.user_attrs["space_file"])
+        space = study_space(prepared.study, settings.enqueue)
         try:
             params, built, notes = space_params(suggested, space, in_chans=config.in_chans,
                                                 num_classes=config.num_classes)

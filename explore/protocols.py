@@ -193,10 +193,24 @@ def library_versions(onnx: bool = False) -> dict[str, str]:
     if torch.version.cuda:
         versions["cuda"] = str(torch.version.cuda)
     if onnx:
-        import onnxruntime
-
-        versions["onnxruntime"] = onnxruntime.__version__
+        versions["onnxruntime"] = _onnxruntime().__version__
     return versions
+
+
+def _onnxruntime() -> Any:
+    """``onnxruntime``, after checking that ``onnx`` (which ``torch.onnx.export`` needs) imports too.
+
+    Raises:
+        ExploreError: field ``--protocol``, value ``onnx-cpu``: a package is missing (names it
+            and the install command).
+    """
+    try:
+        import onnx  # noqa: F401 - torch.onnx.export imports it
+        import onnxruntime
+    except ImportError as exc:
+        raise ExploreError("--protocol", "onnx-cpu", f"needs the packages onnx and onnxruntime ({exc}); install "
+                                                     "them with: pip install onnx onnxruntime") from None
+    return onnxruntime
 
 
 def _device_name(device: torch.device) -> str:
@@ -406,7 +420,7 @@ def _time_torch(runner: _Runner, protocol: Protocol, device: torch.device) -> tu
 
 
 def _time_onnx(model: nn.Module, protocol: Protocol, x: torch.Tensor) -> list[float]:
-    import onnxruntime as ort
+    ort = _onnxruntime()
 
     net = copy.deepcopy(model).eval()
     if protocol.mode == "fused":

@@ -16,7 +16,8 @@ from typing import Any, Mapping
 import pandas as pd
 
 __all__ = [
-    "safe_name", "ReportPaths", "pareto_table", "state_counts", "plot_pareto", "render_markdown", "write_report",
+    "safe_name", "ReportPaths", "pareto_table", "state_counts", "latency_description", "dataset_line",
+    "pareto_figure", "plot_pareto", "render_markdown", "write_report",
     "AblationReportPaths", "plot_ablation", "render_ablation_markdown", "write_ablation_report",
 ]
 
@@ -62,19 +63,85 @@ def state_counts(frame: pd.DataFrame) -> dict[str, int]:
     return {str(k): int(v) for k, v in frame["state"].value_counts().sort_index().items()}
 
 
-def plot_pareto(frame: pd.DataFrame, path: Path, title: str, latency_label: str = "latency (ms per batch)") -> Path:
-    """Scatter of top-1 (%) against latency (ms) for COMPLETE trials, the Pareto front drawn as a
-    step line and labelled with trial numbers. Writes a PNG at ``path``."""
+def _distinct(frame: pd.DataFrame, column: str) -> str | None:
+    """The distinct non-null values of a column, in order of appearance, joined by '/' (None: none)."""
+    if column not in frame:
+        return None
+    values = [v for v in pd.unique(frame[column].dropna())]
+    return "/".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values) or None
+
+
+def latency_description(frame: pd.DataFrame, settings: Mapping[str, Any] | None = None) -> tuple[str, str]:
+    """What a study's latency objective is, from what its COMPLETE trials actually timed.
+
+    The unit is read from the values: ``ms/img`` when ``latency_ms`` equals the stored
+    ``latency_latency_ms_per_img`` of every trial, ``ms per batch`` when it equals
+    ``latency_median_ms``, else ``ms``. The details come from the trials' attributes
+    ``latency_protocol_name``, ``latency_batch_size`` (the batch timed, after any out-of-memory
+    halving), ``latency_protocol_mode`` and ``latency_protocol_device`` (several values are joined
+    by ``/``), or, for trials without them, from the study's stored ``settings``.
+
+    Args:
+        frame: :func:`explore.study.trials_frame`.
+        settings: the study's stored settings (fallback).
+
+    Returns:
+        (unit, details), e.g. ``("ms/img", "cpu-latency, batch 16, fused, cpu")``.
+    """
+    settings = settings or {}
+    done = frame[frame["state"] == "COMPLETE"] if not frame.empty and "state" in frame else pd.DataFrame()
+    unit = "ms"
+    if not done.empty and "latency_ms" in done:
+        values = done["latency_ms"].astype(float)
+        for column, name in (("latency_latency_ms_per_img", "ms/img"), ("latency_median_ms", "ms per batch")):
+            if column in done and bool(((values - done[column].astype(float)).abs()
+                                        <= 1e-9 * values.abs().clip(lower=1.0)).all()):
+                unit = name
+                break
+    device = _distinct(done, "latency_protocol_device") or settings.get("device") or "?"
+    protocol = _distinct(done, "latency_protocol_name") or (
+        "gpu-throughput" if str(device).startswith("cuda") else "cpu-latency")
+    batch = _distinct(done, "latency_batch_size") or settings.get("latency_batch") or "the protocol's"
+    mode = _distinct(done, "latency_protocol_mode") or settings.get("latency_mode") or "?"
+    return unit, f"{protocol}, batch {batch}, {mode}, {device}"
+
+
+def dataset_line(info: Mapping[str, Any] | None, max_names: int = 5) -> str:
+    """One line on a study's data (:func:`explore.data.dataset_info`): class count, the first class
+    names, the split sizes and where the splits came from; ``"not recorded"`` for None."""
+    if not info:
+        return "not recorded"
+    names = list(info.get("classes") or [])[:max_names]
+    more = ", ..." if int(info.get("num_classes") or 0) > len(names) else ""
+    return (f"{info.get('num_classes')} classes ({', '.join(names)}{more}); "
+            f"train {info.get('train_images')} / val {info.get('val_images')} images; {info.get('source')}")
+
+
+def _shown_path(path: Any) -> str:
+    """A stored space path as reports show it: never absolute (studies of older versions stored
+    absolute paths: a built-in file becomes ``search_spaces/<name>``, any other its name)."""
+    if not path:
+        return "?"
+    p = Path(str(path))
+    if not p.is_absolute():
+        return p.as_posix()
+    return f"{p.parent.name}/{p.name}" if p.parent.name == "search_spaces" else p.name
+
+
+def pareto_figure(frame: pd.DataFrame, title: str, latency_label: str = "latency (ms)") -> Any:
+    """The figure of :func:`plot_pareto` (a matplotlib ``Figure`` on the Agg backend; close it
+    with ``matplotlib.pyplot.close``). The legend sits below the axes, outside them, so that it
+    cannot hide a point."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     done = frame[frame["state"] == "COMPLETE"] if not frame.empty else frame
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120, layout="constrained")
     if not done.empty:
-        others = done[~done["pareto"]]
-        front = done[done["pareto"]].sort_values("latency_ms")
+        others = done[~done["pareto"].astype(bool)]
+        front = done[done["pareto"].astype(bool)].sort_values("latency_ms")
         ax.scatter(others["latency_ms"], others["top1"], s=28, c="0.6", label="trials")
         ax.step(front["latency_ms"], front["top1"], where="post", c="C3", lw=1.2)
         ax.scatter(front["latency_ms"], front["top1"], s=40, c="C3", label="Pareto front", zorder=3)
@@ -88,8 +155,23 @@ def plot_pareto(frame: pd.DataFrame, path: Path, title: str, latency_label: str 
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     if not done.empty:
-        ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
+        fig.legend(loc="outside lower center", ncols=2, fontsize=8, frameon=False)
+    return fig
+
+
+def plot_pareto(frame: pd.DataFrame, path: Path, title: str, latency_label: str = "latency (ms)") -> Path:
+    """Scatter of top-1 (%) against latency for COMPLETE trials, the Pareto front drawn as a step
+    line and labelled with trial numbers, the legend below the axes. Writes a PNG at ``path``.
+
+    Args:
+        frame: :func:`explore.study.trials_frame` (columns state, pareto, latency_ms, top1, number).
+        path: the PNG to write.
+        title: the plot's title.
+        latency_label: the x axis label (see :func:`latency_description`).
+    """
+    import matplotlib.pyplot as plt
+
+    fig = pareto_figure(frame, title, latency_label)
     fig.savefig(path)
     plt.close(fig)
     return path
@@ -105,17 +187,20 @@ def render_markdown(frame: pd.DataFrame, meta: Mapping[str, Any], command: str) 
     """Markdown summary: the study's settings, trial counts, the Pareto table and pruning reasons."""
     settings = meta.get("settings", {}) or {}
     counts = state_counts(frame)
+    unit, timed = latency_description(frame, settings)
+    device_names = _distinct(frame[frame["state"] == "COMPLETE"], "latency_device_name") if not frame.empty else None
     lines = [
         f"# Study `{meta.get('study_name')}`",
         "",
         f"Made by: `{command}`",
         "",
-        f"- space: `{meta.get('space_name')}` ({meta.get('space_file')})",
+        f"- space: `{meta.get('space_name')}` ({_shown_path(meta.get('space_file'))})",
         f"- dataset: `{settings.get('dataset')}` (train subset {settings.get('max_train')}, "
         f"val subset {settings.get('max_val')}), proxy {settings.get('epochs')} epoch(s), batch {settings.get('batch_size')}",
-        f"- device: `{settings.get('device')}`; latency: batch {settings.get('latency_batch') or 'default'}, "
-        f"mode {settings.get('latency_mode', 'eager')}, "
-        f"threads {settings.get('latency_threads')}, median of {settings.get('latency_repeats')} runs",
+        f"- data: {dataset_line(meta.get('dataset_info'))}",
+        f"- device: `{settings.get('device')}`" + (f" ({device_names})" if device_names else ""),
+        f"- latency ({unit}; {timed}): threads {settings.get('latency_threads')}, "
+        f"median of {settings.get('latency_repeats')} runs",
         f"- sampler: `{settings.get('sampler')}`, seed {settings.get('seed')}",
         "- trials: " + (", ".join(f"{k} {v}" for k, v in counts.items()) or "none"),
         "",
@@ -147,9 +232,8 @@ def write_report(frame: pd.DataFrame, out_dir: Path, meta: Mapping[str, Any], co
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = ReportPaths(out_dir / "trials.csv", out_dir / "pareto.png", out_dir / "summary.md")
     frame.to_csv(paths.csv, index=False)
-    settings = meta.get("settings", {}) or {}
-    label = f"latency (ms per batch of {settings.get('latency_batch') or 'default'}, {settings.get('device', '?')})"
-    plot_pareto(frame, paths.png, f"{meta.get('study_name')}: proxy top-1 vs latency", label)
+    unit, timed = latency_description(frame, meta.get("settings", {}) or {})
+    plot_pareto(frame, paths.png, f"{meta.get('study_name')}: proxy top-1 vs latency", f"latency ({unit}; {timed})")
     paths.markdown.write_text(render_markdown(frame, meta, command), encoding="utf-8")
     return paths
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from explore.errors import ExploreError
 
-__all__ = ["builtin_dirs", "resolve_builtin", "read_toml"]
+__all__ = ["builtin_dirs", "resolve_builtin", "display_path", "read_toml"]
 
 
 def builtin_dirs(folder: str) -> list[Path]:
@@ -31,7 +31,8 @@ def resolve_builtin(name: str, folder: str, field: str, error: type[ExploreError
     """Turn a CLI argument into a TOML file: an existing path as given, else a built-in name.
 
     Args:
-        name: a file path, or the stem of a built-in file (``cga`` -> ``search_spaces/cga.toml``).
+        name: a file path, the stem of a built-in file (``cga`` -> ``search_spaces/cga.toml``), or
+            ``<folder>/<file>.toml`` of a built-in file from any directory (see :func:`display_path`).
         folder: ``"search_spaces"`` or ``"studies"``.
         field: the CLI field named in errors (``--space``, ``RECIPE``).
         error: the :class:`ExploreError` subclass to raise.
@@ -48,10 +49,35 @@ def resolve_builtin(name: str, folder: str, field: str, error: type[ExploreError
             known.setdefault(file.stem, file)
     if name in known:
         return known[name]
+    if path.parent.as_posix() == folder and path.suffix == ".toml" and path.stem in known:
+        return known[path.stem]  # "search_spaces/cga.toml", as reports and studies name a built-in file
     if path.suffix or "/" in name:
         raise error(field, name, "no such file")
     kind = "space" if folder == "search_spaces" else "recipe"
     raise error(field, name, f"unknown {kind}; expected a file path or one of {', '.join(sorted(known)) or '(none found)'}")
+
+
+def display_path(path: str | Path, folder: str) -> str:
+    """How reports and stored settings name a space or recipe file: never an absolute path.
+
+    A built-in file shows as ``<folder>/<file>`` (``search_spaces/cga.toml``, which
+    :func:`resolve_builtin` finds again from any directory), a file under the current directory
+    relative to it, any other file by its name only.
+
+    Args:
+        path: the file (as resolved by :func:`resolve_builtin`).
+        folder: ``"search_spaces"`` or ``"studies"``.
+
+    Returns:
+        A POSIX-style relative path or a bare file name.
+    """
+    resolved = Path(path).resolve()
+    if any(resolved.parent == directory.resolve() for directory in builtin_dirs(folder)):
+        return f"{folder}/{resolved.name}"
+    try:
+        return resolved.relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return resolved.name
 
 
 def read_toml(path: Path, error: type[ExploreError] = ExploreError) -> dict[str, Any]:

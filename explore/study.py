@@ -70,12 +70,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 from explore.cache import LatencyCache, LatencyKey, device_name
 from explore.config import ArchConfig
-from explore.data import DatasetBundle, check_dataset, load_dataset
+from explore.data import DatasetBundle, check_dataset, dataset_info, load_dataset
 from explore.device import device_lock, is_out_of_memory, on_device, release_memory, resolve_device
-from explore.errors import ConfigError, DeviceError, ExploreError, NonFiniteLossError
+from explore.errors import ConfigError, DeviceError, ExploreError, NonFiniteLossError, SpaceError
 from explore.measure import count_macs, count_params
 from explore.protocols import Protocol, get_protocol, measure
 from explore.models import build
+from explore.resources import display_path
 from explore.space import SearchSpace, load_space
 from explore.storage import DEFAULT_HEARTBEAT_S, MAX_RETRY, is_journal, make_storage, mask_password, scrub
 from explore.train import ProxyRecipe, seed_everything, train_proxy
@@ -89,6 +90,7 @@ __all__ = [
     "open_study",
     "trials_frame",
     "study_meta",
+    "study_space",
     "default_storage",
     "make_objective",
     "mask_password",
@@ -118,6 +120,8 @@ papers' deploy form (BN folded, eager). On CUDA, the same fused model replayed a
 small models a study samples, at its small resolutions, spend much of an eager pass launching
 kernels, so an eager figure would rank the host's launch overhead; a replayed graph times the GPU's
 work, as a deployed (graph-captured or TensorRT) model runs."""
+_PROTOCOL_OPTIONS = {"--mode": "--latency-mode", "--batch-size": "--latency-batch", "--repeats": "--latency-repeats"}
+"""get_protocol's field names -> the study options that set them."""
 _POLL_S = 1.0
 _MAX_WORKERS = 64
 
@@ -237,7 +241,11 @@ class StudySettings:
             raise ExploreError("--objective", self.objective, f"expected one of {', '.join(OBJECTIVE_MODES)}")
         if self.latency_batch is not None and self.latency_batch < 1:
             raise ExploreError("--latency-batch", self.latency_batch, "expected >= 1")
-        self.latency_protocol()  # raises for an unknown mode or one the device cannot run
+        try:
+            self.latency_protocol()  # raises for an unknown mode or one the device cannot run
+        except ExploreError as exc:  # name the study's option, not the protocol's parameter
+            option = _PROTOCOL_OPTIONS.get(exc.field, exc.field)
+            raise type(exc)(option, exc.value, exc.expected) from None
         if self.latency_repeats < 2:
             raise ExploreError("--latency-repeats", self.latency_repeats, "expected >= 2")
         if not 1 <= self.workers <= _MAX_WORKERS:
@@ -424,8 +432,16 @@ def _open(settings: StudySettings, sampler: optuna.samplers.BaseSampler | None =
         raise ExploreError("--study-name", settings.study_name, scrub(str(exc), settings.storage)) from None
 
 
-def _check_resume(study: optuna.Study, settings: StudySettings, space: SearchSpace) -> None:
-    """A resumed study must keep its space and data; other settings may change (and are recorded)."""
+def _check_resume(study: optuna.Study, settings: StudySettings, space: SearchSpace,
+                  data_info: dict[str, Any] | None = None) -> None:
+    """A resumed study must keep its space and data; other settings may change (and are recorded).
+
+    A new study stores ``settings``, ``space_name``, ``space_file`` (a relative path, see
+    :func:`explore.resources.display_path`) and ``dataset_info`` (:func:`explore.data.dataset_info`).
+
+    Raises:
+        ExploreError: the resumed study ran with another space, dataset, subset or classes.
+    """
     stored = study.user_attrs.get("settings")
     if stored is None:
         with warnings.catch_warnings():  # set_metric_names is marked experimental
@@ -436,7 +452,9 @@ def _check_resume(study: optuna.Study, settings: StudySettings, space: SearchSpa
             stored["storage"] = mask_password(stored["storage"])
         study.set_user_attr("settings", stored)
         study.set_user_attr("space_name", space.name)
-        study.set_user_attr("space_file", str(space.path))
+        study.set_user_attr("space_file", display_path(space.path, "search_spaces"))
+        if data_info is not None:
+            study.set_user_attr("dataset_info", data_info)
         return
     for key in ("dataset", "max_train", "max_val"):
         if stored.get(key) != getattr(settings, key):
@@ -446,6 +464,16 @@ def _check_resume(study: optuna.Study, settings: StudySettings, space: SearchSpa
     if study.user_attrs.get("space_name") != space.name:
         raise ExploreError("--space", settings.space,
                            f"study {settings.study_name!r} was run with space {study.user_attrs.get('space_name')!r}")
+    if data_info is None:
+        return
+    known = study.user_attrs.get("dataset_info")
+    if known is None:  # a study of an older version
+        study.set_user_attr("dataset_info", data_info)
+    elif (known.get("num_classes"), known.get("classes")) != (data_info["num_classes"], data_info["classes"]):
+        raise ExploreError("--data-root", settings.data_root,
+                           f"study {settings.study_name!r} was run on {known.get('num_classes')} classes "
+                           f"({', '.join(known.get('classes') or [])}); this data has {data_info['num_classes']} "
+                           f"({', '.join(data_info['classes'])}): use another --study-name")
 
 
 def _count(study: optuna.Study, state: TrialState) -> int:
@@ -779,7 +807,8 @@ def _run_workers(study: optuna.Study, settings: StudySettings,
 
 
 def run_study(settings: StudySettings, *, on_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None,
-              prepared: tuple[SearchSpace, Any] | None = None) -> StudySummary:
+              prepared: tuple[SearchSpace, Any] | None = None,
+              on_data: Callable[[dict[str, Any]], None] | None = None) -> StudySummary:
     """Run (or resume) a study until ``settings.trials`` trials are COMPLETE.
 
     With ``settings.workers > 1`` it starts that many worker processes (``spawn``) on the shared
@@ -789,6 +818,8 @@ def run_study(settings: StudySettings, *, on_trial: Callable[[optuna.Study, Froz
         settings: the run's settings.
         on_trial: called after every finished trial (progress display).
         prepared: the result of :func:`prepare_study` if the caller already validated.
+        on_data: called once the data is loaded, before anything is written, with
+            :func:`explore.data.dataset_info` (classes, split sizes, where the splits came from).
 
     Returns:
         :class:`StudySummary`.
@@ -799,16 +830,20 @@ def run_study(settings: StudySettings, *, on_trial: Callable[[optuna.Study, Froz
     space, device = prepared or prepare_study(settings)
     start = time.perf_counter()
     workers_failed = 0
+    data = load_dataset(settings.dataset, settings.data_root, max_train=settings.max_train,
+                        max_val=settings.max_val, seed=settings.seed)
+    info = dataset_info(data)
+    if on_data is not None:
+        on_data(info)
     if settings.workers > 1:
+        del data  # each worker loads its own copy
         study = _open(settings, _make_sampler(settings))
-        _check_resume(study, settings, space)
+        _check_resume(study, settings, space, info)
         if _count(study, TrialState.COMPLETE) < settings.trials:
             workers_failed = _run_workers(study, settings, on_trial)
     else:
-        data = load_dataset(settings.dataset, settings.data_root, max_train=settings.max_train,
-                            max_val=settings.max_val, seed=settings.seed)
         study = _open(settings, _make_sampler(settings))
-        _check_resume(study, settings, space)
+        _check_resume(study, settings, space, info)
         objective = make_objective(space, data, settings, device, train_seed=_train_seed(study, settings))
         _work(study, objective, settings, on_trial)
     return StudySummary(
@@ -914,10 +949,45 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
 
 
 def study_meta(study: optuna.Study) -> dict[str, Any]:
-    """The study's stored settings and space (for report headers)."""
+    """The study's stored settings, space and data (for report headers); ``dataset_info`` is None
+    for studies made before it was stored."""
     return {
         "study_name": study.study_name,
         "space_name": study.user_attrs.get("space_name"),
         "space_file": study.user_attrs.get("space_file"),
         "settings": json.loads(json.dumps(study.user_attrs.get("settings", {}))),
+        "dataset_info": study.user_attrs.get("dataset_info"),
     }
+
+
+def study_space(study: optuna.Study, run_dir: str | Path | None = None) -> SearchSpace:
+    """The search space a study ran with, loaded from its stored ``space_file``.
+
+    The stored name is tried as a built-in file (``search_spaces/cga.toml``) or a path from the
+    current folder, then relative to ``run_dir`` and each folder above it (a user's file named
+    relative to the folder the study was started from); studies of older versions stored
+    absolute paths, which are tried as they are.
+
+    Args:
+        study: an opened study.
+        run_dir: its run folder, when it has one (``runs/cga``).
+
+    Raises:
+        SpaceError: field ``space_file``: none stored, or no file found under that name (or the
+            file is no longer a valid space).
+    """
+    ref = study.user_attrs.get("space_file")
+    if not ref:
+        raise SpaceError("space_file", None, f"study {study.study_name!r} stores no space file")
+    candidates = [Path(ref)]
+    if run_dir is not None and not Path(ref).is_absolute():
+        base = Path(run_dir).resolve()
+        candidates += [folder / ref for folder in (base, *base.parents)]
+    for candidate in candidates:
+        if candidate.is_file():
+            return load_space(candidate)
+    try:
+        return load_space(ref)  # a built-in file named as search_spaces/<name>.toml
+    except SpaceError:
+        raise SpaceError("space_file", ref, f"study {study.study_name!r} names this space file, which is not "
+                                            "found from here nor beside its run folder") from None

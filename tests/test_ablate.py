@@ -109,6 +109,7 @@ def test_tiny_recipe_end_to_end_via_cli(tmp_path):
     assert (out / "ablation.png").stat().st_size > 1000
     meta = json.loads((out / "run.json").read_text())
     assert meta["skipped_protocols"] == ["gpu-throughput"] and meta["train_images"] == 64
+    assert meta["recipe_file"] == "recipe.toml" and str(tmp_path) not in (out / "run.json").read_text()
 
 
 def test_rerun_reuses_rows_and_changed_budget_reruns(tmp_path):

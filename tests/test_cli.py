@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -12,6 +13,7 @@ from typer.testing import CliRunner
 from explore.cli import app
 from explore.paper import CGA_MODELS, TIMM_PARAM_COUNTS
 from tests.conftest import needs_fashion_mnist, tiny_config
+from tests.study_helpers import TINY_ARGS, write_space
 
 runner = CliRunner()
 
@@ -52,6 +54,8 @@ BAD_STUDY_INPUTS = [
     (["--study-name", "../escape"], "--study-name = '../escape'"),
     (["--trials", "0"], "--trials = 0"),
     (["--sampler", "grid"], "--sampler = 'grid'"),
+    (["--latency-mode", "cuda-graph"], "--latency-mode = 'cuda-graph'"),  # was named --mode, not an option here
+    (["--latency-batch", "-1"], "--latency-batch = -1"),
 ]
 
 
@@ -121,3 +125,61 @@ def test_study_end_to_end_resume_and_report(tmp_path):
     assert "Pareto front" in summary and "top-1 (%)" in summary and "explore report" in summary
     png = (folder / "pareto.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+_ABSOLUTE = re.compile(r"(^|[\s`'\"(=,:;])/[\w.-]")
+"""A path that starts with '/' (not the '/' inside ms/img or T-shirt/top)."""
+
+
+def test_study_report_holds_no_absolute_path_and_names_its_data(tmp_path, monkeypatch):
+    from explore.resources import display_path
+    from explore.space import load_space
+    from explore.study import open_study, study_space
+
+    monkeypatch.chdir(tmp_path)
+    space = write_space(tmp_path)  # given below as an absolute path, under the current directory
+    result = invoke("study", "--space", str(space), "--out", "runs", "--study-name", "t", "--trials", "1",
+                    *TINY_ARGS)
+    assert result.exit_code == 0, result.output
+    assert "space faults (space.toml)" in result.output
+    assert "data: 10 classes (class0, class1, class2, class3, class4, ...); train 64 / val 32 images" in result.output
+    study = open_study("runs/t")
+    assert study.user_attrs["space_file"] == "space.toml"
+    assert study.user_attrs["dataset_info"]["num_classes"] == 10
+    folder = tmp_path / "runs" / "t" / "report"
+    for name in ("summary.md", "trials.csv"):
+        text = (folder / name).read_text()
+        assert str(tmp_path) not in text and not _ABSOLUTE.search(text), (name, _ABSOLUTE.search(text))
+    summary = (folder / "summary.md").read_text()
+    assert "(space.toml)" in summary and "- data: 10 classes (class0" in summary
+    # the stored relative path still finds the space from another folder (as explore importance reads it)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert study_space(study, tmp_path / "runs" / "t").name == "faults"
+    # a built-in space is stored as search_spaces/<name>.toml and found from any folder
+    builtin = display_path(load_space("cga").path, "search_spaces")
+    assert builtin == "search_spaces/cga.toml" and load_space(builtin).name == "cga"
+
+
+def test_resumed_study_on_other_classes_is_refused(tmp_path):
+    from PIL import Image
+
+    def images(classes) -> None:
+        for cls in classes:
+            (tmp_path / "data" / "train" / cls).mkdir(parents=True, exist_ok=True)
+            for i in range(4):
+                Image.new("RGB", (8, 8), (60 * i, 0, 0)).save(tmp_path / "data" / "train" / cls / f"{i}.png")
+
+    images(("a", "b"))
+    args = ["study", "--space", str(write_space(tmp_path)), "--out", str(tmp_path / "runs"), "--study-name", "t",
+            "--dataset", "imagefolder", "--data-root", str(tmp_path / "data"), "--max-train", "0", "--max-val", "0",
+            "--batch-size", "8", "--epochs", "1", "--latency-repeats", "2", "--no-report"]
+    first = invoke(*args, "--trials", "1")
+    assert first.exit_code == 0, first.output
+    assert "data: 2 classes (a, b); train 7 / val 1 images; train and val: train/ (8 images) split" in first.output
+    images(("c",))
+    second = invoke(*args, "--trials", "2")
+    assert second.exit_code == 1
+    assert "--data-root" in second.output and "was run on 2 classes (a, b); this data has 3 (a, b, c)" in second.output
+    assert "Traceback" not in second.output

@@ -10,9 +10,11 @@ import torch
 from explore.data import (
     DATASETS,
     FASHION_MNIST_ROOT,
+    FASHION_MNIST_CLASSES,
     DatasetBundle,
     Normalizer,
     check_dataset,
+    dataset_info,
     load_dataset,
     to_model_input,
 )
@@ -30,6 +32,7 @@ _HAS_FASHION = all(
 
 
 def _write_tree(root, classes=("cat", "dog"), per_class=3, size=(20, 14)) -> None:
+    """root/<class>/img<i>.png, class i coloured (40 + 100 i, ., 200 - 80 i)."""
     from PIL import Image
 
     for ci, cls in enumerate(classes):
@@ -108,6 +111,7 @@ def test_fashion_mnist_loads_subset():
     b = load_dataset("fashion_mnist", max_train=300, max_val=100, seed=3)
     assert isinstance(b, DatasetBundle) and b.name == "fashion_mnist"
     assert b.num_classes == 10 and b.in_chans == 1
+    assert b.classes == FASHION_MNIST_CLASSES and "t10k (10000 images)" in b.source
     assert b.train.images.shape == (300, 1, 28, 28) and b.train.images.dtype == torch.uint8
     assert b.val.images.shape == (100, 1, 28, 28)
     assert b.train.labels.shape == (300,) and b.train.labels.dtype == torch.int64
@@ -151,6 +155,72 @@ def test_imagefolder_train_val_folders(tmp_path):
     assert len(b.train) == 4 and len(b.val) == 2
     assert b.val.labels.tolist() == [1, 1]  # "b" keeps its train index
     assert b.num_classes == 2
+
+
+def test_imagefolder_train_and_test_is_a_split_not_two_classes(tmp_path):
+    # regression: train/ + test/ was read as one tree whose two classes were "test" and "train"
+    _write_tree(tmp_path / "train", classes=("bird", "cat", "dog"), per_class=2, size=(8, 8))
+    _write_tree(tmp_path / "test", classes=("bird", "cat", "dog"), per_class=1, size=(8, 8))
+    b = load_dataset("imagefolder", str(tmp_path), img_size=8)
+    assert b.num_classes == 3 and b.classes == ("bird", "cat", "dog")
+    assert (len(b.train), len(b.val)) == (6, 3)
+    assert sorted(b.val.labels.tolist()) == [0, 1, 2]
+    assert "val: test/ (3 images)" in b.source and "train: train/ (6 images)" in b.source
+    assert str(tmp_path) not in b.source
+
+
+def test_imagefolder_held_out_folder_order_and_case(tmp_path):
+    _write_tree(tmp_path / "Train", classes=("a", "b"), per_class=2, size=(8, 8))
+    _write_tree(tmp_path / "valid", classes=("a", "b"), per_class=1, size=(8, 8))
+    _write_tree(tmp_path / "test", classes=("a",), per_class=3, size=(8, 8))
+    b = load_dataset("imagefolder", str(tmp_path), img_size=8)
+    assert len(b.val) == 2 and b.classes == ("a", "b")  # valid/ (2 images) wins over test/ (3)
+    assert "val: valid/" in b.source and "val > valid > validation > test" in b.source
+    assert "not read: test/" in b.source
+
+
+def test_imagefolder_train_only_is_split_by_val_fraction(tmp_path):
+    _write_tree(tmp_path / "train", classes=("a", "b"), per_class=5, size=(8, 8))
+    b = load_dataset("imagefolder", str(tmp_path), img_size=8, val_fraction=0.2)
+    assert b.classes == ("a", "b") and (len(b.train), len(b.val)) == (8, 2)
+    assert "train/ (10 images) split at random by val_fraction 0.2" in b.source
+    assert "no val/, valid/, validation/, test/ folder" in b.source
+
+
+def test_imagefolder_class_named_train_in_a_single_tree(tmp_path):
+    _write_tree(tmp_path, classes=("bus", "car", "train"), per_class=2, size=(8, 8))
+    b = load_dataset("imagefolder", str(tmp_path), img_size=8, val_fraction=0.34)
+    assert b.classes == ("bus", "car", "train") and len(b.train) + len(b.val) == 6
+    assert "one tree of class folders" in b.source
+
+
+@pytest.mark.parametrize("layout", ["one level too high", "splits not named train"])
+def test_imagefolder_nested_tree_is_refused(tmp_path, layout):
+    if layout == "one level too high":
+        _write_tree(tmp_path / "cifar" / "train", classes=("a", "b"), per_class=1, size=(8, 8))
+        _write_tree(tmp_path / "cifar" / "test", classes=("a", "b"), per_class=1, size=(8, 8))
+        needles = ["cifar/", "test/, train/", f"try --data-root {tmp_path / 'cifar'}"]
+    else:
+        _write_tree(tmp_path / "training", classes=("a", "b"), per_class=1, size=(8, 8))
+        _write_tree(tmp_path / "testing", classes=("a", "b"), per_class=1, size=(8, 8))
+        needles = ["testing/, training/", "splits must be named train/"]
+    with pytest.raises(DataError, match="nested tree") as info:
+        check_dataset("imagefolder", str(tmp_path))
+    assert info.value.field == "--data-root" and info.value.value == str(tmp_path)
+    for needle in needles:
+        assert needle in str(info.value)
+    # the same check inside a split folder
+    nested = tmp_path / "split"
+    _write_tree(nested / "train" / "outer", classes=("a", "b"), per_class=1, size=(8, 8))
+    with pytest.raises(DataError, match="train/ in --data-root: a nested tree"):
+        load_dataset("imagefolder", str(nested))
+
+
+def test_dataset_info_names_classes_and_sizes():
+    info = dataset_info(load_dataset("synthetic", max_train=16, max_val=8, img_size=8))
+    assert info["num_classes"] == 10 and info["classes"][:2] == ["class0", "class1"]
+    assert (info["train_images"], info["val_images"]) == (16, 8) and info["source"].startswith("synthetic")
+    assert len(FASHION_MNIST_CLASSES) == 10 and FASHION_MNIST_CLASSES[0] == "T-shirt/top"
 
 
 def test_imagefolder_empty_raises(tmp_path):

@@ -12,7 +12,7 @@ from torch import nn
 from explore.errors import DeviceError
 from explore.measure import count_macs, count_params, measure_latency
 from explore.models import build
-from explore.report import pareto_table, state_counts, write_report
+from explore.report import latency_description, pareto_figure, pareto_table, state_counts, write_report
 from tests.conftest import tiny_config
 
 
@@ -97,3 +97,58 @@ def test_macs_count_fused_attention():
     attention = 2 * n * n * (8 + 16)  # Q K^T and A V per head, through scaled_dot_product_attention
     proj = (2 * 16) * 32 * n
     assert count_macs(mhsa, img_size=4, in_chans=32) == qkv + attention + proj
+
+
+def _grid_frame() -> pd.DataFrame:
+    """COMPLETE trials on a 7 x 7 grid over the whole plot, the lower-left corner Pareto-optimal."""
+    rows = []
+    for i in range(7):
+        for j in range(7):
+            rows.append({"number": 7 * i + j, "state": "COMPLETE", "latency_ms": 1.0 + i, "top1": 50.0 + 5 * j,
+                         "pareto": i == 0 and j == 6})
+    return pd.DataFrame(rows)
+
+
+def test_pareto_legend_hides_no_point():
+    import matplotlib.pyplot as plt
+
+    fig = pareto_figure(_grid_frame(), "t", "latency (ms)")
+    try:
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        legends = [*fig.legends, *(ax.get_legend() for ax in fig.axes if ax.get_legend() is not None)]
+        assert len(legends) == 1
+        box = legends[0].get_window_extent(renderer)
+        assert fig.bbox.contains(box.x0, box.y0) and fig.bbox.contains(box.x1, box.y1)  # not cut off
+        ax = fig.axes[0]
+        points = [ax.transData.transform(xy) for coll in ax.collections for xy in coll.get_offsets()]
+        assert len(points) == 49
+        radius = 8.0  # pixels: the largest marker (s=40 pt^2 at 120 dpi) is about 5 px across its radius
+        overlapping = [tuple(xy) for xy in points if box.padded(radius).contains(*xy)]
+        assert overlapping == []
+    finally:
+        plt.close(fig)
+
+
+def test_latency_label_says_what_was_timed(tmp_path, monkeypatch):
+    frame = _frame()
+    per_batch = frame["latency_ms"] * 16
+    frame = frame.assign(latency_protocol_name="cpu-latency", latency_batch_size=16, latency_protocol_mode="fused",
+                         latency_protocol_device="cpu", latency_median_ms=per_batch,
+                         latency_latency_ms_per_img=frame["latency_ms"], latency_device_name="Some CPU")
+    settings = {"dataset": "fashion_mnist", "device": "cpu", "latency_batch": None, "latency_mode": "fused",
+                "latency_threads": 1, "latency_repeats": 20}
+    assert latency_description(frame, settings) == ("ms/img", "cpu-latency, batch 16, fused, cpu")
+    # a study whose objective is the batch's median (before latency became ms per image)
+    assert latency_description(frame.assign(latency_ms=per_batch), settings)[0] == "ms per batch"
+    # trials without the attributes: the study's settings
+    assert latency_description(_frame(), settings) == ("ms", "cpu-latency, batch the protocol's, fused, cpu")
+    import explore.report
+
+    labels = []
+    monkeypatch.setattr(explore.report, "plot_pareto", lambda frame, path, title, label: labels.append(label))
+    paths = write_report(frame, tmp_path / "r", {"study_name": "s", "settings": settings}, "explore report runs/s")
+    assert labels == ["latency (ms/img; cpu-latency, batch 16, fused, cpu)"]
+    text = paths.markdown.read_text()
+    assert "- latency (ms/img; cpu-latency, batch 16, fused, cpu): threads 1, median of 20 runs" in text
+    assert "default" not in text and "(Some CPU)" in text

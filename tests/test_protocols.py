@@ -172,5 +172,5 @@ def test_study_measures_compiled_latency(tmp_path):
     done = frame[frame["state"] == "COMPLETE"].iloc[0]
     assert done["latency_protocol_mode"] == "compile" and done["latency_protocol_name"] == "cpu-latency"
     assert done["latency_median_ms"] > 0
-    with pytest.raises(ExploreError, match="--mode"):
+    with pytest.raises(ExploreError, match="--latency-mode"):  # the study's option, not the protocol's --mode
         tiny_settings(tmp_path, latency_mode="cuda-graph").validate()
