@@ -26,7 +26,11 @@ __all__ = ["BenchRow", "reference_model", "bench"]
 
 @dataclass(frozen=True)
 class BenchRow:
-    """One (model, mode) comparison."""
+    """One (model, mode) comparison.
+
+    ``*_graphs`` (``compile`` mode only) counts the graphs torch.compile compiled for the model: at
+    least 1, or the measurement would have raised (see :class:`explore.protocols.GraphCounter`).
+    """
 
     model: str
     protocol: str
@@ -49,6 +53,8 @@ class BenchRow:
             "ratio_ours_timm": round(self.ours.throughput_img_s / ref.throughput_img_s, 3) if ref else None,
             "ours_host_bound": self.ours.host_bound,
             "timm_host_bound": ref.host_bound if ref else None,
+            "ours_graphs": self.ours.compiled_graphs,
+            "timm_graphs": ref.compiled_graphs if ref else None,
             "paper_img_s": paper_throughput(self.model, self.protocol),
             "device": self.ours.device_name,
             "versions": ",".join(f"{k}={v}" for k, v in sorted(self.ours.versions.items())),

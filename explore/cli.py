@@ -556,6 +556,27 @@ def importance(
         raise _fail(RuntimeError(f"not enqueued (the report is written): {result.enqueue_error}"))
 
 
+@app.command()
+def acceptance(
+    *,
+    device: Annotated[str, typer.Option(help="cuda | cuda:N | cpu: the device whose paths to check.")] = "cuda",
+    out: Annotated[Optional[str], typer.Option(help="Report folder; default runs/acceptance_<device>.")] = None,
+    budget_s: Annotated[Optional[float], typer.Option(help="Time budget for all checks (s).")] = None,
+    only: Annotated[Optional[str], typer.Option(help="Comma-separated check names (study, bench-throughput, ...).")] = None,
+) -> None:
+    """Run every path of a device for real (bench vs timm in every mode, a study, validate-proxy, an ablation,
+    the proxy benchmark, peak memory and out-of-memory halving on CUDA) and write one report; exit 1 on a failure."""
+    from explore.acceptance import main as run_main
+
+    argv = ["--device", device]
+    for flag, value in (("--out", out), ("--budget-s", budget_s), ("--only", only)):
+        if value is not None:
+            argv += [flag, str(value)]
+    code = run_main(argv)
+    if code:
+        raise typer.Exit(code=code)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

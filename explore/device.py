@@ -62,12 +62,13 @@ def resolve_device(device: str | torch.device) -> torch.device:
     raise DeviceError("--device", device, "expected cpu, cuda, cuda:N or mps")
 
 
-def on_device(device: torch.device) -> contextlib.AbstractContextManager:
+def on_device(device: torch.device | str) -> contextlib.AbstractContextManager:
     """Make ``device`` the current CUDA device for the enclosed block (a no-op off CUDA).
 
     CUDA events, streams, graph capture and ``torch.cuda.synchronize()`` without an argument act on
     the *current* device: with ``--device cuda:1`` they must not run on device 0.
     """
+    device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.device(device)
     return contextlib.nullcontext()

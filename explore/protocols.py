@@ -181,8 +181,8 @@ class Measurement:
         """Flat dict for Optuna user attributes (protocol parameters prefixed ``<prefix>protocol_``)."""
         out: dict[str, Any] = {f"{prefix}protocol_{k}": v for k, v in self.protocol.items()}
         for key, value in asdict(self).items():
-            if key not in ("protocol", "versions"):
-                out[f"{prefix}{key}"] = value
+            if key not in ("protocol", "versions"):  # latency_ms_per_img stays latency_ms_per_img
+                out[key if key.startswith(prefix) else f"{prefix}{key}"] = value
         out[f"{prefix}versions"] = ",".join(f"{k}={v}" for k, v in sorted(self.versions.items()))
         return out
 

@@ -75,7 +75,7 @@ def latency_description(frame: pd.DataFrame, settings: Mapping[str, Any] | None 
     """What a study's latency objective is, from what its COMPLETE trials actually timed.
 
     The unit is read from the values: ``ms/img`` when ``latency_ms`` equals the stored
-    ``latency_latency_ms_per_img`` of every trial, ``ms per batch`` when it equals
+    ``latency_ms_per_img`` of every trial, ``ms per batch`` when it equals
     ``latency_median_ms``, else ``ms``. The details come from the trials' attributes
     ``latency_protocol_name``, ``latency_batch_size`` (the batch timed, after any out-of-memory
     halving), ``latency_protocol_mode`` and ``latency_protocol_device`` (several values are joined
@@ -93,7 +93,7 @@ def latency_description(frame: pd.DataFrame, settings: Mapping[str, Any] | None 
     unit = "ms"
     if not done.empty and "latency_ms" in done:
         values = done["latency_ms"].astype(float)
-        for column, name in (("latency_latency_ms_per_img", "ms/img"), ("latency_median_ms", "ms per batch")):
+        for column, name in (("latency_ms_per_img", "ms/img"), ("latency_median_ms", "ms per batch")):
             if column in done and bool(((values - done[column].astype(float)).abs()
                                         <= 1e-9 * values.abs().clip(lower=1.0)).all()):
                 unit = name

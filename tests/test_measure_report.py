@@ -135,7 +135,7 @@ def test_latency_label_says_what_was_timed(tmp_path, monkeypatch):
     per_batch = frame["latency_ms"] * 16
     frame = frame.assign(latency_protocol_name="cpu-latency", latency_batch_size=16, latency_protocol_mode="fused",
                          latency_protocol_device="cpu", latency_median_ms=per_batch,
-                         latency_latency_ms_per_img=frame["latency_ms"], latency_device_name="Some CPU")
+                         latency_ms_per_img=frame["latency_ms"], latency_device_name="Some CPU")
     settings = {"dataset": "fashion_mnist", "device": "cpu", "latency_batch": None, "latency_mode": "fused",
                 "latency_threads": 1, "latency_repeats": 20}
     assert latency_description(frame, settings) == ("ms/img", "cpu-latency, batch 16, fused, cpu")

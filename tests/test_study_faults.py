@@ -81,7 +81,7 @@ def test_latency_is_measured_once_per_config_and_protocol(tmp_path, monkeypatch,
     assert list(frame["latency_cached"]) == [False, False, True]
     assert list(frame["latency_measured_by_trial"]) == [0, 1, 0]
     assert frame["config_hash"].nunique() == 1
-    assert frame.loc[2, "latency_ms"] == frame.loc[0, "latency_median_ms"]
+    assert frame.loc[2, "latency_ms"] == frame.loc[0, "latency_ms_per_img"]
     study = open_study(str(settings.run_dir))
     entries = sorted(LatencyCache(study).entries().values(), key=lambda entry: entry["key"]["batch_size"])
     assert [entry["key"]["batch_size"] for entry in entries] == [8, 16]

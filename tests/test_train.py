@@ -290,3 +290,16 @@ def test_cuda_training_on_an_explicit_device(synth):
     assert info.value.step == 0
     fp16 = train_proxy(_model(cls=LoudGrads), synth, img_size=IMG, recipe=recipe, device=dev, precision="fp16")
     assert fp16.precision == "fp16" and math.isfinite(fp16.train_loss)
+
+
+def test_cudnn_autotuning_only_for_long_runs_unless_set():
+    from explore.train import AUTOTUNE_MIN_STEPS, autotune
+
+    short = ProxyRecipe(epochs=2, batch_size=128)  # the study's default: ~156 steps on 10k images
+    assert not autotune(short, 10000)
+    long_run = ProxyRecipe(epochs=AUTOTUNE_MIN_STEPS, batch_size=128)
+    assert autotune(long_run, 128)
+    assert autotune(ProxyRecipe(epochs=1, cudnn_benchmark=True), 256)
+    assert not autotune(ProxyRecipe(epochs=10_000, cudnn_benchmark=False), 60000)
+    with pytest.raises(ExploreError, match="cudnn_benchmark"):
+        ProxyRecipe(cudnn_benchmark="yes").validate()

@@ -1,0 +1,162 @@
+"""Device-agnostic logic of the CUDA paths (issue 13), exercised on the CPU.
+
+Compiled-graph counting over several models, per-image latency after out-of-memory halving,
+the host-bound rule, worker device assignment, out-of-memory recognition and the per-device
+measure/train lock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+
+import pytest
+import torch
+
+from conftest import tiny_config
+from explore import protocols
+from explore.device import device_lock, is_out_of_memory
+from explore.errors import ExploreError
+from explore.models import build
+from explore.protocols import GraphCounter, get_protocol, host_bound_rule, measure
+from explore.study import DEFAULT_LATENCY_MODE, StudySettings
+
+
+def _compile_protocol(**overrides):
+    fields = dict(img_size=32, in_chans=1, batch_size=2, repeats=2, warmup=1, mode="compile", compile_backend="eager")
+    fields.update(overrides)
+    return get_protocol("cpu-latency", **fields)
+
+
+def _models(count: int):
+    widths = [(32, 48, 64), (16, 24, 48), (32, 96, 64), (16, 48, 128)]  # divisible by 2, 3, 4 heads
+    for i in range(count):
+        config = tiny_config(img_size=32)
+        stages = tuple(dataclasses.replace(s, width=w) for s, w in zip(config.stages, widths[i % 4]))
+        yield build(tiny_config(img_size=32, stages=stages))
+
+
+def test_compile_mode_compiles_every_model(monkeypatch):
+    """More models than dynamo's recompile limit: every measurement labelled compile ran compiled
+    code (each model's forward compiled once: the attention-bias cache is filled before tracing)."""
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 2)
+    protocol = _compile_protocol()
+    for model in _models(4):
+        result = measure(model, protocol)
+        assert result.compiled_graphs == 1
+        runs = max(2, protocol.warmup) + protocol.repeats
+        assert result.compiled_calls >= runs
+
+
+def test_compile_that_ran_eagerly_is_refused(monkeypatch):
+    """Without the per-model reset, the recompile limit makes dynamo run later models eagerly: the
+    measurement must fail, not be stored as a compiled figure."""
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
+    monkeypatch.setattr(torch._dynamo, "reset", lambda: None)
+    models = list(_models(3))
+    protocol = _compile_protocol()
+    with pytest.raises(ExploreError, match="eagerly"):
+        for model in models:
+            measure(model, protocol)
+
+
+def test_graph_counter_counts_graphs_and_calls():
+    counter = GraphCounter("eager")
+    fn = torch.compile(lambda x: torch.relu(x) + 1, backend=counter)
+    for _ in range(3):
+        fn(torch.randn(4))
+    assert counter.graphs == 1 and counter.calls == 3
+
+
+@pytest.mark.parametrize("error", [
+    torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+    RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"),
+    RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"),
+    RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory"),
+])
+def test_out_of_memory_errors_halve_the_batch_and_latency_is_per_image(monkeypatch, error):
+    """A batch that does not fit is halved; the figure compared across models is per image."""
+    seen = []
+
+    def fake(model, protocol, device, batch):
+        seen.append(batch)
+        if batch > 4:
+            raise error
+        return protocols._Timed([2.0 * batch, 2.0 * batch, 2.2 * batch])
+
+    monkeypatch.setattr(protocols, "_measure_batch", fake)
+    result = measure(torch.nn.Identity(), get_protocol("cpu-latency", batch_size=16, repeats=3))
+    assert seen == [16, 8, 4]
+    assert result.batch_size == 4 and result.oom_retries == 2
+    assert result.latency_ms_per_img == pytest.approx(2.0)  # same as if 16 had fitted: 32 ms / 16
+    assert result.as_attrs()["latency_ms_per_img"] == pytest.approx(2.0)
+
+
+def test_other_errors_are_not_taken_for_out_of_memory(monkeypatch):
+    def fake(model, protocol, device, batch):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    monkeypatch.setattr(protocols, "_measure_batch", fake)
+    with pytest.raises(RuntimeError, match="shapes"):
+        measure(torch.nn.Identity(), get_protocol("cpu-latency", batch_size=16, repeats=3))
+    assert not is_out_of_memory(ValueError("out of memory"))  # only runtime/allocator errors
+
+
+def test_host_bound_rule_on_synthetic_timings():
+    # GPU-bound: the host queues a pass in 2 ms, the GPU needs 10 ms for it
+    assert not host_bound_rule(host_ms=2.0, gpu_exec_ms=10.0)
+    # launch-bound: the host needs 9 ms to queue what the GPU runs in 3 ms
+    assert host_bound_rule(host_ms=9.0, gpu_exec_ms=3.0)
+    # the old rule compared the host time of a back-to-back loop with its GPU time: with a full launch
+    # queue the host waits for the GPU and both read 10 ms, flagging a GPU-bound model. The rule's
+    # inputs are the queueing time with the GPU kept busy (2 ms here) and the GPU's own time.
+    assert not host_bound_rule(host_ms=2.0, gpu_exec_ms=10.0)
+    assert host_bound_rule(host_ms=8.0, gpu_exec_ms=10.0)  # the threshold: 0.8
+
+
+def test_workers_get_distinct_devices():
+    settings = StudySettings(device="cuda", devices=(0, 1), workers=4)
+    assert [settings.worker_device(i) for i in range(4)] == ["cuda:0", "cuda:1", "cuda:0", "cuda:1"]
+    assert StudySettings(device="cuda:1", workers=2).worker_device(1) == "cuda:1"
+    with pytest.raises(ExploreError, match="--devices"):
+        StudySettings(device="cpu", devices=(0,)).validate()
+    with pytest.raises(ExploreError, match="--devices"):
+        StudySettings(device="cuda", devices=(-1,)).validate()
+
+
+def test_default_latency_mode_by_device():
+    assert StudySettings(device="cpu").resolved_latency_mode == DEFAULT_LATENCY_MODE["cpu"] == "fused"
+    assert StudySettings(device="cuda:0").resolved_latency_mode == DEFAULT_LATENCY_MODE["cuda"] == "cuda-graph"
+    assert StudySettings(device="cuda", latency_mode="compile").resolved_latency_mode == "compile"
+
+
+def test_measure_waits_for_training_on_the_same_device(tmp_path, monkeypatch):
+    """The exclusive (measure) lock is granted only after the shared (train) lock is released, and a
+    trainer arriving while a measurement waits queues behind it."""
+    monkeypatch.setattr("tempfile.gettempdir", lambda: str(tmp_path))
+    events = []
+    training = threading.Event()
+
+    def train(name: str, hold: float) -> None:
+        with device_lock("cpu", exclusive=False):
+            events.append(f"{name} start")
+            training.set()
+            time.sleep(hold)
+            events.append(f"{name} end")
+
+    def measure_latency() -> None:
+        with device_lock("cpu", exclusive=True):
+            events.append("measure")
+
+    first = threading.Thread(target=train, args=("train1", 0.5))
+    first.start()
+    training.wait()
+    measurer = threading.Thread(target=measure_latency)
+    measurer.start()
+    time.sleep(0.1)  # the measurer is now waiting, holding the gate
+    second = threading.Thread(target=train, args=("train2", 0.0))
+    second.start()
+    for thread in (first, measurer, second):
+        thread.join(timeout=10)
+    assert events == ["train1 start", "train1 end", "measure", "train2 start", "train2 end"]
