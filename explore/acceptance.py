@@ -312,9 +312,9 @@ def _environment(device: str) -> dict[str, str]:
         env.update(device=props.name, memory_gib=f"{props.total_memory / 2**30:.0f}",
                    capability=f"{props.major}.{props.minor}", cuda=str(torch.version.cuda))
     else:
-        from explore.protocols import _device_name
+        from explore.protocols import device_model_name
 
-        env.update(device=_device_name(torch.device("cpu")), cores=str(os.cpu_count()))
+        env.update(device=device_model_name(torch.device("cpu")), cores=str(os.cpu_count()))
     from importlib import metadata
 
     for dist in ("timm", "optuna", "onnxruntime"):

@@ -85,6 +85,10 @@ def study(
     heartbeat_interval: Annotated[int, typer.Option(
         hidden=True, help="Seconds between trial heartbeats; a trial is stale after 3x that.")] = 10,
     report: Annotated[bool, typer.Option(help="Write the report into <run>/report at the end.")] = True,
+    train_threads: Annotated[int, typer.Option(
+        help="CPU threads of proxy training (0 = the cores free at each trial's start).")] = 0,
+    remeasure_front: Annotated[bool, typer.Option(
+        help="At the end, measure the Pareto trials' latency again (the front uses the lower figure).")] = True,
 ) -> None:
     """Run (or resume) a multi-objective study: maximise proxy top-1, minimise latency."""
     from explore.study import StudySettings, prepare_study, run_study, trials_frame
@@ -98,7 +102,8 @@ def study(
             latency_mode=latency_mode, objective=objective, latency_threads=latency_threads or None,
             latency_repeats=latency_repeats,
             workers=workers, devices=tuple(_int_list(devices, "--devices")) if devices else None,
-            heartbeat_s=heartbeat_interval,
+            heartbeat_s=heartbeat_interval, remeasure_front=remeasure_front,
+            train_threads=train_threads or None,
         )
         prepared = prepare_study(settings)  # every check before anything is written
     except ExploreError as exc:
@@ -132,7 +137,12 @@ def study(
             progress.console.print(f"data: {escape(dataset_line(info))}", highlight=False, soft_wrap=True)
 
         try:
-            summary = run_study(settings, on_trial=on_trial, prepared=prepared, on_data=on_data)
+            def on_remeasure(number: int, first: float, again: float) -> None:
+                progress.console.print(f"#{number} latency measured again: {first:.3f} -> {again:.3f} ms/img "
+                                       f"({(again / first - 1) * 100:+.1f} %)", highlight=False)
+
+            summary = run_study(settings, on_trial=on_trial, prepared=prepared, on_data=on_data,
+                                on_remeasure=on_remeasure)
             progress.update(task, completed=min(summary.complete, trials))
         except ExploreError as exc:
             raise _fail(exc) from None

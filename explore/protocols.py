@@ -11,14 +11,20 @@ protocol           device   batch  precision   memory format   unit, source
 
 Every protocol runs a copy of the model in eval mode under ``torch.inference_mode`` in one of four
 modes: ``eager`` (as built), ``fused`` (BatchNorm folded, the papers' deploy form), ``compile``
-(fused + ``torch.compile``) or ``cuda-graph`` (fused + CUDA-graph capture and replay). It warms up,
-then times ``repeats`` runs and reports the median, the inter-quartile range and the coefficient of
-variation. On CUDA, each run is timed twice: with CUDA events (the GPU's time) and on the host
-around the call (the time to queue the kernels); when queueing takes about as long as running
-(host >= 0.8 x GPU), the figure is the host's, not the GPU's, and the result says so
-(``host_bound``): small models at small batches need ``compile`` or ``cuda-graph`` there.
-A batch that does not fit in GPU memory is halved until it does (``oom_retries``,
-``batch_size``).
+(fused + ``torch.compile``, dynamo reset per model and the compiled graphs counted: a pass that ran
+eagerly makes the measurement fail) or ``cuda-graph`` (fused + CUDA-graph capture and replay). It
+warms up, then times ``repeats`` runs and reports the median, the inter-quartile range and the
+coefficient of variation.
+
+On the CPU, every repeat is timed by the wall clock and by the measuring thread's CPU clock, and a
+fixed reference workload is timed before and after the repeats: the figure is the median of the
+repeats that were not preempted, a busy machine is waited out and measured again, and the result
+records how busy it was (``contention_ratio``, ``clean_share``, ``contended``; see :func:`_time_cpu`). On CUDA, the runs are timed with CUDA events on the protocol's device (made
+current), and a diagnosis pass times the host's kernel queueing while the GPU is kept busy: when
+queueing takes >= 0.8 x the GPU's time for the pass, the figure is the host's launch rate
+(``host_bound``; see :func:`host_bound_rule`) and ``compile`` or ``cuda-graph`` give the GPU's.
+A batch that runs out of memory (allocator, cuDNN or cuBLAS) is halved until it fits
+(``oom_retries``, ``batch_size``): compare models by the per-image figures.
 """
 
 from __future__ import annotations
@@ -48,6 +54,11 @@ __all__ = [
     "measure",
     "peak_memory_mib",
     "library_versions",
+    "device_model_name",
+    "host_bound_rule",
+    "GraphCounter",
+    "Contention",
+    "clean_repeats",
 ]
 
 MODES = ("eager", "fused", "compile", "cuda-graph")
@@ -158,6 +169,9 @@ class Measurement:
         compiled_graphs, compiled_calls: ``compile`` mode only: graphs dynamo compiled for this
             model, and compiled-graph executions over all runs (at least one per run, or the
             measurement raises).
+        contention_ratio, clean_share, attempts, contended: CPU only: how busy the machine was
+            (:class:`Contention`); ``median_ms``, ``iqr_ms`` and ``cv`` are then of the clean
+            repeats, or of the scaled ones when ``contended``.
     """
 
     protocol: dict[str, Any]
@@ -176,6 +190,10 @@ class Measurement:
     gpu_exec_ms: float | None = None
     compiled_graphs: int | None = None
     compiled_calls: int | None = None
+    contention_ratio: float | None = None
+    clean_share: float | None = None
+    attempts: int | None = None
+    contended: bool | None = None
 
     def as_attrs(self, prefix: str = "latency_") -> dict[str, Any]:
         """Flat dict for Optuna user attributes (protocol parameters prefixed ``<prefix>protocol_``)."""
@@ -213,9 +231,10 @@ def _onnxruntime() -> Any:
     return onnxruntime
 
 
-def _device_name(device: torch.device) -> str:
+def device_model_name(device: torch.device) -> str:
+    """The device's model name as measurements record it: the GPU's name, or the CPU's from /proc/cpuinfo."""
     if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
+        return torch.cuda.getdevice_model_name(device)
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as info:
             for line in info:
@@ -394,18 +413,10 @@ def _launch_diagnosis(run: Callable[[], Any], device: torch.device, busy_ms: flo
 
 def _time_torch(runner: _Runner, protocol: Protocol, device: torch.device) -> tuple[list[float], float | None,
                                                                                       float | None]:
-    """(ms per run: wall on CPU, CUDA events on GPU; host queueing ms; GPU execution ms), the last two
-    on CUDA only (see :func:`_launch_diagnosis`)."""
+    """CUDA: (ms per run from CUDA events; host queueing ms; GPU execution ms; see :func:`_launch_diagnosis`)."""
     run = runner.run
     for _ in range(protocol.warmup):
         run()
-    if device.type != "cuda":
-        times = []
-        for _ in range(protocol.repeats):
-            start = time.perf_counter()
-            run()
-            times.append((time.perf_counter() - start) * 1e3)
-        return times, None, None
     torch.cuda.synchronize(device)
     gpu = []
     for _ in range(protocol.repeats):
@@ -419,7 +430,153 @@ def _time_torch(runner: _Runner, protocol: Protocol, device: torch.device) -> tu
     return gpu, host_ms, exec_ms
 
 
-def _time_onnx(model: nn.Module, protocol: Protocol, x: torch.Tensor) -> list[float]:
+# --------------------------------------------------------------------------------------------------
+# contention on a shared CPU
+CLEAN_RATIO = 1.25
+"""The machine counts as quiet when the reference workload, timed just before and just after a
+measurement, ran within this factor of its uncontended time (the baseline)."""
+RUN_SHARE = 0.9
+"""A one-thread repeat is *clean* when the measuring thread ran (CPU time) for at least this share of
+its wall time: it was not preempted by another process."""
+CONTENTION_ATTEMPTS = 3
+"""Measurements of one model before a contended figure is accepted (with a pause between them)."""
+_CONTENTION_PAUSE_S = (2.0, 5.0)
+
+
+@dataclass(frozen=True)
+class Contention:
+    """How busy the CPU was while a model was timed (see :func:`_time_cpu`).
+
+    Attributes:
+        ratio: the reference workload's time just before or after the timed repeats (the slower)
+            / its baseline (1.0: quiet; 1.5: it ran 1.5x slower than on the quiet machine).
+        clean_share: share of the repeats (of the attempt used; of all attempts when contended)
+            that ran without preemption
+            (thread CPU time >= :data:`RUN_SHARE` x wall time; 1.0 with several threads, where this
+            cannot be told).
+        attempts: measurements made (a contended one is repeated after a pause, up to
+            :data:`CONTENTION_ATTEMPTS`).
+        contended: True when no attempt was quiet with at least half of its repeats clean; the
+            figure is then the median of the clean repeats of all attempts, or, with fewer than 3
+            of those, of the thread's CPU time per repeat (one thread: the time the work took
+            while it ran).
+        baseline_ms: the reference workload's uncontended time on this machine (ms): the fastest
+            probe of this process so far (contention only slows it down).
+    """
+
+    ratio: float
+    clean_share: float
+    attempts: int
+    contended: bool
+    baseline_ms: float
+
+
+class _Reference:
+    """A fixed CPU workload like a small model's layers (convolutions, a matmul), ~1 ms on one thread."""
+
+    def __init__(self) -> None:
+        gen = torch.Generator().manual_seed(0)
+        self.x = torch.randn(1, 32, 32, 32, generator=gen)
+        self.w = torch.randn(32, 32, 3, 3, generator=gen) * 0.05
+        self.a = torch.randn(256, 192, generator=gen)
+        self.b = torch.randn(192, 192, generator=gen)
+        self.baseline: dict[int, float] = {}
+
+    def _once(self) -> float:
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            y = torch.conv2d(self.x, self.w, padding=1)
+            torch.conv2d(torch.relu(y), self.w, padding=1).sum()
+            (self.a @ self.b).relu_().sum()
+        return (time.perf_counter() - t0) * 1e3
+
+    def probe_ms(self, runs: int = 5) -> float:
+        """The fastest of ``runs`` back-to-back runs (after one untimed), in ms; lowers the baseline."""
+        self._once()
+        best = min(self._once() for _ in range(runs))
+        threads = torch.get_num_threads()
+        self.baseline[threads] = min(self.baseline.get(threads, best), best)
+        return best
+
+    def baseline_ms(self) -> float:
+        """The uncontended time at the current thread count: the fastest probe so far (30 at first)."""
+        if torch.get_num_threads() not in self.baseline:
+            self.probe_ms(30)
+        return self.baseline[torch.get_num_threads()]
+
+
+_REFERENCE: _Reference | None = None
+
+
+def _reference() -> _Reference:
+    global _REFERENCE
+    if _REFERENCE is None:
+        _REFERENCE = _Reference()
+    return _REFERENCE
+
+
+def clean_repeats(wall_ms: list[float], cpu_ms: list[float] | None, run_share: float = RUN_SHARE) -> list[float]:
+    """The wall times of the repeats that ran without preemption.
+
+    Args:
+        wall_ms: wall time per repeat (ms).
+        cpu_ms: the measuring thread's CPU time per repeat (ms), or None when several threads work
+            (then every repeat counts as clean).
+        run_share: a repeat is clean when cpu >= run_share x wall.
+
+    Returns:
+        The clean repeats' wall times, in order.
+    """
+    if cpu_ms is None:
+        return list(wall_ms)
+    return [w for w, c in zip(wall_ms, cpu_ms) if c >= run_share * w]
+
+
+def _time_cpu(run: Callable[[], Any], protocol: Protocol) -> tuple[list[float], Contention]:
+    """Time ``run`` on the CPU and tell how busy the machine was: (times used, contention).
+
+    Each repeat is timed by the wall clock and, with one thread, by the measuring thread's CPU clock:
+    a repeat during which another process took the core shows less CPU than wall time, and is left
+    out (contention only slows runs down). A fixed reference workload is timed just before and just
+    after the repeats and compared with its baseline, which catches contention for caches and memory
+    bandwidth too. A measurement that is not quiet (reference > :data:`CLEAN_RATIO` x baseline, or
+    fewer than half the repeats clean) is repeated after a pause, up to :data:`CONTENTION_ATTEMPTS`
+    times; the figures of the last attempt are then used and the result flagged ``contended``.
+    """
+    reference = _reference()
+    for _ in range(protocol.warmup):
+        run()
+    one_thread = torch.get_num_threads() == 1
+    baseline = reference.baseline_ms()
+    need = max(2, (protocol.repeats + 1) // 2)
+    attempt = 0
+    pooled: list[float] = []
+    cpu_all: list[float] = []
+    while True:
+        attempt += 1
+        before = reference.probe_ms()
+        walls, cpus = [], []
+        for _ in range(protocol.repeats):
+            c0, t0 = time.thread_time(), time.perf_counter()
+            run()
+            walls.append((time.perf_counter() - t0) * 1e3)
+            cpus.append((time.thread_time() - c0) * 1e3)
+        after = reference.probe_ms()
+        baseline = reference.baseline_ms()
+        ratio = max(before, after) / baseline
+        clean = clean_repeats(walls, cpus if one_thread else None)
+        pooled += clean
+        cpu_all += cpus
+        if ratio <= CLEAN_RATIO and len(clean) >= need:
+            return clean, Contention(ratio, len(clean) / len(walls), attempt, False, baseline)
+        if attempt >= CONTENTION_ATTEMPTS:
+            share = len(pooled) / (attempt * len(walls))
+            figures = pooled if len(pooled) >= min(3, need) or not one_thread else cpu_all
+            return figures, Contention(ratio, share, attempt, True, baseline)
+        time.sleep(_CONTENTION_PAUSE_S[min(attempt - 1, len(_CONTENTION_PAUSE_S) - 1)])
+
+
+def _time_onnx(model: nn.Module, protocol: Protocol, x: torch.Tensor) -> tuple[list[float], Contention]:
     ort = _onnxruntime()
 
     net = copy.deepcopy(model).eval()
@@ -435,14 +592,7 @@ def _time_onnx(model: nn.Module, protocol: Protocol, x: torch.Tensor) -> list[fl
         options.inter_op_num_threads = 1
         session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     feed = {"images": x.numpy()}
-    for _ in range(protocol.warmup):
-        session.run(None, feed)
-    times = []
-    for _ in range(protocol.repeats):
-        start = time.perf_counter()
-        session.run(None, feed)
-        times.append((time.perf_counter() - start) * 1e3)
-    return times
+    return _time_cpu(lambda: session.run(None, feed), protocol)
 
 
 @dataclass(frozen=True)
@@ -452,29 +602,35 @@ class _Timed:
     gpu_exec_ms: float | None = None
     compiled_graphs: int | None = None
     compiled_calls: int | None = None
+    contention: Contention | None = None
 
 
 def _measure_batch(model: nn.Module, protocol: Protocol, device: torch.device, batch: int) -> _Timed:
     """Time one batch size; raises whatever the run raises (out-of-memory included)."""
     x = torch.randn(batch, protocol.in_chans, protocol.img_size, protocol.img_size)
     if protocol.onnx:
-        return _Timed(_time_onnx(model, protocol, x))
+        times, contention = _time_onnx(model, protocol, x)
+        return _Timed(times, contention=contention)
     x = x.to(device)
     if protocol.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     runner = _prepare(model, protocol, device, x)
     if runner.counter is not None:  # compile: the first run compiles, the second must not
         protocol = dataclasses.replace(protocol, warmup=max(2, protocol.warmup))
-    times, host_ms, exec_ms = _time_torch(runner, protocol, device)
+    contention = None
+    if device.type == "cuda":
+        times, host_ms, exec_ms = _time_torch(runner, protocol, device)
+    else:
+        (times, contention), host_ms, exec_ms = _time_cpu(runner.run, protocol), None, None
     counter = runner.counter
     if counter is None:
-        return _Timed(times, host_ms, exec_ms)
+        return _Timed(times, host_ms, exec_ms, contention=contention)
     runs = protocol.warmup + protocol.repeats + (5 if device.type == "cuda" else 0)
     if counter.graphs == 0 or counter.calls < runs:
         raise ExploreError("--mode", "compile",
                            f"torch.compile ran {runs - counter.calls} of {runs} forward passes eagerly "
                            f"({counter.graphs} graphs compiled): the measurement would not be of compiled code")
-    return _Timed(times, host_ms, exec_ms, counter.graphs, counter.calls)
+    return _Timed(times, host_ms, exec_ms, counter.graphs, counter.calls, contention)
 
 
 def measure(model: nn.Module, protocol: Protocol) -> Measurement:
@@ -526,7 +682,7 @@ def measure(model: nn.Module, protocol: Protocol) -> Measurement:
     on_cuda = device.type == "cuda" and not protocol.onnx
     return Measurement(
         protocol=protocol.key(),
-        device_name=_device_name(device),
+        device_name=device_model_name(device),
         batch_size=batch,
         median_ms=median,
         iqr_ms=iqr,
@@ -542,6 +698,10 @@ def measure(model: nn.Module, protocol: Protocol) -> Measurement:
         gpu_exec_ms=timed.gpu_exec_ms,
         compiled_graphs=timed.compiled_graphs,
         compiled_calls=timed.compiled_calls,
+        contention_ratio=timed.contention.ratio if timed.contention else None,
+        clean_share=timed.contention.clean_share if timed.contention else None,
+        attempts=timed.contention.attempts if timed.contention else None,
+        contended=timed.contention.contended if timed.contention else None,
     )
 
 

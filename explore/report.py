@@ -39,21 +39,31 @@ class ReportPaths:
 
 
 def pareto_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """The Pareto-optimal COMPLETE trials, fastest first, with display columns:
-    trial, architecture, params (M), MACs (M), latency (ms), latency IQR (ms), top-1 (%)."""
+    """The Pareto-optimal COMPLETE trials, fastest first, with display columns: trial, architecture,
+    params (M), MACs (M), latency (ms/img), its IQR (ms/img), and, where the study re-measured its
+    front, the first and the re-measured figure (``latency`` is the lower), then top-1 (%)."""
+    columns = ["trial", "architecture", "params (M)", "MACs (M)", "latency (ms/img)", "IQR (ms/img)", "top-1 (%)"]
     if frame.empty or "pareto" not in frame:
-        return pd.DataFrame(columns=["trial", "architecture", "params (M)", "MACs (M)", "latency (ms)",
-                                     "latency IQR (ms)", "top-1 (%)"])
-    front = frame[frame["pareto"] & (frame["state"] == "COMPLETE")].sort_values("latency_ms")
-    return pd.DataFrame({
+        return pd.DataFrame(columns=columns)
+    front = frame[frame["pareto"].astype(bool) & (frame["state"] == "COMPLETE")].sort_values("latency_ms")
+
+    def column(name: str) -> pd.Series:
+        return front[name].astype(float) if name in front else pd.Series(float("nan"), index=front.index)
+
+    batch = column("latency_batch_size").where(column("latency_batch_size") > 0)
+    table = pd.DataFrame({
         "trial": front["number"].astype(int),
         "architecture": front["summary"],
-        "params (M)": (front["params"].astype(float) / 1e6).round(3),
-        "MACs (M)": (front["macs"].astype(float) / 1e6).round(2),
-        "latency (ms)": front["latency_ms"].round(3),
-        "latency IQR (ms)": front.get("latency_iqr_ms", pd.Series(index=front.index, dtype=float)).round(3),
-        "top-1 (%)": front["top1"].round(2),
-    }).reset_index(drop=True)
+        "params (M)": (column("params") / 1e6).round(3),
+        "MACs (M)": (column("macs") / 1e6).round(2),
+        "latency (ms/img)": column("latency_ms").round(4),
+        "IQR (ms/img)": (column("latency_iqr_ms") / batch).round(4),
+    })
+    if "latency_remeasured_ms" in front and front["latency_remeasured_ms"].notna().any():
+        table["first (ms/img)"] = column("latency_first_ms").round(4)
+        table["again (ms/img)"] = column("latency_remeasured_ms").round(4)
+    table["top-1 (%)"] = front["top1"].round(2)
+    return table.reset_index(drop=True)
 
 
 def state_counts(frame: pd.DataFrame) -> dict[str, int]:
@@ -74,7 +84,8 @@ def _distinct(frame: pd.DataFrame, column: str) -> str | None:
 def latency_description(frame: pd.DataFrame, settings: Mapping[str, Any] | None = None) -> tuple[str, str]:
     """What a study's latency objective is, from what its COMPLETE trials actually timed.
 
-    The unit is read from the values: ``ms/img`` when ``latency_ms`` equals the stored
+    The unit is read from the values: ``ms/img`` when the objective (``latency_first_ms``, or
+    ``latency_ms`` for frames without it) equals the stored
     ``latency_ms_per_img`` of every trial, ``ms per batch`` when it equals
     ``latency_median_ms``, else ``ms``. The details come from the trials' attributes
     ``latency_protocol_name``, ``latency_batch_size`` (the batch timed, after any out-of-memory
@@ -91,8 +102,9 @@ def latency_description(frame: pd.DataFrame, settings: Mapping[str, Any] | None 
     settings = settings or {}
     done = frame[frame["state"] == "COMPLETE"] if not frame.empty and "state" in frame else pd.DataFrame()
     unit = "ms"
-    if not done.empty and "latency_ms" in done:
-        values = done["latency_ms"].astype(float)
+    objective = "latency_first_ms" if "latency_first_ms" in done else "latency_ms"  # before any re-measurement
+    if not done.empty and objective in done:
+        values = done[objective].astype(float)
         for column, name in (("latency_ms_per_img", "ms/img"), ("latency_median_ms", "ms per batch")):
             if column in done and bool(((values - done[column].astype(float)).abs()
                                         <= 1e-9 * values.abs().clip(lower=1.0)).all()):
@@ -207,7 +219,15 @@ def render_markdown(frame: pd.DataFrame, meta: Mapping[str, Any], command: str) 
         "## Pareto front (top-1 up, latency down)",
         "",
         _table_md(pareto_table(frame)),
+        "",
     ]
+    if not frame.empty and "latency_remeasured_ms" in frame and frame["latency_remeasured_ms"].notna().any():
+        lines += ["The front's latencies were measured again at the end of the study (`again`); `latency` is the "
+                  "lower of the two figures (contention on a shared machine only slows a run down), and the "
+                  "front is computed from it.", ""]
+    if not frame.empty and "latency_contended" in frame and frame["latency_contended"].eq(True).any():
+        contended = frame.loc[frame["latency_contended"].eq(True), "number"].astype(int).tolist()
+        lines += [f"Latency measured on a busy machine (flagged `contended`) for trials {contended}.", ""]
     if not frame.empty and "pruned_reason" in frame:
         reasons = frame.loc[frame["state"] == "PRUNED", "pruned_reason"].dropna()
         if not reasons.empty:

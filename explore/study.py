@@ -74,7 +74,7 @@ from explore.data import DatasetBundle, check_dataset, dataset_info, load_datase
 from explore.device import device_lock, is_out_of_memory, on_device, release_memory, resolve_device
 from explore.errors import ConfigError, DeviceError, ExploreError, NonFiniteLossError, SpaceError
 from explore.measure import count_macs, count_params
-from explore.protocols import Protocol, get_protocol, measure
+from explore.protocols import Protocol, device_model_name, get_protocol, measure
 from explore.models import build
 from explore.resources import display_path
 from explore.space import SearchSpace, load_space
@@ -91,6 +91,9 @@ __all__ = [
     "trials_frame",
     "study_meta",
     "study_space",
+    "remeasure_front",
+    "remeasured_latencies",
+    "training_threads",
     "default_storage",
     "make_objective",
     "mask_password",
@@ -107,6 +110,8 @@ OBJECTIVES = ("top1", "latency_ms")
 _DIRECTIONS = ("maximize", "minimize")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 SAMPLERS = ("tpe", "nsga2", "random")
+REMEASURED_PREFIX = "latency_remeasured:"
+"""Study attributes holding the end-of-study latency re-measurements of Pareto trials, by trial number."""
 FAULTS_ENV = "EXPLORE_INJECT_FAULTS"
 """Environment variable of the fault-injection hook (see the module docstring)."""
 _FAULT_KINDS = ("oom", "nan", "error", "kill")
@@ -156,6 +161,11 @@ class StudySettings:
             ``cuda-graph`` (see :mod:`explore.protocols`); None (default) takes ``fused`` on the CPU
             and ``cuda-graph`` on CUDA, where graph replay removes the host's kernel-launch cost that
             would otherwise be timed for small models (see :data:`DEFAULT_LATENCY_MODE`).
+        train_threads: CPU threads of proxy training; None (default) takes the cores free at the start
+            of each trial (:func:`training_threads`). Results on the CPU are reproducible for the same
+            seed and the same number of training threads (``proxy_threads`` on every trial).
+        remeasure_front: at the end, measure the Pareto trials' latency again until the front
+            holds only re-measured trials (:func:`remeasure_front`).
         devices: CUDA device indices the workers use, worker i on ``cuda:devices[i % len]``
             (None: every worker on ``device``). Workers that share a device never time it while
             another trains on it (:func:`explore.device.device_lock`).
@@ -186,6 +196,8 @@ class StudySettings:
     objective: str = "pareto"
     workers: int = 1
     devices: tuple[int, ...] | None = None
+    remeasure_front: bool = True
+    train_threads: int | None = None
     heartbeat_s: int = DEFAULT_HEARTBEAT_S
 
     def latency_protocol(self, img_size: int = 224, in_chans: int = 3) -> Protocol:
@@ -255,6 +267,8 @@ class StudySettings:
                 raise ExploreError("--devices", ",".join(map(str, self.devices)), "needs --device cuda")
             if not self.devices or any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in self.devices):
                 raise ExploreError("--devices", self.devices, "expected CUDA device indices, e.g. 0,1,2,3")
+        if self.train_threads is not None and (isinstance(self.train_threads, bool) or self.train_threads < 1):
+            raise ExploreError("--train-threads", self.train_threads, "expected >= 1, or 0 for the free cores")
         if self.heartbeat_s < 1:
             raise ExploreError("--heartbeat-interval", self.heartbeat_s, "expected >= 1 (seconds)")
         if self.storage is not None and not self.storage.strip():
@@ -379,6 +393,7 @@ class StudySummary:
         workers_failed: of those, how many exited abnormally (killed, crashed).
         note: why the run ended short of ``trials`` COMPLETE trials, where it knows (the space ran
             out of new architectures); empty otherwise.
+        remeasured: Pareto trials whose latency this run measured again (:func:`remeasure_front`).
     """
 
     study_name: str
@@ -392,6 +407,7 @@ class StudySummary:
     workers: int = 1
     workers_failed: int = 0
     note: str = ""
+    remeasured: tuple[int, ...] = ()
 
 
 def prepare_study(settings: StudySettings) -> tuple[SearchSpace, Any]:
@@ -597,9 +613,16 @@ def make_objective(space: SearchSpace, data: DatasetBundle, settings: StudySetti
         if fault:
             _inject(fault, model)
         report = _pruning_report(trial) if settings.objective == "top1" else None
-        with device_lock(device, exclusive=False), on_device(device):  # no worker times this device meanwhile
-            result = train_proxy(model, data, img_size=config.img_size, recipe=recipe, device=str(device), seed=seed,
-                                 on_epoch_end=report)
+        threads = torch.get_num_threads()
+        if torch.device(device).type == "cpu":
+            torch.set_num_threads(settings.train_threads or training_threads(settings.workers))
+            trial.set_user_attr("proxy_threads", torch.get_num_threads())
+        try:
+            with device_lock(device, exclusive=False), on_device(device):  # no worker times this device meanwhile
+                result = train_proxy(model, data, img_size=config.img_size, recipe=recipe, device=str(device),
+                                     seed=seed, on_epoch_end=report)
+        finally:
+            torch.set_num_threads(threads)
         for key, value in asdict(result).items():
             trial.set_user_attr(f"proxy_{key}", value)
         if settings.objective == "top1":
@@ -639,6 +662,25 @@ def make_objective(space: SearchSpace, data: DatasetBundle, settings: StudySetti
         return {**attrs, "latency_cached": False, "latency_measured_by_trial": trial.number}
 
     return objective
+
+
+def training_threads(workers: int = 1, sample_s: float = 0.3) -> int:
+    """CPU threads for one worker's proxy training: the cores free right now, shared by the workers.
+
+    Cores this process may run on (its affinity) are sampled for ``sample_s`` seconds with psutil
+    while this process is idle between trials; a core more than half busy belongs to someone else
+    (another job, or another worker training). On a machine others share, training with more threads
+    than free cores only makes every thread wait (involuntary context switches).
+
+    Returns:
+        ``max(1, min(free cores, usable cores // workers))``.
+    """
+    import psutil
+
+    usable = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    busy = psutil.cpu_percent(interval=sample_s, percpu=True)
+    free = sum(1 for core in usable if core < len(busy) and busy[core] < 50.0)
+    return max(1, min(free, len(usable) // max(1, workers)))
 
 
 def _with_failure_reason(objective: Callable[[optuna.Trial], Any], storage: str | None) -> Callable[[optuna.Trial], Any]:
@@ -808,7 +850,8 @@ def _run_workers(study: optuna.Study, settings: StudySettings,
 
 def run_study(settings: StudySettings, *, on_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None,
               prepared: tuple[SearchSpace, Any] | None = None,
-              on_data: Callable[[dict[str, Any]], None] | None = None) -> StudySummary:
+              on_data: Callable[[dict[str, Any]], None] | None = None,
+              on_remeasure: Callable[[int, float, float], None] | None = None) -> StudySummary:
     """Run (or resume) a study until ``settings.trials`` trials are COMPLETE.
 
     With ``settings.workers > 1`` it starts that many worker processes (``spawn``) on the shared
@@ -820,6 +863,8 @@ def run_study(settings: StudySettings, *, on_trial: Callable[[optuna.Study, Froz
         prepared: the result of :func:`prepare_study` if the caller already validated.
         on_data: called once the data is loaded, before anything is written, with
             :func:`explore.data.dataset_info` (classes, split sizes, where the splits came from).
+        on_remeasure: called after each end-of-study re-measurement of a Pareto trial (see
+            :func:`remeasure_front`; ``settings.remeasure_front``).
 
     Returns:
         :class:`StudySummary`.
@@ -846,6 +891,9 @@ def run_study(settings: StudySettings, *, on_trial: Callable[[optuna.Study, Froz
         _check_resume(study, settings, space, info)
         objective = make_objective(space, data, settings, device, train_seed=_train_seed(study, settings))
         _work(study, objective, settings, on_trial)
+    remeasured = []
+    if settings.remeasure_front and settings.objective == "pareto" and _count(study, TrialState.COMPLETE) >= settings.trials:
+        remeasured = remeasure_front(study, device, on_remeasure)
     return StudySummary(
         study_name=settings.study_name,
         run_dir=str(settings.run_dir),
@@ -858,7 +906,63 @@ def run_study(settings: StudySettings, *, on_trial: Callable[[optuna.Study, Froz
         workers=settings.workers,
         workers_failed=workers_failed,
         note=_exhausted_note(study, settings),
+        remeasured=tuple(remeasured),
     )
+
+
+def _trial_protocol(attrs: dict[str, Any], device: torch.device) -> Protocol:
+    """The latency protocol a trial was measured with (from its ``latency_protocol_*`` attributes), on ``device``."""
+    fields = {f.name for f in dataclasses.fields(Protocol)}
+    stored = {k[len("latency_protocol_"):]: v for k, v in attrs.items() if k.startswith("latency_protocol_")}
+    stored = {k: v for k, v in stored.items() if k in fields}
+    return dataclasses.replace(Protocol(**stored), device=str(device))
+
+
+def remeasure_front(study: optuna.Study, device: Any,
+                    on_remeasure: Callable[[int, float, float], None] | None = None) -> list[int]:
+    """Measure the latency of the study's Pareto trials again, until the front holds only re-measured trials.
+
+    A trial's latency was measured once, at whatever moment its trial ran; on a shared machine one
+    figure can be off. Each Pareto trial measured on this device model is rebuilt from its config and
+    measured again with its own protocol (under the device's exclusive lock); the result is stored as
+    the study attribute ``latency_remeasured:<number>``, and :func:`trials_frame` takes the lower of
+    the two figures and recomputes the front, which may bring in trials not yet re-measured: those
+    are measured next. Trials measured on another device model (another machine of a PostgreSQL
+    study) are left alone.
+
+    Args:
+        study: the study.
+        device: the torch device to measure on.
+        on_remeasure: called with (trial number, first ms/img, re-measured ms/img) after each.
+
+    Returns:
+        The numbers of the trials re-measured by this call.
+    """
+    dev = torch.device(device)
+    here = device_model_name(dev)
+    done = set(remeasured_latencies(study))
+    measured = []
+    while True:
+        frame = trials_frame(study)
+        front = frame[frame["pareto"] & ~frame["number"].isin(done)] if not frame.empty else frame
+        todo = [int(n) for n, name in zip(front.get("number", []), front.get("latency_device_name", []))
+                if name == here]
+        if not todo:
+            return measured
+        trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+        for number in todo:
+            attrs = trials[number].user_attrs
+            config = ArchConfig.from_json(attrs["config"])
+            with device_lock(dev, exclusive=True):
+                result = measure(build(config), _trial_protocol(attrs, dev))
+            study.set_user_attr(f"{REMEASURED_PREFIX}{number}", {
+                "ms_per_img": result.latency_ms_per_img, "median_ms": result.median_ms, "iqr_ms": result.iqr_ms,
+                "batch_size": result.batch_size, "contended": result.contended,
+                "contention_ratio": result.contention_ratio, "measured_by": _worker_id(), "at": time.time()})
+            done.add(number)
+            measured.append(number)
+            if on_remeasure is not None:
+                on_remeasure(number, float(trials[number].values[1]), result.latency_ms_per_img)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -905,15 +1009,39 @@ def _retries(study: optuna.Study) -> dict[int, int]:
     return out
 
 
+def _non_dominated(top1: list[float], latency: list[float]) -> list[bool]:
+    """Pareto-optimal points of (top-1 up, latency down): no other point at least as good in both
+    and better in one."""
+    out = []
+    for i, (a, la) in enumerate(zip(top1, latency)):
+        out.append(not any((b >= a and lb <= la) and (b > a or lb < la)
+                           for j, (b, lb) in enumerate(zip(top1, latency)) if j != i))
+    return out
+
+
+def remeasured_latencies(study: optuna.Study) -> dict[int, dict[str, Any]]:
+    """Trial number -> its front re-measurement (``ms_per_img``, ``contended``, ...; see
+    :func:`remeasure_front`), from the study attributes ``latency_remeasured:<number>``."""
+    out = {}
+    for key, value in study.user_attrs.items():
+        if key.startswith(REMEASURED_PREFIX) and isinstance(value, dict):
+            out[int(key[len(REMEASURED_PREFIX):])] = value
+    return out
+
+
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
     """One row per trial: number, state, objectives, params (count), MACs, latency and its spread,
     proxy figures, reasons, the config (JSON) and the sampled knobs (``p.<name>`` columns).
 
-    Columns ``top1`` (%) and ``latency_ms`` are NaN for trials that did not complete; ``pareto`` is
-    True for the Pareto-optimal COMPLETE trials (``study.best_trials``). ``retry_of`` names the
-    trial a retried trial re-runs; a FAIL trial whose process died gets a ``fail_reason`` saying so.
+    Columns ``top1`` (%) and ``latency_ms`` (ms per image) are NaN for trials that did not complete.
+    ``latency_ms`` is the trial's latency objective, or, for a trial whose latency was measured
+    again at the end of the study (:func:`remeasure_front`), the lower of the two figures
+    (contention only slows a run down); ``latency_first_ms`` and ``latency_remeasured_ms`` keep both.
+    ``pareto`` is True for the Pareto-optimal COMPLETE trials on (``top1``, ``latency_ms``)
+    (single-objective studies: the best trial). ``retry_of`` names the trial a retried trial
+    re-runs; a FAIL trial whose process died gets a ``fail_reason`` saying so.
     """
-    pareto = {t.number for t in study.best_trials} if _count(study, TrialState.COMPLETE) else set()
+    remeasured = remeasured_latencies(study)
     retries = _retries(study)
     rows = []
     for t in study.get_trials(deepcopy=False):
@@ -924,7 +1052,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
             "top1": t.values[0] if t.values else float("nan"),
             "latency_ms": (t.values[1] if len(t.values) > 1 else attrs.get("latency_ms_per_img", float("nan")))
             if t.values else float("nan"),
-            "pareto": t.number in pareto,
+            "pareto": False,
             "params": attrs.get("params"),
             "macs": attrs.get("macs"),
         }
@@ -941,10 +1069,26 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         row["config"] = config
         row["duration_s"] = t.duration.total_seconds() if t.duration else float("nan")
         row.update({f"p.{k}": v for k, v in t.params.items()})
+        if t.values and len(t.values) > 1:
+            row["latency_first_ms"] = row["latency_ms"]
+            again = remeasured.get(t.number)
+            if again is not None:
+                row["latency_remeasured_ms"] = float(again["ms_per_img"])
+                row["latency_remeasured_contended"] = again.get("contended")
+                row["latency_ms"] = min(row["latency_first_ms"], row["latency_remeasured_ms"])
         rows.append(row)
     frame = pd.DataFrame(rows)
-    if not frame.empty:
-        frame = frame.sort_values("number").reset_index(drop=True)
+    if frame.empty:
+        return frame
+    frame = frame.sort_values("number").reset_index(drop=True)
+    complete = frame["state"] == "COMPLETE"
+    if complete.any():
+        if len(study.directions) > 1:
+            done = frame[complete]
+            flags = _non_dominated(done["top1"].astype(float).tolist(), done["latency_ms"].astype(float).tolist())
+            frame.loc[done.index, "pareto"] = flags
+        else:
+            frame["pareto"] = frame["number"].isin({t.number for t in study.best_trials})
     return frame
 
 

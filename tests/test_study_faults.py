@@ -73,7 +73,7 @@ def test_latency_is_measured_once_per_config_and_protocol(tmp_path, monkeypatch,
             run_study(tiny_settings(tmp_path, space=space, trials=1, latency_batch=8))
         assert len(calls) == 2
     # the cache lives in the study's storage: a resumed run (a new process) finds trial 0's entry
-    settings = tiny_settings(tmp_path, space=space, trials=1)
+    settings = tiny_settings(tmp_path, space=space, trials=1, remeasure_front=False)  # the cache alone
     run_study(settings)
     assert len(calls) == 2
     frame = trials_frame(open_study(str(settings.run_dir)))
@@ -93,13 +93,14 @@ def test_latency_is_measured_once_per_config_and_protocol(tmp_path, monkeypatch,
 def test_same_seed_same_parameters_and_results_on_cpu(tmp_path, one_thread):  # noqa: F811
     frames = []
     for name in ("a", "b"):
-        settings = tiny_settings(tmp_path, study_name=name, trials=3, seed=7)
+        settings = tiny_settings(tmp_path, study_name=name, trials=3, seed=7, train_threads=1)
         run_study(settings)
         frames.append(trials_frame(open_study(str(settings.run_dir))))
     first, second = frames
     params = [c for c in first.columns if c.startswith("p.")]
     assert params and list(first["number"]) == list(second["number"]) == [0, 1, 2]
     assert first[params].equals(second[params])
+    assert list(first["proxy_threads"]) == [1, 1, 1]
     assert list(first["top1"]) == list(second["top1"])
     assert list(first["proxy_train_loss"]) == list(second["proxy_train_loss"])
     assert list(first["config_hash"]) == list(second["config_hash"])

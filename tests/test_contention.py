@@ -1,0 +1,132 @@
+"""Latency on a shared machine (issue 14.4): preempted repeats left out, a busy machine waited out and
+flagged, the front measured again at the end, training threads from the free cores."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+import torch
+
+from explore import protocols, study as study_module
+from explore.protocols import CLEAN_RATIO, clean_repeats, get_protocol
+from explore.study import open_study, run_study, trials_frame
+from study_helpers import one_thread, tiny_settings  # noqa: F401 - one_thread is a fixture
+
+
+class _FakeClock:
+    """perf_counter / thread_time driven by a scripted run: each run advances wall by w and CPU by c."""
+
+    def __init__(self) -> None:
+        self.wall = 0.0
+        self.cpu = 0.0
+        self.sleeps: list[float] = []
+
+    def perf_counter(self) -> float:
+        return self.wall
+
+    def thread_time(self) -> float:
+        return self.cpu
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+
+
+class _FakeReference:
+    def __init__(self, probes: list[float]) -> None:
+        self.probes = list(probes)
+
+    def probe_ms(self, runs: int = 5) -> float:
+        return self.probes.pop(0) if self.probes else 1.0
+
+    def baseline_ms(self) -> float:
+        return 1.0
+
+
+def _scripted(monkeypatch, runs: list[tuple[float, float]], probes: list[float]):
+    clock = _FakeClock()
+    monkeypatch.setattr(protocols, "time", types.SimpleNamespace(perf_counter=clock.perf_counter,
+                                                                 thread_time=clock.thread_time, sleep=clock.sleep))
+    monkeypatch.setattr(protocols, "_reference", lambda: _FakeReference(probes))
+    script = iter(runs)
+
+    def run() -> None:
+        wall_ms, cpu_ms = next(script)
+        clock.wall += wall_ms / 1e3
+        clock.cpu += cpu_ms / 1e3
+
+    return clock, run
+
+
+def test_preempted_repeats_are_left_out(monkeypatch, one_thread):
+    # warm-up 1, then 6 repeats: two were preempted (CPU time well below wall time)
+    runs = [(10, 10)] + [(10, 10), (25, 10), (10, 9.8), (30, 11), (10.2, 10), (9.9, 9.9)]
+    clock, run = _scripted(monkeypatch, runs, probes=[1.0, 1.05])
+    times, contention = protocols._time_cpu(run, get_protocol("cpu-latency", repeats=6, warmup=1))
+    assert times == pytest.approx([10, 10, 10.2, 9.9])
+    assert contention.clean_share == pytest.approx(4 / 6) and not contention.contended
+    assert contention.attempts == 1 and clock.sleeps == []
+
+
+def test_a_busy_machine_is_waited_out_then_flagged(monkeypatch, one_thread):
+    busy = [(20, 10)] * 4  # every repeat preempted
+    quiet = [(10, 10)] * 4
+    # warm-up 1; attempt 1 busy; attempt 2: reference slow (bandwidth contention) though runs clean; attempt 3 quiet
+    runs = [(10, 10)] + busy + quiet + quiet
+    clock, run = _scripted(monkeypatch, runs, probes=[1.0, 1.0, 1.0, 1.6, 1.0, 1.0])
+    times, contention = protocols._time_cpu(run, get_protocol("cpu-latency", repeats=4, warmup=1))
+    assert times == pytest.approx([10.0] * 4) and not contention.contended and contention.attempts == 3
+    assert len(clock.sleeps) == 2  # paused twice before measuring again
+
+    runs = [(10, 10)] + busy * 3
+    clock, run = _scripted(monkeypatch, runs, probes=[1.0] * 6)
+    times, contention = protocols._time_cpu(run, get_protocol("cpu-latency", repeats=4, warmup=1))
+    assert contention.contended and contention.attempts == protocols.CONTENTION_ATTEMPTS
+    assert times == pytest.approx([10.0] * 12)  # no clean repeat at all: the thread's CPU time per repeat
+
+
+def test_clean_repeats_rule():
+    assert clean_repeats([10, 20, 10], [10, 10, 9.5]) == [10, 10]
+    assert clean_repeats([10, 20], None) == [10, 20]  # several threads: cannot tell
+    assert CLEAN_RATIO > 1
+
+
+def test_measurement_records_contention(one_thread):
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    result = protocols.measure(model, get_protocol("cpu-latency", img_size=32, batch_size=2, repeats=6, warmup=1))
+    attrs = result.as_attrs()
+    assert attrs["latency_contention_ratio"] > 0 and 0 < attrs["latency_clean_share"] <= 1
+    assert attrs["latency_attempts"] >= 1 and attrs["latency_contended"] in (True, False)
+
+
+def test_training_threads_follow_the_free_cores(monkeypatch):
+    import psutil
+
+    monkeypatch.setattr(study_module.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.setattr(psutil, "cpu_percent", lambda interval, percpu: [95.0, 10.0, 80.0, 5.0])
+    assert study_module.training_threads(1) == 2  # two of four cores are taken by others
+    assert study_module.training_threads(4) == 1
+    monkeypatch.setattr(psutil, "cpu_percent", lambda interval, percpu: [99.0] * 4)
+    assert study_module.training_threads(1) == 1  # never below one
+
+
+def test_the_front_is_measured_again_at_the_end(tmp_path, monkeypatch, one_thread):
+    settings = tiny_settings(tmp_path, trials=3)
+    first = run_study(settings)
+    frame = trials_frame(open_study(str(settings.run_dir)))
+    front = set(frame.loc[frame["pareto"], "number"])
+    assert set(first.remeasured) >= front  # every member of the final front was re-measured
+    done = frame[frame["state"] == "COMPLETE"]
+    again = done[done["number"].isin(first.remeasured)]
+    assert again["latency_remeasured_ms"].notna().all()
+    assert (again["latency_ms"] == again[["latency_first_ms", "latency_remeasured_ms"]].min(axis=1)).all()
+    # the front is the non-dominated set of (top1, final latency)
+    for _, row in done.iterrows():
+        dominated = ((done["top1"] >= row["top1"]) & (done["latency_ms"] <= row["latency_ms"])
+                     & ((done["top1"] > row["top1"]) | (done["latency_ms"] < row["latency_ms"]))).any()
+        assert row["pareto"] == (not dominated)
+    # resuming a finished study measures nothing again; switched off, nothing is measured
+    assert run_study(settings).remeasured == ()
+    other = tiny_settings(tmp_path, trials=2, study_name="off", remeasure_front=False)
+    assert run_study(other).remeasured == ()
+    assert "latency_remeasured_ms" not in trials_frame(open_study(str(other.run_dir)))
