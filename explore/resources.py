@@ -1,12 +1,15 @@
-"""Where the built-in data files live: ``search_spaces/*.toml`` and ``studies/*.toml``.
+"""Files and folders: where the built-in data files live, how reports name them, safe folder names.
 
-They are found in the source checkout (next to the package) and, for a non-editable install, in
-``<prefix>/share/explore/<folder>`` (installed as data files by ``pyproject.toml``). A user's own
-file path always wins over a built-in name.
+The built-in ``search_spaces/*.toml`` and ``studies/*.toml`` are found in the source checkout (next
+to the package) and, for a non-editable install, in ``<prefix>/share/explore/<folder>`` (installed
+as data files by ``pyproject.toml``). A user's own file path always wins over a built-in name.
+
+A base module: any stage may import it (it imports only :mod:`explore.errors`).
 """
 
 from __future__ import annotations
 
+import re
 import sys
 import sysconfig
 import tomllib
@@ -15,7 +18,7 @@ from typing import Any
 
 from explore.errors import ExploreError
 
-__all__ = ["builtin_dirs", "resolve_builtin", "display_path", "read_toml"]
+__all__ = ["builtin_dirs", "resolve_builtin", "display_path", "read_toml", "safe_name"]
 
 
 def builtin_dirs(folder: str) -> list[Path]:
@@ -92,3 +95,10 @@ def read_toml(path: Path, error: type[ExploreError] = ExploreError) -> dict[str,
         raise error(str(path), "(file)", f"malformed TOML: {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise error(str(path), "(file)", f"cannot read: {exc}") from None
+
+
+def safe_name(name: str, fallback: str = "study") -> str:
+    """A file or folder name made from a study or model name that cannot leave its parent folder:
+    letters, digits, ``.``, ``_`` and ``-`` only (others become ``_``), no leading dot, at most 100
+    characters; ``fallback`` if nothing is left."""
+    return (re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or fallback)[:100]

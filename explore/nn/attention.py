@@ -89,6 +89,23 @@ class _BiasedAttention(nn.Module):
         super()._load_from_state_dict(*args, **kwargs)
 
 
+def _head_widths(heads: int, qk_dim: int, v_dim: int, head_ids: Sequence[int] | None,
+                 qk_dims: Sequence[int] | None, v_channels: Sequence[Sequence[int]] | None
+                 ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[tuple[int, ...], ...]]:
+    """(kept heads, Q/K channels per kept head, V channels per kept head as indices of the full
+    ``v_dim``), defaults filled in and checked."""
+    ids = tuple(range(heads)) if head_ids is None else tuple(int(h) for h in head_ids)
+    qks = (qk_dim,) * len(ids) if qk_dims is None else tuple(int(q) for q in qk_dims)
+    vs = (tuple(range(v_dim)),) * len(ids) if v_channels is None else tuple(tuple(c) for c in v_channels)
+    if not ids or len(set(ids)) != len(ids) or not all(0 <= h < heads for h in ids) or list(ids) != sorted(ids):
+        raise ValueError(f"kept heads {list(ids)}: expected distinct, ascending heads of 0..{heads - 1}, at least one")
+    if len(qks) != len(ids) or len(vs) != len(ids):
+        raise ValueError(f"{len(ids)} kept heads need as many Q/K widths and V channel lists")
+    if not all(1 <= q <= qk_dim for q in qks) or not all(vs_j and all(0 <= c < v_dim for c in vs_j) for vs_j in vs):
+        raise ValueError(f"every kept head needs 1..{qk_dim} Q/K channels and V channels of 0..{v_dim - 1}")
+    return ids, qks, vs
+
+
 class CascadedGroupAttention(_BiasedAttention):
     """Cascaded group attention: (B, C, H, W) -> (B, C, H, W).
 
@@ -98,9 +115,16 @@ class CascadedGroupAttention(_BiasedAttention):
     softmax(Q^T K / sqrt(qk_dim) + bias). The V outputs of all heads are concatenated, passed
     through the activation and a 1x1 Conv+Norm back to C channels (Eq. 1).
 
+    Smaller widths (a pruned module, arXiv:2305.07027 §3.3) are the same class built with
+    ``head_ids``, ``qk_dims`` and ``v_channels``: only the kept heads attend (each still on its own
+    split of the C/H input channels), each with its own Q/K width, and V channel c of head h-1
+    joins channel c of split h (for c < C/H) when head h-1 is kept; a removed head outputs nothing.
+    The softmax scale stays ``qk_dim ** -0.5``. Such a module computes what the full one computes
+    with the removed channels zeroed.
+
     Args:
         dim: channels C; must be divisible by ``heads``.
-        heads: number of heads H.
+        heads: number of heads H (input splits).
         qk_dim: query/key channels per head.
         v_dim: value channels per head.
         kernels: depthwise kernel on Q per head (at least ``heads`` odd sizes; extras unused).
@@ -108,60 +132,93 @@ class CascadedGroupAttention(_BiasedAttention):
         norm, act: norm and activation names (see :mod:`explore.nn.layers`).
         cascade: add head j-1's output to head j's split (Eq. 2); False is plain group attention,
             every head on its own split only (Table 6 "no cascade").
+        head_ids: the heads kept (ascending; default all).
+        qk_dims: Q/K channels of each kept head (default ``qk_dim``).
+        v_channels: for each kept head, which of the ``v_dim`` V channels it keeps (default all);
+            the indices route the cascade.
 
     Raises:
-        ValueError: C not divisible by heads, or fewer kernels than heads (configs catch this first).
+        ValueError: C not divisible by heads, fewer kernels than heads (configs catch both first),
+            or kept heads / widths out of range.
 
     Follows: arXiv:2305.07027 §3.2, Eq. (1)-(2).
     """
 
     def __init__(self, dim: int, heads: int, qk_dim: int, v_dim: int, kernels: Sequence[int], table_side: int,
-                 norm: str = "bn", act: str = "relu", cascade: bool = True) -> None:
+                 norm: str = "bn", act: str = "relu", cascade: bool = True, *, head_ids: Sequence[int] | None = None,
+                 qk_dims: Sequence[int] | None = None, v_channels: Sequence[Sequence[int]] | None = None) -> None:
         if dim % heads:
             raise ValueError(f"CGA: dim {dim} not divisible by heads {heads}")
         if len(kernels) < heads:
             raise ValueError(f"CGA: {heads} heads need {heads} Q kernels, got {list(kernels)}")
-        super().__init__(heads, table_side)
+        ids, qks, vs = _head_widths(heads, qk_dim, v_dim, head_ids, qk_dims, v_channels)
+        super().__init__(len(ids), table_side)
+        self.groups = heads
         self.qk_dim = qk_dim
         self.v_dim = v_dim
+        self.kernels = tuple(kernels[:heads])
+        self.norm_name, self.act_name = norm, act
         self.scale = qk_dim ** -0.5
         self.cascade = cascade
+        self.head_ids, self.qk_dims, self.v_dims = ids, qks, tuple(len(v) for v in vs)
+        self.v_channels = vs
         split = dim // heads
-        self.qkvs = nn.ModuleList(ConvNorm(split, 2 * qk_dim + v_dim, norm=norm) for _ in range(heads))
+        self.qkvs = nn.ModuleList(ConvNorm(split, 2 * qk + v, norm=norm) for qk, v in zip(qks, self.v_dims))
         self.dws = nn.ModuleList(
-            ConvNorm(qk_dim, qk_dim, kernels[i], groups=qk_dim, norm=norm) for i in range(heads)
+            ConvNorm(qk, qk, kernels[h], groups=qk, norm=norm) for h, qk in zip(ids, qks)
         )
-        self.proj = nn.Sequential(make_act(act), ConvNorm(v_dim * heads, dim, norm=norm, norm_weight_init=0.0))
+        self.proj = nn.Sequential(make_act(act), ConvNorm(sum(self.v_dims), dim, norm=norm, norm_weight_init=0.0))
+        routes: list[str | None] = []
+        for j, h in enumerate(ids):
+            if j == 0 or not cascade or ids[j - 1] != h - 1:
+                routes.append(None)  # the first kept head, no cascade, or the head before was removed
+            elif vs[j - 1] == tuple(range(len(vs[j - 1]))):
+                routes.append("dense")  # V channels 0..v-1 of head h-1 join channels 0..v-1 of split h
+            else:
+                src = [i for i, c in enumerate(vs[j - 1]) if c < split]
+                self.register_buffer(f"cascade_src_{j}", torch.as_tensor(src, dtype=torch.long), persistent=False)
+                self.register_buffer(f"cascade_dst_{j}", torch.as_tensor([vs[j - 1][i] for i in src], dtype=torch.long),
+                                     persistent=False)
+                routes.append("index")
+        self._routes = tuple(routes)
 
-    def _cascade(self, prev: torch.Tensor, split: torch.Tensor) -> torch.Tensor:
-        """prev (B, v_dim, H, W) + split (B, C/H, H, W) -> (B, C/H, H, W).
+    def _cascade(self, j: int, prev: torch.Tensor, split: torch.Tensor) -> torch.Tensor:
+        """Head j's input: its split (B, C/H, H, W) plus the previous head's output prev (B, v, H, W).
 
         With V dim = C/H (the paper's models) this is a plain sum. Where a reallocated V dim
         differs, the channels they share are summed: the extra output channels are dropped
-        (v_dim > C/H), or the split's extra channels pass unchanged (v_dim < C/H).
+        (v > C/H), or the split's extra channels pass unchanged (v < C/H). A module with removed V
+        channels adds each kept channel to the split channel of its original index.
         """
-        split_dim = split.shape[1]
-        if self.v_dim == split_dim:
+        route = self._routes[j]
+        if route is None:
+            return split
+        if route == "index":
+            dst, src = getattr(self, f"cascade_dst_{j}"), getattr(self, f"cascade_src_{j}")
+            return split.index_add(1, dst, prev.index_select(1, src))
+        split_dim, v = split.shape[1], prev.shape[1]
+        if v == split_dim:
             return prev + split
-        if self.v_dim > split_dim:
+        if v > split_dim:
             return prev[:, :split_dim] + split
-        return torch.cat([split[:, : self.v_dim] + prev, split[:, self.v_dim:]], dim=1)
+        return torch.cat([split[:, :v] + prev, split[:, v:]], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, H, W = x.shape
-        splits = x.chunk(self.heads, dim=1)  # H x (B, C/H, H, W)
-        bias = self.attention_bias(H, W)  # (heads, N, N)
+        splits = x.chunk(self.groups, dim=1)  # groups x (B, C/H, H, W)
+        bias = self.attention_bias(H, W)  # (kept heads, N, N)
         outs = []
-        feat = splits[0]
-        for i, (qkv, dw) in enumerate(zip(self.qkvs, self.dws)):
-            if i > 0:  # cascade: previous head's output (v_dim channels) joins this split (C/H)
-                feat = self._cascade(feat, splits[i]) if self.cascade else splits[i]
-            q, k, v = qkv(feat).split([self.qk_dim, self.qk_dim, self.v_dim], dim=1)
+        feat = splits[self.head_ids[0]]
+        for j, (qkv, dw) in enumerate(zip(self.qkvs, self.dws)):
+            if j > 0:  # cascade: previous head's output (v channels) joins this split (C/H)
+                feat = self._cascade(j, feat, splits[self.head_ids[j]])
+            qk, v_dim = self.qk_dims[j], self.v_dims[j]
+            q, k, v = qkv(feat).split([qk, qk, v_dim], dim=1)
             q = dw(q)
             q, k, v = q.flatten(2), k.flatten(2), v.flatten(2)  # (B, qk, N), (B, qk, N), (B, v, N)
-            attn = (q * self.scale).transpose(-2, -1) @ k + bias[i]  # (B, N, N)
+            attn = (q * self.scale).transpose(-2, -1) @ k + bias[j]  # (B, N, N)
             attn = attn.softmax(dim=-1)
-            feat = (v @ attn.transpose(-2, -1)).view(B, self.v_dim, H, W)  # (B, v, H, W)
+            feat = (v @ attn.transpose(-2, -1)).view(B, v_dim, H, W)  # (B, v, H, W)
             outs.append(feat)
         return self.proj(torch.cat(outs, dim=1))
 
@@ -174,24 +231,61 @@ class MultiHeadSelfAttention(_BiasedAttention):
     with the same relative-position bias as CGA, through PyTorch's fused
     ``scaled_dot_product_attention``. Output: activation, then 1x1 Conv+Norm to C.
     This is the "CGA -> MHSA" row of arXiv:2305.07027 Table 6.
+
+    Smaller widths are the same class built with ``head_ids``, ``qk_dims`` and ``v_channels`` (as
+    for :class:`CascadedGroupAttention`): the projection makes [Q_j | K_j | V_j] of each kept head
+    j; heads of unequal widths attend one by one, with the full module's scale.
+
+    Args:
+        dim: channels C; heads: heads H; qk_dim, v_dim: Q/K and V channels per head.
+        table_side: side of the window the bias table covers.
+        norm, act: norm and activation names.
+        head_ids, qk_dims, v_channels: the kept heads and their widths (default: all, full).
+
+    Raises:
+        ValueError: kept heads / widths out of range.
     """
 
     def __init__(self, dim: int, heads: int, qk_dim: int, v_dim: int, table_side: int,
-                 norm: str = "bn", act: str = "relu") -> None:
-        super().__init__(heads, table_side)
+                 norm: str = "bn", act: str = "relu", *, head_ids: Sequence[int] | None = None,
+                 qk_dims: Sequence[int] | None = None, v_channels: Sequence[Sequence[int]] | None = None) -> None:
+        ids, qks, vs = _head_widths(heads, qk_dim, v_dim, head_ids, qk_dims, v_channels)
+        super().__init__(len(ids), table_side)
+        self.groups = heads
         self.qk_dim = qk_dim
         self.v_dim = v_dim
+        self.norm_name, self.act_name = norm, act
         self.scale = qk_dim ** -0.5
-        self.qkv = ConvNorm(dim, heads * (2 * qk_dim + v_dim), norm=norm)
-        self.proj = nn.Sequential(make_act(act), ConvNorm(v_dim * heads, dim, norm=norm, norm_weight_init=0.0))
+        self.head_ids, self.qk_dims, self.v_dims = ids, qks, tuple(len(v) for v in vs)
+        self.v_channels = vs
+        self._uniform = len(set(self.qk_dims)) == 1 and len(set(self.v_dims)) == 1
+        self.qkv = ConvNorm(dim, sum(2 * qk + v for qk, v in zip(qks, self.v_dims)), norm=norm)
+        self.proj = nn.Sequential(make_act(act), ConvNorm(sum(self.v_dims), dim, norm=norm, norm_weight_init=0.0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, H, W = x.shape
-        qkv = self.qkv(x).view(B, self.heads, 2 * self.qk_dim + self.v_dim, H * W)
-        q, k, v = qkv.transpose(-2, -1).split([self.qk_dim, self.qk_dim, self.v_dim], dim=-1)  # (B, h, N, d)
+        if not self._uniform:
+            return self._forward_per_head(x)
+        qk, v_dim = self.qk_dims[0], self.v_dims[0]
+        qkv = self.qkv(x).view(B, self.heads, 2 * qk + v_dim, H * W)
+        q, k, v = qkv.transpose(-2, -1).split([qk, qk, v_dim], dim=-1)  # (B, h, N, d)
         bias = self.attention_bias(H, W).to(q.dtype)  # (h, N, N), added to the logits
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)  # (B, h, N, v)
-        return self.proj(out.transpose(-2, -1).reshape(B, self.heads * self.v_dim, H, W))
+        return self.proj(out.transpose(-2, -1).reshape(B, self.heads * v_dim, H, W))
+
+    def _forward_per_head(self, x: torch.Tensor) -> torch.Tensor:
+        """Heads of unequal widths: (B, C, H, W) -> (B, C, H, W), one attention call per head."""
+        B, _C, H, W = x.shape
+        qkv = self.qkv(x).flatten(2)  # (B, sum_j (2 qk_j + v_j), N)
+        bias = self.attention_bias(H, W)  # (kept heads, N, N)
+        sizes = [2 * a + b for a, b in zip(self.qk_dims, self.v_dims)]
+        outs = []
+        for j, chunk in enumerate(qkv.split(sizes, dim=1)):
+            q, k, v = chunk.split([self.qk_dims[j], self.qk_dims[j], self.v_dims[j]], dim=1)  # (B, d, N)
+            q, k, v = (t.transpose(1, 2).unsqueeze(1) for t in (q, k, v))  # (B, 1, N, d)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias[j].to(q.dtype), scale=self.scale)
+            outs.append(out.squeeze(1).transpose(1, 2))  # (B, v_j, N)
+        return self.proj(torch.cat(outs, dim=1).reshape(B, -1, H, W))
 
 
 class LocalWindowAttention(nn.Module):

@@ -1,0 +1,219 @@
+"""Running a recipe: every variant's params, MACs, latency and proxy top-1 over seeds, written as
+rows into the run folder; a stopped run resumes (rows of the same budget are reused).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import pandas as pd
+
+from explore.analysis.ablation.recipe import Recipe, Variant
+from explore.arch import ArchConfig
+from explore.device import resolve_device
+from explore.errors import ConfigError, NonFiniteLossError
+from explore.evaluate import evaluate_candidate
+from explore.measure import PROTOCOLS, get_protocol
+from explore.resources import display_path
+
+__all__ = ["AblationRun", "run_recipe"]
+
+
+def _match_macs(recipe: Recipe, variant: Variant, target: int, img: int) -> tuple[Variant, float]:
+    """Scale ``recipe.match_field`` in every stage of ``variant`` (bisection on one factor) so its
+    MACs at ``img`` pixels come within ``match_tolerance`` of ``target``; returns the new variant
+    and the factor."""
+    name = recipe.match_field
+    assert name is not None
+
+    def scaled(factor: float) -> ArchConfig:
+        return dataclasses.replace(variant.config, stages=tuple(
+            dataclasses.replace(s, **{name: getattr(s, name) * factor}) for s in variant.config.stages))
+
+    def macs(factor: float) -> int:
+        return evaluate_candidate(recipe.measure_config(dataclasses.replace(variant, config=scaled(factor)), img)).macs
+
+    low, high = 1 / 16, 16.0
+    best, best_err = 1.0, abs(macs(1.0) / target - 1)
+    for _ in range(24):
+        if best_err <= recipe.match_tolerance:
+            break
+        mid = math.sqrt(low * high)
+        try:
+            value = macs(mid)
+        except ConfigError:
+            high = mid
+            continue
+        err = abs(value / target - 1)
+        if err < best_err:
+            best, best_err = mid, err
+        if value < target:
+            low = mid
+        else:
+            high = mid
+    return dataclasses.replace(variant, config=scaled(best)), best
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    """Every row of a run file (rows of other budgets are kept in the file, not reused)."""
+    if not path.is_file():
+        return []
+    return pd.read_csv(path).to_dict("records")
+
+
+def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    tmp = path.with_suffix(".tmp")
+    pd.DataFrame(rows).to_csv(tmp, index=False)
+    tmp.replace(path)
+
+
+def _row_key(row: Mapping[str, Any], *fields: str) -> tuple:
+    return tuple(int(row[f]) if f in ("seed", "img_size") else str(row[f]) for f in fields)
+
+
+@dataclass(frozen=True)
+class AblationRun:
+    """Rows of one :func:`run_recipe`: ``variants`` (one per variant: params, MACs, config),
+    ``training`` (one per variant x seed: top-1 %, seconds, status) and ``measurements`` (one per
+    variant x protocol x resolution: ms per batch, img/s, IQR), plus run ``meta``."""
+
+    recipe: Recipe
+    variants: pd.DataFrame
+    training: pd.DataFrame
+    measurements: pd.DataFrame
+    meta: dict[str, Any]
+
+
+def run_recipe(recipe: Recipe, out: str | Path, *, device: str = "cpu",
+               progress: Callable[[str], None] | None = None, remeasure: bool = False) -> AblationRun:
+    """Run every variant of a recipe and write the rows into ``out``.
+
+    Every variant is evaluated by :func:`explore.evaluate.evaluate_candidate`. Training (when
+    ``recipe.budget.train``): every variant x seed with the proxy loop on ``device`` (AdamW, warm-up
+    + cosine, label smoothing), on one data subset. Measurement:
+    every protocol of ``recipe.measure`` at every resolution, on a 3-channel 1000-class copy of the
+    variant; protocols for CUDA run only when ``device`` is CUDA (they are listed as skipped
+    otherwise). Params and MACs (fvcore, norms not counted) at the first measurement resolution.
+
+    Files in ``out``: ``variants.csv``, ``training.csv``, ``measurements.csv``, ``run.json``.
+    A training row already there for the same variant config, seed and budget
+    (:meth:`Recipe.training_key`), or a measurement row for the same config, protocol, resolution
+    and settings, is reused, not re-run; rows of other budgets stay in the files. ``remeasure``
+    measures again (e.g. on a machine that is now quiet) and replaces this run's measurement rows.
+
+    Raises:
+        DeviceError: ``device`` is unknown or unavailable.
+        DataError: the dataset cannot be loaded.
+    """
+    say = progress or (lambda _msg: None)
+    dev = resolve_device(device)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+
+    # variants: MAC matching, params, MACs (at the first measurement resolution)
+    img0 = recipe.measure.img_sizes[0]
+    variants = list(recipe.variants)
+    factors = {v.name: 1.0 for v in variants}
+    if recipe.match_field:
+        target = evaluate_candidate(recipe.measure_config(recipe.baseline, img0)).macs
+        for i, v in enumerate(variants):
+            if not v.baseline:
+                variants[i], factors[v.name] = _match_macs(recipe, v, target, img0)
+                say(f"{v.name}: {recipe.match_field} x {factors[v.name]:.3f} to match the baseline's MACs")
+    variant_rows = []
+    for v in variants:
+        counted = evaluate_candidate(recipe.measure_config(v, img0))
+        attn_blocks = sum(s.depth for s in v.config.stages if s.token_mixer != "none")
+        total_blocks = sum(s.depth for s in v.config.stages) or 1
+        variant_rows.append({
+            "variant": v.name, "label": v.label, "baseline": v.baseline, "x": v.x,
+            "params": counted.params, "macs": counted.macs, "macs_img_size": img0,
+            "attention_share": attn_blocks / total_blocks, "match_factor": factors[v.name],
+            "overrides": json.dumps(v.overrides, sort_keys=True), "config": v.config.to_json(sort_keys=True),
+            "paper": json.dumps(v.paper, sort_keys=True),
+        })
+    variants_frame = pd.DataFrame(variant_rows)
+    variants_frame.to_csv(out / "variants.csv", index=False)
+
+    hashes = {v.name: v.config.config_hash() for v in variants}
+
+    # proxy training
+    train_key = recipe.training_key()
+    training_rows = _read_rows(out / "training.csv")
+    train_fields = ("key", "variant", "config_hash", "seed")
+    done = {_row_key(r, *train_fields) for r in training_rows}
+    wanted = {(train_key, v.name, hashes[v.name], seed) for v in variants for seed in recipe.budget.seeds}
+    data_meta: dict[str, Any] = {}
+    if recipe.budget.train:
+        b = recipe.budget
+        data = b.load_data(b.data_seed)
+        data_meta = {"dataset": b.dataset, "train_images": len(data.train.labels), "val_images": len(data.val.labels)}
+        proxy = b.proxy_recipe()
+        for v in variants:
+            for seed in b.seeds:
+                if (train_key, v.name, hashes[v.name], seed) in done:
+                    continue
+                config = recipe.train_config(v, data.in_chans, data.num_classes)
+                row = {"key": train_key, "variant": v.name, "config_hash": hashes[v.name], "seed": seed,
+                       "img_size": config.img_size}
+                try:
+                    result = evaluate_candidate(config, seed=seed, count=False, data=data, recipe=proxy,
+                                                device=dev).proxy
+                    row.update(status="ok", top1=result.top1, train_seconds=result.train_seconds,
+                               train_img_s=result.train_img_s, steps=result.steps)
+                except NonFiniteLossError as exc:
+                    row.update(status="non-finite loss", top1=float("nan"), train_seconds=float("nan"),
+                               train_img_s=float("nan"), steps=exc.step)
+                training_rows.append(row)
+                _write_rows(out / "training.csv", training_rows)
+                say(f"{v.name} seed {seed}: top-1 {row['top1']:.2f} % ({row['status']})")
+    used_training = [r for r in training_rows if _row_key(r, *train_fields) in wanted] if recipe.budget.train else []
+
+    # latency / throughput
+    measure_key = recipe.measurement_key()
+    measurement_rows = _read_rows(out / "measurements.csv")
+    measure_fields = ("key", "variant", "config_hash", "protocol", "img_size")
+    if remeasure:
+        this_run = {(measure_key, v.name, hashes[v.name], p, img) for v in variants
+                    for p in recipe.measure.protocols for img in recipe.measure.img_sizes}
+        measurement_rows = [r for r in measurement_rows if _row_key(r, *measure_fields) not in this_run]
+    measured = {_row_key(r, *measure_fields) for r in measurement_rows}
+    cuda = {name for name in recipe.measure.protocols if PROTOCOLS[name].device.startswith("cuda")}
+    skipped = [name for name in recipe.measure.protocols if name in cuda and dev.type != "cuda"]
+    runnable = [name for name in recipe.measure.protocols if name not in skipped]
+    wanted_measures = set()
+    for img in recipe.measure.img_sizes:
+        protocols = {name: get_protocol(name, img_size=img, batch_size=recipe.measure.batch_size,
+                                        repeats=recipe.measure.repeats, device=str(dev) if name in cuda else None)
+                     for name in runnable}
+        for v in variants:
+            for name, protocol in protocols.items():
+                row_key = (measure_key, v.name, hashes[v.name], name, img)
+                wanted_measures.add(row_key)
+                if row_key in measured:
+                    continue
+                result = evaluate_candidate(recipe.measure_config(v, img), count=False, protocol=protocol).latency
+                measurement_rows.append({
+                    "key": measure_key, "variant": v.name, "config_hash": hashes[v.name], "protocol": name,
+                    "img_size": img, "batch_size": result.batch_size, "median_ms": result.median_ms,
+                    "iqr_ms": result.iqr_ms, "throughput_img_s": result.throughput_img_s,
+                    "latency_ms_per_img": result.latency_ms_per_img, "device_name": result.device_name,
+                })
+                _write_rows(out / "measurements.csv", measurement_rows)
+                say(f"{v.name} {name} @{img}: {result.median_ms:.2f} ms/batch of {result.batch_size}, "
+                    f"{result.throughput_img_s:.1f} img/s")
+    used_measurements = [r for r in measurement_rows if _row_key(r, *measure_fields) in wanted_measures]
+    meta = {
+        "recipe": recipe.name, "title": recipe.title, "recipe_file": display_path(recipe.path, "studies"), "fingerprint": recipe.fingerprint(),
+        "device": str(dev), "budget": dataclasses.asdict(recipe.budget), "measure": dataclasses.asdict(recipe.measure),
+        "skipped_protocols": skipped, "seconds": round(time.time() - started, 1), **data_meta,
+    }
+    (out / "run.json").write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
+    return AblationRun(recipe, variants_frame, pd.DataFrame(used_training), pd.DataFrame(used_measurements), meta)

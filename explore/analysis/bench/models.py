@@ -1,0 +1,123 @@
+"""``explore bench`` (``explore bench models``): our presets against the reference implementations
+(timm) of the same names, measured in one run with the same protocol and mode, with the papers'
+figures beside.
+
+Ours and timm's model of each name are measured alternately, mode by mode (eager vs eager, fused
+vs fused, compiled vs compiled), so that drifts of a noisy machine hit both. The ratio is
+ours / timm in images per second: >= 1.0 means ours is at least as fast. The papers' figures were
+measured on other hardware (V100, an Intel CPU): they are context, not a target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import pandas as pd
+from torch import nn
+
+from explore.arch import PRESETS, paper_throughput
+from explore.errors import ExploreError
+from explore.evaluate import time_model
+from explore.measure import MODES, Measurement, get_protocol
+from explore.nn import build
+
+__all__ = ["BenchRow", "reference_model", "bench", "model_names"]
+
+
+@dataclass(frozen=True)
+class BenchRow:
+    """One (model, mode) comparison.
+
+    ``*_graphs`` (``compile`` mode only) counts the graphs torch.compile compiled for the model: at
+    least 1, or the measurement would have raised (see :class:`explore.measure.GraphCounter`).
+    """
+
+    model: str
+    protocol: str
+    mode: str
+    ours: Measurement
+    reference: Measurement | None
+
+    def as_row(self) -> dict[str, Any]:
+        """Flat dict for a DataFrame / CSV."""
+        ref = self.reference
+        return {
+            "model": self.model,
+            "protocol": self.protocol,
+            "mode": self.mode,
+            "batch": self.ours.batch_size,
+            "ours_img_s": round(self.ours.throughput_img_s, 1),
+            "ours_cv": round(self.ours.cv, 4),
+            "timm_img_s": round(ref.throughput_img_s, 1) if ref else None,
+            "timm_cv": round(ref.cv, 4) if ref else None,
+            "ratio_ours_timm": round(self.ours.throughput_img_s / ref.throughput_img_s, 3) if ref else None,
+            "ours_host_bound": self.ours.host_bound,
+            "timm_host_bound": ref.host_bound if ref else None,
+            "ours_graphs": self.ours.compiled_graphs,
+            "timm_graphs": ref.compiled_graphs if ref else None,
+            "paper_img_s": paper_throughput(self.model, self.protocol),
+            "device": self.ours.device_name,
+            "versions": ",".join(f"{k}={v}" for k, v in sorted(self.ours.versions.items())),
+        }
+
+
+def model_names(spec: str) -> list[str]:
+    """``--models``: ``all`` presets, ``m`` (M0-M5), ``b`` (B0-B3), or comma-separated names."""
+    groups = {"all": list(PRESETS), "m": [n for n in PRESETS if "_m" in n], "b": [n for n in PRESETS if "_b" in n]}
+    return groups.get(spec, [item.strip() for item in spec.split(",") if item.strip()])
+
+
+def reference_model(name: str) -> nn.Module:
+    """timm's model of the same name, randomly initialised (no download).
+
+    Raises:
+        ExploreError: timm is not installed (it is the optional extra ``timm``).
+    """
+    try:
+        import timm
+    except ImportError:
+        raise ExploreError("--reference", "timm", "timm is not installed: pip install 'explore[timm]'") from None
+    return timm.create_model(name, pretrained=False)
+
+
+def bench(models: list[str], protocol: str = "cpu-latency", modes: tuple[str, ...] = ("eager", "fused"), *,
+          device: str | None = None, batch_size: int | None = None, repeats: int | None = None,
+          warmup: int | None = None, img_size: int | None = None, reference: bool = True,
+          on_row: Callable[[BenchRow], None] | None = None) -> pd.DataFrame:
+    """Measure every preset in every mode, ours then timm's, with one protocol.
+
+    Args:
+        models: preset names (``efficientvit_m0`` ...).
+        protocol: a name from :data:`explore.measure.PROTOCOLS`.
+        modes: any of ``eager``, ``fused``, ``compile``, ``cuda-graph``.
+        device, batch_size, repeats, warmup, img_size: protocol overrides (None: the protocol's).
+        reference: also measure timm's model (needs timm).
+        on_row: called with each finished row (progress).
+
+    Returns:
+        One row per (model, mode); see :meth:`BenchRow.as_row`.
+
+    Raises:
+        ExploreError: unknown model, protocol or mode; timm missing; device unavailable.
+    """
+    for name in models:
+        if name not in PRESETS:
+            raise ExploreError("--models", name, f"unknown preset; expected some of {', '.join(PRESETS)}")
+    for mode in modes:
+        if mode not in MODES:
+            raise ExploreError("--modes", mode, f"expected some of {', '.join(MODES)}")
+    protocols = {mode: get_protocol(protocol, device=device, batch_size=batch_size, repeats=repeats, warmup=warmup,
+                                    img_size=img_size, mode=mode) for mode in modes}
+    if reference:
+        reference_model(models[0])  # fail early when timm is missing
+    rows = []
+    for name in models:
+        ours = build(PRESETS[name])
+        ref = reference_model(name) if reference else None
+        for mode, proto in protocols.items():
+            row = BenchRow(name, protocol, mode, time_model(ours, proto), time_model(ref, proto) if ref is not None else None)
+            rows.append(row.as_row())
+            if on_row is not None:
+                on_row(row)
+    return pd.DataFrame(rows)

@@ -1,0 +1,5 @@
+"""``python -m explore.cli``: the ``explore`` app."""
+
+from explore.cli import main
+
+main()

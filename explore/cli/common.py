@@ -1,0 +1,67 @@
+"""What every command shares: the typer app, the consoles, the one ``error:`` line, list options,
+and the options several commands take (``Annotated`` aliases: one declaration, one help text).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from explore.errors import ExploreError
+
+__all__ = ["app", "console", "err_console", "fail", "names", "int_list", "print_table", "DatasetOpt", "DataRootOpt",
+           "SeedOpt", "StorageOpt"]
+
+# no locals in tracebacks: they would print storage URLs with their passwords
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
+                  help="Architecture exploration and ablation for efficient vision transformers.")
+# wide tables when the output is a file or a pipe (rich falls back to 80 columns there)
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+
+
+def fail(exc: Exception) -> typer.Exit:
+    """Print ``error: <message>`` (one line, to stderr) and return the exit to raise (code 1)."""
+    err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+    return typer.Exit(code=1)
+
+
+def names(text: str) -> list[str]:
+    """A comma-separated option as a list of its non-empty, stripped items."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def int_list(text: Optional[str], field: str) -> Optional[list[int]]:
+    """A comma-separated option of integers (None stays None).
+
+    Raises:
+        typer.Exit: after the ``error:`` line naming ``field``, when an item is not an integer.
+    """
+    if text is None:
+        return None
+    try:
+        return [int(v) for v in names(text)]
+    except ValueError:
+        raise fail(ExploreError(field, text, "expected comma-separated integers, e.g. 0,1")) from None
+
+
+def print_table(rows: list[list[str]], header: list[str], title: str | None = None) -> None:
+    """A rich table of text cells on the console."""
+    table = Table(*header, title=title)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+DatasetOpt = Annotated[str, typer.Option(help="fashion_mnist | cifar10 | cifar100 | imagefolder | synthetic")]
+DataRootOpt = Annotated[Optional[str], typer.Option(
+    help="Local data folder (default for fashion_mnist: the Debian package's).")]
+SeedOpt = Annotated[int, typer.Option(help="Seed (sampling, initial weights, training).")]
+StorageOpt = Annotated[Optional[str], typer.Option(
+    envvar="EXPLORE_STORAGE", show_envvar=False,
+    help="Optuna storage URL (postgresql://... for many machines) or journal file path. Env: EXPLORE_STORAGE.")]

@@ -1,0 +1,180 @@
+"""``explore study`` and ``explore report``: run or resume a study; write its report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from explore.cli.common import DataRootOpt, DatasetOpt, StorageOpt, app, console, err_console, fail, int_list
+from explore.errors import ExploreError
+from explore.reproduce import command_line
+from explore.resources import display_path, safe_name
+
+__all__ = ["study", "report", "write_study_report"]
+
+
+def write_study_report(study_ref: str, storage: Optional[str], out_dir: Path):  # noqa: ANN201 - ReportPaths
+    """Write the report of a stored study (``trials.csv``, ``pareto.png``, ``summary.md``) with the
+    ``explore report`` command that remakes it (password masked)."""
+    from explore.report import write_report
+    from explore.search import mask_password, open_study, study_meta, trials_frame
+
+    study_obj = open_study(study_ref, storage)
+    command = command_line(["explore", "report", study_ref],
+                           [("--storage", mask_password(storage) if storage else None), ("--out", str(out_dir))])
+    return write_report(trials_frame(study_obj), out_dir, study_meta(study_obj), command)
+
+
+def _print_pareto(frame) -> None:  # noqa: ANN001 - DataFrame
+    from explore.report import pareto_table
+
+    table = pareto_table(frame)
+    out = Table(title="Pareto front")
+    for col in table.columns:
+        out.add_column(str(col))
+    for row in table.itertuples(index=False):
+        out.add_row(*(str(v) for v in row))
+    console.print(out)
+
+
+@app.command()
+def study(
+    *,
+    space: Annotated[str, typer.Option(help="Space name (cga) or path to a space TOML file.")] = "cga",
+    trials: Annotated[int, typer.Option(help="COMPLETE trials to reach (pruned ones don't count).")] = 8,
+    study_name: Annotated[Optional[str], typer.Option(help="Study name; default: the space's name.")] = None,
+    storage: StorageOpt = None,
+    out: Annotated[str, typer.Option(help="Parent folder of run folders.")] = "runs",
+    workers: Annotated[int, typer.Option(help="Worker processes on this machine sharing the study.")] = 1,
+    devices: Annotated[Optional[str], typer.Option(
+        help="CUDA devices of the workers, e.g. 0,1,2,3: worker i uses cuda:<i-th, round-robin>.")] = None,
+    dataset: DatasetOpt = "fashion_mnist",
+    data_root: DataRootOpt = None,
+    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N (training and latency).")] = "cpu",
+    seed: Annotated[int, typer.Option(help="Sampler seed; trial k trains with seed+k.")] = 0,
+    sampler: Annotated[str, typer.Option(help="tpe | nsga2 | random")] = "tpe",
+    epochs: Annotated[float, typer.Option(help="Proxy training epochs (fractions allowed).")] = 2.0,
+    batch_size: Annotated[int, typer.Option(help="Proxy training batch size.")] = 128,
+    max_train: Annotated[int, typer.Option(help="Training images used (random subset; 0 = all).")] = 10000,
+    max_val: Annotated[int, typer.Option(help="Held-out images for top-1 (0 = all).")] = 2000,
+    latency_batch: Annotated[int, typer.Option(help="Latency batch (0 = the protocol's: 16 on CPU, 2048 on CUDA).")] = 0,
+    latency_mode: Annotated[Optional[str], typer.Option(
+        help="Latency mode: eager | fused | compile | cuda-graph; default fused on cpu, cuda-graph on cuda.")] = None,
+    objective: Annotated[str, typer.Option(help="pareto (top-1 and latency) | top1 (one objective, median pruner).")] = "pareto",
+    latency_threads: Annotated[int, typer.Option(help="CPU threads for latency (paper: 1; 0 = torch default).")] = 1,
+    latency_repeats: Annotated[int, typer.Option(help="Timed runs of the latency measurement (median).")] = 20,
+    heartbeat_interval: Annotated[int, typer.Option(
+        hidden=True, help="Seconds between trial heartbeats; a trial is stale after 3x that.")] = 10,
+    report: Annotated[bool, typer.Option(help="Write the report into <run>/report at the end.")] = True,
+    train_threads: Annotated[int, typer.Option(
+        help="CPU threads of proxy training (0 = the cores free at each trial's start).")] = 0,
+    remeasure_front: Annotated[bool, typer.Option(
+        help="At the end, measure the Pareto trials' latency again (the front uses the lower figure).")] = True,
+) -> None:
+    """Run (or resume) a multi-objective study: maximise proxy top-1, minimise latency."""
+    from explore.report import dataset_line
+    from explore.search import StudySettings, open_study, prepare_study, run_study, trials_frame
+
+    try:
+        settings = StudySettings(
+            space=space, study_name=study_name or Path(space).stem, trials=trials, out=out, storage=storage,
+            dataset=dataset, data_root=data_root, max_train=max_train or None, max_val=max_val or None, device=device,
+            seed=seed, sampler=sampler, epochs=epochs, batch_size=batch_size, latency_batch=latency_batch or None,
+            latency_mode=latency_mode, objective=objective, latency_threads=latency_threads or None,
+            latency_repeats=latency_repeats,
+            workers=workers, devices=tuple(int_list(devices, "--devices")) if devices else None,
+            heartbeat_s=heartbeat_interval, remeasure_front=remeasure_front,
+            train_threads=train_threads or None,
+        )
+        prepared = prepare_study(settings)  # every check before anything is written
+    except ExploreError as exc:
+        raise fail(exc) from None
+
+    console.print(f"study [bold]{settings.study_name}[/] · space {prepared[0].name} "
+                  f"({display_path(prepared[0].path, 'search_spaces')}) · "
+                  f"{dataset} · device {prepared[1]} · target {trials} complete trials"
+                  + (f" · {workers} workers" if workers > 1 else ""), highlight=False)
+    with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=False) as progress:
+        task = progress.add_task("trials", total=trials)
+
+        def on_trial(study_obj, trial) -> None:  # noqa: ANN001 - optuna types
+            done = sum(1 for t in study_obj.get_trials(deepcopy=False) if t.state.name == "COMPLETE")
+            progress.update(task, completed=min(done, trials))
+            if trial.state.name == "COMPLETE":
+                cached = " (cached)" if trial.user_attrs.get("latency_cached") else ""
+                latency_ms = trial.user_attrs.get("latency_ms_per_img", float("nan"))
+                text = (f"#{trial.number} top-1 {trial.values[0]:.2f}%  latency {latency_ms:.3f} ms/img{cached}  "
+                        f"params {trial.user_attrs.get('params', 0) / 1e6:.2f}M")
+            else:
+                reason = trial.user_attrs.get("pruned_reason") or trial.user_attrs.get("fail_reason", "")
+                text = f"#{trial.number} {trial.state.name}: {reason}"
+            progress.console.print(text, highlight=False, soft_wrap=True)
+
+        def on_data(info: dict) -> None:
+            progress.console.print(f"data: {escape(dataset_line(info))}", highlight=False, soft_wrap=True)
+
+        def on_remeasure(number: int, first: float, again: float) -> None:
+            progress.console.print(f"#{number} latency measured again: {first:.3f} -> {again:.3f} ms/img "
+                                   f"({(again / first - 1) * 100:+.1f} %)", highlight=False)
+
+        try:
+            summary = run_study(settings, on_trial=on_trial, prepared=prepared, on_data=on_data,
+                                on_remeasure=on_remeasure)
+            progress.update(task, completed=min(summary.complete, trials))
+        except ExploreError as exc:
+            raise fail(exc) from None
+        except KeyboardInterrupt:
+            err_console.print("interrupted: the running trial is marked FAIL; run the same command again to resume",
+                              highlight=False)
+            raise typer.Exit(code=130) from None
+
+    extra = f"; {summary.running} still running" if summary.running else ""
+    console.print(f"done: {summary.complete} complete, {summary.pruned} pruned, {summary.failed} failed{extra}; "
+                  f"this run {summary.wall_seconds:.1f} s; storage {summary.storage}", highlight=False, soft_wrap=True)
+    if summary.workers_failed:
+        err_console.print(f"warning: {summary.workers_failed} of {summary.workers} workers exited abnormally; "
+                          "their trials are retried once their heartbeat is stale", highlight=False)
+    if summary.note:
+        err_console.print(f"warning: {summary.complete} of {trials} trials complete: {summary.note}", highlight=False)
+    elif summary.complete < trials:
+        err_console.print(f"warning: {summary.complete} of {trials} trials complete; run the same command again "
+                          "to go on", highlight=False)
+    _print_pareto(trials_frame(open_study(settings.study_name, settings.storage_url)))
+    if report:
+        if settings.storage is None:
+            paths = write_study_report(str(settings.run_dir), None, settings.run_dir / "report")
+        else:
+            paths = write_study_report(settings.study_name, settings.storage, settings.run_dir / "report")
+        console.print(f"report: {paths.markdown}, {paths.png}, {paths.csv}")
+    if summary.complete < trials and summary.workers_failed:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def report(
+    study: Annotated[str, typer.Argument(help="Run folder (runs/cga), or a study name with --storage.")],
+    *,
+    storage: StorageOpt = None,
+    out: Annotated[Optional[str], typer.Option(help="Output folder; default <run>/report or reports/<name>.")] = None,
+) -> None:
+    """Write a Pareto-front plot (PNG), all trials (CSV) and a markdown summary of the Pareto set."""
+    from explore.search import open_study
+
+    try:
+        study_obj = open_study(study, storage)  # validates before writing
+    except ExploreError as exc:
+        raise fail(exc) from None
+    if out is not None:
+        out_dir = Path(out)
+    elif storage is None:
+        out_dir = Path(study) / "report"
+    else:
+        out_dir = Path("reports") / safe_name(study_obj.study_name)
+    paths = write_study_report(study, storage, out_dir)
+    console.print(f"wrote {paths.markdown}\nwrote {paths.png}\nwrote {paths.csv}")

@@ -1,0 +1,190 @@
+"""One candidate, end to end: build -> count -> time -> train; and the budget every command shares.
+
+Every command that evaluates architectures goes through this module: ``explore study`` (each
+trial), ``explore ablate`` (variants' params, MACs, latency and proxy top-1), ``explore
+validate-proxy`` (the short and the long budget) and ``explore importance`` (the original, the
+pruned and the suggested model). So the conventions live here once:
+
+* a candidate is built under its seed (:func:`explore.train.seed_everything`, then
+  :func:`explore.nn.build`), so the same seed gives the same initial weights;
+* params and MACs are counted on one image of the config's size (:mod:`explore.measure.counting`);
+* latency is measured by a protocol (:func:`explore.measure.measure`) under the device's
+  exclusive lock, and training runs under its shared lock (:func:`explore.device.device_lock`):
+  no process of this machine times a device while another trains on it;
+* training is the proxy loop (:func:`explore.train.train_proxy`) on the device made current,
+  with the CPU threads the caller asks for (restored afterwards).
+
+:class:`TrainBudget` (data and proxy schedule) and :class:`RunBudget` (plus seed and device) are
+the budget fields that the settings of study, importance, validate-proxy and the ablation recipes
+share (each keeps its own defaults).
+
+Follows: the evaluation of arXiv:2305.07027 §4.1 (params, MACs with BN not counted, latency with
+BN fused) applied to a short proxy training instead of a full ImageNet run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from explore.arch import ArchConfig
+from explore.device import device_lock, on_device
+from explore.measure import Measurement, Protocol, count_macs, count_params, measure
+from explore.nn import build
+from explore.train import DatasetBundle, ProxyRecipe, ProxyResult, load_dataset, seed_everything, train_proxy
+
+__all__ = ["TrainBudget", "RunBudget", "Evaluation", "Step", "count_model", "time_model", "train_model",
+           "evaluate_candidate"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainBudget:
+    """The data and the proxy schedule of a command (the ``--dataset`` ... ``--lr`` options).
+
+    Attributes:
+        dataset, data_root: see :func:`explore.train.load_dataset`.
+        max_train, max_val: random subsets of the splits (images; None = all).
+        epochs, batch_size, lr: the proxy schedule (:class:`explore.train.ProxyRecipe`).
+    """
+
+    dataset: str = "fashion_mnist"
+    data_root: str | None = None
+    max_train: int | None = 10000
+    max_val: int | None = 2000
+    epochs: float = 2.0
+    batch_size: int = 128
+    lr: float = 2e-3
+
+    def proxy_recipe(self, epochs: float | None = None) -> ProxyRecipe:
+        """The :class:`~explore.train.ProxyRecipe` of this budget (``epochs`` overrides its own)."""
+        return ProxyRecipe(epochs=self.epochs if epochs is None else epochs, batch_size=self.batch_size, lr=self.lr)
+
+    def load_data(self, seed: int, img_size: int = 32) -> DatasetBundle:
+        """The budget's data: the subsets drawn with ``seed`` (``img_size``: imagefolder and
+        synthetic images only).
+
+        Raises:
+            DataError: unknown dataset, missing data, bad subset sizes.
+        """
+        return load_dataset(self.dataset, self.data_root, max_train=self.max_train, max_val=self.max_val, seed=seed,
+                            img_size=img_size)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunBudget(TrainBudget):
+    """A :class:`TrainBudget` run with one seed on one device (``--seed``, ``--device``)."""
+
+    seed: int = 0
+    device: str = "cpu"
+
+
+Step = Literal["built", "counted", "timed", "trained"]
+"""The steps of :func:`evaluate_candidate`, in order; ``on_step`` is called after each."""
+
+
+@dataclass
+class Evaluation:
+    """What :func:`evaluate_candidate` found (the fields of steps that were not asked stay None).
+
+    Attributes:
+        config: the candidate; model: the built module (trained in place when training was asked).
+        params, macs: counts (MACs of one image at ``config.img_size``).
+        latency: the protocol's measurement.
+        proxy: the proxy training's result (top-1 %, seconds, ...).
+    """
+
+    config: ArchConfig
+    model: nn.Module
+    params: int | None = None
+    macs: int | None = None
+    latency: Measurement | None = None
+    proxy: ProxyResult | None = None
+
+
+def count_model(model: nn.Module, img_size: int, in_chans: int) -> tuple[int, int]:
+    """(params, MACs of one (1, in_chans, img_size, img_size) image) of any model."""
+    return count_params(model), count_macs(model, img_size, in_chans)
+
+
+def time_model(model: nn.Module, protocol: Protocol) -> Measurement:
+    """Measure ``model`` with ``protocol`` under the exclusive lock of the protocol's device: waits
+    until no process of this machine trains there (see :func:`explore.device.device_lock`).
+
+    Raises:
+        DeviceError, ExploreError: as :func:`explore.measure.measure`.
+    """
+    with device_lock(protocol.device, exclusive=True):
+        return measure(model, protocol)
+
+
+def train_model(model: nn.Module, data: DatasetBundle, *, img_size: int, recipe: ProxyRecipe, seed: int,
+                device: str | torch.device = "cpu", threads: int | None = None,
+                on_epoch_end: Callable[[int, float], None] | None = None) -> ProxyResult:
+    """Proxy-train ``model`` in place (:func:`explore.train.train_proxy`) under the shared lock of
+    ``device``, with the device current and, on the CPU, ``threads`` intra-op threads (None:
+    leave as is; restored afterwards).
+
+    Raises:
+        ExploreError, DataError, DeviceError, NonFiniteLossError: as :func:`explore.train.train_proxy`.
+    """
+    dev = torch.device(device)
+    before = torch.get_num_threads()
+    if threads is not None and dev.type == "cpu":
+        torch.set_num_threads(threads)
+    try:
+        with device_lock(dev, exclusive=False), on_device(dev):
+            return train_proxy(model, data, img_size=img_size, recipe=recipe, device=str(device), seed=seed,
+                               on_epoch_end=on_epoch_end)
+    finally:
+        torch.set_num_threads(before)
+
+
+def evaluate_candidate(config: ArchConfig, *, seed: int | None = None, count: bool = True,
+                       protocol: Protocol | None = None, data: DatasetBundle | None = None,
+                       recipe: ProxyRecipe | None = None, device: str | torch.device = "cpu",
+                       threads: int | None = None, on_epoch_end: Callable[[int, float], None] | None = None,
+                       on_step: Callable[[Step, Evaluation], None] | None = None) -> Evaluation:
+    """Evaluate one architecture: build -> count -> time -> train, each step only where asked.
+
+    Args:
+        config: the candidate (``img_size``, ``in_chans`` and ``num_classes`` as it is to be built).
+        seed: seeds the initial weights (and training; default 0 for training); None: unseeded.
+        count: count params and MACs.
+        protocol: measure latency with it (:func:`time_model`).
+        data, recipe: proxy-train on ``data`` with ``recipe`` (default :class:`ProxyRecipe`).
+        device, threads, on_epoch_end: training's device, CPU threads and per-epoch callback
+            (:func:`train_model`).
+        on_step: called after each step with its name and the evaluation so far (a study records
+            each figure as it comes, and its fault-injection seam runs after ``timed``).
+
+    Returns:
+        :class:`Evaluation`.
+
+    Raises:
+        whatever a step raises (out of memory, a non-finite loss, bad input) after the steps before
+        it were reported through ``on_step``.
+    """
+
+    def done(step: Step) -> None:
+        if on_step is not None:
+            on_step(step, evaluation)
+
+    if seed is not None:
+        seed_everything(seed)
+    evaluation = Evaluation(config, build(config))
+    done("built")
+    if count:
+        evaluation.params, evaluation.macs = count_model(evaluation.model, config.img_size, config.in_chans)
+    done("counted")
+    if protocol is not None:
+        evaluation.latency = time_model(evaluation.model, protocol)
+    done("timed")
+    if data is not None:
+        evaluation.proxy = train_model(evaluation.model, data, img_size=config.img_size, recipe=recipe or ProxyRecipe(),
+                                       seed=seed or 0, device=device, threads=threads, on_epoch_end=on_epoch_end)
+    done("trained")
+    return evaluation

@@ -1,0 +1,207 @@
+"""The ablation report: our numbers beside the paper's, Δ vs the baseline, Kendall τ, verdicts,
+findings, and latency against resolution.
+
+Works from the tables of :func:`explore.analysis.ablation.summarise` and the run's stored rows
+(``measurements.csv``, ``run.json``), never from live models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import pandas as pd
+
+from explore.report.common import fmt, pyplot, table_block
+
+__all__ = ["AblationReportPaths", "plot_ablation", "plot_resolution", "render_ablation_markdown",
+           "write_ablation_report"]
+
+
+@dataclass(frozen=True)
+class AblationReportPaths:
+    """Files written by :func:`write_ablation_report`."""
+
+    csv: Path
+    png: Path
+    markdown: Path
+    resolution_png: Path | None
+
+
+def _speed_columns(table: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """The measured protocols (``<p>_img_s`` with ``d_<p>_pct``) and the paper's speed columns
+    (``paper_<col>`` with ``paper_d_<col>_pct``) of an ablation table, in column order."""
+    ours = [c[:-len("_img_s")] for c in table.columns
+            if c.endswith("_img_s") and f"d_{c[:-len('_img_s')]}_pct" in table.columns]
+    paper = [c[len("paper_"):] for c in table.columns
+             if c.startswith("paper_") and f"paper_d_{c[len('paper_'):]}_pct" in table.columns]
+    return ours, paper
+
+
+def plot_ablation(table: pd.DataFrame, path: Path, title: str, accuracy_label: str) -> Path:
+    """Left: Δ top-1 vs the baseline per variant, ours (error bar: standard error over seeds) beside
+    the paper's Δ (its accuracy column), or top-1 against x for sweeps. Right: Δ img/s (%) per
+    measured protocol beside the paper's. Writes a PNG at ``path``."""
+    plt = pyplot()
+
+    ours, paper = _speed_columns(table)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), dpi=110)
+    ax = axes[0]
+    has_top1 = "top1_mean" in table and table["top1_mean"].notna().any()
+    if has_top1 and table["x"].notna().sum() >= 2:
+        rows = table[table["x"].notna()].sort_values("x")
+        ax.errorbar(rows["x"], rows["top1_mean"], yerr=rows["top1_std"].fillna(0), marker="o", capsize=3,
+                    label="ours (mean ± std)")
+        ax.set_xlabel("x")
+        ax.set_ylabel("proxy top-1 (%)")
+        if rows["paper_acc"].notna().any():
+            twin = ax.twinx()
+            twin.plot(rows["x"], rows["paper_acc"], "s--", c="C1", label=f"paper {accuracy_label}")
+            twin.set_ylabel(f"paper {accuracy_label}")
+    elif has_top1:
+        pos = range(len(table))
+        ax.bar([p - 0.2 for p in pos], table["d_top1"], 0.4, yerr=table["d_top1_se"].fillna(0), capsize=2,
+               label="ours Δ top-1 (± s.e.)")
+        ax.bar([p + 0.2 for p in pos], table["paper_d_acc"], 0.4, label=f"paper Δ {accuracy_label}")
+        ax.set_xticks(list(pos), table["variant"], rotation=40, ha="right", fontsize=8)
+        ax.axhline(0, c="0.3", lw=0.8)
+        ax.set_ylabel("Δ vs baseline (points)")
+    else:
+        ax.text(0.5, 0.5, "not trained (latency-only recipe)", ha="center", va="center", transform=ax.transAxes)
+    if has_top1:
+        ax.legend(fontsize=8, loc="best")
+    ax.grid(alpha=0.3)
+    ax.set_title("accuracy", fontsize=10)
+    ax = axes[1]
+    pos = list(range(len(table)))
+    series = [(f"d_{p}_pct", f"{p} (ours)") for p in ours] + [(f"paper_d_{c}_pct", f"{c} (paper)") for c in paper]
+    width = 0.8 / max(1, len(series))
+    for i, (col, label) in enumerate(series):
+        ax.bar([p - 0.4 + width * (i + 0.5) for p in pos], table[col], width, label=label)
+    ax.set_xticks(pos, table["variant"], rotation=40, ha="right", fontsize=8)
+    ax.axhline(0, c="0.3", lw=0.8)
+    ax.set_ylabel("Δ img/s vs baseline (%)")
+    ax.set_title("speed", fontsize=10)
+    ax.grid(alpha=0.3)
+    if series:
+        ax.legend(fontsize=8, loc="best")
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_resolution(measurements: pd.DataFrame, path: Path, title: str) -> Path:
+    """Latency (ms per image) against input resolution, one line per variant and protocol (log-log)."""
+    plt = pyplot()
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    for (variant, protocol), rows in measurements.groupby(["variant", "protocol"]):
+        rows = rows.sort_values("img_size")
+        ax.plot(rows["img_size"], rows["latency_ms_per_img"], marker="o", label=f"{variant} ({protocol})")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("input resolution (pixels per side)")
+    ax.set_ylabel("latency (ms per image)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def render_ablation_markdown(table: pd.DataFrame, measurements: pd.DataFrame, meta: Mapping[str, Any],
+                             taus: Mapping[str, float], findings: list[dict[str, str]], command: str) -> str:
+    """Markdown report of one ablation run: settings, the per-variant table (ours beside the
+    paper's), Kendall τ of the Δs, verdicts, findings and, for several resolutions, latency per
+    resolution. ``meta`` holds the run's ``run.json`` plus ``paper_source``, ``paper_note``,
+    ``paper_accuracy``, ``description`` and ``reduced`` (text, or empty when the recipe's budget ran)."""
+    budget = meta.get("budget", {}) or {}
+    measure = meta.get("measure", {}) or {}
+    acc = meta.get("paper_accuracy", "top1")
+    lines = [f"# Ablation: {meta.get('title')}", "", f"Made by: `{command}`", ""]
+    if meta.get("description"):
+        lines += [str(meta["description"]).strip(), ""]
+    if budget.get("train"):
+        lines.append(f"- proxy training: `{budget.get('dataset')}` ({meta.get('train_images')} train / "
+                     f"{meta.get('val_images')} val images), {budget.get('epochs')} epoch(s) at "
+                     f"{budget.get('img_size')}² px, batch {budget.get('batch_size')}, lr {budget.get('lr')}, "
+                     f"seeds {list(budget.get('seeds', []))}; top-1 is mean ± std over the seeds")
+    else:
+        lines.append("- latency-only recipe (no training)")
+    lines.append(f"- measured: {', '.join(measure.get('protocols', []))} at {list(measure.get('img_sizes', []))} px "
+                 "(3 × H × W input, 1000 classes, as in the papers); params and MACs at the first resolution")
+    if meta.get("skipped_protocols"):
+        lines.append(f"- not run here (need CUDA): {', '.join(meta['skipped_protocols'])}")
+    lines.append(f"- device: `{meta.get('device')}`; wall time {meta.get('seconds')} s (this invocation; rows "
+                 "already in the folder are reused)" + (f"; training {meta['training_seconds']:.0f} s summed over "
+                 "the rows" if meta.get("training_seconds") else ""))
+    lines.append("- latency: one invocation's IQR understates the spread between invocations; `--remeasure` "
+                 "measures again with the training rows kept, to see how far small speed Δs move")
+    if meta.get("reduced"):
+        lines.append(f"- **reduced budget**: {meta['reduced']}")
+    lines += ["", f"Paper figures: {meta.get('paper_source') or '–'}"]
+    if meta.get("paper_note"):
+        lines.append(f"({meta['paper_note']})")
+    lines += ["", "## Our numbers beside the paper's", ""]
+
+    speed_protocols, paper_speed = _speed_columns(table)
+    rows = []
+    for r in table.to_dict("records"):
+        row = {"variant": r["label"], "params (M)": fmt(r["params_m"], 3), "MACs (M)": fmt(r["macs_m"], 1)}
+        if "top1_mean" in r:
+            row["top-1 (%)"] = f"{fmt(r['top1_mean'])} ± {fmt(r['top1_std'])} (n={r['seeds']})"
+            row["Δ top-1"] = fmt(r["d_top1"], signed=True)
+        row[f"paper {acc}"] = fmt(r["paper_acc"], 1)
+        row[f"paper Δ {acc}"] = fmt(r["paper_d_acc"], 1, signed=True)
+        if "verdict_acc" in r:
+            row["verdict (acc)"] = r["verdict_acc"]
+        for p in speed_protocols:
+            row[f"{p} img/s"] = fmt(r[f"{p}_img_s"], 1)
+            row[f"Δ {p} %"] = fmt(r[f"d_{p}_pct"], 1, signed=True)
+        for col in paper_speed:
+            row[f"paper {col}"] = fmt(r[f"paper_{col}"], 1)
+            row[f"paper Δ {col} %"] = fmt(r[f"paper_d_{col}_pct"], 1, signed=True)
+            if f"verdict_{col}" in r:
+                row[f"verdict ({col})"] = r[f"verdict_{col}"]
+        rows.append(row)
+    lines += [table_block(pd.DataFrame(rows)), ""]
+    if taus:
+        lines.append("Rank agreement of our Δs with the paper's (Kendall τ over the non-baseline rows): " +
+                     ", ".join(f"{'accuracy' if k == 'acc' else k} τ = {fmt(v)}" for k, v in taus.items()))
+        lines.append("")
+    lines += ["Verdicts: *reproduced* = our Δ has the paper's sign and exceeds our noise (2 × the standard error "
+              "over seeds and 0.2 points for accuracy; 5 % or 2 × the relative IQR for speed), *not reproduced* = "
+              "the opposite sign beyond the noise, *unclear* = within the noise (or no paper figure).", ""]
+    if findings:
+        lines += ["## The paper's findings, checked", "", table_block(pd.DataFrame(findings)), ""]
+    if not measurements.empty and measurements["img_size"].nunique() > 1:
+        pivot = measurements.pivot_table(index=["variant", "protocol"], columns="img_size",
+                                         values="latency_ms_per_img").reset_index()
+        pivot.columns = [f"{c} px (ms/img)" if isinstance(c, (int, float)) else c for c in pivot.columns]
+        lines += ["## Latency across input resolutions", "", pivot.to_markdown(index=False, floatfmt=".3f"), "",
+                  "Plot: `latency_vs_resolution.png`.", ""]
+    lines += ["Files: `summary.csv` (this table, every column), `ablation.png`, and the raw rows "
+              "`variants.csv`, `training.csv`, `measurements.csv`, `run.json`.", ""]
+    return "\n".join(lines)
+
+
+def write_ablation_report(table: pd.DataFrame, measurements: pd.DataFrame, out_dir: Path, meta: Mapping[str, Any],
+                          taus: Mapping[str, float], findings: list[dict[str, str]], command: str) -> AblationReportPaths:
+    """Write ``summary.csv``, ``ablation.png``, ``report.md`` (and ``latency_vs_resolution.png`` when
+    several resolutions were measured) into ``out_dir`` (created if needed)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    res_png = None
+    if not measurements.empty and measurements["img_size"].nunique() > 1:
+        res_png = plot_resolution(measurements, out_dir / "latency_vs_resolution.png",
+                                  f"{meta.get('title')}: latency vs resolution")
+    paths = AblationReportPaths(out_dir / "summary.csv", out_dir / "ablation.png", out_dir / "report.md", res_png)
+    table.to_csv(paths.csv, index=False)
+    plot_ablation(table, paths.png, str(meta.get("title")), str(meta.get("paper_accuracy", "top1")))
+    paths.markdown.write_text(render_ablation_markdown(table, measurements, meta, taus, findings, command),
+                              encoding="utf-8")
+    return paths

@@ -1,0 +1,118 @@
+"""Benchmark reports: ours vs timm, attention cost against tokens, proxy-loop throughput and latency
+repeatability under load. Each renders the tables its benchmark computed (:mod:`explore.analysis.bench`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from explore.resources import safe_name
+
+__all__ = ["write_bench_models", "render_attention_scaling", "write_attention_scaling", "render_proxy_throughput",
+           "write_proxy_throughput", "render_repeatability", "write_repeatability"]
+
+
+def _write(folder: Path, name: str, text: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# --------------------------------------------------------------------------------------------------
+# ours vs timm
+def write_bench_models(frame: pd.DataFrame, folder: Path, protocol: str, command: str) -> Path:
+    """Write ``bench_<protocol>_<device>.csv`` and ``.md`` (the rows of :func:`explore.analysis.bench.bench`);
+    returns the CSV's path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = safe_name(f"bench_{protocol}_{frame['device'].iloc[0].split()[0].lower()}")
+    frame.to_csv(folder / f"{stem}.csv", index=False)
+    header = (f"# {protocol}: ours vs timm\n\nCommand: `{command}`\n\n"
+              f"Device: {frame['device'].iloc[0]}; {frame['versions'].iloc[0]}. img/s = batch / median time; "
+              "ratio = ours / timm (>= 1: ours at least as fast); cv = coefficient of variation of the "
+              "repeats; paper_img_s measured by the paper on its own hardware (context only).\n\n")
+    _write(folder, f"{stem}.md", header + frame.to_markdown(index=False) + "\n")
+    return folder / f"{stem}.csv"
+
+
+# --------------------------------------------------------------------------------------------------
+# attention cost against tokens
+def render_attention_scaling(tokens: list[int], results: dict[str, list[float]], exponents: dict[str, float],
+                             header: str) -> str:
+    """The markdown table: one row per kind, median ms per token count, and the growth exponent."""
+    lines = [header, "", "| kind | " + " | ".join(f"N={n}" for n in tokens) + " | growth exponent |",
+             "|---|" + "---|" * (len(tokens) + 1)]
+    for kind, ms in results.items():
+        lines.append(f"| {kind} | " + " | ".join(f"{t:.3f}" for t in ms) + f" | {exponents[kind]:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_attention_scaling(text: str, tokens: list[int], results: dict[str, list[float]], folder: Path,
+                            device_type: str) -> Path:
+    """Write ``attention_scaling_<device>.md`` (``text``) and ``.csv`` (kind, tokens, latency_ms)."""
+    rows = ["kind,tokens,latency_ms"] + [f'"{k}",{n},{t:.6f}' for k, ms in results.items() for n, t in zip(tokens, ms)]
+    _write(folder, f"attention_scaling_{device_type}.csv", "\n".join(rows) + "\n")
+    return _write(folder, f"attention_scaling_{device_type}.md", text)
+
+
+# --------------------------------------------------------------------------------------------------
+# proxy loop vs plain DataLoader loop
+def render_proxy_throughput(result: Any, command: str) -> str:
+    """The markdown of an :class:`explore.analysis.bench.proxy.ProxyBench`: what ran, then img/s of both loops."""
+    r = result
+    warm_note = (f"Each loop was warmed up first for {r.warmup_steps} untimed step(s) on a model of its own, so "
+                 "neither timing includes the process's start-up (CUDA context, cuDNN autotuning)."
+                 if r.warmup_steps else "No warm-up (--warmup-steps 0): the first loop timed, the plain one, pays "
+                 "the process's start-up.")
+    return (f"Proxy training throughput, {r.model} at {r.img_size}x{r.img_size}, batch {r.batch_size}, "
+            f"{r.images} Fashion-MNIST images x {r.epochs:g} epoch(s), device {r.device_type} ({r.device_name}), "
+            f"precision {r.precision}, torch {r.torch_version}. {warm_note} Command: `{command}`\n\n"
+            f"| loop | train img/s |\n|---|---|\n"
+            f"| plain DataLoader ({r.workers} workers, per-image transforms) | {r.plain_img_s:.1f} |\n"
+            f"| proxy loop (explore.train) | {r.proxy_img_s:.1f} |\n"
+            f"| ratio proxy / plain | {r.proxy_img_s / r.plain_img_s:.2f} |\n")
+
+
+def write_proxy_throughput(text: str, folder: Path, device_type: str) -> Path:
+    """Write ``proxy_throughput_<device>.md``."""
+    return _write(folder, f"proxy_throughput_{device_type}.md", text)
+
+
+# --------------------------------------------------------------------------------------------------
+# latency repeatability under load
+def render_repeatability(run: Any, command: str) -> str:
+    """The markdown of an :class:`explore.analysis.bench.repeatability.Repeatability`: the largest
+    deviation between the runs, whether the fronts agree, and the per-architecture table."""
+    table = run.table
+    front_q = set(table.loc[table["pareto_quiet"].astype(bool), "config_hash"])
+    front_l = set(table.loc[table["pareto_loaded"].astype(bool), "config_hash"])
+    worst = float((table["ratio"] - 1).abs().max())
+    worst_first = float((table["ratio_first"] - 1).abs().max())
+    same_top1 = bool((table["top1_quiet"] == table["top1_loaded"]).all())
+    shown = table[["summary_quiet", "top1_quiet", "latency_ms_quiet", "latency_ms_loaded", "ratio",
+                   "latency_first_ms_quiet", "latency_first_ms_loaded", "ratio_first", "pareto_quiet",
+                   "pareto_loaded", "latency_contention_ratio_loaded", "latency_clean_share_loaded"]].rename(
+        columns={"summary_quiet": "architecture", "top1_quiet": "top-1 (%)"})
+    return "\n".join([
+        "# Latency repeatability on a shared machine", "",
+        f"Command: `{command}`", "",
+        f"The same study twice from the same seed: once on the idle machine ({run.quiet_s:.0f} s), once beside a "
+        f"competing load on {run.load_threads} thread(s) ({run.loaded_s:.0f} s); {len(table)} architectures in both "
+        f"runs, top-1 {'identical' if same_top1 else 'NOT identical'} between the runs. Latency in ms per image "
+        "(`latency` = the figure the study uses, after the end-of-study re-measurement of the front; `first` = "
+        "the trial's own measurement).", "",
+        f"- largest deviation of the study's latency, loaded vs quiet: **{worst * 100:.1f} %** "
+        f"(first measurements: {worst_first * 100:.1f} %); target: within 10 %",
+        f"- Pareto fronts: quiet {sorted(front_q)} · loaded {sorted(front_l)} -> "
+        f"**{'the same' if front_q == front_l else 'different'}**", "",
+        shown.to_markdown(index=False, floatfmt=".4g"), ""])
+
+
+def write_repeatability(text: str, run: Any, folder: Path) -> Path:
+    """Write ``latency_repeatability.md`` (``text``) and ``.csv`` (the whole comparison)."""
+    _write(folder, "latency_repeatability.md", text)
+    run.table.to_csv(folder / "latency_repeatability.csv", index=False)
+    return folder / "latency_repeatability.md"

@@ -1,0 +1,34 @@
+"""What every renderer shares: one matplotlib set-up (Agg, no display) and markdown tables."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+__all__ = ["pyplot", "table_block", "fmt"]
+
+
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the Agg backend (files only; imported on first use, not at import)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def table_block(table: pd.DataFrame) -> str:
+    """A markdown table and a newline, or ``_none_`` for an empty table."""
+    if table.empty:
+        return "_none_\n"
+    return table.to_markdown(index=False) + "\n"
+
+
+def fmt(value: Any, digits: int = 2, signed: bool = False) -> str:
+    """A number with ``digits`` decimals (``signed``: with its sign), or ``–`` for None/NaN/inf."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"

@@ -1,0 +1,240 @@
+"""The study report: Pareto table, plot, every trial as CSV, markdown summary.
+
+Works from :func:`explore.search.trials_frame` and the study's stored settings
+(:func:`explore.search.study_meta`), never from live models. The tables are computed first,
+then drawn.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import pandas as pd
+
+from explore.report.common import pyplot, table_block
+
+__all__ = [
+    "ReportPaths", "pareto_table", "state_counts", "latency_description", "dataset_line", "pareto_figure",
+    "plot_pareto", "render_markdown", "write_report",
+]
+
+
+@dataclass(frozen=True)
+class ReportPaths:
+    """Files written by :func:`write_report`."""
+
+    csv: Path
+    png: Path
+    markdown: Path
+
+
+def pareto_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """The Pareto-optimal COMPLETE trials, fastest first, with display columns: trial, architecture,
+    params (M), MACs (M), latency (ms/img), its IQR (ms/img), and, where the study re-measured its
+    front, the first and the re-measured figure (``latency`` is the lower), then top-1 (%)."""
+    columns = ["trial", "architecture", "params (M)", "MACs (M)", "latency (ms/img)", "IQR (ms/img)", "top-1 (%)"]
+    if frame.empty or "pareto" not in frame:
+        return pd.DataFrame(columns=columns)
+    front = frame[frame["pareto"].astype(bool) & (frame["state"] == "COMPLETE")].sort_values("latency_ms")
+
+    def column(name: str) -> pd.Series:
+        return front[name].astype(float) if name in front else pd.Series(float("nan"), index=front.index)
+
+    batch = column("latency_batch_size").where(column("latency_batch_size") > 0)
+    table = pd.DataFrame({
+        "trial": front["number"].astype(int),
+        "architecture": front["summary"],
+        "params (M)": (column("params") / 1e6).round(3),
+        "MACs (M)": (column("macs") / 1e6).round(2),
+        "latency (ms/img)": column("latency_ms").round(4),
+        "IQR (ms/img)": (column("latency_iqr_ms") / batch).round(4),
+    })
+    if "latency_remeasured_ms" in front and front["latency_remeasured_ms"].notna().any():
+        table["first (ms/img)"] = column("latency_first_ms").round(4)
+        table["again (ms/img)"] = column("latency_remeasured_ms").round(4)
+    table["top-1 (%)"] = front["top1"].round(2)
+    return table.reset_index(drop=True)
+
+
+def state_counts(frame: pd.DataFrame) -> dict[str, int]:
+    """Number of trials per Optuna state (COMPLETE, PRUNED, FAIL, RUNNING, ...)."""
+    if frame.empty:
+        return {}
+    return {str(k): int(v) for k, v in frame["state"].value_counts().sort_index().items()}
+
+
+def _distinct(frame: pd.DataFrame, column: str) -> str | None:
+    """The distinct non-null values of a column, in order of appearance, joined by '/' (None: none)."""
+    if column not in frame:
+        return None
+    values = [v for v in pd.unique(frame[column].dropna())]
+    return "/".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values) or None
+
+
+def latency_description(frame: pd.DataFrame, settings: Mapping[str, Any] | None = None) -> tuple[str, str]:
+    """What a study's latency objective is, from what its COMPLETE trials actually timed.
+
+    The unit is read from the values: ``ms/img`` when the objective (``latency_first_ms``, or
+    ``latency_ms`` for frames without it) equals the stored
+    ``latency_ms_per_img`` of every trial, ``ms per batch`` when it equals
+    ``latency_median_ms``, else ``ms``. The details come from the trials' attributes
+    ``latency_protocol_name``, ``latency_batch_size`` (the batch timed, after any out-of-memory
+    halving), ``latency_protocol_mode`` and ``latency_protocol_device`` (several values are joined
+    by ``/``), or, for trials without them, from the study's stored ``settings``.
+
+    Args:
+        frame: :func:`explore.search.trials_frame`.
+        settings: the study's stored settings (fallback).
+
+    Returns:
+        (unit, details), e.g. ``("ms/img", "cpu-latency, batch 16, fused, cpu")``.
+    """
+    settings = settings or {}
+    done = frame[frame["state"] == "COMPLETE"] if not frame.empty and "state" in frame else pd.DataFrame()
+    unit = "ms"
+    objective = "latency_first_ms" if "latency_first_ms" in done else "latency_ms"  # before any re-measurement
+    if not done.empty and objective in done:
+        values = done[objective].astype(float)
+        for column, name in (("latency_ms_per_img", "ms/img"), ("latency_median_ms", "ms per batch")):
+            if column in done and bool(((values - done[column].astype(float)).abs()
+                                        <= 1e-9 * values.abs().clip(lower=1.0)).all()):
+                unit = name
+                break
+    device = _distinct(done, "latency_protocol_device") or settings.get("device") or "?"
+    protocol = _distinct(done, "latency_protocol_name") or (
+        "gpu-throughput" if str(device).startswith("cuda") else "cpu-latency")
+    batch = _distinct(done, "latency_batch_size") or settings.get("latency_batch") or "the protocol's"
+    mode = _distinct(done, "latency_protocol_mode") or settings.get("latency_mode") or "?"
+    return unit, f"{protocol}, batch {batch}, {mode}, {device}"
+
+
+def dataset_line(info: Mapping[str, Any] | None, max_names: int = 5) -> str:
+    """One line on a study's data (:func:`explore.train.dataset_info`): class count, the first class
+    names, the split sizes and where the splits came from; ``"not recorded"`` for None."""
+    if not info:
+        return "not recorded"
+    names = list(info.get("classes") or [])[:max_names]
+    more = ", ..." if int(info.get("num_classes") or 0) > len(names) else ""
+    return (f"{info.get('num_classes')} classes ({', '.join(names)}{more}); "
+            f"train {info.get('train_images')} / val {info.get('val_images')} images; {info.get('source')}")
+
+
+def _shown_path(path: Any) -> str:
+    """A stored space path as reports show it: never absolute (studies of older versions stored
+    absolute paths: a built-in file becomes ``search_spaces/<name>``, any other its name)."""
+    if not path:
+        return "?"
+    p = Path(str(path))
+    if not p.is_absolute():
+        return p.as_posix()
+    return f"{p.parent.name}/{p.name}" if p.parent.name == "search_spaces" else p.name
+
+
+def pareto_figure(frame: pd.DataFrame, title: str, latency_label: str = "latency (ms)") -> Any:
+    """The figure of :func:`plot_pareto` (a matplotlib ``Figure`` on the Agg backend; close it
+    with ``matplotlib.pyplot.close``). The legend sits below the axes, outside them, so that it
+    cannot hide a point."""
+    plt = pyplot()
+
+    done = frame[frame["state"] == "COMPLETE"] if not frame.empty else frame
+    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120, layout="constrained")
+    if not done.empty:
+        others = done[~done["pareto"].astype(bool)]
+        front = done[done["pareto"].astype(bool)].sort_values("latency_ms")
+        ax.scatter(others["latency_ms"], others["top1"], s=28, c="0.6", label="trials")
+        ax.step(front["latency_ms"], front["top1"], where="post", c="C3", lw=1.2)
+        ax.scatter(front["latency_ms"], front["top1"], s=40, c="C3", label="Pareto front", zorder=3)
+        for _, row in front.iterrows():
+            ax.annotate(f"#{int(row['number'])}", (row["latency_ms"], row["top1"]), textcoords="offset points",
+                        xytext=(4, -10), fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no complete trials", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel(latency_label)
+    ax.set_ylabel("proxy top-1 (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    if not done.empty:
+        fig.legend(loc="outside lower center", ncols=2, fontsize=8, frameon=False)
+    return fig
+
+
+def plot_pareto(frame: pd.DataFrame, path: Path, title: str, latency_label: str = "latency (ms)") -> Path:
+    """Scatter of top-1 (%) against latency for COMPLETE trials, the Pareto front drawn as a step
+    line and labelled with trial numbers, the legend below the axes. Writes a PNG at ``path``.
+
+    Args:
+        frame: :func:`explore.search.trials_frame` (columns state, pareto, latency_ms, top1, number).
+        path: the PNG to write.
+        title: the plot's title.
+        latency_label: the x axis label (see :func:`latency_description`).
+    """
+    plt = pyplot()
+    fig = pareto_figure(frame, title, latency_label)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def render_markdown(frame: pd.DataFrame, meta: Mapping[str, Any], command: str) -> str:
+    """Markdown summary: the study's settings, trial counts, the Pareto table and pruning reasons."""
+    settings = meta.get("settings", {}) or {}
+    counts = state_counts(frame)
+    unit, timed = latency_description(frame, settings)
+    device_names = _distinct(frame[frame["state"] == "COMPLETE"], "latency_device_name") if not frame.empty else None
+    lines = [
+        f"# Study `{meta.get('study_name')}`",
+        "",
+        f"Made by: `{command}`",
+        "",
+        f"- space: `{meta.get('space_name')}` ({_shown_path(meta.get('space_file'))})",
+        f"- dataset: `{settings.get('dataset')}` (train subset {settings.get('max_train')}, "
+        f"val subset {settings.get('max_val')}), proxy {settings.get('epochs')} epoch(s), batch {settings.get('batch_size')}",
+        f"- data: {dataset_line(meta.get('dataset_info'))}",
+        f"- device: `{settings.get('device')}`" + (f" ({device_names})" if device_names else ""),
+        f"- latency ({unit}; {timed}): threads {settings.get('latency_threads')}, "
+        f"median of {settings.get('latency_repeats')} runs",
+        f"- sampler: `{settings.get('sampler')}`, seed {settings.get('seed')}",
+        "- trials: " + (", ".join(f"{k} {v}" for k, v in counts.items()) or "none"),
+        "",
+        "## Pareto front (top-1 up, latency down)",
+        "",
+        table_block(pareto_table(frame)),
+        "",
+    ]
+    if not frame.empty and "latency_remeasured_ms" in frame and frame["latency_remeasured_ms"].notna().any():
+        lines += ["The front's latencies were measured again at the end of the study (`again`); `latency` is the "
+                  "lower of the two figures (contention on a shared machine only slows a run down), and the "
+                  "front is computed from it.", ""]
+    if not frame.empty and "latency_contended" in frame and frame["latency_contended"].eq(True).any():
+        contended = frame.loc[frame["latency_contended"].eq(True), "number"].astype(int).tolist()
+        lines += [f"Latency measured on a busy machine (flagged `contended`) for trials {contended}.", ""]
+    if not frame.empty and "pruned_reason" in frame:
+        reasons = frame.loc[frame["state"] == "PRUNED", "pruned_reason"].dropna()
+        if not reasons.empty:
+            lines += ["## Pruned trials", "", table_block(reasons.value_counts().rename_axis("reason").reset_index())]
+    if not frame.empty and "fail_reason" in frame:
+        fails = frame.loc[frame["state"] == "FAIL", ["number", "fail_reason"]].dropna()
+        if not fails.empty:
+            lines += ["## Failed trials", "", table_block(fails)]
+    lines += ["Files: `trials.csv` (every trial, every attribute), `pareto.png` (the front).", ""]
+    return "\n".join(lines)
+
+
+def write_report(frame: pd.DataFrame, out_dir: Path, meta: Mapping[str, Any], command: str) -> ReportPaths:
+    """Write ``trials.csv``, ``pareto.png`` and ``summary.md`` into ``out_dir`` (created if needed).
+
+    Args:
+        frame: the trials table.
+        out_dir: target folder.
+        meta: study name, space and settings (see :func:`explore.search.study_meta`).
+        command: the command line that made the report (written into the summary).
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = ReportPaths(out_dir / "trials.csv", out_dir / "pareto.png", out_dir / "summary.md")
+    frame.to_csv(paths.csv, index=False)
+    unit, timed = latency_description(frame, meta.get("settings", {}) or {})
+    plot_pareto(frame, paths.png, f"{meta.get('study_name')}: proxy top-1 vs latency", f"latency ({unit}; {timed})")
+    paths.markdown.write_text(render_markdown(frame, meta, command), encoding="utf-8")
+    return paths

@@ -1,0 +1,50 @@
+"""The search: an Optuna multi-objective study over a space (top-1 up, latency down), its settings,
+objective, sampler, workers, storages with heartbeats, the shared latency cache and its results.
+
+Follows: the search of efficient architectures under a latency budget that arXiv:2305.07027 §3
+motivates (a study's Pareto front of proxy top-1 against measured latency).
+"""
+
+from explore.search.cache import CACHE_PREFIX, LatencyCache, LatencyKey
+from explore.search.faults import FAULTS_ENV, inject_fault, injected_fault
+from explore.search.objective import make_objective, training_threads
+from explore.search.results import (
+    REMEASURED_PREFIX,
+    open_study,
+    remeasure_front,
+    remeasured_latencies,
+    study_meta,
+    study_space,
+    trial_config,
+    trials_frame,
+)
+from explore.search.run import fail_stale, prepare_study, run_study
+from explore.search.sampler import TrialSeededSampler, make_sampler
+from explore.search.settings import (
+    DEFAULT_LATENCY_MODE,
+    OBJECTIVE_MODES,
+    OBJECTIVES,
+    SAMPLERS,
+    StudySettings,
+    StudySummary,
+)
+from explore.search.storage import (
+    DEFAULT_HEARTBEAT_S,
+    MAX_RETRY,
+    HeartbeatJournalStorage,
+    default_storage,
+    driver_url,
+    is_journal,
+    make_storage,
+    mask_password,
+    scrub,
+)
+
+__all__ = [
+    "CACHE_PREFIX", "LatencyCache", "LatencyKey", "FAULTS_ENV", "inject_fault", "injected_fault",
+    "make_objective", "training_threads", "REMEASURED_PREFIX", "open_study", "remeasure_front",
+    "remeasured_latencies", "study_meta", "study_space", "trial_config", "trials_frame", "fail_stale",
+    "prepare_study", "run_study", "TrialSeededSampler", "make_sampler", "DEFAULT_LATENCY_MODE", "OBJECTIVE_MODES",
+    "OBJECTIVES", "SAMPLERS", "StudySettings", "StudySummary", "DEFAULT_HEARTBEAT_S", "MAX_RETRY",
+    "HeartbeatJournalStorage", "default_storage", "driver_url", "is_journal", "make_storage", "mask_password", "scrub",
+]

@@ -1,0 +1,279 @@
+"""Reading a study's results: open it, one row per trial, the Pareto front (re-measured at the end),
+its stored settings and space, and the architecture of one trial.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+import torch
+from optuna.trial import TrialState
+
+from explore.arch import ArchConfig
+from explore.errors import ExploreError, SpaceError
+from explore.evaluate import evaluate_candidate
+from explore.measure import Protocol, device_name
+from explore.search.objective import worker_id
+from explore.search.storage import default_storage, is_journal, make_storage, mask_password
+from explore.space import SearchSpace, load_space
+
+__all__ = ["REMEASURED_PREFIX", "open_study", "trials_frame", "remeasured_latencies", "remeasure_front", "study_meta",
+           "study_space", "trial_config"]
+
+REMEASURED_PREFIX = "latency_remeasured:"
+"""Study attributes holding the end-of-study latency re-measurements of Pareto trials, by trial number."""
+
+
+def _trial_protocol(attrs: dict[str, Any], device: torch.device) -> Protocol:
+    """The latency protocol a trial was measured with (from its ``latency_protocol_*`` attributes), on ``device``."""
+    fields = {f.name for f in dataclasses.fields(Protocol)}
+    stored = {k[len("latency_protocol_"):]: v for k, v in attrs.items() if k.startswith("latency_protocol_")}
+    stored = {k: v for k, v in stored.items() if k in fields}
+    return dataclasses.replace(Protocol(**stored), device=str(device))
+
+
+def remeasure_front(study: optuna.Study, device: Any,
+                    on_remeasure: Callable[[int, float, float], None] | None = None) -> list[int]:
+    """Measure the latency of the study's Pareto trials again, until the front holds only re-measured trials.
+
+    A trial's latency was measured once, at whatever moment its trial ran; on a shared machine one
+    figure can be off. Each Pareto trial measured on this device model is rebuilt from its config and
+    measured again with its own protocol (:func:`explore.evaluate.evaluate_candidate`, under the device's
+    exclusive lock); the result is stored as
+    the study attribute ``latency_remeasured:<number>``, and :func:`trials_frame` takes the lower of
+    the two figures and recomputes the front, which may bring in trials not yet re-measured: those
+    are measured next. Trials measured on another device model (another machine of a PostgreSQL
+    study) are left alone.
+
+    Args:
+        study: the study.
+        device: the torch device to measure on.
+        on_remeasure: called with (trial number, first ms/img, re-measured ms/img) after each.
+
+    Returns:
+        The numbers of the trials re-measured by this call.
+    """
+    dev = torch.device(device)
+    here = device_name(dev)
+    done = set(remeasured_latencies(study))
+    measured = []
+    while True:
+        frame = trials_frame(study)
+        front = frame[frame["pareto"] & ~frame["number"].isin(done)] if not frame.empty else frame
+        todo = [int(n) for n, name in zip(front.get("number", []), front.get("latency_device_name", []))
+                if name == here]
+        if not todo:
+            return measured
+        trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+        for number in todo:
+            attrs = trials[number].user_attrs
+            config = ArchConfig.from_json(attrs["config"])
+            result = evaluate_candidate(config, count=False, protocol=_trial_protocol(attrs, dev)).latency
+            study.set_user_attr(f"{REMEASURED_PREFIX}{number}", {
+                "ms_per_img": result.latency_ms_per_img, "median_ms": result.median_ms, "iqr_ms": result.iqr_ms,
+                "batch_size": result.batch_size, "contended": result.contended,
+                "contention_ratio": result.contention_ratio, "measured_by": worker_id(), "at": time.time()})
+            done.add(number)
+            measured.append(number)
+            if on_remeasure is not None:
+                on_remeasure(number, float(trials[number].values[1]), result.latency_ms_per_img)
+
+
+def open_study(study: str, storage: str | None = None) -> optuna.Study:
+    """Open an existing study for reading: a run folder (``runs/cga``, holding ``study.db`` or
+    ``journal.log``) or a study name with ``storage`` (URL or journal file).
+
+    Raises:
+        ExploreError: no such run folder, storage or study (messages carry no password).
+    """
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if storage is None:
+        run_dir = Path(study)
+        if not ((run_dir / "study.db").is_file() or (run_dir / "journal.log").is_file()):
+            raise ExploreError("STUDY", study, "expected a run folder holding study.db or journal.log (e.g. runs/cga), "
+                                               "or a study name with --storage URL")
+        storage, name = default_storage(run_dir), None
+    else:
+        name = study
+    if not is_journal(storage) and storage.startswith("sqlite:///"):
+        db = Path(storage[len("sqlite:///"):])
+        if not db.is_file():  # SQLAlchemy would create an empty database
+            raise ExploreError("--storage", storage, "no such SQLite file")
+    backend = make_storage(storage, create_journal=False)
+    try:
+        if name is None:
+            summaries = optuna.get_all_study_summaries(backend)
+            if len(summaries) != 1:
+                raise ExploreError("STUDY", study, f"the storage holds {len(summaries)} studies; name one with --storage")
+            name = summaries[0].study_name
+        return optuna.load_study(study_name=name, storage=backend)
+    except KeyError:
+        raise ExploreError("STUDY", study, f"no such study in {mask_password(storage)}") from None
+
+
+def _retries(study: optuna.Study) -> dict[int, int]:
+    """Original trial number -> the number of its (last) retry."""
+    out = {}
+    for t in study.get_trials(deepcopy=False):
+        original = t.system_attrs.get("failed_trial")
+        if original is not None:
+            out[int(original)] = t.number
+    return out
+
+
+def _non_dominated(top1: list[float], latency: list[float]) -> list[bool]:
+    """Pareto-optimal points of (top-1 up, latency down): no other point at least as good in both
+    and better in one."""
+    out = []
+    for i, (a, la) in enumerate(zip(top1, latency)):
+        out.append(not any((b >= a and lb <= la) and (b > a or lb < la)
+                           for j, (b, lb) in enumerate(zip(top1, latency)) if j != i))
+    return out
+
+
+def remeasured_latencies(study: optuna.Study) -> dict[int, dict[str, Any]]:
+    """Trial number -> its front re-measurement (``ms_per_img``, ``contended``, ...; see
+    :func:`remeasure_front`), from the study attributes ``latency_remeasured:<number>``."""
+    out = {}
+    for key, value in study.user_attrs.items():
+        if key.startswith(REMEASURED_PREFIX) and isinstance(value, dict):
+            out[int(key[len(REMEASURED_PREFIX):])] = value
+    return out
+
+
+def trials_frame(study: optuna.Study) -> pd.DataFrame:
+    """One row per trial: number, state, objectives, params (count), MACs, latency and its spread,
+    proxy figures, reasons, the config (JSON) and the sampled knobs (``p.<name>`` columns).
+
+    Columns ``top1`` (%) and ``latency_ms`` (ms per image) are NaN for trials that did not complete.
+    ``latency_ms`` is the trial's latency objective, or, for a trial whose latency was measured
+    again at the end of the study (:func:`remeasure_front`), the lower of the two figures
+    (contention only slows a run down); ``latency_first_ms`` and ``latency_remeasured_ms`` keep both.
+    ``pareto`` is True for the Pareto-optimal COMPLETE trials on (``top1``, ``latency_ms``)
+    (single-objective studies: the best trial). ``retry_of`` names the trial a retried trial
+    re-runs; a FAIL trial whose process died gets a ``fail_reason`` saying so.
+    """
+    remeasured = remeasured_latencies(study)
+    retries = _retries(study)
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        attrs = t.user_attrs
+        row: dict[str, Any] = {
+            "number": t.number,
+            "state": t.state.name,
+            "top1": t.values[0] if t.values else float("nan"),
+            "latency_ms": (t.values[1] if len(t.values) > 1 else attrs.get("latency_ms_per_img", float("nan")))
+            if t.values else float("nan"),
+            "pareto": False,
+            "params": attrs.get("params"),
+            "macs": attrs.get("macs"),
+        }
+        for key in sorted(attrs):
+            if key not in row and key != "config":
+                row[key] = attrs[key]
+        if t.state == TrialState.FAIL and not attrs.get("fail_reason"):
+            again = f"retried as #{retries[t.number]}" if t.number in retries else "not retried"
+            row["fail_reason"] = f"stale: its process stopped sending heartbeats (killed or lost); {again}"
+        original = t.system_attrs.get("failed_trial")
+        row["retry_of"] = int(original) if original is not None else None
+        config = attrs.get("config")
+        row["summary"] = ArchConfig.from_json(config).summary() if config else ""
+        row["config"] = config
+        row["duration_s"] = t.duration.total_seconds() if t.duration else float("nan")
+        row.update({f"p.{k}": v for k, v in t.params.items()})
+        if t.values and len(t.values) > 1:
+            row["latency_first_ms"] = row["latency_ms"]
+            again = remeasured.get(t.number)
+            if again is not None:
+                row["latency_remeasured_ms"] = float(again["ms_per_img"])
+                row["latency_remeasured_contended"] = again.get("contended")
+                row["latency_ms"] = min(row["latency_first_ms"], row["latency_remeasured_ms"])
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    frame = frame.sort_values("number").reset_index(drop=True)
+    complete = frame["state"] == "COMPLETE"
+    if complete.any():
+        if len(study.directions) > 1:
+            done = frame[complete]
+            flags = _non_dominated(done["top1"].astype(float).tolist(), done["latency_ms"].astype(float).tolist())
+            frame.loc[done.index, "pareto"] = flags
+        else:
+            frame["pareto"] = frame["number"].isin({t.number for t in study.best_trials})
+    return frame
+
+
+def study_meta(study: optuna.Study) -> dict[str, Any]:
+    """The study's stored settings, space and data (for report headers); ``dataset_info`` is None
+    for studies made before it was stored."""
+    return {
+        "study_name": study.study_name,
+        "space_name": study.user_attrs.get("space_name"),
+        "space_file": study.user_attrs.get("space_file"),
+        "settings": json.loads(json.dumps(study.user_attrs.get("settings", {}))),
+        "dataset_info": study.user_attrs.get("dataset_info"),
+    }
+
+
+def study_space(study: optuna.Study, run_dir: str | Path | None = None) -> SearchSpace:
+    """The search space a study ran with, loaded from its stored ``space_file``.
+
+    The stored name is tried as a built-in file (``search_spaces/cga.toml``) or a path from the
+    current folder, then relative to ``run_dir`` and each folder above it (a user's file named
+    relative to the folder the study was started from); studies of older versions stored
+    absolute paths, which are tried as they are.
+
+    Args:
+        study: an opened study.
+        run_dir: its run folder, when it has one (``runs/cga``).
+
+    Raises:
+        SpaceError: field ``space_file``: none stored, or no file found under that name (or the
+            file is no longer a valid space).
+    """
+    ref = study.user_attrs.get("space_file")
+    if not ref:
+        raise SpaceError("space_file", None, f"study {study.study_name!r} stores no space file")
+    candidates = [Path(ref)]
+    if run_dir is not None and not Path(ref).is_absolute():
+        base = Path(run_dir).resolve()
+        candidates += [folder / ref for folder in (base, *base.parents)]
+    for candidate in candidates:
+        if candidate.is_file():
+            return load_space(candidate)
+    try:
+        return load_space(ref)  # a built-in file named as search_spaces/<name>.toml
+    except SpaceError:
+        raise SpaceError("space_file", ref, f"study {study.study_name!r} names this space file, which is not "
+                                            "found from here nor beside its run folder") from None
+
+
+
+def trial_config(run_dir: str, number: int) -> ArchConfig:
+    """The architecture trial ``number`` of the study in run folder ``run_dir`` stored: the loader of
+    ``RUN_DIR:TRIAL`` for :func:`explore.arch.resolve_arch`.
+
+    Raises:
+        ExploreError: field ``STUDY``: not a study run folder, no such trial, or a trial without a
+            stored config (``expected`` says which).
+    """
+    try:
+        study = open_study(run_dir)
+    except ExploreError as exc:
+        raise ExploreError("STUDY", run_dir, f"STUDY is not a study run folder ({exc.expected})") from None
+    trials = study.get_trials(deepcopy=False)
+    trial = {t.number: t for t in trials}.get(number)
+    if trial is None:
+        raise ExploreError("STUDY", run_dir, f"no trial {number} in {run_dir} (it has {len(trials)} trials)")
+    config_json = trial.user_attrs.get("config")
+    if not config_json:
+        raise ExploreError("STUDY", run_dir, f"trial {number} stored no config (state {trial.state.name})")
+    return ArchConfig.from_json(config_json, source=f"{run_dir}:{number}")

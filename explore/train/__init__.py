@@ -1,0 +1,39 @@
+"""Training: datasets held as uint8 tensors, model input, the short proxy loop and top-1 evaluation.
+
+The proxy ranks architectures cheaply (AdamW, warm-up + cosine, label smoothing, crop + flip); it
+does not reproduce any paper's full schedule.
+"""
+
+from explore.train.datasets import (
+    DATASETS,
+    FASHION_MNIST_CLASSES,
+    FASHION_MNIST_ROOT,
+    HELD_OUT_FOLDERS,
+    check_dataset,
+    load_dataset,
+)
+from explore.train.normalize import Normalizer, to_model_input
+from explore.train.proxy import (
+    AUTOTUNE_MIN_STEPS,
+    PRECISIONS,
+    Optimisation,
+    ProxyRecipe,
+    ProxyResult,
+    autocast,
+    autotune,
+    choose_precision,
+    evaluate,
+    optimisation,
+    seed_everything,
+    train_proxy,
+    train_step,
+)
+from explore.train.splits import DatasetBundle, ImageData, dataset_info
+
+__all__ = [
+    "DATASETS", "FASHION_MNIST_CLASSES", "FASHION_MNIST_ROOT", "HELD_OUT_FOLDERS", "check_dataset", "load_dataset",
+    "Normalizer", "to_model_input",
+    "AUTOTUNE_MIN_STEPS", "PRECISIONS", "Optimisation", "ProxyRecipe", "ProxyResult", "autocast", "autotune",
+    "choose_precision", "evaluate", "optimisation", "seed_everything", "train_proxy", "train_step",
+    "DatasetBundle", "ImageData", "dataset_info",
+]
