@@ -267,11 +267,10 @@ def _stats(times_ms: list[float]) -> tuple[float, float, float]:
     return statistics.median(times_ms), quartiles[2] - quartiles[0], cv
 
 
-CLEAN_RATIO = 2.0
-"""The machine counts as quiet when the reference workload, timed just before and just after a
-measurement, ran within this factor of its fastest time so far (the baseline). The reference is a ~1 ms
-workload, and on an idle 2-core VM its time right after a model's runs varied up to 1.5x: only a
-heavy slowdown is taken as contention; preempted repeats (:data:`RUN_SHARE`) are the finer signal."""
+CLEAN_RATIO = 1.3
+"""The machine counts as quiet when the reference workload ran within this factor of its fastest time so
+far (the baseline) both just before and just after a measurement (the lower of the two counts: a single
+slow probe is noise, contention that lasts slows both)."""
 RUN_SHARE = 0.9
 """A one-thread repeat is *clean* when the measuring thread ran (CPU time) for at least this share of
 its wall time: it was not preempted by another process."""
@@ -285,8 +284,8 @@ class Contention:
     """How busy the CPU was while a model was timed (see :func:`time_cpu`).
 
     Attributes:
-        ratio: the reference workload's time just before or after the timed repeats (the slower)
-            / its baseline (1.0: quiet; 1.5: it ran 1.5x slower than on the quiet machine).
+        ratio: the reference workload's time just before and after the timed repeats (the faster of
+            the two) / its baseline (1.0: quiet; 1.5: it ran 1.5x slower than on the quiet machine).
         clean_share: share of the repeats (of the attempt used; of all attempts when contended)
             that ran without preemption
             (thread CPU time >= :data:`RUN_SHARE` x wall time; 1.0 with several threads, where this
@@ -401,7 +400,7 @@ def time_cpu(run: Callable[[], Any], protocol: Protocol) -> tuple[list[float], C
             cpus.append((time.thread_time() - c0) * 1e3)
         after = reference.probe_ms()
         baseline = reference.baseline_ms()
-        ratio = max(before, after) / baseline
+        ratio = min(before, after) / baseline
         clean = clean_repeats(walls, cpus if one_thread else None)
         pooled += clean
         cpu_all += cpus

@@ -73,7 +73,7 @@ def test_a_busy_machine_is_waited_out_then_flagged(monkeypatch, one_thread):
     quiet = [(10, 10)] * 4
     # warm-up 1; attempt 1 busy; attempt 2: reference slow (bandwidth contention) though runs clean; attempt 3 quiet
     runs = [(10, 10)] + busy + quiet + quiet
-    clock, run = _scripted(monkeypatch, runs, probes=[1.0, 1.0, 1.0, 2.5, 1.0, 1.0])
+    clock, run = _scripted(monkeypatch, runs, probes=[1.0, 1.0, 1.6, 1.5, 1.0, 1.0])  # attempt 2: both slow
     times, contention = protocols._time_cpu(run, get_protocol("cpu-latency", repeats=4, warmup=1))
     assert times == pytest.approx([10.0] * 4) and not contention.contended and contention.attempts == 3
     assert len(clock.sleeps) == 2  # paused twice before measuring again
