@@ -8,7 +8,7 @@ import warnings
 import pytest
 import torch
 
-from explore.config import ArchConfig, StageConfig
+from explore.arch import ArchConfig, StageConfig
 
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 needs_fashion_mnist = pytest.mark.skipif(

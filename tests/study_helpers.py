@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from explore.faults import TINY_SPACE
-from explore.study import StudySettings
+from tests.tools.faults import TINY_SPACE
+from explore.search import StudySettings
 
 POSTGRES_URL = os.environ.get(
     "EXPLORE_TEST_POSTGRES_URL",
@@ -87,9 +87,9 @@ def postgres_url() -> str:
     try:
         import sqlalchemy
 
-        from explore.storage import _driver_url
+        from explore.search import driver_url
 
-        engine = sqlalchemy.create_engine(_driver_url(POSTGRES_URL), connect_args={"connect_timeout": 5})
+        engine = sqlalchemy.create_engine(driver_url(POSTGRES_URL), connect_args={"connect_timeout": 5})
         with engine.connect() as conn:
             conn.execute(sqlalchemy.text("SELECT 1"))
         engine.dispose()

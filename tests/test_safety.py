@@ -13,11 +13,11 @@ import sqlalchemy
 from typer.testing import CliRunner
 
 from explore.cli import app
-from explore.report import safe_name as _safe_name
+from explore.resources import safe_name as _safe_name
 from explore.errors import SpaceError
 from explore.space import load_space
-from explore.storage import _driver_url, mask_password, scrub
-from explore.study import open_study, run_study
+from explore.search import driver_url, mask_password, scrub
+from explore.search import open_study, run_study
 from tests.study_helpers import (  # noqa: F401 - fixtures
     TINY_ARGS,
     one_thread,
@@ -73,7 +73,7 @@ def test_password_never_printed_stored_or_written(tmp_path, postgres_url, monkey
     assert password not in json.dumps(stored, default=str)
     assert study.user_attrs["settings"]["storage"] == mask_password(postgres_url)
     # nowhere in the database either: every row of every table, as text
-    engine = sqlalchemy.create_engine(_driver_url(postgres_url))
+    engine = sqlalchemy.create_engine(driver_url(postgres_url))
     with engine.connect() as conn:
         tables = sqlalchemy.inspect(conn).get_table_names()
         assert "trial_user_attributes" in tables and "study_system_attributes" in tables

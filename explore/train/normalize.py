@@ -70,13 +70,7 @@ class Normalizer:
             DataError: the batch is not a uint8 4-D tensor, has another number of channels
                 (field ``"mean/std"``) or lives on another device.
         """
-        if images_uint8.dtype != torch.uint8 or images_uint8.ndim != 4:
-            raise DataError(
-                "images",
-                f"{images_uint8.dtype} {tuple(images_uint8.shape)}",
-                "expected a uint8 tensor (B, C, H, W)",
-            )
-        c = images_uint8.shape[1]
+        c = _check_batch(images_uint8)
         if c != self.channels:
             raise DataError(
                 "mean/std",
@@ -90,6 +84,14 @@ class Normalizer:
         if x.shape[-2:] != (size, size):
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
         return x.sub_(self.mean).div_(self.std)
+
+
+def _check_batch(images_uint8: torch.Tensor) -> int:
+    """The channels C of a uint8 batch (B, C, H, W); DataError (field ``images``) for anything else."""
+    if images_uint8.dtype != torch.uint8 or images_uint8.ndim != 4:
+        raise DataError("images", f"{images_uint8.dtype} {tuple(images_uint8.shape)}",
+                        "expected a uint8 tensor (B, C, H, W)")
+    return int(images_uint8.shape[1])
 
 
 def to_model_input(
@@ -118,13 +120,7 @@ def to_model_input(
         DataError: the batch is not a uint8 4-D tensor, ``img_size`` is not positive, or
             ``mean``/``std`` do not have one value per channel.
     """
-    if images_uint8.dtype != torch.uint8 or images_uint8.ndim != 4:
-        raise DataError(
-            "images",
-            f"{images_uint8.dtype} {tuple(images_uint8.shape)}",
-            "expected a uint8 tensor (B, C, H, W)",
-        )
-    c = images_uint8.shape[1]
+    c = _check_batch(images_uint8)
     if len(mean) != c or len(std) != c:
         raise DataError("mean/std", (tuple(mean), tuple(std)), f"expected {c} value(s) each, one per channel")
     return Normalizer(img_size, mean, std, images_uint8.device)(images_uint8)

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from explore import ablate as ab
+from explore.analysis import ablation as ab
 from explore.cli import app
 from explore.measure import count_macs
-from explore.models import build
+from explore.nn import build
 from explore.resources import builtin_dirs
 
 runner = CliRunner()
@@ -240,7 +240,7 @@ stages = [{}, { token_mixer = "linear" }]
 def _run_from(rows: dict[str, tuple[list[float], float, float | None]], paper_key: str = "top1") -> ab.AblationRun:
     """A fake run: variant -> (top-1 per seed, onnx img/s, paper accuracy)."""
     recipe_variants = []
-    from explore.presets import get_preset
+    from explore.arch import get_preset
     base = get_preset("efficientvit_m0")
     for i, (name, (_, _, paper)) in enumerate(rows.items()):
         recipe_variants.append(ab.Variant(name, name, base, {}, baseline=i == 0,

@@ -13,7 +13,7 @@ from study_helpers import subprocess_env
 @needs_fashion_mnist
 def test_acceptance_command_runs_on_cpu(tmp_path):
     out = tmp_path / "acc"
-    done = subprocess.run([sys.executable, "-m", "explore.acceptance", "--device", "cpu", "--out", str(out)],
+    done = subprocess.run([sys.executable, "-m", "explore.cli", "acceptance", "--device", "cpu", "--out", str(out)],
                           capture_output=True, text=True, timeout=900, env=subprocess_env(), check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     lines = [line for line in done.stdout.splitlines() if line[:4] in ("PASS", "FAIL", "SKIP")]
@@ -28,7 +28,7 @@ def test_acceptance_command_runs_on_cpu(tmp_path):
 
 
 def test_acceptance_refuses_an_unavailable_device(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "explore.acceptance", "--device", "cuda:7", "--out",
+    done = subprocess.run([sys.executable, "-m", "explore.cli", "acceptance", "--device", "cuda:7", "--out",
                            str(tmp_path / "x")], capture_output=True, text=True, timeout=120, env=subprocess_env(),
                           check=False)
     assert done.returncode == 1

@@ -13,13 +13,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from explore import importance as imp
+from explore.analysis import importance as imp
 from explore.cli import app
-from explore.config import ArchConfig, StageConfig
+from explore.arch import ArchConfig, StageConfig
 from explore.errors import ExploreError
 from explore.measure import count_macs, count_params
-from explore.models import build
-from explore.space import load_space
+from explore.nn import CascadedGroupAttention, MultiHeadSelfAttention, build
+from explore.space import load_space, space_params
 from tests.conftest import needs_fashion_mnist, tiny_config
 
 IMG = 32
@@ -196,10 +196,10 @@ def test_pruned_model_runs_with_exact_shapes_params_and_outputs(layout):
             kept_v = sum(len(b) for _, b in keep.heads.values())
             for j, h in enumerate(sorted(keep.heads)):
                 qk, v = len(keep.heads[h][0]), len(keep.heads[h][1])
-                if u.kind == "cga" and isinstance(module, imp.PrunedCascadedGroupAttention):
+                if u.kind == "cga" and isinstance(module, CascadedGroupAttention):
                     assert module.qkvs[j].conv.weight.shape == (2 * qk + v, u.width // u.heads, 1, 1)
                     assert module.dws[j].conv.weight.shape[0] == qk
-            if isinstance(module, (imp.PrunedCascadedGroupAttention, imp.PrunedMultiHeadSelfAttention)):
+            if isinstance(module, (CascadedGroupAttention, MultiHeadSelfAttention)):
                 assert module.proj[1].conv.weight.shape == (u.width, kept_v, 1, 1)
                 assert module.attention_biases.shape[0] == len(keep.heads)
         else:
@@ -268,7 +268,7 @@ def test_torch_pruning_groups_hidden_channels_inside_the_unit():
         modules = set(model.modules())
         for u in imp.find_units(model, IMG, 1):
             if isinstance(u, imp.HiddenUnit):
-                first, expected = imp._hidden_modules(model.get_submodule(u.path), u.kind)
+                first, expected = imp.hidden_modules(model.get_submodule(u.path), u.kind)
                 group = graph.get_pruning_group(first, tp.prune_conv_out_channels, idxs=[0, 1])
                 assert {d.target.module for d, _ in group if d.target.module in modules} == expected, u.path
 
@@ -369,7 +369,7 @@ def test_space_params_snap_to_the_space_and_enqueue():
     config, _, _, retained = _retained_case()
     suggested = imp.suggest_config(config, retained)
     space = load_space("cga")
-    params, built, notes = imp.space_params(suggested, space, in_chans=1, num_classes=10)
+    params, built, notes = space_params(suggested, space, in_chans=1, num_classes=10)
     assert built == space.sample(optuna.trial.FixedTrial(params), in_chans=1, num_classes=10)
     assert params["stage0.qk_dim"] in (8, 16, 32) and params["stage1.v_ratio"] in (0.5, 0.75, 1.0, 1.25)
     assert params["stage0.width"] == 32 and params["stage2.kernel3"] == 3
@@ -379,7 +379,7 @@ def test_space_params_snap_to_the_space_and_enqueue():
         study.enqueue_trial(params, skip_if_exists=True)
     assert len(study.get_trials(states=(optuna.trial.TrialState.WAITING,))) == 1
     with pytest.raises(ExploreError, match="--enqueue"):
-        imp.space_params(suggested.replace(layout="mbconv", stem_width=8), space, in_chans=1, num_classes=10)
+        space_params(suggested.replace(layout="mbconv", stem_width=8), space, in_chans=1, num_classes=10)
 
 
 # --------------------------------------------------------------------------------------------------

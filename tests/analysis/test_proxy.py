@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from explore.cli import app
 from explore.errors import ExploreError
-from explore.proxy import sample_architectures, validate_proxy
+from explore.analysis import sample_architectures, validate_proxy
 from tests.conftest import needs_fashion_mnist
 
 
@@ -58,10 +58,13 @@ def test_validate_proxy_cli(tmp_path):
 
 @needs_fashion_mnist
 def test_proxy_throughput_benchmark_runs(tmp_path):
-    from explore.bench_proxy import main
+    from typer.testing import CliRunner
 
-    assert main(["--images", "128", "--batch-size", "32", "--img-size", "32", "--workers", "0",
-                 "--warmup-steps", "1", "--out", str(tmp_path)]) == 0
+    from explore.cli import app
+
+    done = CliRunner().invoke(app, ["bench", "proxy", "--images", "128", "--batch-size", "32", "--img-size", "32",
+                                    "--workers", "0", "--warmup-steps", "1", "--out", str(tmp_path)])
+    assert done.exit_code == 0, done.output
     text = (tmp_path / "proxy_throughput_cpu.md").read_text()
     assert "ratio proxy / plain" in text and "plain DataLoader" in text
     assert "warmed up first for 1 untimed step(s)" in text and "precision fp32" in text
@@ -69,8 +72,9 @@ def test_proxy_throughput_benchmark_runs(tmp_path):
 
 def test_proxy_throughput_benchmark_warms_both_loops_before_timing(monkeypatch):
     """Both loops run untimed on their own models before either is timed (issue 13)."""
-    import explore.bench_proxy as bench
-    from explore.data import load_dataset
+    import explore.analysis.bench.proxy as bench
+    from explore.errors import ExploreError
+    from explore.train import load_dataset
 
     events: list[tuple[str, float]] = []
     monkeypatch.setattr(bench, "load_dataset", lambda *a, **k: load_dataset("synthetic", max_train=96, max_val=8))
@@ -80,11 +84,10 @@ def test_proxy_throughput_benchmark_warms_both_loops_before_timing(monkeypatch):
         train_img_s = 2.0
 
     monkeypatch.setattr(bench, "train_proxy", lambda *a, recipe, **k: events.append(("proxy", recipe.epochs)) or Result)
-    assert bench.main(["--images", "96", "--batch-size", "32", "--img-size", "32", "--epochs", "2",
-                       "--warmup-steps", "3"]) == 0
+    bench.run_proxy_bench(images=96, batch_size=32, img_size=32, epochs=2, warmup_steps=3)
     assert events == [("plain", 1.0), ("proxy", 1.0), ("plain", 2.0), ("proxy", 2.0)]  # 3 warm-up steps = 1 epoch
     events.clear()
-    assert bench.main(["--images", "96", "--batch-size", "32", "--img-size", "32", "--warmup-steps", "0"]) == 0
+    bench.run_proxy_bench(images=96, batch_size=32, img_size=32, warmup_steps=0)
     assert events == [("plain", 1.0), ("proxy", 1.0)]
-    with pytest.raises(SystemExit):
-        bench.main(["--images", "16", "--batch-size", "32"])  # no full batch: refused, not an endless loop
+    with pytest.raises(ExploreError, match="--images"):
+        bench.run_proxy_bench(images=16, batch_size=32)  # no full batch: refused, not an endless loop

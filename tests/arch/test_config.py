@@ -6,9 +6,9 @@ import dataclasses
 
 import pytest
 
-from explore.config import ArchConfig, StageConfig
+from explore.arch import ArchConfig, StageConfig
 from explore.errors import ConfigError
-from explore.presets import PRESETS, get_preset
+from explore.arch import PRESETS, get_preset
 from tests.conftest import tiny_config
 
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from explore.measure import count_macs, count_params
-from explore.models import build
-from explore.paper import TIMM_PARAM_COUNTS, paper_macs
-from explore.presets import PRESETS, convert_timm_state_dict, get_preset
+from explore.nn import build
+from explore.arch import TIMM_PARAM_COUNTS, paper_macs
+from explore.arch import PRESETS, convert_timm_state_dict, get_preset
 from tests.conftest import tiny_config
 
 

@@ -11,7 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from explore.cli import app
-from explore.paper import CGA_MODELS, TIMM_PARAM_COUNTS
+from explore.arch import CGA_MODELS, TIMM_PARAM_COUNTS
 from tests.conftest import needs_fashion_mnist, tiny_config
 from tests.study_helpers import TINY_ARGS, write_space
 
@@ -138,7 +138,7 @@ _ABSOLUTE = re.compile(r"(^|[\s`'\"(=,:;])/[\w.-]")
 def test_study_report_holds_no_absolute_path_and_names_its_data(tmp_path, monkeypatch):
     from explore.resources import display_path
     from explore.space import load_space
-    from explore.study import open_study, study_space
+    from explore.search import open_study, study_space
 
     monkeypatch.chdir(tmp_path)
     space = write_space(tmp_path)  # given below as an absolute path, under the current directory

@@ -8,9 +8,10 @@ import types
 import pytest
 import torch
 
-from explore import protocols, study as study_module
-from explore.protocols import CLEAN_RATIO, clean_repeats, get_protocol
-from explore.study import open_study, run_study, trials_frame
+import explore.measure.protocols as protocols
+import explore.search.objective as objective_module
+from explore.measure import CLEAN_RATIO, clean_repeats, get_protocol
+from explore.search import open_study, run_study, trials_frame
 from study_helpers import one_thread, tiny_settings  # noqa: F401 - one_thread is a fixture
 
 
@@ -47,7 +48,7 @@ def _scripted(monkeypatch, runs: list[tuple[float, float]], probes: list[float])
     clock = _FakeClock()
     monkeypatch.setattr(protocols, "time", types.SimpleNamespace(perf_counter=clock.perf_counter,
                                                                  thread_time=clock.thread_time, sleep=clock.sleep))
-    monkeypatch.setattr(protocols, "_reference", lambda: _FakeReference(probes))
+    monkeypatch.setattr(protocols, "reference_workload", lambda: _FakeReference(probes))
     script = iter(runs)
 
     def run() -> None:
@@ -62,7 +63,7 @@ def test_preempted_repeats_are_left_out(monkeypatch, one_thread):
     # warm-up 1, then 6 repeats: two were preempted (CPU time well below wall time)
     runs = [(10, 10)] + [(10, 10), (25, 10), (10, 9.8), (30, 11), (10.2, 10), (9.9, 9.9)]
     clock, run = _scripted(monkeypatch, runs, probes=[1.0, 1.05])
-    times, contention = protocols._time_cpu(run, get_protocol("cpu-latency", repeats=6, warmup=1))
+    times, contention = protocols.time_cpu(run, get_protocol("cpu-latency", repeats=6, warmup=1))
     assert times == pytest.approx([10, 10, 10.2, 9.9])
     assert contention.clean_share == pytest.approx(4 / 6) and not contention.contended
     assert contention.attempts == 1 and clock.sleeps == []
@@ -74,13 +75,13 @@ def test_a_busy_machine_is_waited_out_then_flagged(monkeypatch, one_thread):
     # warm-up 1; attempt 1 busy; attempt 2: reference slow (bandwidth contention) though runs clean; attempt 3 quiet
     runs = [(10, 10)] + busy + quiet + quiet
     clock, run = _scripted(monkeypatch, runs, probes=[1.0, 1.0, 1.6, 1.5, 1.0, 1.0])  # attempt 2: both slow
-    times, contention = protocols._time_cpu(run, get_protocol("cpu-latency", repeats=4, warmup=1))
+    times, contention = protocols.time_cpu(run, get_protocol("cpu-latency", repeats=4, warmup=1))
     assert times == pytest.approx([10.0] * 4) and not contention.contended and contention.attempts == 3
     assert len(clock.sleeps) == 2  # paused twice before measuring again
 
     runs = [(10, 10)] + busy * 3
     clock, run = _scripted(monkeypatch, runs, probes=[1.0] * 6)
-    times, contention = protocols._time_cpu(run, get_protocol("cpu-latency", repeats=4, warmup=1))
+    times, contention = protocols.time_cpu(run, get_protocol("cpu-latency", repeats=4, warmup=1))
     assert contention.contended and contention.attempts == protocols.CONTENTION_ATTEMPTS
     assert times == pytest.approx([10.0] * 12)  # no clean repeat at all: the thread's CPU time per repeat
 
@@ -102,12 +103,12 @@ def test_measurement_records_contention(one_thread):
 def test_training_threads_follow_the_free_cores(monkeypatch):
     import psutil
 
-    monkeypatch.setattr(study_module.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.setattr(objective_module.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
     monkeypatch.setattr(psutil, "cpu_percent", lambda interval, percpu: [95.0, 10.0, 80.0, 5.0])
-    assert study_module.training_threads(1) == 2  # two of four cores are taken by others
-    assert study_module.training_threads(4) == 1
+    assert objective_module.training_threads(1) == 2  # two of four cores are taken by others
+    assert objective_module.training_threads(4) == 1
     monkeypatch.setattr(psutil, "cpu_percent", lambda interval, percpu: [99.0] * 4)
-    assert study_module.training_threads(1) == 1  # never below one
+    assert objective_module.training_threads(1) == 1  # never below one
 
 
 def test_the_front_is_measured_again_at_the_end(tmp_path, monkeypatch, one_thread):

@@ -15,12 +15,12 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from explore import protocols
+import explore.measure.protocols as protocols
 from explore.device import device_lock, is_out_of_memory
 from explore.errors import ExploreError
-from explore.models import build
-from explore.protocols import GraphCounter, get_protocol, host_bound_rule, measure
-from explore.study import DEFAULT_LATENCY_MODE, StudySettings
+from explore.nn import build
+from explore.measure import GraphCounter, get_protocol, host_bound_rule, measure
+from explore.search import DEFAULT_LATENCY_MODE, StudySettings
 
 
 def _compile_protocol(**overrides):
@@ -83,9 +83,9 @@ def test_out_of_memory_errors_halve_the_batch_and_latency_is_per_image(monkeypat
         seen.append(batch)
         if batch > 4:
             raise error
-        return protocols._Timed([2.0 * batch, 2.0 * batch, 2.2 * batch])
+        return protocols.Timed([2.0 * batch, 2.0 * batch, 2.2 * batch])
 
-    monkeypatch.setattr(protocols, "_measure_batch", fake)
+    monkeypatch.setattr(protocols, "measure_batch", fake)
     result = measure(torch.nn.Identity(), get_protocol("cpu-latency", batch_size=16, repeats=3))
     assert seen == [16, 8, 4]
     assert result.batch_size == 4 and result.oom_retries == 2
@@ -97,7 +97,7 @@ def test_other_errors_are_not_taken_for_out_of_memory(monkeypatch):
     def fake(model, protocol, device, batch):
         raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
 
-    monkeypatch.setattr(protocols, "_measure_batch", fake)
+    monkeypatch.setattr(protocols, "measure_batch", fake)
     with pytest.raises(RuntimeError, match="shapes"):
         measure(torch.nn.Identity(), get_protocol("cpu-latency", batch_size=16, repeats=3))
     assert not is_out_of_memory(ValueError("out of memory"))  # only runtime/allocator errors

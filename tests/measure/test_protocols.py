@@ -11,11 +11,11 @@ from torch import nn
 from typer.testing import CliRunner
 
 from explore.cli import app
-from explore.config import ArchConfig, StageConfig
+from explore.arch import ArchConfig, StageConfig
 from explore.errors import DeviceError, ExploreError
-from explore.models import build
-from explore.nn.layers import fuse_batchnorm
-from explore.protocols import PROTOCOLS, get_protocol, measure, peak_memory_mib
+from explore.nn import build
+from explore.measure import fuse_batchnorm
+from explore.measure import PROTOCOLS, get_protocol, measure, peak_memory_mib
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")
 
@@ -163,7 +163,7 @@ def test_bench_cli_small(tmp_path):
 
 
 def test_study_measures_compiled_latency(tmp_path):
-    from explore.study import open_study, run_study, trials_frame
+    from explore.search import open_study, run_study, trials_frame
     from tests.study_helpers import tiny_settings
 
     settings = tiny_settings(tmp_path, trials=1, latency_mode="compile")

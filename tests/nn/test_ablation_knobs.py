@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from explore.config import ArchConfig, StageConfig
+from explore.arch import ArchConfig, StageConfig
 from explore.errors import ConfigError
 from explore.measure import count_params
-from explore.models import build
-from explore.nn.attention import CascadedGroupAttention, LiteMLA, LocalWindowAttention
-from explore.presets import get_preset
+from explore.nn import build
+from explore.nn import CascadedGroupAttention, LiteMLA, LocalWindowAttention
+from explore.arch import get_preset
 from tests.conftest import tiny_config
 
 

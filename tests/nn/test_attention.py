@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from explore.config import ArchConfig, StageConfig
-from explore.models import build
-from explore.nn.attention import LiteMLA
+from explore.arch import ArchConfig, StageConfig
+from explore.nn import build
+from explore.nn import LiteMLA
 
 KINDS = ["cga", "mhsa", "linear", "msla"]
 

@@ -16,9 +16,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from explore.config import ArchConfig
+from explore.arch import ArchConfig
 from explore.errors import ConfigError
-from explore.models import build
+from explore.nn import build
 
 # values a JSON/TOML file could hold where a number or a name is expected
 _junk = st.one_of(st.none(), st.booleans(), st.text(max_size=4), st.floats(allow_nan=True, allow_infinity=True),

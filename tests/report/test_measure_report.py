@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from explore.errors import DeviceError
-from explore.measure import count_macs, count_params, measure_latency
-from explore.models import build
+from explore.errors import DeviceError, ExploreError
+from explore.measure import count_macs, count_params, get_protocol, measure
+from explore.nn import build
 from explore.report import latency_description, pareto_figure, pareto_table, state_counts, write_report
 from tests.conftest import tiny_config
 
@@ -39,13 +39,16 @@ def test_macs_count_convs_linear_and_matmuls_but_not_batchnorm():
 def test_latency_protocol_fields_and_restores_state():
     model = build(tiny_config()).train()
     threads = torch.get_num_threads()
-    result = measure_latency(model, 64, 1, batch_size=4, warmup=1, repeats=5, threads=1)
+    protocol = get_protocol("cpu-latency", img_size=64, in_chans=1, batch_size=4, warmup=1, repeats=5, threads=1,
+                            mode="eager")
+    result = measure(model, protocol)
     assert result.median_ms > 0 and result.iqr_ms >= 0 and result.cv >= 0
     assert math.isclose(result.throughput_img_s, 4 / (result.median_ms / 1e3))
-    assert (result.batch_size, result.img_size, result.threads, result.repeats) == (4, 64, 1, 5)
+    assert result.batch_size == 4 and (result.protocol["img_size"], result.protocol["threads"],
+                                       result.protocol["repeats"]) == (64, 1, 5)
     assert model.training and torch.get_num_threads() == threads
     attrs = result.as_attrs()
-    assert attrs["latency_median_ms"] == result.median_ms and attrs["latency_device"] == "cpu"
+    assert attrs["latency_median_ms"] == result.median_ms and attrs["latency_protocol_device"] == "cpu"
     # the model still trains after an inference-mode measurement (cached bias indices stay usable)
     model(torch.randn(2, 1, 64, 64)).sum().backward()
 
@@ -53,9 +56,9 @@ def test_latency_protocol_fields_and_restores_state():
 def test_latency_rejects_bad_device_and_repeats():
     model = build(tiny_config())
     with pytest.raises(DeviceError, match="--device"):
-        measure_latency(model, 64, 1, device="tpu")
-    with pytest.raises(ValueError, match="repeats"):
-        measure_latency(model, 64, 1, repeats=1)
+        measure(model, get_protocol("cpu-latency", img_size=64, in_chans=1, device="tpu"))
+    with pytest.raises(ExploreError, match="--repeats"):
+        get_protocol("cpu-latency", img_size=64, in_chans=1, repeats=1)
 
 
 def _frame() -> pd.DataFrame:
@@ -89,7 +92,7 @@ def test_pareto_table_and_report_files(tmp_path):
 
 
 def test_macs_count_fused_attention():
-    from explore.nn.attention import MultiHeadSelfAttention
+    from explore.nn import MultiHeadSelfAttention
 
     mhsa = MultiHeadSelfAttention(32, heads=2, qk_dim=8, v_dim=16, table_side=4)
     n = 4 * 4
@@ -143,10 +146,10 @@ def test_latency_label_says_what_was_timed(tmp_path, monkeypatch):
     assert latency_description(frame.assign(latency_ms=per_batch), settings)[0] == "ms per batch"
     # trials without the attributes: the study's settings
     assert latency_description(_frame(), settings) == ("ms", "cpu-latency, batch the protocol's, fused, cpu")
-    import explore.report
+    import explore.report.study
 
     labels = []
-    monkeypatch.setattr(explore.report, "plot_pareto", lambda frame, path, title, label: labels.append(label))
+    monkeypatch.setattr(explore.report.study, "plot_pareto", lambda frame, path, title, label: labels.append(label))
     paths = write_report(frame, tmp_path / "r", {"study_name": "s", "settings": settings}, "explore report runs/s")
     assert labels == ["latency (ms/img; cpu-latency, batch 16, fused, cpu)"]
     text = paths.markdown.read_text()

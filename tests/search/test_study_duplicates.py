@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-import explore.study as study_module
+import explore.evaluate as evaluate_module
 from explore.cli import app
-from explore.study import SAMPLERS, FAULTS_ENV, TrialSeededSampler, open_study, run_study, trials_frame
+from explore.search import SAMPLERS, make_sampler, FAULTS_ENV, TrialSeededSampler, open_study, run_study, trials_frame
 from tests.study_helpers import FIXED_SPACE, TINY_ARGS, one_thread, tiny_settings, write_space  # noqa: F401 - fixture
 
 def _draws(tmp_path, sampler: str, chunks: list[int], processes: int) -> list[dict]:
@@ -19,7 +19,7 @@ def _draws(tmp_path, sampler: str, chunks: list[int], processes: int) -> list[di
     storage = optuna.storages.InMemoryStorage()
     optuna.create_study(storage=storage, study_name="s", directions=["maximize", "minimize"])
     settings = tiny_settings(tmp_path, sampler=sampler, seed=3)
-    studies = [optuna.load_study(study_name="s", storage=storage, sampler=study_module._make_sampler(settings))
+    studies = [optuna.load_study(study_name="s", storage=storage, sampler=make_sampler(settings))
                for _ in range(processes)]
 
     def objective(trial: optuna.Trial) -> tuple[float, float]:
@@ -60,13 +60,13 @@ def test_resuming_twice_runs_new_architectures(tmp_path, one_thread):  # noqa: F
 def test_an_architecture_already_complete_is_pruned_as_duplicate_and_not_trained(tmp_path, monkeypatch,
                                                                                  one_thread):  # noqa: F811
     trained = []
-    real = study_module.train_proxy
+    real = evaluate_module.train_proxy
 
     def counting(model, *args, **kwargs):
         trained.append(1)
         return real(model, *args, **kwargs)
 
-    monkeypatch.setattr(study_module, "train_proxy", counting)
+    monkeypatch.setattr(evaluate_module, "train_proxy", counting)
     monkeypatch.setenv(FAULTS_ENV, "error@0")
     run_study(tiny_settings(tmp_path, trials=1))  # trial 0 FAIL (after its latency), trial 1 COMPLETE
     study = open_study(str(tmp_path / "runs" / "t"))

@@ -9,11 +9,13 @@ import pytest
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-import explore.study as study_module
-from explore.cache import CACHE_PREFIX, LatencyCache
+import explore.evaluate as evaluate_module
+import explore.search.run as search_run
+from explore.search import CACHE_PREFIX, LatencyCache
 from explore.errors import ExploreError
-from explore.storage import HeartbeatJournalStorage, make_storage
-from explore.study import FAULTS_ENV, make_objective, open_study, run_study, trials_frame
+from explore.train import load_dataset
+from explore.search import HeartbeatJournalStorage, make_storage
+from explore.search import FAULTS_ENV, fail_stale, make_objective, prepare_study, open_study, run_study, trials_frame
 from tests.study_helpers import FIXED_SPACE, one_thread, tiny_settings, write_space  # noqa: F401 - fixture
 
 
@@ -42,8 +44,8 @@ def test_a_real_allocator_error_is_an_out_of_memory_prune(tmp_path, monkeypatch,
             raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
         return real(*args, **kwargs)
 
-    real = study_module.train_proxy
-    monkeypatch.setattr(study_module, "train_proxy", fail_once)
+    real = evaluate_module.train_proxy
+    monkeypatch.setattr(evaluate_module, "train_proxy", fail_once)
     summary = run_study(tiny_settings(tmp_path, trials=1))
     assert (summary.complete, summary.pruned, summary.failed) == (1, 1, 0)
     frame = trials_frame(open_study(str(tmp_path / "runs" / "t")))
@@ -52,7 +54,7 @@ def test_a_real_allocator_error_is_an_out_of_memory_prune(tmp_path, monkeypatch,
 
 def test_latency_is_measured_once_per_config_and_protocol(tmp_path, monkeypatch, one_thread):  # noqa: F811
     calls = []
-    real = study_module.measure
+    real = evaluate_module.measure
 
     def counting(*args, **kwargs):
         calls.append(kwargs)
@@ -61,10 +63,10 @@ def test_latency_is_measured_once_per_config_and_protocol(tmp_path, monkeypatch,
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt  # Ctrl-C while the trial trains, after its latency is measured
 
-    monkeypatch.setattr(study_module, "measure", counting)
+    monkeypatch.setattr(evaluate_module, "measure", counting)
     space = str(write_space(tmp_path, FIXED_SPACE, "fixed.toml"))  # one architecture
     with monkeypatch.context() as patch:
-        patch.setattr(study_module, "train_proxy", interrupted)
+        patch.setattr(evaluate_module, "train_proxy", interrupted)
         with pytest.raises(KeyboardInterrupt):
             run_study(tiny_settings(tmp_path, space=space, trials=1))
         assert len(calls) == 1
@@ -108,8 +110,8 @@ def test_same_seed_same_parameters_and_results_on_cpu(tmp_path, one_thread):  # 
 
 def test_a_surplus_trial_is_pruned_before_any_work(tmp_path, one_thread):  # noqa: F811
     settings = tiny_settings(tmp_path, trials=1)
-    space, _ = study_module.prepare_study(settings)
-    data = study_module.load_dataset("synthetic", None, max_train=64, max_val=32, seed=0)
+    space, _ = prepare_study(settings)
+    data = load_dataset("synthetic", None, max_train=64, max_val=32, seed=0)
     objective = make_objective(space, data, settings, "cpu")
     study = optuna.create_study(directions=["maximize", "minimize"])
     first, second = study.ask(), study.ask()  # two workers started at the same instant
@@ -123,7 +125,7 @@ def test_a_surplus_trial_is_pruned_before_any_work(tmp_path, one_thread):  # noq
 
 
 def _fail_stale(study: optuna.Study) -> None:
-    study_module._fail_stale(study)
+    fail_stale(study)
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # ask() stands in for a worker
@@ -208,7 +210,7 @@ def test_orphans_of_runs_without_heartbeats_are_failed_and_retried(tmp_path, mon
     old = optuna.create_study(storage=storage, study_name="old")
     orphan = old.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
     study = optuna.load_study(study_name="old", storage=make_storage(storage, heartbeat_s=1))
-    study_module._fail_stale(study, 1)
+    fail_stale(study, 1)
     assert study.trials[orphan.number].state == TrialState.RUNNING  # young: it may still be alive
 
     class Later(datetime):
@@ -216,8 +218,8 @@ def test_orphans_of_runs_without_heartbeats_are_failed_and_retried(tmp_path, mon
         def now(cls, tz=None):
             return datetime.now(tz) + timedelta(hours=1)
 
-    monkeypatch.setattr(study_module, "datetime", Later)
-    study_module._fail_stale(study, 1)
+    monkeypatch.setattr(search_run, "datetime", Later)
+    fail_stale(study, 1)
     assert study.trials[orphan.number].state == TrialState.FAIL
     (retry,) = study.get_trials(states=(TrialState.WAITING,))
     assert retry.system_attrs["failed_trial"] == orphan.number

@@ -6,10 +6,11 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import optuna
 
-from explore.study import FAULTS_ENV, open_study, trials_frame
+from explore.search import FAULTS_ENV, open_study, trials_frame
 from tests.study_helpers import (  # noqa: F401 - postgres_url is a fixture
     FIXED_SPACE,
     TINY_ARGS,
@@ -20,9 +21,11 @@ from tests.study_helpers import (  # noqa: F401 - postgres_url is a fixture
     write_space,
 )
 
+FAULTS_SCRIPT = Path(__file__).resolve().parents[1] / "tools" / "faults.py"
+
 
 def test_fault_injection_script_survives_everything(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "explore.faults", "--workdir", str(tmp_path)], capture_output=True,
+    result = subprocess.run([sys.executable, str(FAULTS_SCRIPT), "--workdir", str(tmp_path)], capture_output=True,
                             text=True, timeout=420, env=subprocess_env(), check=False)
     lines = result.stdout.strip().splitlines()
     assert result.returncode == 0, result.stdout + result.stderr

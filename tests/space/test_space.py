@@ -7,7 +7,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from explore.config import ArchConfig
+from explore.arch import ArchConfig
 from explore.errors import ConfigError, SpaceError
 from explore.space import load_space, resolve_space_path
 

@@ -1,10 +1,10 @@
 """Fault injection: break studies on purpose and check that no result is lost or duplicated.
 
-    python -m explore.faults [--workdir DIR]
+    python tests/tools/faults.py [--workdir DIR]
 
 Runs real ``explore study`` processes on a tiny space and synthetic data (about a minute on two
 CPU cores) and injects, through the study's fault-injection hook (``EXPLORE_INJECT_FAULTS``, see
-:mod:`explore.study`) or from outside:
+:mod:`explore.search.faults`, the one seam) or from outside:
 
 1. an out-of-memory error in a trial (``torch.cuda.OutOfMemoryError``) -> that trial PRUNED with
    ``out of memory: ...``, the study goes on;
@@ -94,7 +94,7 @@ def _explore(args: list[str], cwd: Path, faults: str = "", timeout: float = 300)
 
 
 def _frame(run_dir: Path):  # noqa: ANN202 - DataFrame
-    from explore.study import open_study, trials_frame
+    from explore.search import open_study, trials_frame
 
     return trials_frame(open_study(str(run_dir)))
 
@@ -208,8 +208,8 @@ def run_faults(workdir: Path, *, log: Callable[[str], None] = print) -> FaultRep
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry: ``python -m explore.faults [--workdir DIR]``; returns the exit code."""
-    parser = argparse.ArgumentParser(prog="python -m explore.faults", description=__doc__.split("\n")[0])
+    """Command-line entry: ``python tests/tools/faults.py [--workdir DIR]``; returns the exit code."""
+    parser = argparse.ArgumentParser(prog="python tests/tools/faults.py", description=__doc__.split("\n")[0])
     parser.add_argument("--workdir", help="folder for the studies (default: a new temporary folder)")
     args = parser.parse_args(argv)
     if args.workdir:

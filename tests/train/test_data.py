@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from explore.data import (
+from explore.train import (
     DATASETS,
     FASHION_MNIST_ROOT,
     FASHION_MNIST_CLASSES,

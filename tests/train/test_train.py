@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from explore.data import ImageData, Normalizer, load_dataset
+from explore.train import ImageData, Normalizer, load_dataset
 from explore.errors import DeviceError, ExploreError, NonFiniteLossError
 from explore.train import (
     PRECISIONS,

@@ -184,6 +184,6 @@ def run_proxy_bench(*, device: str = "cpu", model: str = "efficientvit_m0", img_
         ours = run_proxy(recipe)
     finally:
         torch.backends.cudnn.benchmark = benchmark
-    name = device_name(dev) if dev.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    name = device_name(dev) if dev.type == "cuda" else f"{device_name(dev)}, {torch.get_num_threads()} threads"
     return ProxyBench(plain, ours, model, img_size, batch_size, images, epochs, workers, warmup_steps, dev.type, name,
                       precision, torch.__version__)

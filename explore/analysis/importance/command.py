@@ -23,7 +23,7 @@ from explore.arch import ArchConfig, ModelSpec, resolve_arch
 from explore.device import resolve_device
 from explore.errors import ExploreError
 from explore.evaluate import RunBudget, count_model, evaluate_candidate, time_model
-from explore.measure import get_protocol
+from explore.measure import device_name, get_protocol
 from explore.nn import FFN, CascadedGroupAttention, MBConv, MultiHeadSelfAttention, build
 from explore.reproduce import command_line as _command_line
 from explore.resources import safe_name
@@ -313,7 +313,7 @@ def run_importance(settings: ImportanceSettings, prepared: PreparedImportance,
     return ImportanceResult(
         settings=settings, config=config, name=prepared.name, units=units, scores=scores, plan=plan,
         retained=retained, backends=pruned.backends, suggested=suggested, comparison=pd.DataFrame(rows),
-        trend=trend, sensitivity=sensitivity, device_name=str(device), seconds=seconds, enqueued=enqueued, enqueue_error=enqueue_error,
+        trend=trend, sensitivity=sensitivity, device_name=device_name(device), seconds=seconds, enqueued=enqueued, enqueue_error=enqueue_error,
         trained_state=trained_state)
 
 
