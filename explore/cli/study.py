@@ -74,7 +74,7 @@ def study(
     train_threads: Annotated[int, typer.Option(
         help="CPU threads of proxy training (0 = the cores free at each trial's start).")] = 0,
     remeasure_front: Annotated[bool, typer.Option(
-        help="At the end, measure the Pareto trials' latency again (the front uses the lower figure).")] = True,
+        help="At the end, measure every complete trial's latency again, 3 interleaved rounds (the front uses the lowest figure).")] = True,
 ) -> None:
     """Run (or resume) a multi-objective study: maximise proxy top-1, minimise latency."""
     from explore.report import dataset_line

@@ -204,9 +204,11 @@ def render_markdown(frame: pd.DataFrame, meta: Mapping[str, Any], command: str) 
         "",
     ]
     if not frame.empty and "latency_remeasured_ms" in frame and frame["latency_remeasured_ms"].notna().any():
-        lines += ["The front's latencies were measured again at the end of the study (`again`); `latency` is the "
-                  "lower of the two figures (contention on a shared machine only slows a run down), and the "
-                  "front is computed from it.", ""]
+        again = int(frame["latency_remeasured_ms"].notna().sum())
+        complete = int((frame["state"] == "COMPLETE").sum())
+        lines += [f"The latencies of {again} of the {complete} complete trials were measured again at the end of the "
+                  "study (`again`); `latency` is the lower of the two figures (contention on a shared machine only "
+                  "slows a run down), and the front is computed from it.", ""]
     if not frame.empty and "latency_contended" in frame and frame["latency_contended"].eq(True).any():
         contended = frame.loc[frame["latency_contended"].eq(True), "number"].astype(int).tolist()
         lines += [f"Latency measured on a busy machine (flagged `contended`) for trials {contended}.", ""]

@@ -11,7 +11,8 @@ from explore.search.objective import make_objective, training_threads
 from explore.search.results import (
     REMEASURED_PREFIX,
     open_study,
-    remeasure_front,
+    REMEASURE_ROUNDS,
+    remeasure_latencies,
     remeasured_latencies,
     study_meta,
     study_space,
@@ -42,7 +43,7 @@ from explore.search.storage import (
 
 __all__ = [
     "CACHE_PREFIX", "LatencyCache", "LatencyKey", "FAULTS_ENV", "inject_fault", "injected_fault",
-    "make_objective", "training_threads", "REMEASURED_PREFIX", "open_study", "remeasure_front",
+    "make_objective", "training_threads", "REMEASURED_PREFIX", "REMEASURE_ROUNDS", "open_study", "remeasure_latencies",
     "remeasured_latencies", "study_meta", "study_space", "trial_config", "trials_frame", "fail_stale",
     "prepare_study", "run_study", "TrialSeededSampler", "make_sampler", "DEFAULT_LATENCY_MODE", "OBJECTIVE_MODES",
     "OBJECTIVES", "SAMPLERS", "StudySettings", "StudySummary", "DEFAULT_HEARTBEAT_S", "MAX_RETRY",

@@ -1,4 +1,4 @@
-"""Reading a study's results: open it, one row per trial, the Pareto front (re-measured at the end),
+"""Reading a study's results: open it, one row per trial, the Pareto front (latencies re-measured at the end),
 its stored settings and space, and the architecture of one trial.
 """
 
@@ -18,17 +18,17 @@ from optuna.trial import TrialState
 
 from explore.arch import ArchConfig
 from explore.errors import ExploreError, SpaceError
-from explore.evaluate import evaluate_candidate
+from explore.evaluate import evaluate_candidate, time_model
 from explore.measure import Protocol, device_name
 from explore.search.objective import worker_id
 from explore.search.storage import default_storage, is_journal, make_storage, mask_password
 from explore.space import SearchSpace, load_space
 
-__all__ = ["REMEASURED_PREFIX", "open_study", "trials_frame", "remeasured_latencies", "remeasure_front", "study_meta",
+__all__ = ["REMEASURED_PREFIX", "REMEASURE_ROUNDS", "open_study", "trials_frame", "remeasured_latencies", "remeasure_latencies", "study_meta",
            "study_space", "trial_config"]
 
 REMEASURED_PREFIX = "latency_remeasured:"
-"""Study attributes holding the end-of-study latency re-measurements of Pareto trials, by trial number."""
+"""Study attributes holding the end-of-study latency re-measurements of COMPLETE trials, by trial number."""
 
 
 def _trial_protocol(attrs: dict[str, Any], device: torch.device) -> Protocol:
@@ -39,23 +39,32 @@ def _trial_protocol(attrs: dict[str, Any], device: torch.device) -> Protocol:
     return dataclasses.replace(Protocol(**stored), device=str(device))
 
 
-def remeasure_front(study: optuna.Study, device: Any,
-                    on_remeasure: Callable[[int, float, float], None] | None = None) -> list[int]:
-    """Measure the latency of the study's Pareto trials again, until the front holds only re-measured trials.
+REMEASURE_ROUNDS = 3
+"""Rounds of the end-of-study re-measurement (:func:`remeasure_latencies`)."""
 
-    A trial's latency was measured once, at whatever moment its trial ran; on a shared machine one
-    figure can be off. Each Pareto trial measured on this device model is rebuilt from its config and
-    measured again with its own protocol (:func:`explore.evaluate.evaluate_candidate`, under the device's
-    exclusive lock); the result is stored as
-    the study attribute ``latency_remeasured:<number>``, and :func:`trials_frame` takes the lower of
-    the two figures and recomputes the front, which may bring in trials not yet re-measured: those
-    are measured next. Trials measured on another device model (another machine of a PostgreSQL
-    study) are left alone.
+
+def remeasure_latencies(study: optuna.Study, device: Any,
+                        on_remeasure: Callable[[int, float, float], None] | None = None,
+                        rounds: int = REMEASURE_ROUNDS) -> list[int]:
+    """Measure the latency of every COMPLETE trial again at the end of a study, in interleaved rounds.
+
+    A trial's latency was measured once, at whatever moment its trial ran; on a shared machine (other
+    jobs, a virtual machine whose host slows it down for seconds at a time) one figure can be 1.5x
+    off, and the front with it. Each COMPLETE trial measured on this device model and not yet
+    re-measured is rebuilt from its config once, then measured ``rounds`` times with its own protocol
+    (:func:`explore.evaluate.time_model`, under the device's exclusive lock), round-robin over the
+    trials, so a slow spell of the machine falls on different trials in different rounds instead of
+    on all the repeats of one. The fastest round is stored as the study attribute
+    ``latency_remeasured:<number>`` and :func:`trials_frame` takes the lower of that and the trial's
+    own figure (contention only slows a run down) and computes the front from it. Trials measured on
+    another device model (another machine of a PostgreSQL study) are left alone.
 
     Args:
         study: the study.
         device: the torch device to measure on.
-        on_remeasure: called with (trial number, first ms/img, re-measured ms/img) after each.
+        on_remeasure: called with (trial number, first ms/img, re-measured ms/img) after each trial's
+            last round.
+        rounds: measurements per trial (>= 1).
 
     Returns:
         The numbers of the trials re-measured by this call.
@@ -63,27 +72,27 @@ def remeasure_front(study: optuna.Study, device: Any,
     dev = torch.device(device)
     here = device_name(dev)
     done = set(remeasured_latencies(study))
-    measured = []
-    while True:
-        frame = trials_frame(study)
-        front = frame[frame["pareto"] & ~frame["number"].isin(done)] if not frame.empty else frame
-        todo = [int(n) for n, name in zip(front.get("number", []), front.get("latency_device_name", []))
-                if name == here]
-        if not todo:
-            return measured
-        trials = {t.number: t for t in study.get_trials(deepcopy=False)}
-        for number in todo:
-            attrs = trials[number].user_attrs
-            config = ArchConfig.from_json(attrs["config"])
-            result = evaluate_candidate(config, count=False, protocol=_trial_protocol(attrs, dev)).latency
-            study.set_user_attr(f"{REMEASURED_PREFIX}{number}", {
-                "ms_per_img": result.latency_ms_per_img, "median_ms": result.median_ms, "iqr_ms": result.iqr_ms,
-                "batch_size": result.batch_size, "contended": result.contended,
-                "contention_ratio": result.contention_ratio, "measured_by": worker_id(), "at": time.time()})
-            done.add(number)
-            measured.append(number)
-            if on_remeasure is not None:
-                on_remeasure(number, float(trials[number].values[1]), result.latency_ms_per_img)
+    trials = [t for t in study.get_trials(deepcopy=False)
+              if t.state == TrialState.COMPLETE and len(t.values or ()) > 1 and t.number not in done
+              and t.user_attrs.get("latency_device_name") == here and t.user_attrs.get("config")]
+    if not trials:
+        return []
+    models = {t.number: evaluate_candidate(ArchConfig.from_json(t.user_attrs["config"]), count=False).model
+              for t in trials}
+    results: dict[int, list[Any]] = {t.number: [] for t in trials}
+    for _ in range(max(1, rounds)):
+        for t in trials:
+            results[t.number].append(time_model(models[t.number], _trial_protocol(t.user_attrs, dev)))
+    for t in trials:
+        best = min(results[t.number], key=lambda r: r.latency_ms_per_img)
+        study.set_user_attr(f"{REMEASURED_PREFIX}{t.number}", {
+            "ms_per_img": best.latency_ms_per_img, "median_ms": best.median_ms, "iqr_ms": best.iqr_ms,
+            "batch_size": best.batch_size, "contended": best.contended, "contention_ratio": best.contention_ratio,
+            "rounds_ms_per_img": [r.latency_ms_per_img for r in results[t.number]],
+            "measured_by": worker_id(), "at": time.time()})
+        if on_remeasure is not None:
+            on_remeasure(t.number, float(t.values[1]), best.latency_ms_per_img)
+    return [t.number for t in trials]
 
 
 def open_study(study: str, storage: str | None = None) -> optuna.Study:
@@ -139,8 +148,8 @@ def _non_dominated(top1: list[float], latency: list[float]) -> list[bool]:
 
 
 def remeasured_latencies(study: optuna.Study) -> dict[int, dict[str, Any]]:
-    """Trial number -> its front re-measurement (``ms_per_img``, ``contended``, ...; see
-    :func:`remeasure_front`), from the study attributes ``latency_remeasured:<number>``."""
+    """Trial number -> its end-of-study re-measurement (``ms_per_img``, ``contended``, ...; see
+    :func:`remeasure_latencies`), from the study attributes ``latency_remeasured:<number>``."""
     out = {}
     for key, value in study.user_attrs.items():
         if key.startswith(REMEASURED_PREFIX) and isinstance(value, dict):
@@ -154,7 +163,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
 
     Columns ``top1`` (%) and ``latency_ms`` (ms per image) are NaN for trials that did not complete.
     ``latency_ms`` is the trial's latency objective, or, for a trial whose latency was measured
-    again at the end of the study (:func:`remeasure_front`), the lower of the two figures
+    again at the end of the study (:func:`remeasure_latencies`), the lower of the two figures
     (contention only slows a run down); ``latency_first_ms`` and ``latency_remeasured_ms`` keep both.
     ``pareto`` is True for the Pareto-optimal COMPLETE trials on (``top1``, ``latency_ms``)
     (single-objective studies: the best trial). ``retry_of`` names the trial a retried trial

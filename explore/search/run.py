@@ -62,7 +62,7 @@ from explore.device import resolve_device
 from explore.errors import DeviceError, ExploreError
 from explore.resources import display_path
 from explore.search.objective import DUPLICATE, DUPLICATE_STREAK, make_objective, with_failure_reason
-from explore.search.results import remeasure_front
+from explore.search.results import remeasure_latencies
 from explore.search.sampler import make_sampler
 from explore.search.settings import DIRECTIONS, OBJECTIVES, StudySettings, StudySummary
 from explore.search.storage import DEFAULT_HEARTBEAT_S, MAX_RETRY, make_storage, mask_password, scrub
@@ -320,8 +320,8 @@ def run_study(settings: StudySettings, *, on_trial: Callable[[optuna.Study, Froz
         prepared: the result of :func:`prepare_study` if the caller already validated.
         on_data: called once the data is loaded, before anything is written, with
             :func:`explore.train.dataset_info` (classes, split sizes, where the splits came from).
-        on_remeasure: called after each end-of-study re-measurement of a Pareto trial (see
-            :func:`remeasure_front`; ``settings.remeasure_front``).
+        on_remeasure: called after each trial's end-of-study latency re-measurement (see
+            :func:`remeasure_latencies`; ``settings.remeasure_front``).
 
     Returns:
         :class:`StudySummary`.
@@ -349,7 +349,7 @@ def run_study(settings: StudySettings, *, on_trial: Callable[[optuna.Study, Froz
         _work(study, objective, settings, on_trial)
     remeasured = []
     if settings.remeasure_front and settings.objective == "pareto" and _count(study, TrialState.COMPLETE) >= settings.trials:
-        remeasured = remeasure_front(study, device, on_remeasure)
+        remeasured = remeasure_latencies(study, device, on_remeasure)
     return StudySummary(
         study_name=settings.study_name,
         run_dir=str(settings.run_dir),

@@ -70,8 +70,9 @@ class StudySettings(RunBudget):
         train_threads: CPU threads of proxy training; None (default) takes the cores free at the start
             of each trial (:func:`training_threads`). Results on the CPU are reproducible for the same
             seed and the same number of training threads (``proxy_threads`` on every trial).
-        remeasure_front: at the end, measure the Pareto trials' latency again until the front
-            holds only re-measured trials (:func:`remeasure_front`).
+        remeasure_front: at the end, measure every COMPLETE trial's latency again, in interleaved
+            rounds, and compute the front from the lower figures
+            (:func:`~explore.search.results.remeasure_latencies`).
         devices: CUDA device indices the workers use, worker i on ``cuda:devices[i % len]``
             (None: every worker on ``device``). Workers that share a device never time it while
             another trains on it (:func:`explore.device.device_lock`).
@@ -187,7 +188,7 @@ class StudySummary:
         workers_failed: of those, how many exited abnormally (killed, crashed).
         note: why the run ended short of ``trials`` COMPLETE trials, where it knows (the space ran
             out of new architectures); empty otherwise.
-        remeasured: Pareto trials whose latency this run measured again (:func:`remeasure_front`).
+        remeasured: trials whose latency this run measured again at the end (:func:`~explore.search.results.remeasure_latencies`).
     """
 
     study_name: str

@@ -319,7 +319,7 @@ def test_every_builtin_recipe_loads_and_its_variants_are_feasible():
 
 
 def test_cga_table6_rows_equal_the_shared_paper_tables():
-    shared = Path(__file__).resolve().parents[2] / "shared" / "reference" / "paper_tables.json"
+    shared = Path(__file__).resolve().parents[3] / "shared" / "reference" / "paper_tables.json"
     if not shared.is_file():
         pytest.skip("../shared/reference/paper_tables.json is not beside this checkout")
     rows = json.loads(shared.read_text())["cga"]["ablation_table6"]["rows"]

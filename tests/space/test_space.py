@@ -11,7 +11,7 @@ from explore.arch import ArchConfig
 from explore.errors import ConfigError, SpaceError
 from explore.space import load_space, resolve_space_path
 
-SPACE_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+SPACE_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
 
 MINIMAL = """
 [space]
