@@ -102,8 +102,9 @@ def render_repeatability(run: Any, command: str) -> str:
         f"The same study twice from the same seed: once on the idle machine ({run.quiet_s:.0f} s), once beside a "
         f"competing load on {run.load_threads} thread(s) ({run.loaded_s:.0f} s); {len(table)} architectures in both "
         f"runs, top-1 {'identical' if same_top1 else 'NOT identical'} between the runs. Latency in ms per image "
-        "(`latency` = the figure the study uses, after the end-of-study re-measurement of the front; `first` = "
-        "the trial's own measurement).", "",
+        "(`latency` = the figure the study uses, after the end-of-study re-measurement; `first` = the trial's own "
+        "measurement). Without a `--sampler` option both runs use the random sampler, so that they draw the same "
+        "architectures (TPE's later samples depend on the latencies measured).", "",
         f"- largest deviation of the study's latency, loaded vs quiet: **{worst * 100:.1f} %** "
         f"(first measurements: {worst_first * 100:.1f} %); target: within 10 %",
         f"- Pareto fronts: quiet {sorted(front_q)} · loaded {sorted(front_l)} -> "

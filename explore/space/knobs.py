@@ -109,6 +109,18 @@ class Knob:
 
 
 def parse_knob(spec: Any, where: str, kind: type, allowed: tuple[Any, ...] | None, minimum: float) -> Knob:
+    """One knob of a space file: ``{value = v}``, ``{choices = [...]}`` or ``{low, high[, step, log]}``.
+
+    Args:
+        spec: the knob's TOML table.
+        where: its place in the file, for errors (``stages[1].qk_dim``).
+        kind, allowed, minimum: the knob's type, allowed categorical values (or None) and the
+            smallest number it may take (:data:`MODEL_KNOBS`, :data:`STAGE_KNOBS`).
+
+    Raises:
+        SpaceError: naming ``where`` (or its bad key) and the value: not a table, an unknown key,
+            not exactly one form, a value of the wrong type, outside ``allowed`` or below ``minimum``.
+    """
     if not isinstance(spec, Mapping):
         raise SpaceError(where, spec, "expected a table with one of: value, choices, or low/high[/step/log]")
     keys = set(spec)

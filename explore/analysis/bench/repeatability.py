@@ -61,7 +61,7 @@ def compare(quiet: pd.DataFrame, loaded: pd.DataFrame) -> pd.DataFrame:
         return done[[c for c in cols if c in done]].set_index("config_hash")
 
     q, lo = pick(quiet), pick(loaded)
-    both = q.join(lo, lsuffix="_quiet", rsuffix="_loaded", how="inner")
+    both = pd.merge(q, lo, left_index=True, right_index=True, how="inner", suffixes=("_quiet", "_loaded"))
     both["ratio"] = both["latency_ms_loaded"] / both["latency_ms_quiet"]
     both["ratio_first"] = both["latency_first_ms_loaded"] / both["latency_first_ms_quiet"]
     return both.reset_index()
@@ -82,14 +82,23 @@ def run_repeatability(study_args: list[str], *, load_threads: int = 2, work: str
     """Run the same study twice from the same seed: on the idle machine, then beside a competing load.
 
     Args:
-        study_args: options added to ``explore study --space cga`` (both runs).
+        study_args: options added to ``explore study --space cga`` (both runs); without a
+            ``--sampler`` both runs use ``--sampler random``, so that they sample the same
+            architectures (TPE's samples after its start-up trials depend on the latencies measured).
         load_threads: threads of the competing load (a process multiplying matrices).
         work: the run folder of the two studies (``quiet``, ``loaded``; logs beside them).
 
     Raises:
-        ExploreError: a study failed (field ``study``; its log is named).
+        ExploreError: ``work`` already holds the studies of an earlier run (field ``--work``;
+            nothing is started), or a study failed (field ``study``; its log is named).
     """
     runs = Path(work)
+    taken = [name for name in ("quiet", "loaded") if (runs / name).exists()]
+    if taken:
+        raise ExploreError("--work", work, f"already holds the study folder(s) {taken} of an earlier run: "
+                                           "remove them or name another folder")
+    if "--sampler" not in study_args:  # TPE's later samples depend on the latencies measured: the runs would diverge
+        study_args = [*study_args, "--sampler", "random"]
     runs.mkdir(parents=True, exist_ok=True)
     quiet, quiet_s = _study(runs, "quiet", study_args)
     load = subprocess.Popen([sys.executable, "-c", _LOAD, str(load_threads)], start_new_session=True)
