@@ -51,7 +51,8 @@ def remeasure_latencies(study: optuna.Study, device: Any,
     A trial's latency was measured once, at whatever moment its trial ran; on a shared machine (other
     jobs, a virtual machine whose host slows it down for seconds at a time) one figure can be 1.5x
     off, and the front with it. Each COMPLETE trial measured on this device model and not yet
-    re-measured is rebuilt from its config once, then measured ``rounds`` times with its own protocol
+    re-measured is rebuilt from its config once (trials of one architecture and protocol share one
+    model and its figures), then measured ``rounds`` times with its own protocol
     (:func:`explore.evaluate.time_model`, under the device's exclusive lock), round-robin over the
     trials, so a slow spell of the machine falls on different trials in different rounds instead of
     on all the repeats of one. The fastest round is stored as the study attribute
@@ -77,18 +78,21 @@ def remeasure_latencies(study: optuna.Study, device: Any,
               and t.user_attrs.get("latency_device_name") == here and t.user_attrs.get("config")]
     if not trials:
         return []
-    models = {t.number: evaluate_candidate(ArchConfig.from_json(t.user_attrs["config"]), count=False).model
-              for t in trials}
-    results: dict[int, list[Any]] = {t.number: [] for t in trials}
-    for _ in range(max(1, rounds)):
-        for t in trials:
-            results[t.number].append(time_model(models[t.number], _trial_protocol(t.user_attrs, dev)))
+    # one model per architecture and protocol: trials that share one (a retry, an enqueued config) share its figures
+    groups: dict[tuple[str, Protocol], list[optuna.trial.FrozenTrial]] = {}
     for t in trials:
-        best = min(results[t.number], key=lambda r: r.latency_ms_per_img)
+        groups.setdefault((t.user_attrs["config"], _trial_protocol(t.user_attrs, dev)), []).append(t)
+    models = {key: evaluate_candidate(ArchConfig.from_json(key[0]), count=False).model for key in groups}
+    results: dict[tuple[str, Protocol], list[Any]] = {key: [] for key in groups}
+    for _ in range(max(1, rounds)):
+        for key in groups:
+            results[key].append(time_model(models[key], key[1]))
+    for key, t in ((key, t) for key, members in groups.items() for t in members):
+        best = min(results[key], key=lambda r: r.latency_ms_per_img)
         study.set_user_attr(f"{REMEASURED_PREFIX}{t.number}", {
             "ms_per_img": best.latency_ms_per_img, "median_ms": best.median_ms, "iqr_ms": best.iqr_ms,
             "batch_size": best.batch_size, "contended": best.contended, "contention_ratio": best.contention_ratio,
-            "rounds_ms_per_img": [r.latency_ms_per_img for r in results[t.number]],
+            "rounds_ms_per_img": [r.latency_ms_per_img for r in results[key]],
             "measured_by": worker_id(), "at": time.time()})
         if on_remeasure is not None:
             on_remeasure(t.number, float(t.values[1]), best.latency_ms_per_img)

@@ -101,7 +101,7 @@ def _frame(run_dir: Path):  # noqa: ANN202 - DataFrame
 
 def _complete(frame) -> dict[int, tuple[float, float]]:  # noqa: ANN001 - DataFrame
     done = frame[frame["state"] == "COMPLETE"]
-    return {int(r.number): (float(r.top1), float(r.latency_ms)) for r in done.itertuples()}
+    return {int(r.number): (float(r.top1), float(r.latency_first_ms)) for r in done.itertuples()}
 
 
 def _reason(frame, number: int, column: str) -> str:  # noqa: ANN001 - DataFrame
