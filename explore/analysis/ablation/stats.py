@@ -10,16 +10,49 @@ from typing import Any
 
 import pandas as pd
 
+from explore.analysis.ablation.paired import decision, paired_delta
 from explore.analysis.ablation.recipe import Recipe
 from explore.analysis.ablation.runner import AblationRun
 from explore.analysis.ranks import kendall_tau
 from explore.arch import PAPER_SPEED_COLUMNS
 
-__all__ = ["SPEED_MIN_EFFECT_PCT", "summarise", "check_findings", "report_meta"]
+__all__ = ["SPEED_MIN_EFFECT_PCT", "ACC_MIN_EFFECT", "summarise", "paired_columns", "check_findings", "report_meta"]
 
 SPEED_MIN_EFFECT_PCT = 5.0
 """Smallest img/s change (%) a speed verdict calls: the same M4 measured 285-306 img/s with onnx-cpu
 in three invocations on an otherwise idle 2-core CPU (within-run IQRs are smaller than that)."""
+
+
+ACC_MIN_EFFECT = 0.2
+"""Smallest top-1 change (points) a verdict calls; also the equivalence margin of the paired
+decision (:func:`explore.analysis.ablation.paired.decision`)."""
+
+
+def paired_columns(ok: pd.DataFrame, baseline: str, level: float = 0.95) -> pd.DataFrame:
+    """Per variant (index): the paired Δ top-1 vs the baseline and its interval, the unpaired interval,
+    the variance reduction and the decision (:mod:`explore.analysis.ablation.paired`).
+
+    Args:
+        ok: training rows with ``variant``, ``seed`` and ``top1`` (successful runs only).
+        baseline: the baseline variant's name.
+
+    Returns:
+        Columns ``pairs``, ``d_top1_paired``, ``d_top1_low``, ``d_top1_high``, ``d_top1_unpaired_low``,
+        ``d_top1_unpaired_high``, ``variance_reduction``, ``decision``; the baseline and variants
+        with no seed in common with it are left out.
+    """
+    per_seed = {name: dict(zip(rows["seed"].astype(int), rows["top1"].astype(float)))
+                for name, rows in ok.groupby("variant")}
+    base = per_seed.get(baseline, {})
+    out = {}
+    for name, runs in per_seed.items():
+        if name == baseline or not set(runs) & set(base):
+            continue
+        ci = paired_delta(base, runs, level)
+        out[name] = {"pairs": ci.pairs, "d_top1_paired": ci.mean, "d_top1_low": ci.low, "d_top1_high": ci.high,
+                     "d_top1_unpaired_low": ci.unpaired_low, "d_top1_unpaired_high": ci.unpaired_high,
+                     "variance_reduction": ci.variance_reduction, "decision": decision(ci, ACC_MIN_EFFECT)}
+    return pd.DataFrame.from_dict(out, orient="index")
 
 
 def _verdict(ours: float, ours_noise: float, paper: float | None, min_effect: float) -> str:
@@ -35,7 +68,7 @@ def summarise(run: AblationRun) -> tuple[pd.DataFrame, dict[str, float]]:
     """Per-variant table and rank agreements.
 
     Columns: ``variant``, ``label``, ``params_m``, ``macs_m``, ``top1_mean``, ``top1_std``, ``seeds``,
-    ``d_top1`` (ours − baseline, points), ``paper_acc``, ``paper_d_acc``, ``verdict_acc``; for each
+    ``d_top1`` (ours − baseline, points), the paired columns of :func:`paired_columns`, ``paper_acc``, ``paper_d_acc``, ``verdict_acc``; for each
     measured protocol at the first resolution ``<protocol>_img_s`` and ``d_<protocol>_pct`` (%
     change of img/s vs the baseline); for each paper speed column ``paper_<col>``,
     ``paper_d_<col>_pct`` and ``verdict_<col>`` (when we measured its protocol).
@@ -68,13 +101,16 @@ def summarise(run: AblationRun) -> tuple[pd.DataFrame, dict[str, float]]:
         sem2 = table["top1_std"].fillna(0) ** 2 / table["seeds"].clip(lower=1)  # squared standard error
         table["d_top1"] = table["top1_mean"] - table.loc[is_base, "top1_mean"].item()
         table["d_top1_se"] = (sem2 + sem2[is_base].item()) ** 0.5
+        paired = paired_columns(ok, base)
+        for column in paired.columns:
+            table[column] = table["variant"].map(paired[column])
     paper_b = papers[base].get(acc_key)
     table["paper_acc"] = table["variant"].map(lambda n: papers[n].get(acc_key, float("nan")))
     table["paper_d_acc"] = table["paper_acc"] - (paper_b if paper_b is not None else float("nan"))
     if "d_top1" in table:
         table["verdict_acc"] = [
             "baseline" if row.variant == base else
-            _verdict(row.d_top1, row.d_top1_se, row.paper_d_acc, 0.2) for row in table.itertuples()]
+            _verdict(row.d_top1, row.d_top1_se, row.paper_d_acc, ACC_MIN_EFFECT) for row in table.itertuples()]
         rest = table[table["variant"] != base]
         tau = kendall_tau(rest["d_top1"].tolist(), rest["paper_d_acc"].tolist())
         if math.isfinite(tau):

@@ -1,0 +1,157 @@
+"""Paired statistics of an ablation: Δ vs the baseline per seed, its confidence interval, and when a
+row is decided.
+
+In the paired design every variant is trained once per seed, and a seed fixes the data order, the
+augmentation draws and (where shapes agree) the initial weights (:func:`explore.train.train_proxy`
+seeds its batch generator from the seed alone). The seed-to-seed swing that all variants share then
+cancels in the per-seed difference ``top1(variant, s) - top1(baseline, s)``, and the interval of the
+mean difference is narrower than the unpaired interval of the difference of means (Welch), which
+treats the two sets of runs as independent. Both are reported; ``variance_reduction`` is the
+squared ratio of their standard errors (> 1: pairing helped).
+
+A row is *decided* when its interval excludes 0 (the sign of the effect is known) or lies inside
+``±margin`` (the effect is smaller than anything worth reporting: an equivalence test in the
+two-one-sided-tests sense, at the same level); otherwise more seeds may decide it
+(:func:`open_rows`).
+
+Follows: the paired t interval (Student 1908; e.g. Wasserman, *All of Statistics*, §10) via scipy;
+the equivalence rule of Schuirmann (1987).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from scipy import stats
+
+__all__ = ["DeltaCI", "paired_delta", "decision", "open_rows"]
+
+
+@dataclass(frozen=True)
+class DeltaCI:
+    """Δ = variant − baseline (top-1 points) over the seeds both ran, paired and unpaired.
+
+    Attributes:
+        pairs: seeds both ran (the paired sample size).
+        mean: mean of the per-seed differences (= difference of the means over those seeds).
+        low, high: the paired t interval of the mean difference (NaN with fewer than 2 pairs).
+        unpaired_low, unpaired_high: Welch's interval of the difference of the two means, each over
+            all of its own seeds (NaN with fewer than 2 seeds on a side).
+        variance_reduction: (unpaired standard error / paired standard error)²; NaN where either is
+            undefined, inf when every per-seed difference is the same.
+        level: the confidence level.
+    """
+
+    pairs: int
+    mean: float
+    low: float
+    high: float
+    unpaired_low: float
+    unpaired_high: float
+    variance_reduction: float
+    level: float
+
+
+def _t_interval(mean: float, se: float, dof: float, level: float) -> tuple[float, float]:
+    if not (dof > 0 and math.isfinite(se)):
+        return float("nan"), float("nan")
+    half = float(stats.t.ppf(0.5 + level / 2, dof)) * se
+    return mean - half, mean + half
+
+
+def paired_delta(baseline: Mapping[int, float], variant: Mapping[int, float], level: float = 0.95) -> DeltaCI:
+    """Paired and unpaired intervals of Δ top-1 (points) from per-seed results.
+
+    Args:
+        baseline, variant: seed -> top-1 (%) of each run.
+        level: confidence level in (0, 1).
+
+    Returns:
+        :class:`DeltaCI`.
+
+    Raises:
+        ValueError: ``level`` outside (0, 1) or no seed in common.
+    """
+    if not 0 < level < 1:
+        raise ValueError(f"level = {level}: expected a confidence level in (0, 1)")
+    common = sorted(set(baseline) & set(variant))
+    if not common:
+        raise ValueError("the baseline and the variant have no seed in common: nothing to pair")
+    diffs = [variant[s] - baseline[s] for s in common]
+    n = len(diffs)
+    mean = sum(diffs) / n
+    if n >= 2:
+        sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
+        se_paired = sd / math.sqrt(n)
+        low, high = (mean, mean) if se_paired == 0 else _t_interval(mean, se_paired, n - 1, level)
+    else:
+        se_paired, low, high = float("nan"), float("nan"), float("nan")
+
+    a, b = list(variant.values()), list(baseline.values())
+    if len(a) >= 2 and len(b) >= 2:
+        va = sum((x - sum(a) / len(a)) ** 2 for x in a) / (len(a) - 1) / len(a)
+        vb = sum((x - sum(b) / len(b)) ** 2 for x in b) / (len(b) - 1) / len(b)
+        se_unpaired = math.sqrt(va + vb)
+        # Welch-Satterthwaite degrees of freedom
+        dof = (va + vb) ** 2 / ((va ** 2 / (len(a) - 1) if va else 0.0) + (vb ** 2 / (len(b) - 1) if vb else 0.0)
+                                ) if (va or vb) else float("inf")
+        diff_means = sum(a) / len(a) - sum(b) / len(b)
+        u_low, u_high = ((diff_means, diff_means) if se_unpaired == 0
+                         else _t_interval(diff_means, se_unpaired, dof, level))
+    else:
+        se_unpaired, u_low, u_high = float("nan"), float("nan"), float("nan")
+    if math.isfinite(se_paired) and math.isfinite(se_unpaired):
+        reduction = float("inf") if se_paired == 0 else (se_unpaired / se_paired) ** 2
+    else:
+        reduction = float("nan")
+    return DeltaCI(n, mean, low, high, u_low, u_high, reduction, level)
+
+
+def decision(ci: DeltaCI, margin: float) -> str:
+    """``"effect"`` (interval excludes 0), ``"negligible"`` (interval inside ±margin), or ``"open"``.
+
+    Args:
+        ci: a paired interval (:func:`paired_delta`).
+        margin: the smallest effect worth reporting (top-1 points, >= 0).
+    """
+    if not (math.isfinite(ci.low) and math.isfinite(ci.high)):
+        return "open"
+    if ci.low > 0 or ci.high < 0:
+        return "effect"
+    if -margin < ci.low and ci.high < margin:
+        return "negligible"
+    return "open"
+
+
+def open_rows(results: Mapping[str, Mapping[int, float]], baseline: str, margin: float, max_seeds: int,
+              level: float = 0.95) -> dict[str, str]:
+    """Which variants need another seed, and why each of the others stopped.
+
+    Args:
+        results: variant -> seed -> top-1 (%), the baseline included.
+        baseline: the baseline's name.
+        margin: as :func:`decision`.
+        max_seeds: the most seeds any row may use.
+        level: confidence level.
+
+    Returns:
+        variant -> ``"open"`` (add a seed), ``"effect"``, ``"negligible"`` or ``"max seeds"``
+        (undecided at ``max_seeds``); the baseline is not listed. A variant with fewer than 2 seeds
+        in common with the baseline is open (below ``max_seeds``).
+
+    Raises:
+        KeyError: no results for ``baseline``.
+    """
+    base = results[baseline]
+    out = {}
+    for name, runs in results.items():
+        if name == baseline:
+            continue
+        common = set(base) & set(runs)
+        state = decision(paired_delta(base, runs, level), margin) if len(common) >= 2 else "open"
+        if state == "open" and len(common) >= max_seeds:
+            state = "max seeds"
+        out[name] = state
+    return out
