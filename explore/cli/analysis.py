@@ -69,7 +69,8 @@ def ablate(
     max_val: Annotated[Optional[int], typer.Option(help="Override the val subset size.")] = None,
     img_size: Annotated[Optional[int], typer.Option(help="Override the training resolution (pixels).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Override the training batch size.")] = None,
-    seeds: Annotated[Optional[str], typer.Option(help="Override the seeds, e.g. 0,1,2 (>= 2).")] = None,
+    seeds: Annotated[Optional[str], typer.Option(
+        help="Override the seeds, e.g. 0,1,2 (>= 2), or auto[:MAX]: add seeds only to rows still undecided.")] = None,
     variants: Annotated[Optional[str], typer.Option(help="Run only these variants (comma-separated; include the baseline).")] = None,
     protocols: Annotated[Optional[str], typer.Option(help="Override the protocols, e.g. cpu-latency,onnx-cpu.")] = None,
     measure_img_sizes: Annotated[Optional[str], typer.Option(help="Override the measurement resolutions, e.g. 224.")] = None,
@@ -88,7 +89,7 @@ def ablate(
         loaded = ab.load_recipe(recipe)
         chosen = ab.with_overrides(
             loaded, epochs=epochs, max_train=max_train, max_val=max_val, img_size=img_size, batch_size=batch_size,
-            seeds=int_list(seeds, "--seeds"), variants=names(variants) if variants else None,
+            seeds=seeds if seeds and seeds.startswith("auto") else int_list(seeds, "--seeds"), variants=names(variants) if variants else None,
             protocols=names(protocols) if protocols else None,
             measure_img_sizes=int_list(measure_img_sizes, "--measure-img-sizes"), repeats=repeats,
             data_root=data_root)

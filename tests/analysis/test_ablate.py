@@ -332,3 +332,47 @@ def test_cga_table6_rows_equal_the_shared_paper_tables():
     flags = {"ms_global": (True, True), "ms_local": (True, False), "single_global": (False, True),
              "single_local": (False, False)}
     assert {v.name: v.paper["miou"] for v in recipe.variants} == {n: by_flags[f] for n, f in flags.items()}
+
+
+def test_sequential_seeds_are_added_only_to_open_rows_and_resume(tmp_path):
+    from explore.analysis.ablation.paired import ACC_MIN_EFFECT, decision, paired_delta
+
+    recipe = ab.load_recipe(_write(tmp_path, TINY.replace("seeds = [0, 1]", 'seeds = "auto:4"')))
+    assert recipe.budget.max_seeds == 4 and recipe.budget.seeds == (0, 1)
+    small = ab.with_overrides(recipe, variants=["base", "mhsa", "no_dw"], protocols=["cpu-latency"])
+    assert small.budget.max_seeds == 4  # kept through command-line overrides
+    out = tmp_path / "run"
+    run = ab.run_recipe(small, out)
+    per_seed = {name: dict(zip(rows["seed"], rows["top1"])) for name, rows in run.training.groupby("variant")}
+    states = run.meta["sequential"]
+    assert set(states) == {"mhsa", "no_dw"}
+    for name, state in states.items():
+        seeds = sorted(per_seed[name])
+        assert seeds == list(range(len(seeds))) and 2 <= len(seeds) <= 4 and state["seeds"] == len(seeds)
+        assert set(seeds) <= set(per_seed["base"])  # the baseline ran every seed a row needed
+        base = {s: per_seed["base"][s] for s in seeds}
+        final = decision(paired_delta(base, per_seed[name]), ACC_MIN_EFFECT)
+        assert state["state"] == ("max seeds" if final == "open" else final)
+        assert final != "open" or len(seeds) == 4  # it stopped because it was decided or at the cap
+        if len(seeds) > 2:  # it got its last seed only while undecided
+            earlier = {s: per_seed[name][s] for s in seeds[:-1]}
+            assert decision(paired_delta(base, earlier), ACC_MIN_EFFECT) == "open"
+    again = ab.run_recipe(small, out, progress=lambda m: pytest.fail(f"re-ran: {m}") if "top-1" in m else None)
+    assert len(again.training) == len(run.training) and again.meta["sequential"] == states
+    table, _ = ab.summarise(again)
+    assert {"d_top1_low", "d_top1_high", "variance_reduction", "decision"} <= set(table.columns)
+
+
+@pytest.mark.parametrize("seeds, message", [('"auto:1"', "MAX >= 2"), ('"sometimes"', "auto"), ('"auto:x"', "auto")])
+def test_bad_sequential_seeds_name_the_field(tmp_path, seeds, message):
+    with pytest.raises(ab.RecipeError, match=message) as info:
+        ab.load_recipe(_write(tmp_path, TINY.replace("seeds = [0, 1]", f"seeds = {seeds}")))
+    assert "seeds" in str(info.value)
+
+
+def test_sequential_seeds_from_the_command_line(tmp_path):
+    recipe = _write(tmp_path, TINY)
+    ok = runner.invoke(app, ["ablate", str(recipe), "--seeds", "auto:3", "--dry-run"])
+    assert ok.exit_code == 0, ok.output
+    bad = runner.invoke(app, ["ablate", str(recipe), "--seeds", "auto:1", "--dry-run"])
+    assert bad.exit_code == 1 and "seeds" in bad.output and "MAX >= 2" in bad.output

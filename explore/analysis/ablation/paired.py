@@ -26,7 +26,11 @@ from dataclasses import dataclass
 
 from scipy import stats
 
-__all__ = ["DeltaCI", "paired_delta", "decision", "open_rows"]
+__all__ = ["ACC_MIN_EFFECT", "DeltaCI", "paired_delta", "decision", "open_rows"]
+
+ACC_MIN_EFFECT = 0.2
+"""Smallest top-1 change (points) an ablation verdict calls; also the equivalence margin of
+:func:`decision` in ablations."""
 
 
 @dataclass(frozen=True)

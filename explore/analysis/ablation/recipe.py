@@ -67,6 +67,8 @@ __all__ = [
     "Recipe",
     "load_recipe",
     "with_overrides",
+    "AUTO_MAX_SEEDS",
+    "parse_auto_seeds",
     "resolve_recipe_path",
     "MEASURE_IMG",
 ]
@@ -112,6 +114,9 @@ class Budget(TrainBudget):
     a recipe's default subset is 5000 training images) plus ``train`` (False: a latency-only
     recipe), ``img_size`` (the training resolution in pixels) and ``seeds`` (training seeds; the
     data subset is drawn once with ``data_seed``, so every variant sees the same images).
+    ``max_seeds`` (from ``seeds = "auto:MAX"``): sequential seeds: every row starts with ``seeds``
+    (0 and 1), and seeds 2, 3, ... are added only to rows whose paired interval is still open, up to
+    ``max_seeds`` (:func:`explore.analysis.ablation.paired.open_rows`).
     """
 
     max_train: int | None = 5000
@@ -119,6 +124,7 @@ class Budget(TrainBudget):
     img_size: int = 64
     seeds: tuple[int, ...] = (0, 1)
     data_seed: int = 0
+    max_seeds: int | None = None
 
 
 @dataclass(frozen=True)
@@ -183,6 +189,7 @@ class Recipe:
         variant trains only the new rows."""
         budget = dataclasses.asdict(self.budget)
         budget.pop("seeds")
+        budget.pop("max_seeds")  # how many seeds run does not change a row
         return _hash({"budget": budget})
 
     def measurement_key(self) -> str:
@@ -281,15 +288,39 @@ def _paper_values(raw: Any, where: str) -> dict[str, float]:
     return {str(k): float(_number(v, f"{where}.{k}")) for k, v in raw.items()}
 
 
+AUTO_MAX_SEEDS = 10
+"""Seeds a row may use under ``seeds = "auto"`` without a MAX."""
+
+
+def parse_auto_seeds(text: str, where: str) -> int:
+    """The MAX of ``"auto"`` / ``"auto:MAX"`` (sequential seeds; MAX >= 2).
+
+    Raises:
+        RecipeError: naming ``where``: anything else, or MAX below 2.
+    """
+    head, _, tail = text.partition(":")
+    if head != "auto" or (tail and not tail.isdigit()):
+        raise RecipeError(where, text, 'expected a list of integer seeds or "auto[:MAX]"')
+    top = int(tail) if tail else AUTO_MAX_SEEDS
+    if top < 2:
+        raise RecipeError(where, text, "expected MAX >= 2")
+    return top
+
+
 def _parse_budget(raw: dict[str, Any], where: str) -> Budget:
     allowed = [f.name for f in dataclasses.fields(Budget)]
     _unknown(raw, allowed, where)
     values = dict(raw)
+    if "max_seeds" in values and values["max_seeds"] is not None:
+        raise RecipeError(f"{where}.max_seeds", values["max_seeds"], 'not a recipe key; write seeds = "auto:MAX"')
     if "seeds" in values:
         seeds = values["seeds"]
-        if not isinstance(seeds, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-            raise RecipeError(f"{where}.seeds", seeds, "expected a list of integer seeds")
-        values["seeds"] = tuple(seeds)
+        if isinstance(seeds, str):
+            values["seeds"], values["max_seeds"] = (0, 1), parse_auto_seeds(seeds, f"{where}.seeds")
+        elif not isinstance(seeds, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+            raise RecipeError(f"{where}.seeds", seeds, 'expected a list of integer seeds or "auto[:MAX]"')
+        else:
+            values["seeds"] = tuple(seeds)
     budget = Budget(**values)
     if not isinstance(budget.train, bool):
         raise RecipeError(f"{where}.train", budget.train, "expected true or false")
@@ -511,7 +542,7 @@ def _parse(data: Mapping[str, Any], path: Path) -> Recipe:
 
 
 def with_overrides(recipe: Recipe, *, epochs: float | None = None, max_train: int | None = None,
-                   max_val: int | None = None, img_size: int | None = None, seeds: Sequence[int] | None = None,
+                   max_val: int | None = None, img_size: int | None = None, seeds: Sequence[int] | str | None = None,
                    batch_size: int | None = None, variants: Sequence[str] | None = None,
                    protocols: Sequence[str] | None = None, measure_img_sizes: Sequence[int] | None = None,
                    repeats: int | None = None, dataset: str | None = None, data_root: str | None = None) -> Recipe:
@@ -525,8 +556,10 @@ def with_overrides(recipe: Recipe, *, epochs: float | None = None, max_train: in
                                             img_size=img_size, batch_size=batch_size, dataset=dataset,
                                             data_root=data_root).items() if v is not None}
     if seeds is not None:
-        budget_changes["seeds"] = list(seeds)
+        budget_changes["seeds"] = seeds if isinstance(seeds, str) else list(seeds)
     raw_budget = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(recipe.budget).items()}
+    if raw_budget.pop("max_seeds") is not None:  # the recipe's sequential seeds, unless --seeds replaces them
+        raw_budget["seeds"] = f"auto:{recipe.budget.max_seeds}"
     raw_budget.update(budget_changes)
     budget = _parse_budget(raw_budget, "--budget") if budget_changes else recipe.budget
     raw_measure = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(recipe.measure).items()}

@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping
 
 import pandas as pd
 
+from explore.analysis.ablation.paired import ACC_MIN_EFFECT, open_rows
 from explore.analysis.ablation.recipe import Recipe, Variant
 from explore.arch import ArchConfig
 from explore.device import resolve_device
@@ -77,6 +78,47 @@ def _row_key(row: Mapping[str, Any], *fields: str) -> tuple:
     return tuple(int(row[f]) if f in ("seed", "img_size") else str(row[f]) for f in fields)
 
 
+def _top1_by_seed(variants: list[Variant], hashes: Mapping[str, str], train_key: str,
+                  rows: list[dict[str, Any]]) -> dict[str, dict[int, float]]:
+    """variant -> seed -> top-1 of this budget's successful rows."""
+    names = {hashes[v.name]: v.name for v in variants}
+    out: dict[str, dict[int, float]] = {v.name: {} for v in variants}
+    for r in rows:
+        name = names.get(str(r["config_hash"]))
+        if str(r["key"]) == train_key and name is not None and str(r["variant"]) == name and r.get("status") == "ok":
+            out[name][int(r["seed"])] = float(r["top1"])
+    return out
+
+
+def _sequential_state(recipe: Recipe, variants: list[Variant], hashes: Mapping[str, str], train_key: str,
+                      rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per non-baseline variant: its decision (:func:`~explore.analysis.ablation.paired.open_rows`)
+    and the seeds it used."""
+    results = _top1_by_seed(variants, hashes, train_key, rows)
+    states = open_rows(results, recipe.baseline.name, ACC_MIN_EFFECT, recipe.budget.max_seeds or 0)
+    return {name: {"state": state, "seeds": len(results[name])} for name, state in states.items()}
+
+
+def _next_seeds(recipe: Recipe, variants: list[Variant], hashes: Mapping[str, str], train_key: str,
+                rows: list[dict[str, Any]]) -> list[tuple[Variant, int]]:
+    """Sequential seeds: the next seed of every row still open, and of the baseline where it lacks it."""
+    results = _top1_by_seed(variants, hashes, train_key, rows)
+    states = open_rows(results, recipe.baseline.name, ACC_MIN_EFFECT, recipe.budget.max_seeds or 0)
+    tried = {(str(r["variant"]), int(r["seed"])) for r in rows
+             if str(r["key"]) == train_key and str(r["config_hash"]) == hashes.get(str(r["variant"]))}
+    by_name = {v.name: v for v in variants}
+    todo = []
+    for name, state in states.items():
+        untried = [s for s in range(recipe.budget.max_seeds or 0) if (name, s) not in tried]
+        if state != "open" or not untried:  # decided, or every seed up to MAX ran (some failed)
+            continue
+        todo.append((by_name[name], untried[0]))
+        if (recipe.baseline.name, untried[0]) not in tried:
+            todo.append((recipe.baseline, untried[0]))
+    unique = {(v.name, seed): (v, seed) for v, seed in todo}
+    return sorted(unique.values(), key=lambda item: (not item[0].baseline, item[1], item[0].name))
+
+
 @dataclass(frozen=True)
 class AblationRun:
     """Rows of one :func:`run_recipe`: ``variants`` (one per variant: params, MACs, config),
@@ -100,6 +142,11 @@ def run_recipe(recipe: Recipe, out: str | Path, *, device: str = "cpu",
     every protocol of ``recipe.measure`` at every resolution, on a 3-channel 1000-class copy of the
     variant; protocols for CUDA run only when ``device`` is CUDA (they are listed as skipped
     otherwise). Params and MACs (fvcore, norms not counted) at the first measurement resolution.
+
+    With ``recipe.budget.max_seeds`` (``seeds = "auto:MAX"``) the seeds are sequential: after seeds 0
+    and 1, each row whose paired interval of Δ top-1 is still open gets the next seed (the baseline
+    too, where it lacks it), until every row is decided or has MAX seeds; ``run.json`` records each
+    row's state and seeds under ``sequential``. A stopped run resumes where it stopped.
 
     Files in ``out``: ``variants.csv``, ``training.csv``, ``measurements.csv``, ``run.json``.
     A training row already there for the same variant config, seed and budget
@@ -156,8 +203,10 @@ def run_recipe(recipe: Recipe, out: str | Path, *, device: str = "cpu",
         data = b.load_data(b.data_seed)
         data_meta = {"dataset": b.dataset, "train_images": len(data.train.labels), "val_images": len(data.val.labels)}
         proxy = b.proxy_recipe()
-        for v in variants:
-            for seed in b.seeds:
+        todo = [(v, seed) for v in variants for seed in b.seeds]
+        while todo:
+            for v, seed in todo:
+                wanted.add((train_key, v.name, hashes[v.name], seed))
                 if (train_key, v.name, hashes[v.name], seed) in done:
                     continue
                 config = recipe.train_config(v, data.in_chans, data.num_classes)
@@ -172,8 +221,15 @@ def run_recipe(recipe: Recipe, out: str | Path, *, device: str = "cpu",
                     row.update(status="non-finite loss", top1=float("nan"), train_seconds=float("nan"),
                                train_img_s=float("nan"), steps=exc.step)
                 training_rows.append(row)
+                done.add((train_key, v.name, hashes[v.name], seed))
                 _write_rows(out / "training.csv", training_rows)
                 say(f"{v.name} seed {seed}: top-1 {row['top1']:.2f} % ({row['status']})")
+            todo = _next_seeds(recipe, variants, hashes, train_key, training_rows) if b.max_seeds else []
+            if b.max_seeds:
+                data_meta["sequential"] = _sequential_state(recipe, variants, hashes, train_key, training_rows)
+    if recipe.budget.train and recipe.budget.max_seeds:  # rows of seeds a resumed run added earlier
+        wanted |= {_row_key(r, *train_fields) for r in training_rows if str(r["key"]) == train_key
+                   and str(r["config_hash"]) == hashes.get(str(r["variant"])) and int(r["seed"]) < recipe.budget.max_seeds}
     used_training = [r for r in training_rows if _row_key(r, *train_fields) in wanted] if recipe.budget.train else []
 
     # latency / throughput

@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from explore.analysis.ablation.paired import decision, paired_delta
+from explore.analysis.ablation.paired import ACC_MIN_EFFECT, decision, paired_delta
 from explore.analysis.ablation.recipe import Recipe
 from explore.analysis.ablation.runner import AblationRun
 from explore.analysis.ranks import kendall_tau
@@ -21,11 +21,6 @@ __all__ = ["SPEED_MIN_EFFECT_PCT", "ACC_MIN_EFFECT", "summarise", "paired_column
 SPEED_MIN_EFFECT_PCT = 5.0
 """Smallest img/s change (%) a speed verdict calls: the same M4 measured 285-306 img/s with onnx-cpu
 in three invocations on an otherwise idle 2-core CPU (within-run IQRs are smaller than that)."""
-
-
-ACC_MIN_EFFECT = 0.2
-"""Smallest top-1 change (points) a verdict calls; also the equivalence margin of the paired
-decision (:func:`explore.analysis.ablation.paired.decision`)."""
 
 
 def paired_columns(ok: pd.DataFrame, baseline: str, level: float = 0.95) -> pd.DataFrame:
