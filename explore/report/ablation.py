@@ -192,6 +192,8 @@ def render_ablation_markdown(table: pd.DataFrame, measurements: pd.DataFrame, me
                 name = table.loc[table["label"] == row["variant"], "variant"]
                 state = sequential.get(name.iloc[0]) if len(name) else None
                 row["seeds used"] = state["seeds"] if state else "–"
+                if state and state["state"] == "max seeds":
+                    row["decision"] = "open (max seeds)"
         lines += ["## Δ top-1 per seed (paired)", "", table_block(pd.DataFrame(paired)), "",
                   "Every variant trains once per seed, and a seed fixes the data order, the augmentation draws and "
                   "(where shapes agree) the initial weights, so Δ is taken per seed: the paired t interval "
@@ -199,7 +201,7 @@ def render_ablation_markdown(table: pd.DataFrame, measurements: pd.DataFrame, me
                   "*effect*: the interval excludes 0; *negligible*: it lies within ±0.2 points; *open*: more "
                   "seeds could decide it." + (
                       f" Seeds were sequential (up to {budget.get('max_seeds')}): after seeds 0 and 1, a row got "
-                      "the next seed only while its interval was open; *max seeds*: still open at the cap."
+                      "the next seed only while its interval was open; *open (max seeds)*: still open at the cap."
                       if budget.get("max_seeds") else ""), ""]
     if findings:
         lines += ["## The paper's findings, checked", "", table_block(pd.DataFrame(findings)), ""]
