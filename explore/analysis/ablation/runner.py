@@ -90,33 +90,31 @@ def _top1_by_seed(variants: list[Variant], hashes: Mapping[str, str], train_key:
     return out
 
 
-def _sequential_state(recipe: Recipe, variants: list[Variant], hashes: Mapping[str, str], train_key: str,
-                      rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per non-baseline variant: its decision (:func:`~explore.analysis.ablation.paired.open_rows`)
-    and the seeds it used."""
+def _sequential_step(recipe: Recipe, variants: list[Variant], hashes: Mapping[str, str], train_key: str,
+                     rows: list[dict[str, Any]], done: set[tuple]) -> tuple[list[tuple[Variant, int]],
+                                                                        dict[str, dict[str, Any]]]:
+    """Sequential seeds, one step: the next seed of every row still open (and of the baseline where
+    it lacks it), and per non-baseline variant its decision
+    (:func:`~explore.analysis.ablation.paired.open_rows`) and the seeds it used.
+
+    ``done`` holds the (key, variant, config hash, seed) of every row already run, failed ones
+    included, so a seed whose run failed is not tried again.
+    """
     results = _top1_by_seed(variants, hashes, train_key, rows)
     states = open_rows(results, recipe.baseline.name, ACC_MIN_EFFECT, recipe.budget.max_seeds or 0)
-    return {name: {"state": state, "seeds": len(results[name])} for name, state in states.items()}
-
-
-def _next_seeds(recipe: Recipe, variants: list[Variant], hashes: Mapping[str, str], train_key: str,
-                rows: list[dict[str, Any]]) -> list[tuple[Variant, int]]:
-    """Sequential seeds: the next seed of every row still open, and of the baseline where it lacks it."""
-    results = _top1_by_seed(variants, hashes, train_key, rows)
-    states = open_rows(results, recipe.baseline.name, ACC_MIN_EFFECT, recipe.budget.max_seeds or 0)
-    tried = {(str(r["variant"]), int(r["seed"])) for r in rows
-             if str(r["key"]) == train_key and str(r["config_hash"]) == hashes.get(str(r["variant"]))}
+    base = recipe.baseline
     by_name = {v.name: v for v in variants}
     todo = []
     for name, state in states.items():
-        untried = [s for s in range(recipe.budget.max_seeds or 0) if (name, s) not in tried]
+        untried = [s for s in range(recipe.budget.max_seeds or 0) if (train_key, name, hashes[name], s) not in done]
         if state != "open" or not untried:  # decided, or every seed up to MAX ran (some failed)
             continue
         todo.append((by_name[name], untried[0]))
-        if (recipe.baseline.name, untried[0]) not in tried:
-            todo.append((recipe.baseline, untried[0]))
+        if (train_key, base.name, hashes[base.name], untried[0]) not in done:
+            todo.append((base, untried[0]))
     unique = {(v.name, seed): (v, seed) for v, seed in todo}
-    return sorted(unique.values(), key=lambda item: (not item[0].baseline, item[1], item[0].name))
+    ordered = sorted(unique.values(), key=lambda item: (not item[0].baseline, item[1], item[0].name))
+    return ordered, {name: {"state": state, "seeds": len(results[name])} for name, state in states.items()}
 
 
 @dataclass(frozen=True)
@@ -224,9 +222,10 @@ def run_recipe(recipe: Recipe, out: str | Path, *, device: str = "cpu",
                 done.add((train_key, v.name, hashes[v.name], seed))
                 _write_rows(out / "training.csv", training_rows)
                 say(f"{v.name} seed {seed}: top-1 {row['top1']:.2f} % ({row['status']})")
-            todo = _next_seeds(recipe, variants, hashes, train_key, training_rows) if b.max_seeds else []
+            todo = []
             if b.max_seeds:
-                data_meta["sequential"] = _sequential_state(recipe, variants, hashes, train_key, training_rows)
+                todo, data_meta["sequential"] = _sequential_step(recipe, variants, hashes, train_key,
+                                                                 training_rows, done)
     if recipe.budget.train and recipe.budget.max_seeds:  # rows of seeds a resumed run added earlier
         wanted |= {_row_key(r, *train_fields) for r in training_rows if str(r["key"]) == train_key
                    and str(r["config_hash"]) == hashes.get(str(r["variant"])) and int(r["seed"]) < recipe.budget.max_seeds}
