@@ -18,16 +18,23 @@ from explore.resources import display_path, safe_name
 __all__ = ["study", "report", "write_study_report"]
 
 
-def write_study_report(study_ref: str, storage: Optional[str], out_dir: Path):  # noqa: ANN201 - ReportPaths
-    """Write the report of a stored study (``trials.csv``, ``pareto.png``, ``summary.md``) with the
-    ``explore report`` command that remakes it (password masked)."""
+def write_study_report(study_ref: str, storage: Optional[str], out_dir: Path,
+                       front_seeds: Optional[int] = None):  # noqa: ANN201 - ReportPaths
+    """Write the report of a stored study (``trials.csv``, ``pareto.png``, ``summary.md``, and the
+    front's common-seed runs where the study stores any) with the ``explore report`` command that
+    remakes it (password masked; ``--front-seeds`` where it was given)."""
+    from explore.analysis.front_seeds import front_runs, front_table
     from explore.report import write_report
     from explore.search import mask_password, open_study, study_meta, trials_frame
 
     study_obj = open_study(study_ref, storage)
     command = command_line(["explore", "report", study_ref],
-                           [("--storage", mask_password(storage) if storage else None), ("--out", str(out_dir))])
-    return write_report(trials_frame(study_obj), out_dir, study_meta(study_obj), command)
+                           [("--storage", mask_password(storage) if storage else None), ("--out", str(out_dir)),
+                            ("--front-seeds", front_seeds)])
+    frame = trials_frame(study_obj)
+    runs = front_runs(study_obj)
+    front = front_table(frame, runs) if runs and len(study_obj.directions) > 1 else None
+    return write_report(frame, out_dir, study_meta(study_obj), command, front)
 
 
 def _print_pareto(frame) -> None:  # noqa: ANN001 - DataFrame
@@ -162,19 +169,46 @@ def report(
     *,
     storage: StorageOpt = None,
     out: Annotated[Optional[str], typer.Option(help="Output folder; default <run>/report or reports/<name>.")] = None,
+    front_seeds: Annotated[Optional[int], typer.Option(
+        help="Re-train every Pareto-front member with this many common seeds (stored runs count; >= 2) and mark "
+             "which members are distinguishable.")] = None,
+    device: Annotated[str, typer.Option(help="Training device of --front-seeds: cpu | cuda | cuda:N.")] = "cpu",
+    train_threads: Annotated[int, typer.Option(
+        help="CPU threads of --front-seeds training (0 = the study's setting, else torch's default).")] = 0,
 ) -> None:
-    """Write a Pareto-front plot (PNG), all trials (CSV) and a markdown summary of the Pareto set."""
+    """Write a Pareto-front plot (PNG), all trials (CSV) and a markdown summary of the Pareto set;
+    with ``--front-seeds N``, first re-train the front with N common seeds (resumable)."""
+    from explore.analysis.front_seeds import retrain_front
+    from explore.device import resolve_device
     from explore.search import open_study
 
     try:
         study_obj = open_study(study, storage)  # validates before writing
+        if front_seeds is not None:
+            resolve_device(device)
     except ExploreError as exc:
         raise fail(exc) from None
+    if front_seeds is not None:
+        def on_run(number: int, index: int, top1: float, seconds: float) -> None:
+            console.print(f"front #{number} seed {index}: top-1 {top1:.2f}%  ({seconds:.0f} s training)",
+                          highlight=False)
+
+        try:
+            trained = retrain_front(study_obj, front_seeds, device=device, threads=train_threads or None,
+                                    on_run=on_run)
+        except ExploreError as exc:
+            raise fail(exc) from None
+        except KeyboardInterrupt:
+            err_console.print("interrupted: the runs that ended are stored; run the same command again to go on",
+                              highlight=False)
+            raise typer.Exit(code=130) from None
+        console.print(f"front seeds: {trained} new runs", highlight=False)
     if out is not None:
         out_dir = Path(out)
     elif storage is None:
         out_dir = Path(study) / "report"
     else:
         out_dir = Path("reports") / safe_name(study_obj.study_name)
-    paths = write_study_report(study, storage, out_dir)
-    console.print(f"wrote {paths.markdown}\nwrote {paths.png}\nwrote {paths.csv}")
+    paths = write_study_report(study, storage, out_dir, front_seeds)
+    console.print(f"wrote {paths.markdown}\nwrote {paths.png}\nwrote {paths.csv}"
+                  + (f"\nwrote {paths.front_csv}\nwrote {paths.front_png}" if paths.front_csv else ""))

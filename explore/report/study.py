@@ -7,27 +7,30 @@ then drawn.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 import pandas as pd
 
-from explore.report.common import pyplot, table_block
+from explore.report.common import fmt, pyplot, table_block
 
 __all__ = [
     "ReportPaths", "pareto_table", "state_counts", "latency_description", "dataset_line", "pareto_figure",
-    "plot_pareto", "render_markdown", "write_report",
+    "plot_pareto", "front_seeds_block", "plot_front_seeds", "render_markdown", "write_report",
 ]
 
 
 @dataclass(frozen=True)
 class ReportPaths:
-    """Files written by :func:`write_report`."""
+    """Files written by :func:`write_report` (``front_csv``, ``front_png``: only with front seeds)."""
 
     csv: Path
     png: Path
     markdown: Path
+    front_csv: Path | None = None
+    front_png: Path | None = None
 
 
 def pareto_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -177,8 +180,68 @@ def plot_pareto(frame: pd.DataFrame, path: Path, title: str, latency_label: str 
     return path
 
 
-def render_markdown(frame: pd.DataFrame, meta: Mapping[str, Any], command: str) -> str:
-    """Markdown summary: the study's settings, trial counts, the Pareto table and pruning reasons."""
+def front_seeds_block(front: pd.DataFrame) -> list[str]:
+    """Markdown lines of the front re-trained with common seeds (a table of
+    :func:`explore.analysis.front_seeds.front_table`)."""
+    seeds = sorted({int(n) for n in front["seeds"]})
+    shown = pd.DataFrame({
+        "trial": front["trial"].astype(int),
+        "latency (ms/img)": front["latency (ms/img)"].round(4),
+        "search top-1 (%)": front["search top-1 (%)"].round(2),
+        "seeds": front["seeds"].astype(int),
+        "mean top-1 (%)": [fmt(v) for v in front["mean top-1 (%)"]],
+        "95 % CI": [f"[{fmt(lo)}, {fmt(hi)}]" for lo, hi in zip(front["CI low"], front["CI high"])],
+        "vs": ["–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"#{int(v)}" for v in front["vs"]],
+        "Δ top-1 (paired)": [fmt(v, signed=True) for v in front["Δ top-1"]],
+        "Δ 95 % CI": [f"[{fmt(lo, signed=True)}, {fmt(hi, signed=True)}]" for lo, hi in zip(front["Δ low"], front["Δ high"])],
+        "verdict": front["verdict"],
+    })
+    kept = int(front["distinguishable"].astype(bool).sum())
+    return [
+        f"## Front re-trained with common seeds ({'/'.join(map(str, seeds))} per member)",
+        "",
+        "Each front member trained again with the same seeds (the study's data subsets and proxy budget; per seed, "
+        "the same data order and augmentation draws for every member). `vs` is the faster member of highest mean "
+        "top-1 over the seeds both ran; Δ is this member minus that one, per seed, with its paired 95 % t interval. "
+        "A member is *distinguishable* when that interval lies above 0: its extra latency buys top-1 the seeds "
+        "cannot explain. Search top-1 is the trial's own single run.",
+        "",
+        table_block(shown),
+        f"{kept} of {len(front)} front members distinguishable (the fastest by latency alone). "
+        "Files: `front_seeds.csv`, `front_seeds.png`.",
+        "",
+    ]
+
+
+def plot_front_seeds(front: pd.DataFrame, path: Path, title: str, latency_label: str = "latency (ms)") -> Path:
+    """Mean top-1 over the common seeds (95 % interval as error bars) against latency, one point per
+    front member, labelled with its trial number; distinguishable members filled, the others hollow."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120, layout="constrained")
+    for keep, style in ((True, {"mfc": "C3"}), (False, {"mfc": "white"})):
+        part = front[front["distinguishable"].astype(bool) == keep]
+        if part.empty:
+            continue
+        err = [(part["mean top-1 (%)"] - part["CI low"]).fillna(0), (part["CI high"] - part["mean top-1 (%)"]).fillna(0)]
+        ax.errorbar(part["latency (ms/img)"], part["mean top-1 (%)"], yerr=err, fmt="o", c="C3", capsize=3,
+                    label="distinguishable" if keep else "not distinguishable", **style)
+    ax.scatter(front["latency (ms/img)"], front["search top-1 (%)"], marker="x", c="0.5", s=24, label="search run")
+    for trial, x, y in zip(front["trial"], front["latency (ms/img)"], front["mean top-1 (%)"]):
+        ax.annotate(f"#{int(trial)}", (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set_xlabel(latency_label)
+    ax.set_ylabel("proxy top-1 (%), mean and 95 % CI over seeds")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.legend(loc="outside lower center", ncols=3, fontsize=8, frameon=False)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def render_markdown(frame: pd.DataFrame, meta: Mapping[str, Any], command: str,
+                    front: pd.DataFrame | None = None) -> str:
+    """Markdown summary: the study's settings, trial counts, the Pareto table, the front re-trained
+    with common seeds (``front``, where given and not empty) and pruning reasons."""
     settings = meta.get("settings", {}) or {}
     counts = state_counts(frame)
     unit, timed = latency_description(frame, settings)
@@ -209,6 +272,8 @@ def render_markdown(frame: pd.DataFrame, meta: Mapping[str, Any], command: str) 
         lines += [f"The latencies of {again} of the {complete} complete trials were measured again at the end of the "
                   "study (`again`); `latency` is the lower of the two figures (contention on a shared machine only "
                   "slows a run down), and the front is computed from it.", ""]
+    if front is not None and not front.empty:
+        lines += front_seeds_block(front)
     if not frame.empty and "latency_contended" in frame and frame["latency_contended"].eq(True).any():
         contended = frame.loc[frame["latency_contended"].eq(True), "number"].astype(int).tolist()
         lines += [f"Latency measured on a busy machine (flagged `contended`) for trials {contended}.", ""]
@@ -224,19 +289,30 @@ def render_markdown(frame: pd.DataFrame, meta: Mapping[str, Any], command: str) 
     return "\n".join(lines)
 
 
-def write_report(frame: pd.DataFrame, out_dir: Path, meta: Mapping[str, Any], command: str) -> ReportPaths:
-    """Write ``trials.csv``, ``pareto.png`` and ``summary.md`` into ``out_dir`` (created if needed).
+def write_report(frame: pd.DataFrame, out_dir: Path, meta: Mapping[str, Any], command: str,
+                 front: pd.DataFrame | None = None) -> ReportPaths:
+    """Write ``trials.csv``, ``pareto.png`` and ``summary.md`` into ``out_dir`` (created if needed),
+    and, with a non-empty ``front``, ``front_seeds.csv`` and ``front_seeds.png``.
 
     Args:
         frame: the trials table.
         out_dir: target folder.
         meta: study name, space and settings (see :func:`explore.search.study_meta`).
         command: the command line that made the report (written into the summary).
+        front: the front re-trained with common seeds
+            (:func:`explore.analysis.front_seeds.front_table`), or None.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = ReportPaths(out_dir / "trials.csv", out_dir / "pareto.png", out_dir / "summary.md")
+    with_front = front is not None and not front.empty
+    paths = ReportPaths(out_dir / "trials.csv", out_dir / "pareto.png", out_dir / "summary.md",
+                        out_dir / "front_seeds.csv" if with_front else None,
+                        out_dir / "front_seeds.png" if with_front else None)
     frame.to_csv(paths.csv, index=False)
     unit, timed = latency_description(frame, meta.get("settings", {}) or {})
     plot_pareto(frame, paths.png, f"{meta.get('study_name')}: proxy top-1 vs latency", f"latency ({unit}; {timed})")
-    paths.markdown.write_text(render_markdown(frame, meta, command), encoding="utf-8")
+    if with_front:
+        front.to_csv(paths.front_csv, index=False)
+        plot_front_seeds(front, paths.front_png, f"{meta.get('study_name')}: front re-trained with common seeds",
+                         f"latency ({unit}; {timed})")
+    paths.markdown.write_text(render_markdown(frame, meta, command, front), encoding="utf-8")
     return paths
