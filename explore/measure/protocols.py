@@ -177,6 +177,7 @@ class Measurement:
         contention_ratio, clean_share, attempts, contended: CPU only: how busy the machine was
             (:class:`Contention`); ``median_ms``, ``iqr_ms`` and ``cv`` are then of the clean
             repeats, or of the scaled ones when ``contended``.
+        times_ms: the timed runs behind ``median_ms`` (ms per forward pass of the batch), in order.
     """
 
     protocol: dict[str, Any]
@@ -199,12 +200,13 @@ class Measurement:
     clean_share: float | None = None
     attempts: int | None = None
     contended: bool | None = None
+    times_ms: list[float] | None = None
 
     def as_attrs(self, prefix: str = "latency_") -> dict[str, Any]:
         """Flat dict for Optuna user attributes (protocol parameters prefixed ``<prefix>protocol_``)."""
         out: dict[str, Any] = {f"{prefix}protocol_{k}": v for k, v in self.protocol.items()}
         for key, value in asdict(self).items():
-            if key not in ("protocol", "versions"):  # latency_ms_per_img stays latency_ms_per_img
+            if key not in ("protocol", "versions", "times_ms"):  # latency_ms_per_img stays latency_ms_per_img
                 out[key if key.startswith(prefix) else f"{prefix}{key}"] = value
         out[f"{prefix}versions"] = ",".join(f"{k}={v}" for k, v in sorted(self.versions.items()))
         return out
@@ -542,4 +544,5 @@ def measure(model: nn.Module, protocol: Protocol) -> Measurement:
         clean_share=timed.contention.clean_share if timed.contention else None,
         attempts=timed.contention.attempts if timed.contention else None,
         contended=timed.contention.contended if timed.contention else None,
+        times_ms=[float(t) for t in timed.times],
     )
