@@ -5,7 +5,8 @@ and the options several commands take (``Annotated`` aliases: one declaration, o
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Optional
+from collections.abc import Callable
+from typing import Annotated, Optional, TypeVar
 
 import typer
 from rich.console import Console
@@ -14,7 +15,9 @@ from rich.table import Table
 
 from explore.errors import ExploreError
 
-__all__ = ["app", "console", "err_console", "fail", "names", "int_list", "print_table", "DatasetOpt", "DataRootOpt",
+T = TypeVar("T")
+
+__all__ = ["app", "console", "err_console", "fail", "run_or_exit", "names", "int_list", "print_table", "DatasetOpt", "DataRootOpt",
            "SeedOpt", "StorageOpt"]
 
 # no locals in tracebacks: they would print storage URLs with their passwords
@@ -29,6 +32,18 @@ def fail(exc: Exception) -> typer.Exit:
     """Print ``error: <message>`` (one line, to stderr) and return the exit to raise (code 1)."""
     err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     return typer.Exit(code=1)
+
+
+def run_or_exit(work: Callable[[], T], interrupted: str) -> T:
+    """``work()``; an :class:`ExploreError` becomes the one ``error:`` line (exit 1), Ctrl-C prints
+    ``interrupted: <interrupted>`` and exits with code 130."""
+    try:
+        return work()
+    except ExploreError as exc:
+        raise fail(exc) from None
+    except KeyboardInterrupt:
+        err_console.print(f"interrupted: {interrupted}", highlight=False)
+        raise typer.Exit(code=130) from None
 
 
 def names(text: str) -> list[str]:

@@ -10,7 +10,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from explore.cli.common import DataRootOpt, DatasetOpt, StorageOpt, app, console, err_console, fail, int_list
+from explore.cli.common import (DataRootOpt, DatasetOpt, StorageOpt, app, console, err_console, fail, int_list,
+                                 run_or_exit)
 from explore.errors import ExploreError
 from explore.reproduce import command_line
 from explore.resources import display_path, safe_name
@@ -82,6 +83,11 @@ def study(
         help="CPU threads of proxy training (0 = the cores free at each trial's start).")] = 0,
     remeasure_front: Annotated[bool, typer.Option(
         help="At the end, measure every complete trial's latency again, 3 interleaved rounds (the front uses the lowest figure).")] = True,
+    latency_table: Annotated[Optional[str], typer.Option(
+        help="Optimise the latency a table (explore latency-table) predicts for its device; nothing is timed here.")] = None,
+    max_latency_ms: Annotated[Optional[float], typer.Option(
+        help="Latency budget (ms/img; predicted with --latency-table, else measured): trials over it are pruned "
+             "before training, and TPE / NSGA-II treat it as a constraint.")] = None,
 ) -> None:
     """Run (or resume) a multi-objective study: maximise proxy top-1, minimise latency."""
     from explore.report import dataset_line
@@ -96,9 +102,16 @@ def study(
             latency_repeats=latency_repeats,
             workers=workers, devices=tuple(int_list(devices, "--devices")) if devices else None,
             heartbeat_s=heartbeat_interval, remeasure_front=remeasure_front,
-            train_threads=train_threads or None,
+            train_threads=train_threads or None, latency_table=latency_table, max_latency_ms=max_latency_ms,
         )
         prepared = prepare_study(settings)  # every check before anything is written
+        if latency_table is not None:
+            from explore.measure.latency_table import LatencyTable, table_differences
+
+            table = LatencyTable.load(latency_table)
+            for difference in table_differences(table, settings.latency_protocol(), prepared[1]):
+                err_console.print(f"warning: the latency table was measured elsewhere: {difference}; the study "
+                                  f"optimises the table's device ({table.device_name})", highlight=False)
     except ExploreError as exc:
         raise fail(exc) from None
 
@@ -130,16 +143,10 @@ def study(
             progress.console.print(f"#{number} latency measured again: {first:.3f} -> {again:.3f} ms/img "
                                    f"({(again / first - 1) * 100:+.1f} %)", highlight=False)
 
-        try:
-            summary = run_study(settings, on_trial=on_trial, prepared=prepared, on_data=on_data,
-                                on_remeasure=on_remeasure)
-            progress.update(task, completed=min(summary.complete, trials))
-        except ExploreError as exc:
-            raise fail(exc) from None
-        except KeyboardInterrupt:
-            err_console.print("interrupted: the running trial is marked FAIL; run the same command again to resume",
-                              highlight=False)
-            raise typer.Exit(code=130) from None
+        summary = run_or_exit(lambda: run_study(settings, on_trial=on_trial, prepared=prepared, on_data=on_data,
+                                                on_remeasure=on_remeasure),
+                              "the running trial is marked FAIL; run the same command again to resume")
+        progress.update(task, completed=min(summary.complete, trials))
 
     extra = f"; {summary.running} still running" if summary.running else ""
     console.print(f"done: {summary.complete} complete, {summary.pruned} pruned, {summary.failed} failed{extra}; "
@@ -193,15 +200,9 @@ def report(
             console.print(f"front #{number} seed {index}: top-1 {top1:.2f}%  ({seconds:.0f} s training)",
                           highlight=False)
 
-        try:
-            trained = retrain_front(study_obj, front_seeds, device=device, threads=train_threads or None,
-                                    on_run=on_run)
-        except ExploreError as exc:
-            raise fail(exc) from None
-        except KeyboardInterrupt:
-            err_console.print("interrupted: the runs that ended are stored; run the same command again to go on",
-                              highlight=False)
-            raise typer.Exit(code=130) from None
+        trained = run_or_exit(lambda: retrain_front(study_obj, front_seeds, device=device,
+                                                    threads=train_threads or None, on_run=on_run),
+                              "the runs that ended are stored; run the same command again to go on")
         console.print(f"front seeds: {trained} new runs", highlight=False)
     if out is not None:
         out_dir = Path(out)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["pyplot", "table_block", "fmt"]
+__all__ = ["pyplot", "save_figure", "table_block", "fmt"]
 
 
 def pyplot() -> Any:
@@ -18,6 +18,17 @@ def pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_figure(fig: Any, ax: Any, path: Any, title: str, ncols: int = 3) -> Any:
+    """Finish a one-axes figure (title, grid, the legend below the axes) and write it to ``path``
+    (the figure is closed); returns ``path``."""
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.legend(loc="outside lower center", ncols=ncols, fontsize=8, frameon=False)
+    fig.savefig(path)
+    pyplot().close(fig)
+    return path
 
 
 def table_block(table: pd.DataFrame) -> str:

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from explore.report.common import fmt, pyplot, table_block
+from explore.report.common import fmt, pyplot, save_figure, table_block
 
 __all__ = [
     "ReportPaths", "pareto_table", "state_counts", "latency_description", "dataset_line", "pareto_figure",
@@ -230,12 +230,7 @@ def plot_front_seeds(front: pd.DataFrame, path: Path, title: str, latency_label:
         ax.annotate(f"#{int(trial)}", (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
     ax.set_xlabel(latency_label)
     ax.set_ylabel("proxy top-1 (%), mean and 95 % CI over seeds")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    fig.legend(loc="outside lower center", ncols=3, fontsize=8, frameon=False)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, ax, path, title)
 
 
 def render_markdown(frame: pd.DataFrame, meta: Mapping[str, Any], command: str,
@@ -258,7 +253,9 @@ def render_markdown(frame: pd.DataFrame, meta: Mapping[str, Any], command: str,
         f"- device: `{settings.get('device')}`" + (f" ({device_names})" if device_names else ""),
         f"- latency ({unit}; {timed}): threads {settings.get('latency_threads')}, "
         f"median of {settings.get('latency_repeats')} runs",
-        f"- sampler: `{settings.get('sampler')}`, seed {settings.get('seed')}",
+        f"- sampler: `{settings.get('sampler')}`, seed {settings.get('seed')}"
+        + (f"; latency budget {settings.get('max_latency_ms'):g} ms/img (trials over it pruned before training)"
+           if settings.get("max_latency_ms") else ""),
         "- trials: " + (", ".join(f"{k} {v}" for k, v in counts.items()) or "none"),
         "",
         "## Pareto front (top-1 up, latency down)",
@@ -266,6 +263,11 @@ def render_markdown(frame: pd.DataFrame, meta: Mapping[str, Any], command: str,
         table_block(pareto_table(frame)),
         "",
     ]
+    if not frame.empty and "latency_source" in frame and frame["latency_source"].eq("table").any():
+        done = frame[frame["latency_source"].eq("table")]
+        lines += [f"Latency of {len(done)} trials predicted by the latency table "
+                  f"`{_distinct(done, 'latency_table_file')}` (regressor `{_distinct(done, 'latency_table_regressor')}`) "
+                  f"for {_distinct(done, 'latency_device_name')}, not measured on the machine that trained.", ""]
     if not frame.empty and "latency_remeasured_ms" in frame and frame["latency_remeasured_ms"].notna().any():
         again = int(frame["latency_remeasured_ms"].notna().sum())
         complete = int((frame["state"] == "COMPLETE").sum())

@@ -1,0 +1,316 @@
+"""Building a latency table on the target device, and checking its predictor on held-out architectures.
+
+``explore latency-table --space SPACE --protocol P --out table.json`` (:func:`build_table`) samples
+architectures from the space at random (the sampler's own distribution over its knobs, infeasible
+points skipped: the blocks a study of that space will actually meet), decomposes each into units
+(:func:`explore.measure.latency_table.model_units`) and measures every unit not yet in the table
+alone on its input shape; the first ``calibration`` architectures are also measured whole. The
+file is written after every measurement, so a stopped run resumes where it stopped.
+
+``explore latency-table --evaluate table.json --archs 30`` (:func:`evaluate_table`) samples
+architectures the table has not seen (another seed; table architectures excluded), measures them
+whole on this device, and compares with the predictor: MAPE, the share within ±10 %, Kendall's τ;
+and the same for MACs as the predictor (latency ≈ a · MACs + b fitted on the calibration models).
+
+Follows: the latency lookup tables of ProxylessNAS (arXiv:1812.00332 §3.3), FBNet
+(arXiv:1812.03443 §3.2) and OFA (arXiv:1908.09791 §3.3); the accuracy figures of nn-Meter (MobiSys
+2021: share of predictions within ±10 %).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from explore.analysis.proxy_validity import sample_architectures
+from explore.analysis.ranks import kendall_tau
+from explore.arch import ArchConfig
+from explore.errors import ExploreError
+from explore.evaluate import count_model, time_model
+from explore.measure import Measurement, Protocol, device_name, library_versions
+from explore.measure.latency_table import (
+    LatencyTable,
+    config_units,
+    fit_predictor,
+    measure_unit,
+    model_units,
+    table_differences,
+    unit_features,
+    unit_key,
+)
+from explore.nn import build
+from explore.resources import display_path
+from explore.space import load_space
+
+__all__ = ["ROUNDS", "TableEvaluation", "build_table", "evaluate_table", "prediction_stats"]
+
+
+ROUNDS = 3
+"""Interleaved measurement rounds of a table entry and of a held-out architecture (the fastest counts)."""
+
+
+def _timing(m: Measurement) -> dict[str, Any]:
+    return {"median_ms": m.median_ms, "iqr_ms": m.iqr_ms, "batch_size": m.batch_size, "contended": m.contended,
+            "latency_ms_per_img": m.latency_ms_per_img, "contention_ratio": m.contention_ratio,
+            "times_ms": m.times_ms}
+
+
+def build_table(space: str, protocol: Protocol, out: str | Path, *, archs: int = 40, calibration: int = 20,
+                in_chans: int = 1, num_classes: int = 10, seed: int = 0, rounds: int = ROUNDS,
+                on_progress: Callable[[str, int, int], None] | None = None) -> LatencyTable:
+    """Measure a space's units and calibration models on this device; write (and resume) ``out``.
+
+    Args:
+        space: space name or file.
+        protocol: the latency protocol (its ``img_size`` and ``in_chans`` are replaced per unit).
+        out: the table file; an existing table of the same space, protocol, device and sampling is
+            resumed (measured entries kept).
+        archs: architectures sampled for units (>= 1); calibration: how many of them are also
+            measured whole (0 <= calibration <= archs).
+        in_chans, num_classes: of the models (the data the studies use: Fashion-MNIST 1 and 10).
+        seed: sampling seed.
+        rounds: interleaved measurement rounds (>= 1): every entry is measured once per round,
+            round-robin over all entries, and keeps its fastest round (with every round's raw timings).
+        on_progress: called with (what, done, total) after each measurement.
+
+    Returns:
+        The table, as written.
+
+    Raises:
+        ExploreError: bad counts (``--archs``, ``--calibration``); ``--out`` holds a table of
+            another space, protocol, device or sampling, or a file that is not a table; as
+            :func:`explore.measure.measure`.
+        SpaceError: unknown or invalid space.
+    """
+    if archs < 1:
+        raise ExploreError("--archs", archs, "expected >= 1 architecture")
+    if rounds < 1:
+        raise ExploreError("--rounds", rounds, "expected >= 1 measurement round")
+    if not 0 <= calibration <= archs:
+        raise ExploreError("--calibration", calibration, f"expected 0..{archs} (at most --archs)")
+    loaded = load_space(space)
+    sampling = {"method": "random sampler over the space's knobs, infeasible points skipped; every distinct unit "
+                          "of the sampled architectures measured alone, the first `calibration` also whole",
+                "archs": archs, "calibration": calibration, "seed": seed, "rounds": rounds}
+    here = device_name(protocol.device)
+    out = Path(out)
+    if out.exists():
+        table = LatencyTable.load(out, field="--out")
+        differences = table_differences(table, protocol, protocol.device)
+        if table.space.get("name") != loaded.name:
+            differences.append(f"space {table.space.get('name')!r} in the file, {loaded.name!r} asked")
+        if table.sampling != sampling or (table.in_chans, table.num_classes) != (in_chans, num_classes):
+            differences.append("other sampling settings (--archs, --calibration, --seed, --in-chans, --num-classes)")
+        if differences:
+            raise ExploreError("--out", str(out), "a new file, or the table this command wrote before (to resume); "
+                                                  "it differs: " + "; ".join(differences))
+    else:
+        table = LatencyTable(protocol=protocol.key(), device_name=here, versions=library_versions(protocol.onnx),
+                             space={"name": loaded.name, "file": display_path(loaded.path, "search_spaces"),
+                                    "toml": Path(loaded.path).read_text(encoding="utf-8")},
+                             sampling=sampling, in_chans=in_chans, num_classes=num_classes)
+    configs = sample_architectures(space, archs, in_chans=in_chans, num_classes=num_classes, seed=seed)
+    plans = []
+    for config in configs:
+        units = model_units(build(config))
+        plans.append((config, [(unit_key(u), u) for u in units]))
+    distinct = {key: unit for _, units in plans for key, unit in units}
+    for key, unit in distinct.items():
+        if key not in table.units:
+            table.units[key] = {"kind": unit.kind, "in_chans": unit.in_chans, "side": unit.side,
+                                "features": unit_features(unit), "rounds": [], "median_ms": None}
+    calibrated = {m["config"]: m for m in table.models}
+    for config, units in plans[:calibration]:
+        text = config.to_json(sort_keys=True)
+        if text not in calibrated:
+            model = build(config)
+            params, macs = count_model(model, config.img_size, config.in_chans)
+            calibrated[text] = {"config": text, "summary": config.summary(), "units": [key for key, _ in units],
+                                "params": params, "macs": macs, "rounds": [], "median_ms": None}
+            table.models.append(calibrated[text])
+    # every entry once per round, round-robin: a slow spell of the machine falls on different entries
+    # in different rounds instead of on all the repeats of one; each entry keeps its fastest round
+    jobs: list[tuple[dict[str, Any], Callable[[], Measurement], str]] = []
+    for key, unit in distinct.items():
+        jobs.append((table.units[key], lambda unit=unit: measure_unit(unit, protocol), f"unit {unit.kind} @{unit.side}"))
+    for config, _ in plans[:calibration]:
+        model_protocol = dataclasses.replace(protocol, img_size=config.img_size, in_chans=config.in_chans)
+        jobs.append((calibrated[config.to_json(sort_keys=True)],
+                     lambda config=config, mp=model_protocol: time_model(build(config), mp), f"model {config.summary()}"))
+    total = len(jobs) * rounds
+    done = sum(min(len(entry["rounds"]), rounds) for entry, _, _ in jobs)
+    for r in range(rounds):
+        for entry, run, what in jobs:
+            if len(entry["rounds"]) > r:
+                continue
+            entry["rounds"].append(_timing(run()))
+            best = min(entry["rounds"], key=lambda t: t["median_ms"])
+            entry.update({k: best[k] for k in ("median_ms", "iqr_ms", "batch_size", "contended", "latency_ms_per_img")})
+            table.save(out)
+            done += 1
+            if on_progress is not None:
+                on_progress(what, done, total)
+    table.save(out)
+    return table
+
+
+@dataclass(frozen=True)
+class TableEvaluation:
+    """Predicted against measured latency on held-out architectures (:func:`evaluate_table`).
+
+    Attributes:
+        rows: one row per architecture: arch, summary, params, macs, measured (ms/img), predicted
+            (ms/img), error (%), macs_predicted (ms/img), macs_error (%), contended, config.
+        stats: {predictor, recalibrated, macs} -> {mape, within_10, kendall_tau, max_error} (percent,
+            share in %); ``recalibrated``: the predictor with its correction fitted on this session's
+            measurements of the calibration models (held-out figures unused);
+            ``drift``: the same figures for the table's own calibration models (table figure against
+            this session's), plus ``mean_signed`` (%, table over now): the noise floor between sessions.
+        regressor: the regressor the predictor uses; choice: the calibration MAPE of each candidate.
+        differences: how this device / protocol / torch differ from the table's.
+        meta: table file, space, protocol, device, archs, seed.
+    """
+
+    rows: pd.DataFrame
+    stats: dict[str, dict[str, float]]
+    regressor: str
+    choice: dict[str, float]
+    differences: list[str]
+    meta: dict[str, Any]
+
+
+def prediction_stats(measured: list[float], predicted: list[float]) -> dict[str, float]:
+    """MAPE (%), share within ±10 % (%), Kendall's τ and the largest error (%) of predictions."""
+    errors = [abs(p - m) / m * 100.0 for m, p in zip(measured, predicted)]
+    if not errors:
+        return {"mape": float("nan"), "within_10": float("nan"), "kendall_tau": float("nan"), "max_error": float("nan")}
+    return {"mape": sum(errors) / len(errors), "within_10": 100.0 * sum(e <= 10.0 for e in errors) / len(errors),
+            "kendall_tau": kendall_tau(measured, predicted), "max_error": max(errors)}
+
+
+def _macs_fit(table: LatencyTable) -> tuple[float, float]:
+    """(a, b) of ms/img ≈ a · MACs + b, least squares over the calibration models."""
+    xs = [float(m["macs"]) for m in table.models]
+    ys = [float(m["latency_ms_per_img"]) for m in table.models]
+    n = len(xs)
+    if n < 2:
+        raise ExploreError("--evaluate", table.space.get("name"), "a table with >= 2 calibration models "
+                                                                  "(--calibration) to fit the MACs baseline")
+    mx, my = sum(xs) / n, sum(ys) / n
+    var = sum((x - mx) ** 2 for x in xs) or 1.0
+    a = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / var
+    return a, my - a * mx
+
+
+def _held_out(table: LatencyTable, archs: int, seed: int, seen: set[str]) -> list[ArchConfig]:
+    """``archs`` architectures sampled from the table's own space (its stored TOML), none of ``seen``."""
+    with tempfile.TemporaryDirectory() as folder:  # the space as the table stored it, wherever its file is now
+        space = Path(folder) / Path(str(table.space.get("file") or "space.toml")).name
+        if "toml" in table.space:
+            space.write_text(str(table.space["toml"]), encoding="utf-8")
+        else:
+            space = Path(str(table.space.get("file") or table.space.get("name")))
+        pool = sample_architectures(str(space), archs + len(table.models) + 5, in_chans=table.in_chans,
+                                    num_classes=table.num_classes, seed=seed)
+    return [c for c in pool if c.config_hash() not in seen][:archs]
+
+
+def evaluate_table(path: str | Path, archs: int = 30, *, seed: int = 1000, regressor: str | None = None,
+                   rounds: int = ROUNDS, configs: list[ArchConfig] | None = None,
+                   on_measured: Callable[[int, int], None] | None = None,
+                   on_arch: Callable[[dict[str, Any]], None] | None = None) -> TableEvaluation:
+    """Measure ``archs`` architectures the table has not seen and compare with its predictor.
+
+    With ``configs`` (a study's architectures: ``explore latency-table --evaluate T --study RUN``),
+    those are measured instead of a sample: on the target device, how right were the predictions a
+    study optimised?
+
+    Args:
+        path: the table file (written on the device this runs on, for a meaningful comparison).
+        archs: held-out architectures (>= 3).
+        seed: sampling seed (not the table's; the table's architectures are skipped anyway).
+        regressor: force ``linear`` or ``trees`` (None: :func:`fit_predictor` chooses).
+        rounds: interleaved measurement rounds of every architecture (its fastest counts).
+        configs: measure these instead of sampling ``archs`` (``archs`` and ``seed`` unused).
+        on_measured: called with (measurements done, total) after each; on_arch: with each finished row.
+
+    Raises:
+        ExploreError: ``--archs`` < 3; a bad table file (field ``--evaluate``); as :func:`build_table`.
+    """
+    if archs < 3 and configs is None:
+        raise ExploreError("--archs", archs, "expected >= 3 held-out architectures")
+    if configs is not None and not configs:
+        raise ExploreError("--study", None, "a study with complete trials (their architectures are measured)")
+    if rounds < 1:
+        raise ExploreError("--rounds", rounds, "expected >= 1 measurement round")
+    table = LatencyTable.load(path, field="--evaluate").measured()
+    protocol = Protocol(**table.protocol)
+    differences = table_differences(table, None, protocol.device)
+    choice: dict[str, float] = {}
+    predictor = fit_predictor(table, regressor, on_choice=choice.update)
+    a, b = _macs_fit(table)
+    seen = {ArchConfig.from_json(m["config"]).config_hash() for m in table.models}
+    from_sample = configs is None
+    configs = list(configs) if configs is not None else _held_out(table, archs, seed, seen)
+    # the calibration models are measured again with the held-out ones: how far this session's figures
+    # are from the table's for the same models (the machine's drift between sessions) bounds what any
+    # predictor can reach here
+    calib = [ArchConfig.from_json(m["config"]) for m in table.models]
+    every = configs + calib
+    models = [build(config) for config in every]
+    best: list[Measurement | None] = [None] * len(every)
+    for r in range(rounds):  # interleaved rounds, the fastest counts (as the table's entries)
+        for i, (config, model) in enumerate(zip(every, models)):
+            result = time_model(model, dataclasses.replace(protocol, img_size=config.img_size, in_chans=config.in_chans))
+            if best[i] is None or result.median_ms < best[i].median_ms:
+                best[i] = result
+            if on_measured is not None:
+                on_measured(r * len(every) + i + 1, rounds * len(every))
+    again = [b.latency_ms_per_img for b in best[len(configs):] if b is not None]
+    drift = prediction_stats(again, [float(m["latency_ms_per_img"]) for m in table.models])
+    drift["mean_signed"] = (sum(float(m["latency_ms_per_img"]) / a - 1 for m, a in zip(table.models, again))
+                            / max(1, len(again)) * 100.0)
+    # the same predictor with its correction fitted on this session's figures of the calibration models:
+    # what the table predicts once the machine's state of the day is known (no held-out figure is used)
+    session = copy.copy(predictor)
+    session.calibrate([predictor.kind_sums([(k, table.units[k]["kind"], table.units[k]["features"])
+                                            for k in m["units"]]) for m in table.models],
+                      [b.median_ms for b in best[len(configs):] if b is not None])
+    rows = []
+    for i, (config, model) in enumerate(zip(configs, models[:len(configs)])):
+        measured = best[i]
+        assert measured is not None
+        params, macs = count_model(model, config.img_size, config.in_chans)
+        units = config_units(config)
+        predicted = predictor.predict_units(units)
+        recalibrated = session.predict_units(units)
+        by_macs = a * macs + b
+        row = {"arch": i, "summary": config.summary(), "params": params, "macs": macs,
+               "measured (ms/img)": measured.latency_ms_per_img, "predicted (ms/img)": predicted,
+               "error (%)": (predicted / measured.latency_ms_per_img - 1) * 100.0,
+               "recalibrated (ms/img)": recalibrated,
+               "recalibrated error (%)": (recalibrated / measured.latency_ms_per_img - 1) * 100.0,
+               "MACs fit (ms/img)": by_macs, "MACs error (%)": (by_macs / measured.latency_ms_per_img - 1) * 100.0,
+               "contended": measured.contended, "config": config.to_json(sort_keys=True)}
+        rows.append(row)
+        if on_arch is not None:
+            on_arch(row)
+    frame = pd.DataFrame(rows)
+    measured_list = frame["measured (ms/img)"].tolist()
+    stats = {"predictor": prediction_stats(measured_list, frame["predicted (ms/img)"].tolist()),
+             "macs": prediction_stats(measured_list, frame["MACs fit (ms/img)"].tolist()),
+             "recalibrated": prediction_stats(measured_list, frame["recalibrated (ms/img)"].tolist()),
+             "drift": drift}
+    stats["macs"]["kendall_tau"] = kendall_tau(measured_list, frame["macs"].tolist())
+    meta = {"table": Path(path).name, "space": table.space, "protocol": table.protocol, "device": device_name(
+        protocol.device), "table_device": table.device_name, "archs": len(configs), "seed": seed if from_sample else None, "rounds": rounds,
+            "table_units": len(table.units), "table_models": len(table.models), "sampling": table.sampling,
+            "versions": table.versions}
+    return TableEvaluation(frame, stats, predictor.regressor, choice, differences, meta)

@@ -1,0 +1,125 @@
+"""``explore latency-table``: measure a space's units on the target device, or evaluate a table's predictor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from explore.cli.common import app, console, err_console, fail, run_or_exit
+from explore.errors import ExploreError
+from explore.reproduce import command_line
+
+__all__ = ["latency_table"]
+
+
+@app.command("latency-table")
+def latency_table(
+    *,
+    space: Annotated[Optional[str], typer.Option(help="Space name (cga, msla, hybrid) or file, to build a table.")] = None,
+    protocol: Annotated[str, typer.Option(help="cpu-latency | onnx-cpu | gpu-throughput | gpu-latency")] = "cpu-latency",
+    mode: Annotated[Optional[str], typer.Option(
+        help="eager | fused | compile | cuda-graph (default: fused on CPU, cuda-graph on CUDA, as a study).")] = None,
+    device: Annotated[Optional[str], typer.Option(help="cpu | cuda[:N]; default: the protocol's.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Override the protocol's batch.")] = None,
+    repeats: Annotated[Optional[int], typer.Option(help="Timed runs per measurement (default: the protocol's).")] = None,
+    archs: Annotated[Optional[int], typer.Option(
+        help="Architectures sampled from the space, their units measured (default 100); with --evaluate: "
+             "held-out ones (default 30).")] = None,
+    calibration: Annotated[int, typer.Option(help="Sampled architectures also measured whole.")] = 30,
+    in_chans: Annotated[int, typer.Option(help="Input channels of the models (Fashion-MNIST: 1).")] = 1,
+    num_classes: Annotated[int, typer.Option(help="Classes of the models (Fashion-MNIST: 10).")] = 10,
+    seed: Annotated[int, typer.Option(help="Sampling seed (--evaluate: default 1000).")] = 0,
+    out: Annotated[Optional[str], typer.Option(
+        help="The table file to write or resume (build), or the report folder (--evaluate).")] = None,
+    evaluate: Annotated[Optional[str], typer.Option(
+        help="A table file: measure --archs held-out architectures here and compare with its predictor.")] = None,
+    regressor: Annotated[Optional[str], typer.Option(
+        help="linear | trees (default: the lower calibration error).")] = None,
+    rounds: Annotated[int, typer.Option(
+        help="Interleaved measurement rounds of every entry / held-out architecture (the fastest counts).")] = 3,
+    study: Annotated[Optional[str], typer.Option(
+        help="With --evaluate: measure this study's complete trials (a run folder) instead of a sample.")] = None,
+) -> None:
+    """Build a latency table of a space's units on this device (resumable), or evaluate one."""
+    from explore.measure import get_protocol
+
+    if evaluate is not None:
+        _evaluate(evaluate, archs or 30, 1000 if seed == 0 else seed, regressor, out, rounds, study)
+        return
+    if space is None or out is None:
+        raise fail(ExploreError("--space", space, "a space and --out table.json (or --evaluate table.json)"))
+    if not out.endswith(".json"):
+        raise fail(ExploreError("--out", out, "a .json file for the table"))
+    from explore.analysis.latency_table import build_table
+    from explore.search.settings import DEFAULT_LATENCY_MODE, LATENCY_WARMUP
+
+    try:
+        base = get_protocol(protocol)
+        dev = device or base.device
+        chosen = get_protocol(protocol, device=dev, batch_size=batch_size, repeats=repeats,
+                              warmup=min(base.warmup, LATENCY_WARMUP) if base.device == "cpu" else None,
+                              mode=mode or DEFAULT_LATENCY_MODE["cuda" if dev.startswith("cuda") else "cpu"])
+    except ExploreError as exc:
+        raise fail(exc) from None
+    console.print(f"latency table of {space} · {chosen.name} {chosen.mode} batch {chosen.batch_size} on {dev} · "
+                  f"{archs or 100} architectures, {calibration} measured whole -> {out}", highlight=False)
+    with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=False) as progress:
+        task = progress.add_task("measuring", total=None)
+
+        def on_progress(what: str, done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total, description=what[:48])
+
+        table = run_or_exit(lambda: build_table(space, chosen, out, archs=archs or 100, calibration=calibration,
+                                                in_chans=in_chans, num_classes=num_classes, seed=seed, rounds=rounds,
+                                                on_progress=on_progress),
+                            f"{out} keeps what was measured; run the same command again to go on")
+    console.print(f"wrote {out}: {len(table.units)} units, {len(table.models)} calibration models", highlight=False)
+
+
+def _evaluate(path: str, archs: int, seed: int, regressor: Optional[str], out: Optional[str], rounds: int,
+              study: Optional[str]) -> None:
+    from explore.analysis.latency_table import evaluate_table
+    from explore.arch import ArchConfig
+    from explore.report.latency_table import write_table_evaluation
+    from explore.search import open_study
+
+    configs, numbers = None, []
+    if study is not None:
+        try:
+            trials = [t for t in open_study(study).get_trials(deepcopy=False)
+                      if t.state.name == "COMPLETE" and t.user_attrs.get("config")]
+        except ExploreError as exc:
+            raise fail(ExploreError("--study", study, exc.expected)) from None
+        configs = [ArchConfig.from_json(t.user_attrs["config"]) for t in trials]
+        numbers = [t.number for t in trials]
+
+    def on_arch(row: dict) -> None:
+        console.print(f"#{row['arch']} measured {row['measured (ms/img)']:.4f} predicted {row['predicted (ms/img)']:.4f} "
+                      f"ms/img ({row['error (%)']:+.1f} %)  MACs fit {row['MACs error (%)']:+.1f} %", highlight=False)
+
+    try:
+        result = evaluate_table(path, archs, seed=seed, regressor=regressor, rounds=rounds, configs=configs,
+                                on_arch=on_arch)
+    except ExploreError as exc:
+        raise fail(exc) from None
+    if study is not None:
+        result.meta.update(study=study, trials=numbers)
+    for difference in result.differences:
+        err_console.print(f"warning: measured elsewhere: {difference}", highlight=False)
+    s, m = result.stats["predictor"], result.stats["macs"]
+    console.print(f"latency table ({result.regressor}): MAPE {s['mape']:.2f} %, within ±10 % {s['within_10']:.1f} %, "
+                  f"Kendall τ {s['kendall_tau']:.3f} · MACs: MAPE {m['mape']:.2f} %, within ±10 % "
+                  f"{m['within_10']:.1f} %, τ {m['kendall_tau']:.3f}", highlight=False)
+    if out is not None:
+        command = command_line(["explore", "latency-table"],
+                               [("--evaluate", path), ("--study", study),
+                                ("--archs", archs if study is None else None),
+                                ("--seed", seed if seed != 1000 and study is None else None),
+                                ("--regressor", regressor), ("--rounds", rounds if rounds != 3 else None), ("--out", out)])
+        md = write_table_evaluation(result.rows, result.stats, result.regressor, result.choice, result.differences,
+                                    result.meta, Path(out), command)
+        console.print(f"wrote {md}", highlight=False)

@@ -1,0 +1,140 @@
+"""The latency-table evaluation report: predicted vs measured latency on held-out architectures.
+
+Renders :class:`explore.analysis.latency_table.TableEvaluation` (passed as its fields: this stage
+works from tables): ``summary.md`` (goals, the predictor against MACs), ``predictions.csv`` and
+``predicted_vs_measured.png``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from explore.report.common import fmt, pyplot, save_figure, table_block
+
+__all__ = ["GOALS", "render_table_evaluation", "plot_predicted", "write_table_evaluation"]
+
+GOALS = {"mape": 5.0, "within_10": 95.0, "kendall_tau": 0.9}
+"""Issue 16's goals: MAPE <= 5 %, >= 95 % of predictions within ±10 %, Kendall's τ >= 0.9."""
+
+
+def plot_predicted(rows: pd.DataFrame, path: Path, title: str) -> Path:
+    """Predicted (latency table; MACs fit) against measured ms/img, with the y = x line and ±10 % band."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5.6, 5.2), dpi=120, layout="constrained")
+    measured = rows["measured (ms/img)"]
+    ax.scatter(measured, rows["MACs fit (ms/img)"], s=22, c="0.6", marker="x", label="MACs (linear fit)")
+    ax.scatter(measured, rows["predicted (ms/img)"], s=26, c="C0", label="latency table")
+    low = float(min(measured.min(), rows["predicted (ms/img)"].min(), rows["MACs fit (ms/img)"].min())) * 0.9
+    high = float(max(measured.max(), rows["predicted (ms/img)"].max(), rows["MACs fit (ms/img)"].max())) * 1.1
+    ax.plot([low, high], [low, high], c="k", lw=0.8)
+    ax.fill_between([low, high], [low * 0.9, high * 0.9], [low * 1.1, high * 1.1], color="C0", alpha=0.1,
+                    label="±10 %")
+    ax.set_xlim(low, high)
+    ax.set_ylim(low, high)
+    ax.set_xlabel("measured latency (ms/img)")
+    ax.set_ylabel("predicted latency (ms/img)")
+    return save_figure(fig, ax, path, title)
+
+
+def _goal(name: str, value: float) -> str:
+    target = GOALS[name]
+    met = value <= target if name == "mape" else value >= target
+    return "met" if met else "not met"
+
+
+def render_table_evaluation(rows: pd.DataFrame, stats: Mapping[str, Mapping[str, float]], regressor: str,
+                            choice: Mapping[str, float], differences: list[str], meta: Mapping[str, Any],
+                            command: str) -> str:
+    """Markdown of one evaluation: set-up, the predictor against the goals and against MACs, each
+    architecture's row."""
+    protocol = meta.get("protocol", {})
+    ours, macs = stats["predictor"], stats["macs"]
+    session = stats.get("recalibrated")
+    sampling = meta.get("sampling", {})
+    lines = [
+        f"# Latency table of `{meta['space'].get('name')}`: predicted vs measured",
+        "",
+        f"Made by: `{command}`",
+        "",
+        f"- table: `{meta['table']}` ({meta['table_units']} units, {meta['table_models']} calibration models; "
+        f"{sampling.get('archs')} sampled architectures, seed {sampling.get('seed')}), measured on "
+        f"{meta['table_device']}",
+        f"- protocol: {protocol.get('name')}, batch {protocol.get('batch_size')}, {protocol.get('mode')}, "
+        f"threads {protocol.get('threads')}, median of {protocol.get('repeats')} runs; "
+        + ", ".join(f"{k} {v}" for k, v in sorted(meta.get("versions", {}).items())),
+        (f"- held out: {meta['archs']} architectures sampled with seed {meta['seed']} (none in the table's calibration "
+         f"set), measured whole on {meta['device']}" if meta.get("seed") is not None else
+         f"- the {meta['archs']} architectures of study `{meta.get('study')}` (arch i = trial "
+         f"{', '.join('#' + str(n) for n in meta.get('trials', []))} in order), measured whole on {meta['device']}")
+        + f" (the fastest of {meta.get('rounds', 1)} interleaved rounds, as the "
+        "table's entries)",
+        f"- predictor: Σ units (measured where the unit is in the table, else the `{regressor}` regressor) × a + b "
+        "fitted on the calibration models"
+        + ("; regressor chosen by calibration MAPE (units left out): "
+           + ", ".join(f"{k} {fmt(v)} %" for k, v in choice.items()) if choice else ""),
+        "",
+    ]
+    if differences:
+        lines += ["**Measured elsewhere:** " + "; ".join(differences) + ".", ""]
+    table = pd.DataFrame([
+        {"predictor": "latency table", "MAPE (%)": fmt(ours["mape"]), "within ±10 % (%)": fmt(ours["within_10"], 1),
+         "Kendall τ": fmt(ours["kendall_tau"], 3), "max error (%)": fmt(ours["max_error"], 1)},
+        *([{"predictor": "latency table, re-calibrated this session", "MAPE (%)": fmt(session["mape"]),
+             "within ±10 % (%)": fmt(session["within_10"], 1), "Kendall τ": fmt(session["kendall_tau"], 3),
+             "max error (%)": fmt(session["max_error"], 1)}] if session else []),
+        {"predictor": "MACs (linear fit)", "MAPE (%)": fmt(macs["mape"]), "within ±10 % (%)": fmt(macs["within_10"], 1),
+         "Kendall τ": fmt(macs["kendall_tau"], 3), "max error (%)": fmt(macs["max_error"], 1)},
+        {"predictor": "goal", "MAPE (%)": f"<= {GOALS['mape']:g}", "within ±10 % (%)": f">= {GOALS['within_10']:g}",
+         "Kendall τ": f">= {GOALS['kendall_tau']:g}", "max error (%)": ""},
+    ])
+    lines += ["## Accuracy of the prediction", "", table_block(table),
+              f"Goals, table as built: MAPE {_goal('mape', ours['mape'])}, ±10 % share "
+              f"{_goal('within_10', ours['within_10'])}, τ {_goal('kendall_tau', ours['kendall_tau'])}"
+              + (f"; re-calibrated: MAPE {_goal('mape', session['mape'])}, ±10 % share "
+                 f"{_goal('within_10', session['within_10'])}, τ {_goal('kendall_tau', session['kendall_tau'])}"
+                 if session else "") + ". MACs τ is the rank agreement of the MAC counts "
+              "themselves; its MAPE is after the linear fit on the calibration models. *Re-calibrated*: the same "
+              "unit figures, the correction fitted again on the calibration models as measured in this session "
+              "(what a user gets by re-measuring those models on the day; no held-out figure is used)"
+              + (f": MAPE {fmt(session['mape'])} %, {fmt(session['within_10'], 1)} % within ±10 %, "
+                 f"τ {fmt(session['kendall_tau'], 3)}." if session else "."), ""]
+    drift = stats.get("drift")
+    if drift:
+        lines += [f"**Noise floor.** The table's {meta['table_models']} calibration models, measured again in this "
+                  f"session beside the held-out ones: the table's figures are {fmt(drift['mean_signed'], 1, signed=True)} % "
+                  f"off this session's on average (MAPE {fmt(drift['mape'])} %, {fmt(drift['within_10'], 1)} % within "
+                  f"±10 %, τ {fmt(drift['kendall_tau'], 3)}): the same models, timed at two moments on this machine, "
+                  "agree no better than that.", ""]
+    contended = int(rows["contended"].eq(True).sum()) if "contended" in rows else 0
+    if contended:
+        lines += [f"{contended} measurements were flagged `contended` (the machine was busy while timing).", ""]
+    shown = rows.drop(columns=["config"]).copy()
+    for col in ("measured (ms/img)", "predicted (ms/img)", "recalibrated (ms/img)", "MACs fit (ms/img)"):
+        shown[col] = shown[col].round(4)
+    for col in ("error (%)", "recalibrated error (%)", "MACs error (%)"):
+        shown[col] = shown[col].round(1)
+    shown["params"] = (shown["params"] / 1e6).round(3)
+    shown["macs"] = (shown["macs"] / 1e6).round(2)
+    shown = shown.rename(columns={"params": "params (M)", "macs": "MACs (M)"})
+    lines += ["## Held-out architectures", "", table_block(shown),
+              "Files: `predictions.csv` (every row, with its config), `predicted_vs_measured.png`.", ""]
+    return "\n".join(lines)
+
+
+def write_table_evaluation(rows: pd.DataFrame, stats: Mapping[str, Mapping[str, float]], regressor: str,
+                           choice: Mapping[str, float], differences: list[str], meta: Mapping[str, Any],
+                           out_dir: Path, command: str) -> Path:
+    """Write ``summary.md``, ``predictions.csv`` and ``predicted_vs_measured.png`` into ``out_dir``;
+    returns the markdown's path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows.to_csv(out_dir / "predictions.csv", index=False)
+    plot_predicted(rows, out_dir / "predicted_vs_measured.png",
+                   f"{meta['space'].get('name')}: {meta['protocol'].get('name')} on {meta['device']}")
+    path = out_dir / "summary.md"
+    path.write_text(render_table_evaluation(rows, stats, regressor, choice, differences, meta, command),
+                    encoding="utf-8")
+    return path
