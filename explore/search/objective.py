@@ -27,6 +27,7 @@ from explore.evaluate import Evaluation, Step, evaluate_candidate
 from explore.measure import Measurement, device_name
 from explore.search.cache import LatencyCache, LatencyKey
 from explore.search.faults import inject_fault
+from explore.search.sampler import LATENCY_EXCESS
 from explore.search.settings import LATENCY_WARMUP, StudySettings
 from explore.search.storage import scrub
 from explore.space import SearchSpace
@@ -84,6 +85,11 @@ def make_objective(space: SearchSpace, data: DatasetBundle, settings: StudySetti
     """
     recipe = settings.proxy_recipe()
     base_seed = settings.seed if train_seed is None else train_seed
+    predictor = None
+    if settings.latency_table is not None:
+        from explore.measure.latency_table import LatencyTable, fit_predictor
+
+        predictor = fit_predictor(LatencyTable.load(settings.latency_table))
 
     def objective(trial: optuna.Trial) -> tuple[float, float] | float:
         study = trial.study
@@ -109,6 +115,9 @@ def make_objective(space: SearchSpace, data: DatasetBundle, settings: StudySetti
         oom = None
         try:
             return _measure_and_train(trial, config)
+        except _OverBudget as exc:
+            trial.set_user_attr("pruned_reason", str(exc))
+            raise optuna.TrialPruned(str(exc)) from None
         except NonFiniteLossError as exc:
             trial.set_user_attr("pruned_reason", f"non-finite loss: {exc}")
             raise optuna.TrialPruned(str(exc)) from None
@@ -120,8 +129,59 @@ def make_objective(space: SearchSpace, data: DatasetBundle, settings: StudySetti
         trial.set_user_attr("pruned_reason", f"out of memory: {oom}")
         raise optuna.TrialPruned(f"out of memory: {oom}")
 
+    def _check_budget(trial: optuna.Trial, latency_ms: float, source: str) -> None:
+        """Record the trial's excess over ``--max-latency-ms``; raise :class:`_OverBudget` when > 0."""
+        if settings.max_latency_ms is None:
+            return
+        excess = latency_ms - settings.max_latency_ms
+        trial.set_user_attr(LATENCY_EXCESS, excess)
+        trial.set_constraint(LATENCY_EXCESS, excess)  # TPE and NSGA-II treat > 0 as infeasible
+        if excess > 0:
+            raise _OverBudget(f"over the latency budget: {latency_ms:.4f} ms/img {source} > "
+                              f"--max-latency-ms {settings.max_latency_ms:g}")
+
+    def _predict_and_train(trial: optuna.Trial, config: ArchConfig) -> tuple[float, float] | float:
+        """With a latency table: the predicted latency is the objective; nothing is timed here."""
+        assert predictor is not None
+        predicted = predictor.predict(config)
+        table = predictor.table
+        attrs = {f"latency_protocol_{k}": v for k, v in table.protocol.items()}
+        attrs.update({"latency_ms_per_img": predicted, "latency_predicted_ms": predicted, "latency_source": "table",
+                      "latency_table_file": os.path.basename(settings.latency_table or ""),
+                      "latency_table_regressor": predictor.regressor, "latency_device_name": table.device_name,
+                      "latency_batch_size": table.batch_size})
+        for name, value in attrs.items():
+            trial.set_user_attr(name, value)
+        _check_budget(trial, predicted, "predicted")
+
+        def record(step: Step, evaluation: Evaluation) -> None:
+            if step == "counted":
+                trial.set_user_attr("params", evaluation.params)
+                trial.set_user_attr("macs", evaluation.macs)
+
+        evaluation = _train(trial, config, None, record)
+        if settings.objective == "top1":
+            return evaluation.proxy.top1
+        return evaluation.proxy.top1, predicted
+
+    def _train(trial: optuna.Trial, config: ArchConfig, protocol: Any,
+               record: Callable[[Step, Evaluation], None]) -> Evaluation:
+        threads = None
+        if torch.device(device).type == "cpu":
+            threads = settings.train_threads or training_threads(settings.workers)
+            trial.set_user_attr("proxy_threads", threads)
+        evaluation = evaluate_candidate(
+            config, seed=base_seed + trial.number, protocol=protocol, data=data, recipe=recipe,
+            device=device, threads=threads, on_epoch_end=_pruning_report(trial) if settings.objective == "top1" else None,
+            on_step=record)
+        for name, value in asdict(evaluation.proxy).items():
+            trial.set_user_attr(f"proxy_{name}", value)
+        return evaluation
+
     def _measure_and_train(trial: optuna.Trial, config: ArchConfig) -> tuple[float, float] | float:
         trial.set_user_attr("config", config.to_json(sort_keys=True))
+        if predictor is not None:
+            return _predict_and_train(trial, config)
         cache = LatencyCache(trial.study)
         protocol = settings.latency_protocol(config.img_size, config.in_chans)
         key = LatencyKey(config_hash=config.config_hash(), batch_size=protocol.batch_size,
@@ -137,20 +197,13 @@ def make_objective(space: SearchSpace, data: DatasetBundle, settings: StudySetti
                 trial.set_user_attr("macs", evaluation.macs)
             elif step == "timed":
                 latency.update(_latency_attrs(trial, cache, key, cached, evaluation.latency))
+                latency["latency_source"] = "measured"
                 for name, value in latency.items():
                     trial.set_user_attr(name, value)
                 inject_fault(trial.number, evaluation.model)  # the test-only seam (explore.search.faults)
+                _check_budget(trial, float(latency["latency_ms_per_img"]), "measured")
 
-        threads = None
-        if torch.device(device).type == "cpu":
-            threads = settings.train_threads or training_threads(settings.workers)
-            trial.set_user_attr("proxy_threads", threads)
-        evaluation = evaluate_candidate(
-            config, seed=base_seed + trial.number, protocol=None if cached else protocol, data=data, recipe=recipe,
-            device=device, threads=threads, on_epoch_end=_pruning_report(trial) if settings.objective == "top1" else None,
-            on_step=record)
-        for name, value in asdict(evaluation.proxy).items():
-            trial.set_user_attr(f"proxy_{name}", value)
+        evaluation = _train(trial, config, None if cached else protocol, record)
         if settings.objective == "top1":
             return evaluation.proxy.top1
         return evaluation.proxy.top1, float(latency["latency_ms_per_img"])
@@ -168,6 +221,10 @@ def make_objective(space: SearchSpace, data: DatasetBundle, settings: StudySetti
         return report
 
     return objective
+
+
+class _OverBudget(Exception):
+    """A trial's latency exceeds ``--max-latency-ms``: it is pruned before training."""
 
 
 def _latency_attrs(trial: optuna.Trial, cache: LatencyCache, key: LatencyKey, cached: dict[str, Any] | None,

@@ -58,7 +58,8 @@ def remeasure_latencies(study: optuna.Study, device: Any,
     on all the repeats of one. The fastest round is stored as the study attribute
     ``latency_remeasured:<number>`` and :func:`trials_frame` takes the lower of that and the trial's
     own figure (contention only slows a run down) and computes the front from it. Trials measured on
-    another device model (another machine of a PostgreSQL study) are left alone.
+    another device model (another machine of a PostgreSQL study), and trials whose latency a
+    latency table predicted, are left alone.
 
     Args:
         study: the study.
@@ -75,7 +76,8 @@ def remeasure_latencies(study: optuna.Study, device: Any,
     done = set(remeasured_latencies(study))
     trials = [t for t in study.get_trials(deepcopy=False)
               if t.state == TrialState.COMPLETE and len(t.values or ()) > 1 and t.number not in done
-              and t.user_attrs.get("latency_device_name") == here and t.user_attrs.get("config")]
+              and t.user_attrs.get("latency_device_name") == here and t.user_attrs.get("config")
+              and t.user_attrs.get("latency_source") != "table"]
     if not trials:
         return []
     # one model per architecture and protocol: trials that share one (a retry, an enqueued config) share its figures

@@ -93,6 +93,10 @@ def prepare_study(settings: StudySettings) -> tuple[SearchSpace, Any]:
             raise DeviceError("--devices", ",".join(map(str, settings.devices)), exc.expected) from None
     space = load_space(settings.space)
     check_dataset(settings.dataset, settings.data_root)
+    if settings.latency_table is not None:
+        from explore.measure.latency_table import LatencyTable
+
+        LatencyTable.load(settings.latency_table)  # a corrupt or foreign file: one error, nothing written
     return space, device
 
 

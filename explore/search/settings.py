@@ -79,6 +79,12 @@ class StudySettings(RunBudget):
         workers: processes started on this machine, each running trials against the storage.
         heartbeat_s: seconds between heartbeats of a RUNNING trial; after 3x that without one the
             trial is stale (its process died): FAIL, and its parameters are retried.
+        latency_table: a latency table file (``explore latency-table``): the latency objective is
+            the table's prediction for its device and protocol, and nothing is timed here
+            (:mod:`explore.measure.latency_table`).
+        max_latency_ms: a latency budget (ms/img, predicted with a table, else measured): a trial
+            over it is PRUNED before training, and its excess is an Optuna constraint
+            (``Trial.set_constraint``) that TPE and NSGA-II read, so they steer away from it.
     """
 
     space: str = "cga"
@@ -97,6 +103,8 @@ class StudySettings(RunBudget):
     remeasure_front: bool = True
     train_threads: int | None = None
     heartbeat_s: int = DEFAULT_HEARTBEAT_S
+    latency_table: str | None = None
+    max_latency_ms: float | None = None
 
     def latency_protocol(self, img_size: int = 224, in_chans: int = 3) -> Protocol:
         """The latency protocol of this study's trials: ``cpu-latency`` on CPU, ``gpu-throughput``
@@ -167,6 +175,10 @@ class StudySettings(RunBudget):
                 raise ExploreError("--devices", self.devices, "expected CUDA device indices, e.g. 0,1,2,3")
         if self.train_threads is not None and (isinstance(self.train_threads, bool) or self.train_threads < 1):
             raise ExploreError("--train-threads", self.train_threads, "expected >= 1, or 0 for the free cores")
+        if self.max_latency_ms is not None and not self.max_latency_ms > 0:
+            raise ExploreError("--max-latency-ms", self.max_latency_ms, "expected a budget > 0 (ms per image)")
+        if self.latency_table is not None and not Path(self.latency_table).is_file():
+            raise ExploreError("--latency-table", self.latency_table, "no such latency table file")
         if self.heartbeat_s < 1:
             raise ExploreError("--heartbeat-interval", self.heartbeat_s, "expected >= 1 (seconds)")
         if self.storage is not None and not self.storage.strip():
