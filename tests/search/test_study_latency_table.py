@@ -14,7 +14,7 @@ from explore.errors import ExploreError
 from explore.measure import get_protocol
 from explore.search import open_study, run_study, trials_frame
 from explore.search.sampler import LATENCY_EXCESS
-from tests.study_helpers import TINY_ARGS, one_thread, tiny_settings, write_space  # noqa: F401 - fixture
+from tests.study_helpers import FIXED_SPACE, TINY_ARGS, one_thread, tiny_settings, write_space  # noqa: F401 - fixture
 
 runner = CliRunner()
 
@@ -75,7 +75,9 @@ def test_a_budget_on_measured_latency_prunes_after_timing_and_before_training(tm
     trained = []
     real = evaluate_module.train_model
     monkeypatch.setattr(evaluate_module, "train_model", lambda *a, **k: trained.append(1) or real(*a, **k))
-    run_study(tiny_settings(tmp_path, trials=1, max_latency_ms=1e-6, sampler="random"))
+    # one architecture: after the first trial its latency comes from the study's cache
+    space = write_space(tmp_path, FIXED_SPACE, name="fixed.toml")
+    run_study(tiny_settings(tmp_path, trials=1, max_latency_ms=1e-6, sampler="random", space=str(space)))
     study = open_study(str(tmp_path / "runs" / "t"))
     first = study.get_trials()[0]
     assert first.user_attrs["pruned_reason"].startswith("over the latency budget")
