@@ -24,7 +24,7 @@ BN fused) applied to a short proxy training instead of a full ImageNet run.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -37,7 +37,7 @@ from explore.measure import Measurement, Protocol, count_macs, count_params, mea
 from explore.nn import build
 from explore.train import DatasetBundle, ProxyRecipe, ProxyResult, load_dataset, seed_everything, train_proxy
 
-__all__ = ["TrainBudget", "RunBudget", "Evaluation", "Step", "count_model", "time_model", "train_model",
+__all__ = ["TrainBudget", "RunBudget", "Evaluation", "Step", "count_model", "time_model", "time_rounds", "train_model",
            "evaluate_candidate"]
 
 
@@ -119,6 +119,33 @@ def time_model(model: nn.Module, protocol: Protocol) -> Measurement:
     """
     with device_lock(protocol.device, exclusive=True):
         return measure(model, protocol)
+
+
+def time_rounds(jobs: Sequence[tuple[nn.Module, Protocol]], rounds: int,
+                on_measured: Callable[[int, int], None] | None = None) -> list[list[Measurement]]:
+    """Time every (model, protocol) once per round, round-robin over the jobs, ``rounds`` times
+    (:func:`time_model`): a slow spell of a shared machine then falls on different jobs in different
+    rounds instead of on all the repeats of one. Callers keep the fastest round of each job.
+
+    Args:
+        jobs: (model, protocol) pairs.
+        rounds: rounds (>= 1).
+        on_measured: called with (measurements done, total) after each.
+
+    Returns:
+        Per job, its measurements in round order.
+
+    Raises:
+        as :func:`time_model`.
+    """
+    results: list[list[Measurement]] = [[] for _ in jobs]
+    total = max(1, rounds) * len(jobs)
+    for r in range(max(1, rounds)):
+        for i, (model, protocol) in enumerate(jobs):
+            results[i].append(time_model(model, protocol))
+            if on_measured is not None:
+                on_measured(r * len(jobs) + i + 1, total)
+    return results
 
 
 def train_model(model: nn.Module, data: DatasetBundle, *, img_size: int, recipe: ProxyRecipe, seed: int,

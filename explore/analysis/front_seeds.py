@@ -31,9 +31,8 @@ from typing import Any
 
 import optuna
 import pandas as pd
-from scipy import stats
 
-from explore.analysis.ablation.paired import ACC_MIN_EFFECT, decision, paired_delta
+from explore.analysis.ablation.paired import ACC_MIN_EFFECT, decision, paired_delta, t_interval
 from explore.arch import ArchConfig
 from explore.errors import ExploreError
 from explore.evaluate import TrainBudget, evaluate_candidate
@@ -48,13 +47,16 @@ FRONT_SEED_OFFSET = 10_000
 """Front seed i trains with seed ``FRONT_SEED_OFFSET + i`` (away from the trials' own ``s + k``)."""
 
 
+def _stored_runs(study: optuna.Study) -> dict[int, dict[str, dict[str, Any]]]:
+    """Trial number -> seed (str) -> its stored run (the ``front_seeds:<trial>`` attributes)."""
+    return {int(key[len(FRONT_SEED_PREFIX):]): dict(value) for key, value in study.user_attrs.items()
+            if key.startswith(FRONT_SEED_PREFIX) and isinstance(value, dict)}
+
+
 def front_runs(study: optuna.Study) -> dict[int, dict[int, float]]:
     """Trial number -> seed -> top-1 (%) of the stored front re-training runs."""
-    out: dict[int, dict[int, float]] = {}
-    for key, value in study.user_attrs.items():
-        if key.startswith(FRONT_SEED_PREFIX) and isinstance(value, dict):
-            out[int(key[len(FRONT_SEED_PREFIX):])] = {int(s): float(r["top1"]) for s, r in value.items()}
-    return out
+    return {number: {int(s): float(r["top1"]) for s, r in runs.items()}
+            for number, runs in _stored_runs(study).items()}
 
 
 def front_members(frame: pd.DataFrame) -> pd.DataFrame:
@@ -107,8 +109,7 @@ def retrain_front(study: optuna.Study, seeds: int, *, device: str = "cpu", threa
     if threads is None:
         threads = settings.get("train_threads")
     data = budget.load_data(int(settings.get("seed", 0)))
-    stored = {int(k[len(FRONT_SEED_PREFIX):]): dict(v) for k, v in study.user_attrs.items()
-              if k.startswith(FRONT_SEED_PREFIX) and isinstance(v, dict)}
+    stored = _stored_runs(study)
     trained = 0
     for index in range(seeds):
         seed = FRONT_SEED_OFFSET + index
@@ -138,8 +139,7 @@ def _mean_interval(values: list[float], level: float) -> tuple[float, float, flo
     if n < 2:
         return mean, float("nan"), float("nan"), float("nan")
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
-    return mean, sd, mean - half, mean + half
+    return (mean, sd, *t_interval(mean, sd / math.sqrt(n), n - 1, level))
 
 
 def front_table(frame: pd.DataFrame, runs: Mapping[int, Mapping[int, float]], margin: float = ACC_MIN_EFFECT,

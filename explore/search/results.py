@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 
 from explore.arch import ArchConfig
 from explore.errors import ExploreError, SpaceError
-from explore.evaluate import evaluate_candidate, time_model
+from explore.evaluate import evaluate_candidate, time_rounds
 from explore.measure import Protocol, device_name
 from explore.search.objective import worker_id
 from explore.search.storage import default_storage, is_journal, make_storage, mask_password
@@ -84,11 +84,10 @@ def remeasure_latencies(study: optuna.Study, device: Any,
     groups: dict[tuple[str, Protocol], list[optuna.trial.FrozenTrial]] = {}
     for t in trials:
         groups.setdefault((t.user_attrs["config"], _trial_protocol(t.user_attrs, dev)), []).append(t)
-    models = {key: evaluate_candidate(ArchConfig.from_json(key[0]), count=False).model for key in groups}
-    results: dict[tuple[str, Protocol], list[Any]] = {key: [] for key in groups}
-    for _ in range(max(1, rounds)):
-        for key in groups:
-            results[key].append(time_model(models[key], key[1]))
+    keys = list(groups)
+    timed = time_rounds([(evaluate_candidate(ArchConfig.from_json(config), count=False).model, protocol)
+                         for config, protocol in keys], rounds)
+    results = dict(zip(keys, timed))
     for key, t in ((key, t) for key, members in groups.items() for t in members):
         best = min(results[key], key=lambda r: r.latency_ms_per_img)
         study.set_user_attr(f"{REMEASURED_PREFIX}{t.number}", {

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from scipy import stats
 
-__all__ = ["ACC_MIN_EFFECT", "DeltaCI", "paired_delta", "decision", "open_rows"]
+__all__ = ["ACC_MIN_EFFECT", "DeltaCI", "t_interval", "paired_delta", "decision", "open_rows"]
 
 ACC_MIN_EFFECT = 0.2
 """Smallest top-1 change (points) an ablation verdict calls; also the equivalence margin of
@@ -58,7 +58,8 @@ class DeltaCI:
     level: float
 
 
-def _t_interval(mean: float, se: float, dof: float, level: float) -> tuple[float, float]:
+def t_interval(mean: float, se: float, dof: float, level: float) -> tuple[float, float]:
+    """Student's t interval ``mean ± t(level, dof) · se`` (NaN where ``dof`` <= 0 or ``se`` is not finite)."""
     if not (dof > 0 and math.isfinite(se)):
         return float("nan"), float("nan")
     half = float(stats.t.ppf(0.5 + level / 2, dof)) * se
@@ -89,7 +90,7 @@ def paired_delta(baseline: Mapping[int, float], variant: Mapping[int, float], le
     if n >= 2:
         sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
         se_paired = sd / math.sqrt(n)
-        low, high = (mean, mean) if se_paired == 0 else _t_interval(mean, se_paired, n - 1, level)
+        low, high = (mean, mean) if se_paired == 0 else t_interval(mean, se_paired, n - 1, level)
     else:
         se_paired, low, high = float("nan"), float("nan"), float("nan")
 
@@ -103,7 +104,7 @@ def paired_delta(baseline: Mapping[int, float], variant: Mapping[int, float], le
                                 ) if (va or vb) else float("inf")
         diff_means = sum(a) / len(a) - sum(b) / len(b)
         u_low, u_high = ((diff_means, diff_means) if se_unpaired == 0
-                         else _t_interval(diff_means, se_unpaired, dof, level))
+                         else t_interval(diff_means, se_unpaired, dof, level))
     else:
         se_unpaired, u_low, u_high = float("nan"), float("nan"), float("nan")
     if math.isfinite(se_paired) and math.isfinite(se_unpaired):
