@@ -33,10 +33,11 @@ from explore.analysis.proxy_validity import sample_architectures
 from explore.analysis.ranks import kendall_tau
 from explore.arch import ArchConfig
 from explore.errors import ExploreError
-from explore.evaluate import count_model, time_model
+from explore.evaluate import count_model, time_model, time_rounds
 from explore.measure import Measurement, Protocol, device_name, library_versions
 from explore.measure.latency_table import (
     LatencyTable,
+    choose_regressor,
     config_units,
     fit_predictor,
     measure_unit,
@@ -78,6 +79,7 @@ def build_table(space: str, protocol: Protocol, out: str | Path, *, archs: int =
         seed: sampling seed.
         rounds: interleaved measurement rounds (>= 1): every entry is measured once per round,
             round-robin over all entries, and keeps its fastest round (with every round's raw timings).
+            At the end the predictor's regressor is chosen and stored (:func:`choose_regressor`).
         on_progress: called with (what, done, total) after each measurement.
 
     Returns:
@@ -157,6 +159,7 @@ def build_table(space: str, protocol: Protocol, out: str | Path, *, archs: int =
             done += 1
             if on_progress is not None:
                 on_progress(what, done, total)
+    table.predictor = choose_regressor(table)  # once here, not at every load
     table.save(out)
     return table
 
@@ -262,31 +265,23 @@ def evaluate_table(path: str | Path, archs: int = 30, *, seed: int = 1000, regre
     # the calibration models are measured again with the held-out ones: how far this session's figures
     # are from the table's for the same models (the machine's drift between sessions) bounds what any
     # predictor can reach here
-    calib = [ArchConfig.from_json(m["config"]) for m in table.models]
-    every = configs + calib
+    every = configs + [ArchConfig.from_json(m["config"]) for m in table.models]
     models = [build(config) for config in every]
-    best: list[Measurement | None] = [None] * len(every)
-    for r in range(rounds):  # interleaved rounds, the fastest counts (as the table's entries)
-        for i, (config, model) in enumerate(zip(every, models)):
-            result = time_model(model, dataclasses.replace(protocol, img_size=config.img_size, in_chans=config.in_chans))
-            if best[i] is None or result.median_ms < best[i].median_ms:
-                best[i] = result
-            if on_measured is not None:
-                on_measured(r * len(every) + i + 1, rounds * len(every))
-    again = [b.latency_ms_per_img for b in best[len(configs):] if b is not None]
-    drift = prediction_stats(again, [float(m["latency_ms_per_img"]) for m in table.models])
-    drift["mean_signed"] = (sum(float(m["latency_ms_per_img"]) / a - 1 for m, a in zip(table.models, again))
-                            / max(1, len(again)) * 100.0)
+    timed = time_rounds([(model, dataclasses.replace(protocol, img_size=config.img_size, in_chans=config.in_chans))
+                         for config, model in zip(every, models)], rounds, on_measured)
+    best = [min(rounds_of_one, key=lambda m: m.median_ms) for rounds_of_one in timed]  # as the table's entries
+    calibration_now = best[len(configs):]
+    table_ms = [float(m["latency_ms_per_img"]) for m in table.models]
+    drift = prediction_stats([m.latency_ms_per_img for m in calibration_now], table_ms)
+    drift["mean_signed"] = (sum(then / now.latency_ms_per_img - 1 for then, now in zip(table_ms, calibration_now))
+                            / max(1, len(calibration_now)) * 100.0)
     # the same predictor with its correction fitted on this session's figures of the calibration models:
     # what the table predicts once the machine's state of the day is known (no held-out figure is used)
     session = copy.copy(predictor)
-    session.calibrate([predictor.kind_sums([(k, table.units[k]["kind"], table.units[k]["features"])
-                                            for k in m["units"]]) for m in table.models],
-                      [b.median_ms for b in best[len(configs):] if b is not None])
+    session.calibrate_on_models([m.median_ms for m in calibration_now])
     rows = []
     for i, (config, model) in enumerate(zip(configs, models[:len(configs)])):
         measured = best[i]
-        assert measured is not None
         params, macs = count_model(model, config.img_size, config.in_chans)
         units = config_units(config)
         predicted = predictor.predict_units(units)

@@ -46,7 +46,8 @@ from explore.measure.protocols import Measurement, Protocol, device_name, librar
 from explore.nn import build
 
 __all__ = ["TABLE_FORMAT", "TABLE_VERSION", "FEATURES", "Unit", "model_units", "unit_key", "unit_features",
-           "measure_unit", "LatencyTable", "LatencyPredictor", "config_units", "fit_predictor", "table_differences"]
+           "measure_unit", "LatencyTable", "LatencyPredictor", "config_units", "choose_regressor", "fit_predictor",
+           "table_differences"]
 
 TABLE_FORMAT = "explore-latency-table"
 TABLE_VERSION = 1
@@ -181,6 +182,9 @@ class LatencyTable:
             ``times_ms``); the entry's figures are those of its fastest round (None: not measured yet).
         models: calibration models: {config (JSON), summary, units (keys), params, macs, median_ms,
             latency_ms_per_img, batch_size, contended, rounds}.
+        predictor: the regressor :func:`choose_regressor` picked when the table was built
+            (``regressor``) and each candidate's calibration MAPE (``calibration_mape``), so that
+            loading the table fits one regressor instead of choosing again; empty in older files.
         created: ISO time; format, version: the file's format.
     """
 
@@ -193,6 +197,7 @@ class LatencyTable:
     num_classes: int
     units: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     models: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    predictor: dict[str, Any] = dataclasses.field(default_factory=dict)
     created: str = dataclasses.field(default_factory=_now)
     format: str = TABLE_FORMAT
     version: int = TABLE_VERSION
@@ -248,7 +253,8 @@ class LatencyTable:
                     and all(k in raw["units"] for k in model["units"])):
                 raise ExploreError(field, str(path), f"calibration model {i} with units in the table and median_ms; "
                                                      "it is corrupt")
-        return cls(**{f.name: raw[f.name] for f in dataclasses.fields(cls)})
+        optional = {"predictor": {}}  # fields added within format version 1
+        return cls(**{f.name: raw.get(f.name, optional.get(f.name)) for f in dataclasses.fields(cls)})
 
     def measured(self) -> LatencyTable:
         """This table without the entries an interrupted build left unmeasured (``median_ms`` None)."""
@@ -335,6 +341,13 @@ class LatencyPredictor:
         value = sum(self.weights.get(k, self.default_weight) * v for k, v in sums.items()) + self.offset
         return value if value > 0 else sum(sums.values())
 
+    def calibrate_on_models(self, measured: Sequence[float] | None = None) -> None:
+        """:meth:`calibrate` on the table's calibration models: their stored medians, or
+        ``measured`` (ms per batch, in the table's order; e.g. this session's figures)."""
+        models = self.table.models
+        self.calibrate([self.kind_sums(_model_units(self.table, m)) for m in models],
+                       [float(m["median_ms"]) for m in models] if measured is None else list(measured))
+
     def calibrate(self, sums: Sequence[dict[str, float]], measured: Sequence[float]) -> None:
         """Fit the correction on models' :meth:`kind_sums` and their measured ms per batch: one
         weight per kind (non-negative least squares with an intercept) where there are at least
@@ -418,19 +431,35 @@ def _model_units(table: LatencyTable, model: dict[str, Any]) -> list[tuple[str |
 REGRESSORS = ("linear", "trees")
 
 
+def choose_regressor(table: LatencyTable) -> dict[str, Any]:
+    """Try both regressors and keep the one with the lower mean absolute percentage error on the
+    calibration models, each predicted with its own units left out of the regression (a
+    unit-disjoint estimate: a held-out model's units are new to the table) and the correction
+    fitted on the other models (leave-one-out). Costs a minute on a 2-core CPU for 30 models, so
+    :func:`explore.analysis.latency_table.build_table` does it once and stores the result.
+
+    Returns:
+        {"regressor": name, "calibration_mape": {name: %}}; {} with fewer than 4 calibration models.
+    """
+    table = table.measured()
+    if len(table.models) < 4 or not table.units:
+        return {}
+    errors = {name: _loo_mape(table, name) for name in REGRESSORS}
+    return {"regressor": min(errors, key=errors.get), "calibration_mape": errors}
+
+
 def fit_predictor(table: LatencyTable, regressor: str | None = None,
                   on_choice: Callable[[dict[str, float]], None] | None = None) -> LatencyPredictor:
     """Fit the predictor of a table.
 
-    With ``regressor`` None, both regressors are tried and the one with the lower mean absolute
-    percentage error on the calibration models, each predicted with its own units left out of the
-    regression (a unit-disjoint estimate: a held-out model's units are new to the table) and the
-    correction fitted on the other models (leave-one-out), is kept.
+    With ``regressor`` None, the table's stored choice (:attr:`LatencyTable.predictor`) is used, or,
+    for a table without one, :func:`choose_regressor` chooses now (``linear`` with too few
+    calibration models to choose).
 
     Args:
         table: a loaded table (>= 1 unit).
         regressor: ``linear``, ``trees`` or None (choose).
-        on_choice: called with {regressor: calibration MAPE (%)} when choosing.
+        on_choice: called with {regressor: calibration MAPE (%)} when the choice was made by error.
 
     Raises:
         ExploreError: field ``--regressor``: unknown name; field ``--latency-table``: a table without units.
@@ -440,19 +469,14 @@ def fit_predictor(table: LatencyTable, regressor: str | None = None,
         raise ExploreError("--latency-table", table.space.get("name"), "a table with measured units; it has none")
     if regressor is not None and regressor not in REGRESSORS:
         raise ExploreError("--regressor", regressor, f"expected one of {', '.join(REGRESSORS)}")
-    choices = [regressor] if regressor else list(REGRESSORS)
-    errors: dict[str, float] = {}
-    if regressor is None and len(table.models) >= 4:
-        for name in choices:
-            errors[name] = _loo_mape(table, name)
-        if on_choice is not None:
-            on_choice(errors)
-        choices = [min(errors, key=errors.get)]
-    name = choices[0]
-    models, kinds = _fit_regressors(table, name)
-    predictor = LatencyPredictor(table, name, models, kinds)
-    predictor.calibrate([predictor.kind_sums(_model_units(table, m)) for m in table.models],
-                        [float(m["median_ms"]) for m in table.models])
+    if regressor is None:
+        chosen = table.predictor if table.predictor.get("regressor") in REGRESSORS else choose_regressor(table)
+        regressor = chosen.get("regressor", REGRESSORS[0])
+        if chosen and on_choice is not None:
+            on_choice(dict(chosen["calibration_mape"]))
+    models, kinds = _fit_regressors(table, regressor)
+    predictor = LatencyPredictor(table, regressor, models, kinds)
+    predictor.calibrate_on_models()
     return predictor
 
 

@@ -154,3 +154,17 @@ def test_unmeasured_entries_of_an_interrupted_build_are_ignored():
     measured = table.measured()
     assert "late" not in measured.units and len(measured.models) == len(table.models) - 1
     fit_predictor(table, "linear")  # does not trip over the unmeasured entries
+
+
+def test_a_stored_choice_is_used_without_choosing_again(monkeypatch):
+    import explore.measure.latency_table as lt
+
+    table = _synthetic()
+    stored = lt.choose_regressor(table)
+    assert stored["regressor"] in lt.REGRESSORS and set(stored["calibration_mape"]) == set(lt.REGRESSORS)
+    table.predictor = {"regressor": "trees", "calibration_mape": {"linear": 2.0, "trees": 1.0}}
+    monkeypatch.setattr(lt, "_loo_mape", lambda *a: (_ for _ in ()).throw(AssertionError("chose again")))
+    seen = {}
+    assert fit_predictor(table, on_choice=seen.update).regressor == "trees"
+    assert seen == {"linear": 2.0, "trees": 1.0}
+    assert lt.choose_regressor(_synthetic(n_models=3)) == {}  # too few models to choose

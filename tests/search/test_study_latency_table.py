@@ -33,6 +33,9 @@ def test_a_study_optimises_the_predicted_latency_and_times_nothing(tmp_path, tab
         raise AssertionError("a study with a latency table must not time models")
 
     monkeypatch.setattr(evaluate_module, "time_model", no_timing)
+    from explore.measure.latency_table import REGRESSORS, LatencyTable
+
+    assert LatencyTable.load(table).predictor["regressor"] in REGRESSORS  # chosen once, at build time
     summary = run_study(tiny_settings(tmp_path, trials=2, latency_table=str(table)))
     assert summary.complete == 2
     study = open_study(str(tmp_path / "runs" / "t"))
