@@ -150,10 +150,12 @@ def time_rounds(jobs: Sequence[tuple[nn.Module, Protocol]], rounds: int,
 
 def train_model(model: nn.Module, data: DatasetBundle, *, img_size: int, recipe: ProxyRecipe, seed: int,
                 device: str | torch.device = "cpu", threads: int | None = None,
-                on_epoch_end: Callable[[int, float], None] | None = None) -> ProxyResult:
+                on_epoch_end: Callable[[int, float], None] | None = None, until_epochs: float | None = None,
+                resume: dict | None = None, on_checkpoint: Callable[[dict], None] | None = None) -> ProxyResult:
     """Proxy-train ``model`` in place (:func:`explore.train.train_proxy`) under the shared lock of
     ``device``, with the device current and, on the CPU, ``threads`` intra-op threads (None:
-    leave as is; restored afterwards).
+    leave as is; restored afterwards). ``until_epochs``, ``resume`` and ``on_checkpoint`` train one
+    rung of the schedule and hand out its state (see :func:`explore.train.train_proxy`).
 
     Raises:
         ExploreError, DataError, DeviceError, NonFiniteLossError: as :func:`explore.train.train_proxy`.
@@ -165,7 +167,8 @@ def train_model(model: nn.Module, data: DatasetBundle, *, img_size: int, recipe:
     try:
         with device_lock(dev, exclusive=False), on_device(dev):
             return train_proxy(model, data, img_size=img_size, recipe=recipe, device=str(device), seed=seed,
-                               on_epoch_end=on_epoch_end)
+                               on_epoch_end=on_epoch_end, until_epochs=until_epochs, resume=resume,
+                               on_checkpoint=on_checkpoint)
     finally:
         torch.set_num_threads(before)
 
@@ -174,7 +177,8 @@ def evaluate_candidate(config: ArchConfig, *, seed: int | None = None, count: bo
                        protocol: Protocol | None = None, data: DatasetBundle | None = None,
                        recipe: ProxyRecipe | None = None, device: str | torch.device = "cpu",
                        threads: int | None = None, on_epoch_end: Callable[[int, float], None] | None = None,
-                       on_step: Callable[[Step, Evaluation], None] | None = None) -> Evaluation:
+                       on_step: Callable[[Step, Evaluation], None] | None = None, until_epochs: float | None = None,
+                       resume: dict | None = None, on_checkpoint: Callable[[dict], None] | None = None) -> Evaluation:
     """Evaluate one architecture: build -> count -> time -> train, each step only where asked.
 
     Args:
@@ -187,6 +191,8 @@ def evaluate_candidate(config: ArchConfig, *, seed: int | None = None, count: bo
             (:func:`train_model`).
         on_step: called after each step with its name and the evaluation so far (a study records
             each figure as it comes, and its fault-injection seam runs after ``timed``).
+        until_epochs, resume, on_checkpoint: train one rung of ``recipe``'s schedule, from a stored
+            state, and hand out the state at its end (:func:`explore.train.train_proxy`).
 
     Returns:
         :class:`Evaluation`.
@@ -212,6 +218,7 @@ def evaluate_candidate(config: ArchConfig, *, seed: int | None = None, count: bo
     done("timed")
     if data is not None:
         evaluation.proxy = train_model(evaluation.model, data, img_size=config.img_size, recipe=recipe or ProxyRecipe(),
-                                       seed=seed or 0, device=device, threads=threads, on_epoch_end=on_epoch_end)
+                                       seed=seed or 0, device=device, threads=threads, on_epoch_end=on_epoch_end,
+                                       until_epochs=until_epochs, resume=resume, on_checkpoint=on_checkpoint)
     done("trained")
     return evaluation

@@ -393,6 +393,9 @@ def train_proxy(
     seed: int = 0,
     on_epoch_end: Callable[[int, float], None] | None = None,
     precision: str | None = None,
+    until_epochs: float | None = None,
+    resume: dict | None = None,
+    on_checkpoint: Callable[[dict], None] | None = None,
 ) -> ProxyResult:
     """Train a model briefly on ``data.train`` and measure its top-1 on ``data.val``.
 
@@ -424,9 +427,18 @@ def train_proxy(
             ``torch.amp.GradScaler``: a step whose scaled gradients overflow is skipped and the
             scale lowered, which is not a non-finite loss. bf16 and fp16 need a CPU or CUDA
             device.
+        until_epochs: train only the first ``until_epochs`` epochs of the ``recipe.epochs``
+            schedule (a rung of successive halving: the lr schedule is the full one's, so a run
+            continued to the end equals a run trained in one go), then evaluate; None: to the end.
+        resume: a state from ``on_checkpoint`` of an earlier call with the same data, recipe and
+            precision: continue from it (weights, optimiser, lr schedule, scaler, batch order and
+            random streams) instead of starting afresh.
+        on_checkpoint: called once at the end with the run's state (tensors and numbers only, so
+            ``torch.load(..., weights_only=True)`` reads it back).
 
     Returns:
-        A :class:`ProxyResult` (top-1 percent, loss, steps, seconds, img/s, precision).
+        A :class:`ProxyResult` (top-1 percent, loss, steps, seconds, img/s, precision) of this
+        call's part of the schedule.
 
     Raises:
         ExploreError: a recipe field or ``precision`` is out of range, or the model's logits do
@@ -435,8 +447,13 @@ def train_proxy(
         DeviceError: the device is unknown or unavailable.
         NonFiniteLossError: the (unscaled) loss became NaN or infinite; on CUDA it is raised
             at the next check, naming the first such step.
+        ExploreError: ``until_epochs`` outside (0, recipe.epochs], or a ``resume`` state of another
+            run (field ``checkpoint``).
     """
     recipe.validate()
+    if until_epochs is not None and not (_is_number(until_epochs) and 0 < until_epochs <= recipe.epochs + 1e-9):
+        raise ExploreError("until_epochs", until_epochs, f"expected a number in (0, recipe.epochs = {recipe.epochs:g}]")
+    segment = _Segment(until_epochs, resume, on_checkpoint)
     dev = resolve_device(device)
     precision = _check_precision(precision, dev)
     if len(data.train.labels) == 0:
@@ -444,12 +461,12 @@ def train_proxy(
     if len(data.val.labels) == 0:
         raise DataError("val", 0, "expected at least one image to evaluate on")
     if dev.type != "cuda":
-        return _train(model, data, img_size, recipe, dev, seed, on_epoch_end, precision)
+        return _train(model, data, img_size, recipe, dev, seed, on_epoch_end, precision, segment)
     benchmark = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = autotune(recipe, len(data.train.labels))  # fixed shapes: tune once, reuse
     try:
         with torch.cuda.device(dev):  # events, streams and syncs on this device, not device 0
-            return _train(model, data, img_size, recipe, dev, seed, on_epoch_end, precision)
+            return _train(model, data, img_size, recipe, dev, seed, on_epoch_end, precision, segment)
     finally:
         torch.backends.cudnn.benchmark = benchmark
 
@@ -470,6 +487,19 @@ def autotune(recipe: ProxyRecipe, n_train: int) -> bool:
     return recipe.epochs * steps_per_epoch >= AUTOTUNE_MIN_STEPS
 
 
+@dataclass(frozen=True)
+class _Segment:
+    """The part of the schedule one call of :func:`train_proxy` runs (see its arguments)."""
+
+    until_epochs: float | None = None
+    resume: dict | None = None
+    on_checkpoint: Callable[[dict], None] | None = None
+
+
+CHECKPOINT_VERSION = 1
+"""Version of the state that ``train_proxy(on_checkpoint=...)`` hands out."""
+
+
 def _train(
     model: nn.Module,
     data: DatasetBundle,
@@ -479,6 +509,7 @@ def _train(
     seed: int,
     on_epoch_end: Callable[[int, float], None] | None,
     precision: str,
+    segment: _Segment = _Segment(),
 ) -> ProxyResult:
     """The loop of :func:`train_proxy`, its arguments checked."""
     n_train = len(data.train.labels)
@@ -498,6 +529,9 @@ def _train(
     batch_size = min(recipe.batch_size, n_train)
     steps_per_epoch = n_train // batch_size
     total_steps = max(1, round(recipe.epochs * steps_per_epoch))
+    stop_step = total_steps
+    if segment.until_epochs is not None:
+        stop_step = min(total_steps, max(1, round(segment.until_epochs * steps_per_epoch)))
     opt = optimisation(model, recipe, dev, precision, total_steps)
     check_every = recipe.nan_check_every if on_cuda else 1
 
@@ -516,17 +550,24 @@ def _train(
     images_seen = 0
     step = 0
     epoch_losses: list[float] = []
+    perm: torch.Tensor | None = None
+    if segment.resume is not None:
+        step, perm, epoch_losses = _load_state(segment.resume, model, opt, gen, dev, precision,
+                                               total_steps=total_steps, steps_per_epoch=steps_per_epoch)
+    start_step = step
     top1: float | None = None
     model.train()
-    while step < total_steps:
+    while step < stop_step:
         epoch = step // steps_per_epoch
-        epoch_losses = []
+        first = step % steps_per_epoch
+        if first == 0 or perm is None:  # a new epoch (a resumed run goes on with its epoch's order)
+            epoch_losses = []
+            perm = torch.randperm(n_train, generator=gen, device=gen.device)
         pending: list[torch.Tensor] = []
-        perm = torch.randperm(n_train, generator=gen, device=gen.device)
         stopped = False
         t0 = time.perf_counter()
-        for i in range(steps_per_epoch):
-            if step >= total_steps:
+        for i in range(first, steps_per_epoch):
+            if step >= stop_step:
                 break
             idx = perm[i * batch_size : (i + 1) * batch_size]
             x = _prepare(train_images[idx], dev, normalize)
@@ -567,13 +608,67 @@ def _train(
         top1 = eval_val()
         eval_seconds += time.perf_counter() - t0
     model.train()
+    if segment.on_checkpoint is not None:
+        segment.on_checkpoint(_state(model, opt, gen, dev, step=step, perm=perm, epoch_losses=epoch_losses,
+                                     total_steps=total_steps, steps_per_epoch=steps_per_epoch, precision=precision))
     train_loss = sum(epoch_losses) / len(epoch_losses) if epoch_losses else float("nan")
     return ProxyResult(
         top1=top1,
         train_loss=train_loss,
-        steps=step,
+        steps=step - start_step,
         train_seconds=train_seconds,
         eval_seconds=eval_seconds,
         train_img_s=images_seen / train_seconds if train_seconds > 0 else 0.0,
         precision=precision,
     )
+
+
+def _state(model: nn.Module, opt: Optimisation, gen: torch.Generator, dev: torch.device, *, step: int,
+           perm: torch.Tensor | None, epoch_losses: list[float], total_steps: int, steps_per_epoch: int,
+           precision: str) -> dict:
+    """Everything a later call needs to go on from ``step`` as if it had never stopped."""
+    state = {
+        "version": CHECKPOINT_VERSION,
+        "step": step,
+        "total_steps": total_steps,
+        "steps_per_epoch": steps_per_epoch,
+        "precision": precision,
+        "model": model.state_dict(),
+        "optimizer": opt.optimizer.state_dict(),
+        "scheduler": opt.scheduler.state_dict(),
+        "scaler": opt.scaler.state_dict(),
+        "generator": gen.get_state(),
+        "torch_rng": torch.get_rng_state(),  # dropout draws from the global stream
+        "perm": perm.cpu() if perm is not None else None,
+        "epoch_losses": list(epoch_losses),
+    }
+    if dev.type == "cuda":
+        state["cuda_rng"] = torch.cuda.get_rng_state(dev)
+    return state
+
+
+def _load_state(state: dict, model: nn.Module, opt: Optimisation, gen: torch.Generator, dev: torch.device,
+                precision: str, *, total_steps: int, steps_per_epoch: int) -> tuple[int, torch.Tensor | None, list[float]]:
+    """Restore a :func:`_state` into this run; returns (step, the epoch's order, the epoch's losses).
+
+    Raises:
+        ExploreError: field ``checkpoint``: another version, schedule, data size or precision.
+    """
+    expected = {"version": CHECKPOINT_VERSION, "total_steps": total_steps, "steps_per_epoch": steps_per_epoch,
+                "precision": precision}
+    for key, value in expected.items():
+        if state.get(key) != value:
+            raise ExploreError("checkpoint", f"{key}={state.get(key)!r}",
+                               f"expected {key}={value!r}: a state of this run's schedule, data and precision")
+    model.load_state_dict(state["model"])
+    opt.optimizer.load_state_dict(state["optimizer"])
+    opt.scheduler.load_state_dict(state["scheduler"])
+    opt.scaler.load_state_dict(state["scaler"])
+    gen.set_state(state["generator"].cpu())
+    torch.set_rng_state(state["torch_rng"].cpu())
+    if dev.type == "cuda" and state.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state(state["cuda_rng"].cpu(), dev)
+    perm = state.get("perm")
+    if perm is not None:
+        perm = perm.to(gen.device)
+    return int(state["step"]), perm, [float(v) for v in state.get("epoch_losses", [])]

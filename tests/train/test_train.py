@@ -303,3 +303,51 @@ def test_cudnn_autotuning_only_for_long_runs_unless_set():
     assert not autotune(ProxyRecipe(epochs=10_000, cudnn_benchmark=False), 60000)
     with pytest.raises(ExploreError, match="cudnn_benchmark"):
         ProxyRecipe(cudnn_benchmark="yes").validate()
+
+
+class DropConv(TinyConv):
+    """TinyConv with dropout: its draws come from torch's global stream, which a state must carry."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.drop = nn.Dropout(0.3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.drop(self.pool(torch.relu(self.norm(self.conv(x)))).flatten(1)))
+
+
+@pytest.mark.parametrize("stops", [(1.0, 2.0), (0.6, 1.3, 2.2)])
+def test_a_run_stopped_at_rungs_and_continued_equals_one_run(synth, tmp_path, stops):
+    """Rungs at epoch boundaries and mid-epoch: weights, loss and top-1 as if trained in one go; each
+    state goes through a file read back with weights_only=True."""
+    recipe = ProxyRecipe(epochs=3, batch_size=64, lr=1e-2)
+    whole = _model(cls=DropConv)
+    once = train_proxy(whole, synth, img_size=IMG, recipe=recipe, seed=5)
+
+    model = _model(cls=DropConv)
+    state, steps = None, 0
+    for until in stops + (3.0,):
+        saved: list[dict] = []
+        part = train_proxy(model, synth, img_size=IMG, recipe=recipe, seed=5, until_epochs=until, resume=state,
+                           on_checkpoint=saved.append)
+        steps += part.steps
+        torch.save(saved[0], tmp_path / "state.pt")
+        state = torch.load(tmp_path / "state.pt", weights_only=True)
+        model = _model(seed=99, cls=DropConv)  # fresh weights: everything must come from the state
+    assert steps == once.steps == 3 * (512 // 64)
+    assert part.top1 == once.top1 and part.train_loss == pytest.approx(once.train_loss, abs=0)
+    model.load_state_dict(state["model"])
+    for a, b in zip(whole.state_dict().values(), model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_a_rung_reports_its_own_part_and_bad_states_are_refused(synth):
+    recipe = ProxyRecipe(epochs=2, batch_size=64, lr=1e-2)
+    saved: list[dict] = []
+    first = train_proxy(_model(), synth, img_size=IMG, recipe=recipe, until_epochs=0.5, on_checkpoint=saved.append)
+    assert first.steps == 4 and saved[0]["step"] == 4 and 0 <= first.top1 <= 100
+    with pytest.raises(ExploreError, match="until_epochs"):
+        train_proxy(_model(), synth, img_size=IMG, recipe=recipe, until_epochs=2.5)
+    other = ProxyRecipe(epochs=3, batch_size=64, lr=1e-2)  # another schedule: another lr curve
+    with pytest.raises(ExploreError, match="checkpoint.*total_steps"):
+        train_proxy(_model(), synth, img_size=IMG, recipe=other, resume=saved[0])
