@@ -65,6 +65,20 @@ def int_list(text: Optional[str], field: str) -> Optional[list[int]]:
         raise fail(ExploreError(field, text, "expected comma-separated integers, e.g. 0,1")) from None
 
 
+def float_list(text: Optional[str], field: str) -> Optional[list[float]]:
+    """A comma-separated option of numbers (None stays None).
+
+    Raises:
+        typer.Exit: after the ``error:`` line naming ``field``, when an item is not a number.
+    """
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in names(text)]
+    except ValueError:
+        raise fail(ExploreError(field, text, "expected comma-separated numbers, e.g. 0.5,1,2")) from None
+
+
 def print_table(rows: list[list[str]], header: list[str], title: str | None = None) -> None:
     """A rich table of text cells on the console."""
     table = Table(*header, title=title)

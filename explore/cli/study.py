@@ -10,8 +10,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from explore.cli.common import (DataRootOpt, DatasetOpt, StorageOpt, app, console, err_console, fail, int_list,
-                                 run_or_exit)
+from explore.cli.common import (DataRootOpt, DatasetOpt, StorageOpt, app, console, err_console, fail, float_list,
+                                 int_list, run_or_exit)
 from explore.errors import ExploreError
 from explore.reproduce import command_line
 from explore.resources import display_path, safe_name
@@ -54,7 +54,8 @@ def _print_pareto(frame) -> None:  # noqa: ANN001 - DataFrame
 def study(
     *,
     space: Annotated[str, typer.Option(help="Space name (cga) or path to a space TOML file.")] = "cga",
-    trials: Annotated[int, typer.Option(help="COMPLETE trials to reach (pruned ones don't count).")] = 8,
+    trials: Annotated[int, typer.Option(
+        help="COMPLETE trials to reach (pruned ones don't count); with --schedule sha|hyperband: architectures started.")] = 8,
     study_name: Annotated[Optional[str], typer.Option(help="Study name; default: the space's name.")] = None,
     storage: StorageOpt = None,
     out: Annotated[str, typer.Option(help="Parent folder of run folders.")] = "runs",
@@ -66,7 +67,8 @@ def study(
     device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N (training and latency).")] = "cpu",
     seed: Annotated[int, typer.Option(help="Sampler seed; trial k trains with seed+k.")] = 0,
     sampler: Annotated[str, typer.Option(help="tpe | nsga2 | random")] = "tpe",
-    epochs: Annotated[float, typer.Option(help="Proxy training epochs (fractions allowed).")] = 2.0,
+    epochs: Annotated[Optional[float], typer.Option(
+        help="Proxy training epochs (fractions allowed); default 2, or the last of --rungs.")] = None,
     batch_size: Annotated[int, typer.Option(help="Proxy training batch size.")] = 128,
     max_train: Annotated[int, typer.Option(help="Training images used (random subset; 0 = all).")] = 10000,
     max_val: Annotated[int, typer.Option(help="Held-out images for top-1 (0 = all).")] = 2000,
@@ -88,11 +90,21 @@ def study(
     max_latency_ms: Annotated[Optional[float], typer.Option(
         help="Latency budget (ms/img; predicted with --latency-table, else measured): trials over it are pruned "
              "before training, and TPE / NSGA-II treat it as a constraint.")] = None,
+    schedule: Annotated[str, typer.Option(
+        help="full (every architecture trained --epochs) | sha (asynchronous successive halving) | hyperband.")] = "full",
+    rungs: Annotated[Optional[str], typer.Option(
+        help="Rungs of sha / hyperband in cumulative epochs, e.g. 0.5,1,2 (the last = --epochs); "
+             "default --epochs/eta^2, --epochs/eta, --epochs.")] = None,
+    eta: Annotated[int, typer.Option(help="sha / hyperband: about one job in eta is promoted at each rung.")] = 3,
 ) -> None:
     """Run (or resume) a multi-objective study: maximise proxy top-1, minimise latency."""
     from explore.report import dataset_line
     from explore.search import StudySettings, open_study, prepare_study, run_study, trials_frame
+    from explore.search.schedule import ARCH, RUNG, is_promotion
 
+    rung_list = float_list(rungs, "--rungs")
+    if epochs is None:
+        epochs = rung_list[-1] if rung_list else 2.0
     try:
         settings = StudySettings(
             space=space, study_name=study_name or Path(space).stem, trials=trials, out=out, storage=storage,
@@ -103,6 +115,7 @@ def study(
             workers=workers, devices=tuple(int_list(devices, "--devices")) if devices else None,
             heartbeat_s=heartbeat_interval, remeasure_front=remeasure_front,
             train_threads=train_threads or None, latency_table=latency_table, max_latency_ms=max_latency_ms,
+            schedule=schedule, rungs=tuple(rung_list) if rung_list else None, eta=eta,
         )
         prepared = prepare_study(settings)  # every check before anything is written
         if latency_table is not None:
@@ -117,19 +130,26 @@ def study(
 
     console.print(f"study [bold]{settings.study_name}[/] · space {prepared[0].name} "
                   f"({display_path(prepared[0].path, 'search_spaces')}) · "
-                  f"{dataset} · device {prepared[1]} · target {trials} complete trials"
+                  f"{dataset} · device {prepared[1]} · target {trials} "
+                  + ("complete trials" if schedule == "full" else
+                     f"architectures · {schedule}, rungs {', '.join(f'{r:g}' for r in settings.plan.rungs)} epochs, "
+                     f"eta {eta}")
                   + (f" · {workers} workers" if workers > 1 else ""), highlight=False)
     with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=False) as progress:
         task = progress.add_task("trials", total=trials)
 
         def on_trial(study_obj, trial) -> None:  # noqa: ANN001 - optuna types
-            done = sum(1 for t in study_obj.get_trials(deepcopy=False) if t.state.name == "COMPLETE")
+            done = sum(1 for t in study_obj.get_trials(deepcopy=False) if t.state.name == "COMPLETE"
+                       and not is_promotion(t))
             progress.update(task, completed=min(done, trials))
             if trial.state.name == "COMPLETE":
                 cached = " (cached)" if trial.user_attrs.get("latency_cached") else ""
                 latency_ms = trial.user_attrs.get("latency_ms_per_img", float("nan"))
-                text = (f"#{trial.number} top-1 {trial.values[0]:.2f}%  latency {latency_ms:.3f} ms/img{cached}  "
+                rung = trial.user_attrs.get(RUNG)
+                where = "" if rung is None else (f" rung {rung} ({settings.plan.rungs[int(rung)]:g} ep) of "
+                                                 f"arch #{trial.user_attrs.get(ARCH)}")
+                text = (f"#{trial.number}{where} top-1 {trial.values[0]:.2f}%  latency {latency_ms:.3f} ms/img{cached}  "
                         f"params {trial.user_attrs.get('params', 0) / 1e6:.2f}M")
             else:
                 reason = trial.user_attrs.get("pruned_reason") or trial.user_attrs.get("fail_reason", "")
@@ -146,7 +166,7 @@ def study(
         summary = run_or_exit(lambda: run_study(settings, on_trial=on_trial, prepared=prepared, on_data=on_data,
                                                 on_remeasure=on_remeasure),
                               "the running trial is marked FAIL; run the same command again to resume")
-        progress.update(task, completed=min(summary.complete, trials))
+        progress.update(task, completed=min(summary.architectures, trials))
 
     extra = f"; {summary.running} still running" if summary.running else ""
     console.print(f"done: {summary.complete} complete, {summary.pruned} pruned, {summary.failed} failed{extra}; "
@@ -155,9 +175,9 @@ def study(
         err_console.print(f"warning: {summary.workers_failed} of {summary.workers} workers exited abnormally; "
                           "their trials are retried once their heartbeat is stale", highlight=False)
     if summary.note:
-        err_console.print(f"warning: {summary.complete} of {trials} trials complete: {summary.note}", highlight=False)
-    elif summary.complete < trials:
-        err_console.print(f"warning: {summary.complete} of {trials} trials complete; run the same command again "
+        err_console.print(f"warning: {summary.architectures} of {trials} trials complete: {summary.note}", highlight=False)
+    elif summary.architectures < trials:
+        err_console.print(f"warning: {summary.architectures} of {trials} trials complete; run the same command again "
                           "to go on", highlight=False)
     _print_pareto(trials_frame(open_study(settings.study_name, settings.storage_url)))
     if report:
@@ -166,7 +186,7 @@ def study(
         else:
             paths = write_study_report(settings.study_name, settings.storage, settings.run_dir / "report")
         console.print(f"report: {paths.markdown}, {paths.png}, {paths.csv}")
-    if summary.complete < trials and summary.workers_failed:
+    if summary.architectures < trials and summary.workers_failed:
         raise typer.Exit(code=1)
 
 

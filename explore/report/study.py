@@ -18,7 +18,8 @@ from explore.report.common import fmt, pyplot, save_figure, table_block
 
 __all__ = [
     "ReportPaths", "pareto_table", "state_counts", "latency_description", "dataset_line", "pareto_figure",
-    "plot_pareto", "front_seeds_block", "plot_front_seeds", "render_markdown", "write_report",
+    "plot_pareto", "front_seeds_block", "plot_front_seeds", "schedule_table", "schedule_block", "render_markdown",
+    "write_report",
 ]
 
 
@@ -233,6 +234,54 @@ def plot_front_seeds(front: pd.DataFrame, path: Path, title: str, latency_label:
     return save_figure(fig, ax, path, title)
 
 
+def schedule_table(frame: pd.DataFrame, rungs: list[float]) -> pd.DataFrame:
+    """One row per architecture of a study run with a schedule: its first job, its latency, its top-1 at
+    every rung it reached (``top-1 @ E ep``), the rung it stopped at and its jobs; best at the top rung
+    first. Empty for a study without rungs."""
+    if frame.empty or "rung" not in frame or "arch_trial" not in frame:
+        return pd.DataFrame()
+    done = frame[(frame["state"] == "COMPLETE") & frame["rung"].notna()]
+    rows = []
+    for arch, jobs in done.groupby(done["arch_trial"].astype(int)):
+        jobs = jobs.sort_values("rung")
+        row: dict[str, Any] = {"architecture trial": arch, "latency (ms/img)": round(float(jobs["latency_ms"].min()), 4)}
+        for k, epochs in enumerate(rungs):
+            at = jobs[jobs["rung"].astype(int) == k]
+            row[f"top-1 @ {epochs:g} ep"] = round(float(at["top1"].iloc[0]), 2) if len(at) else None
+        reached = int(jobs["rung"].max())
+        row["stopped at"] = "top rung" if reached == len(rungs) - 1 else f"{rungs[reached]:g} ep"
+        row["jobs"] = ", ".join(f"#{n}" for n in jobs["number"].astype(int))
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    last = f"top-1 @ {rungs[-1]:g} ep"
+    return table.sort_values([last, "architecture trial"], ascending=[False, True], na_position="last").reset_index(drop=True)
+
+
+def schedule_block(frame: pd.DataFrame, settings: Mapping[str, Any], meta: Mapping[str, Any]) -> list[str]:
+    """The markdown section of a study run with ``--schedule sha|hyperband``: the rungs, the training
+    budget spent against training every architecture fully, and :func:`schedule_table`."""
+    from explore.search.schedule import Schedule
+
+    plan = Schedule.make(settings["schedule"], float(settings["epochs"]), settings.get("rungs"),
+                         int(settings.get("eta", 3)))
+    table = schedule_table(frame, list(plan.rungs))
+    if table.empty:
+        return []
+    n_train = (meta.get("dataset_info") or {}).get("train_images")
+    images = float(frame.loc[frame["state"] == "COMPLETE", "train_images"].fillna(0).sum()) if "train_images" in frame else 0.0
+    counts = table["stopped at"].value_counts()
+    lines = [f"## Schedule `{plan.kind}`: rungs {', '.join(f'{r:g}' for r in plan.rungs)} epochs, eta {plan.eta}", "",
+             f"{len(table)} architectures; stopped at: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ". "
+             "The Pareto front above is that of the jobs at the top rung. A promoted job continued its parent's "
+             "stored training state (same lr schedule), so top-rung figures equal a full training of the same seed."]
+    if n_train:
+        spent = images / float(n_train)
+        full = len(table) * plan.rungs[-1]
+        lines[-1] += (f" Training spent: {spent:.2f} epochs of the {n_train}-image subset, against {full:g} to train "
+                      f"all {len(table)} fully ({spent / full * 100:.0f} %).")
+    return lines + ["", table_block(table), ""]
+
+
 def render_markdown(frame: pd.DataFrame, meta: Mapping[str, Any], command: str,
                     front: pd.DataFrame | None = None) -> str:
     """Markdown summary: the study's settings, trial counts, the Pareto table, the front re-trained
@@ -274,6 +323,8 @@ def render_markdown(frame: pd.DataFrame, meta: Mapping[str, Any], command: str,
         lines += [f"The latencies of {again} of the {complete} complete trials were measured again at the end of the "
                   "study (`again`); `latency` is the lower of the two figures (contention on a shared machine only "
                   "slows a run down), and the front is computed from it.", ""]
+    if settings.get("schedule", "full") != "full":
+        lines += schedule_block(frame, settings, meta)
     if front is not None and not front.empty:
         lines += front_seeds_block(front)
     if not frame.empty and "latency_contended" in frame and frame["latency_contended"].eq(True).any():

@@ -13,7 +13,7 @@ import dataclasses
 import os
 import socket
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import optuna
@@ -22,18 +22,26 @@ from optuna.trial import TrialState
 
 from explore.arch import ArchConfig
 from explore.device import is_out_of_memory, release_memory
-from explore.errors import ConfigError, NonFiniteLossError
+from explore.errors import ConfigError, ExploreError, NonFiniteLossError
 from explore.evaluate import Evaluation, Step, evaluate_candidate
 from explore.measure import Measurement, device_name
 from explore.search.cache import LatencyCache, LatencyKey
 from explore.search.faults import inject_fault
+from explore.resources import display_path
 from explore.search.sampler import LATENCY_EXCESS
+from explore.search.schedule import (ARCH, BRACKET, HISTORY, PROMOTES, RUNG, TRAIN_IMAGES, is_promotion,
+                                     promotion_claimed)
 from explore.search.settings import LATENCY_WARMUP, StudySettings
 from explore.search.storage import scrub
 from explore.space import SearchSpace
 from explore.train import DatasetBundle
 
-__all__ = ["DUPLICATE", "DUPLICATE_STREAK", "make_objective", "same_architecture", "training_threads",
+CHECKPOINTS = "checkpoints"
+"""Folder of the run folder where jobs of a schedule store their training state."""
+CHECKPOINT_ATTR = "checkpoint"
+"""User attribute: the job's stored state, relative to the run folder."""
+
+__all__ = ["CHECKPOINTS", "CHECKPOINT_ATTR", "DUPLICATE", "DUPLICATE_STREAK", "make_objective", "same_architecture", "training_threads",
            "with_failure_reason", "worker_id", "first_line"]
 
 DUPLICATE = "duplicate"
@@ -84,6 +92,7 @@ def make_objective(space: SearchSpace, data: DatasetBundle, settings: StudySetti
             trial as ``pruned_reason``).
     """
     recipe = settings.proxy_recipe()
+    plan = settings.plan
     base_seed = settings.seed if train_seed is None else train_seed
     predictor = None
     if settings.latency_table is not None:
@@ -93,9 +102,11 @@ def make_objective(space: SearchSpace, data: DatasetBundle, settings: StudySetti
 
     def objective(trial: optuna.Trial) -> tuple[float, float] | float:
         study = trial.study
+        parent = trial.user_attrs.get(PROMOTES)
         trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
-        ahead = sum(1 for t in trials if t.state == TrialState.COMPLETE or t.number < trial.number)
-        if ahead >= settings.trials:
+        ahead = sum(1 for t in trials if (t.state == TrialState.COMPLETE or t.number < trial.number)
+                    and not is_promotion(t))
+        if parent is None and ahead >= settings.trials:
             reason = (f"surplus: {settings.trials} trials are complete or running ahead of this one "
                       "(another worker started at the same time)")
             trial.set_user_attr("pruned_reason", reason)
@@ -107,7 +118,13 @@ def make_objective(space: SearchSpace, data: DatasetBundle, settings: StudySetti
             trial.set_user_attr("pruned_reason", f"infeasible: {exc}")
             raise optuna.TrialPruned(str(exc)) from None
         trial.set_user_attr("config_hash", config.config_hash())  # before the check: see same_architecture
-        original = same_architecture(study, trial.number, config.config_hash())
+        if parent is not None:
+            other = promotion_claimed(study, trial, parent)
+            if other is not None:  # two workers promoted the same job at once (see explore.search.schedule)
+                reason = f"{DUPLICATE} promotion: job #{other} already continues #{parent}"
+                trial.set_user_attr("pruned_reason", reason)
+                raise optuna.TrialPruned(reason)
+        original = None if parent is not None else same_architecture(study, trial.number, config.config_hash())
         if original is not None:
             reason = f"{DUPLICATE}: same architecture as trial #{original}"
             trial.set_user_attr("pruned_reason", reason)
@@ -170,13 +187,55 @@ def make_objective(space: SearchSpace, data: DatasetBundle, settings: StudySetti
         if torch.device(device).type == "cpu":
             threads = settings.train_threads or training_threads(settings.workers)
             trial.set_user_attr("proxy_threads", threads)
+        job = _job(trial, config) if plan.staged else None
         evaluation = evaluate_candidate(
-            config, seed=base_seed + trial.number, protocol=protocol, data=data, recipe=recipe,
+            config, seed=base_seed + (job.arch if job else trial.number), protocol=protocol, data=data, recipe=recipe,
             device=device, threads=threads, on_epoch_end=_pruning_report(trial) if settings.objective == "top1" else None,
-            on_step=record)
+            on_step=record, until_epochs=job.until if job else None, resume=job.resume if job else None,
+            on_checkpoint=job.save if job else None)
         for name, value in asdict(evaluation.proxy).items():
             trial.set_user_attr(f"proxy_{name}", value)
+        images = evaluation.proxy.steps * min(recipe.batch_size, len(data.train.labels))
+        trial.set_user_attr(TRAIN_IMAGES, images)
+        if job is not None:
+            entry = {"rung": job.rung, "epochs": plan.rungs[job.rung], "top1": evaluation.proxy.top1,
+                     "train_seconds": evaluation.proxy.train_seconds, "train_images": images, "trial": trial.number}
+            trial.set_user_attr(HISTORY, [*job.history, entry])
         return evaluation
+
+    def _job(trial: optuna.Trial, config: ArchConfig) -> _Job:
+        """The rung this job trains to, the state it continues from and where it stores its own."""
+        parent_number = trial.user_attrs.get(PROMOTES)
+        folder = settings.run_dir / CHECKPOINTS
+        if parent_number is None:
+            bracket = plan.bracket_for(base_seed, trial.number)
+            job = _Job(arch=trial.number, rung=bracket, bracket=bracket, until=plan.rungs[bracket])
+        else:
+            parent = trial.study.get_trials(deepcopy=False)[int(parent_number)]
+            if parent.user_attrs.get("config_hash") != config.config_hash():
+                raise ExploreError("promotes", parent_number, "expected a job of the same architecture")
+            rung = int(parent.user_attrs[RUNG]) + 1
+            stored = settings.run_dir / parent.user_attrs.get(CHECKPOINT_ATTR, "")
+            if not stored.is_file():
+                raise ExploreError("checkpoint", display_path(stored), f"the state of job #{parent_number} is missing "
+                                   "(checkpoints live in the run folder; workers need it shared)")
+            job = _Job(arch=int(parent.user_attrs[ARCH]), rung=rung, bracket=int(parent.user_attrs[BRACKET]),
+                       until=plan.rungs[rung], resume=torch.load(stored, map_location="cpu", weights_only=True),
+                       history=list(parent.user_attrs.get(HISTORY, [])))
+        for name, value in ((RUNG, job.rung), (BRACKET, job.bracket), (ARCH, job.arch)):
+            trial.set_user_attr(name, value)
+        if job.rung < plan.top:  # a promotion may continue from it
+            path = folder / f"trial_{trial.number}.pt"
+
+            def save(state: dict) -> None:
+                folder.mkdir(parents=True, exist_ok=True)
+                partial = path.with_suffix(".part")
+                torch.save(state, partial)
+                os.replace(partial, path)  # never a half-written state under the final name
+                trial.set_user_attr(CHECKPOINT_ATTR, f"{CHECKPOINTS}/{path.name}")
+
+            job.save = save
+        return job
 
     def _measure_and_train(trial: optuna.Trial, config: ArchConfig) -> tuple[float, float] | float:
         trial.set_user_attr("config", config.to_json(sort_keys=True))
@@ -221,6 +280,19 @@ def make_objective(space: SearchSpace, data: DatasetBundle, settings: StudySetti
         return report
 
     return objective
+
+
+@dataclass
+class _Job:
+    """One rung of an architecture under a schedule (see :mod:`explore.search.schedule`)."""
+
+    arch: int
+    rung: int
+    bracket: int
+    until: float
+    resume: dict | None = None
+    history: list = dataclasses.field(default_factory=list)
+    save: Callable[[dict], None] | None = None
 
 
 class _OverBudget(Exception):

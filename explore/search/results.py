@@ -21,6 +21,7 @@ from explore.errors import ExploreError, SpaceError
 from explore.evaluate import evaluate_candidate, time_rounds
 from explore.measure import Protocol, device_name
 from explore.search.objective import worker_id
+from explore.search.schedule import Schedule, pareto_mask
 from explore.search.storage import default_storage, is_journal, make_storage, mask_password
 from explore.space import SearchSpace, load_space
 
@@ -142,16 +143,6 @@ def _retries(study: optuna.Study) -> dict[int, int]:
     return out
 
 
-def _non_dominated(top1: list[float], latency: list[float]) -> list[bool]:
-    """Pareto-optimal points of (top-1 up, latency down): no other point at least as good in both
-    and better in one."""
-    out = []
-    for i, (a, la) in enumerate(zip(top1, latency)):
-        out.append(not any((b >= a and lb <= la) and (b > a or lb < la)
-                           for j, (b, lb) in enumerate(zip(top1, latency)) if j != i))
-    return out
-
-
 def remeasured_latencies(study: optuna.Study) -> dict[int, dict[str, Any]]:
     """Trial number -> its end-of-study re-measurement (``ms_per_img``, ``contended``, ...; see
     :func:`remeasure_latencies`), from the study attributes ``latency_remeasured:<number>``."""
@@ -215,14 +206,26 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         return frame
     frame = frame.sort_values("number").reset_index(drop=True)
     complete = frame["state"] == "COMPLETE"
+    top = _top_rung(study)
+    if top is not None and "rung" in frame:  # a schedule: the front of the jobs at the top rung
+        complete &= frame["rung"] == top
     if complete.any():
         if len(study.directions) > 1:
             done = frame[complete]
-            flags = _non_dominated(done["top1"].astype(float).tolist(), done["latency_ms"].astype(float).tolist())
+            flags = pareto_mask(done["top1"].astype(float).tolist(), done["latency_ms"].astype(float).tolist())
             frame.loc[done.index, "pareto"] = flags
         else:
             frame["pareto"] = frame["number"].isin({t.number for t in study.best_trials})
     return frame
+
+
+def _top_rung(study: optuna.Study) -> int | None:
+    """The top rung's index of a study run with ``--schedule sha|hyperband``, else None."""
+    stored = study.user_attrs.get("settings") or {}
+    if stored.get("schedule", "full") == "full":
+        return None
+    plan = Schedule.make(stored["schedule"], float(stored["epochs"]), stored.get("rungs"), int(stored.get("eta", 3)))
+    return plan.top
 
 
 def study_meta(study: optuna.Study) -> dict[str, Any]:

@@ -64,6 +64,7 @@ from explore.resources import display_path
 from explore.search.objective import DUPLICATE, DUPLICATE_STREAK, make_objective, with_failure_reason
 from explore.search.results import remeasure_latencies
 from explore.search.sampler import make_sampler
+from explore.search.schedule import PROMOTES, is_promotion, next_promotion
 from explore.search.settings import DIRECTIONS, OBJECTIVES, StudySettings, StudySummary
 from explore.search.storage import DEFAULT_HEARTBEAT_S, MAX_RETRY, make_storage, mask_password, scrub
 from explore.space import SearchSpace, load_space
@@ -141,8 +142,13 @@ def _check_resume(study: optuna.Study, settings: StudySettings, space: SearchSpa
         if data_info is not None:
             study.set_user_attr("dataset_info", data_info)
         return
-    for key in ("dataset", "max_train", "max_val"):
-        if stored.get(key) != getattr(settings, key):
+    staged_keys = ("schedule", "rungs", "eta", "batch_size", "epochs")
+    for key in ("dataset", "max_train", "max_val", *staged_keys):
+        value = getattr(settings, key)
+        if key in staged_keys and settings.schedule == "full" \
+                and stored.get("schedule", "full") == "full":
+            continue  # only a schedule's stored states depend on these
+        if _jsonable(stored.get(key)) != _jsonable(value):
             raise ExploreError(f"--{key.replace('_', '-')}", getattr(settings, key),
                                f"study {settings.study_name!r} was run with {stored.get(key)!r}; "
                                "use another --study-name for a different setting")
@@ -159,6 +165,11 @@ def _check_resume(study: optuna.Study, settings: StudySettings, space: SearchSpa
                            f"study {settings.study_name!r} was run on {known.get('num_classes')} classes "
                            f"({', '.join(known.get('classes') or [])}); this data has {data_info['num_classes']} "
                            f"({', '.join(data_info['classes'])}): use another --study-name")
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` as the study's stored settings hold it (tuples come back as lists)."""
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _count(study: optuna.Study, state: TrialState) -> int:
@@ -225,11 +236,51 @@ def _work(study: optuna.Study, objective: Callable[[optuna.Trial], Any], setting
         attempts += 1
 
 
+def _work_scheduled(study: optuna.Study, objective: Callable[[optuna.Trial], Any], settings: StudySettings,
+                    on_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None) -> None:
+    """Run jobs of a schedule (:mod:`explore.search.schedule`) until ``settings.trials`` architectures
+    are started and no job is left to promote: promotions first (top rungs first), then new
+    architectures; a worker with nothing to do waits while others run (their results may make a
+    job promotable). Attempts are capped as in :func:`_work`.
+    """
+    plan = settings.plan
+    streak = 0
+
+    def count_duplicates(study: optuna.Study, trial: FrozenTrial) -> None:
+        nonlocal streak
+        reason = trial.user_attrs.get("pruned_reason", "")
+        if reason.startswith(DUPLICATE) and not is_promotion(trial):
+            streak += 1
+        elif not reason.startswith("surplus") and not is_promotion(trial):
+            streak = 0
+
+    callbacks = [count_duplicates] + ([on_trial] if on_trial is not None else [])
+    wrapped = with_failure_reason(objective, settings.storage)
+    attempts, cap = 0, 50 * max(1, settings.trials) * len(plan.rungs)
+    while attempts < cap and streak < DUPLICATE_STREAK:
+        fail_stale(study, settings.heartbeat_s)
+        parent = next_promotion(study, plan)
+        if parent is not None:
+            study.enqueue_trial(parent.params, user_attrs={PROMOTES: parent.number})
+        else:
+            trials = study.get_trials(deepcopy=False)
+            waiting = any(t.state == TrialState.WAITING for t in trials)
+            started = sum(1 for t in trials if t.state in (TrialState.COMPLETE, TrialState.RUNNING)
+                          and not is_promotion(t))
+            if not waiting and started >= settings.trials:
+                if not any(t.state == TrialState.RUNNING for t in trials):
+                    return
+                time.sleep(_POLL_S)  # others' results may make a job promotable
+                continue
+        study.optimize(wrapped, n_trials=1, callbacks=callbacks, catch=(Exception,))
+        attempts += 1
+
+
 def _exhausted_note(study: optuna.Study, settings: StudySettings) -> str:
     """Why a run ended short of ``settings.trials``: when its last trials (by number, skipping
     surplus ones) are ``DUPLICATE_STREAK`` or more duplicates, the space has (nearly) run out of new
     architectures. Empty otherwise."""
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if not is_promotion(t)]
     if len(complete) >= settings.trials:
         return ""
     streak = 0
@@ -262,7 +313,7 @@ def _worker_main(settings: StudySettings, index: int) -> None:
         data = settings.load_data(settings.seed)
         study = _open(settings, make_sampler(settings))
         objective = make_objective(space, data, settings, device, train_seed=_train_seed(study, settings))
-        _work(study, objective, settings)
+        (_work_scheduled if settings.plan.staged else _work)(study, objective, settings)
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - reported on stderr, the exit code tells the parent
@@ -350,9 +401,11 @@ def run_study(settings: StudySettings, *, on_trial: Callable[[optuna.Study, Froz
         study = _open(settings, make_sampler(settings))
         _check_resume(study, settings, space, info)
         objective = make_objective(space, data, settings, device, train_seed=_train_seed(study, settings))
-        _work(study, objective, settings, on_trial)
+        (_work_scheduled if settings.plan.staged else _work)(study, objective, settings, on_trial)
     remeasured = []
-    if settings.remeasure_front and settings.objective == "pareto" and _count(study, TrialState.COMPLETE) >= settings.trials:
+    architectures = sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                        if not is_promotion(t))
+    if settings.remeasure_front and settings.objective == "pareto" and architectures >= settings.trials:
         remeasured = remeasure_latencies(study, device, on_remeasure)
     return StudySummary(
         study_name=settings.study_name,
@@ -367,4 +420,5 @@ def run_study(settings: StudySettings, *, on_trial: Callable[[optuna.Study, Froz
         workers_failed=workers_failed,
         note=_exhausted_note(study, settings),
         remeasured=tuple(remeasured),
+        architectures=architectures,
     )

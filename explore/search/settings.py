@@ -9,6 +9,7 @@ from pathlib import Path
 from explore.errors import ExploreError
 from explore.evaluate import RunBudget
 from explore.measure import Protocol, get_protocol
+from explore.search.schedule import Schedule
 from explore.search.storage import DEFAULT_HEARTBEAT_S, default_storage, mask_password
 
 __all__ = ["OBJECTIVE_MODES", "OBJECTIVES", "DIRECTIONS", "SAMPLERS", "LATENCY_WARMUP", "DEFAULT_LATENCY_MODE",
@@ -85,6 +86,11 @@ class StudySettings(RunBudget):
         max_latency_ms: a latency budget (ms/img, predicted with a table, else measured): a trial
             over it is PRUNED before training, and its excess is an Optuna constraint
             (``Trial.set_constraint``) that TPE and NSGA-II read, so they steer away from it.
+        schedule, rungs, eta: multi-fidelity training (:mod:`explore.search.schedule`): ``full``
+            trains every architecture for ``epochs``; ``sha`` / ``hyperband`` train to the rungs
+            (cumulative epochs, the last one ``epochs``; None: ``epochs / eta**2, epochs / eta,
+            epochs``) and promote about one in ``eta`` jobs per rung. With a schedule, ``trials``
+            counts architectures started (first jobs), not COMPLETE jobs.
     """
 
     space: str = "cga"
@@ -105,6 +111,14 @@ class StudySettings(RunBudget):
     heartbeat_s: int = DEFAULT_HEARTBEAT_S
     latency_table: str | None = None
     max_latency_ms: float | None = None
+    schedule: str = "full"
+    rungs: tuple[float, ...] | None = None
+    eta: int = 3
+
+    @property
+    def plan(self) -> Schedule:
+        """The study's :class:`~explore.search.schedule.Schedule` (checked by :meth:`validate`)."""
+        return Schedule.make(self.schedule, self.epochs, self.rungs, self.eta)
 
     def latency_protocol(self, img_size: int = 224, in_chans: int = 3) -> Protocol:
         """The latency protocol of this study's trials: ``cpu-latency`` on CPU, ``gpu-throughput``
@@ -179,6 +193,10 @@ class StudySettings(RunBudget):
             raise ExploreError("--max-latency-ms", self.max_latency_ms, "expected a budget > 0 (ms per image)")
         if self.latency_table is not None and not Path(self.latency_table).is_file():
             raise ExploreError("--latency-table", self.latency_table, "no such latency table file")
+        self.plan  # raises for a bad --schedule, --rungs or --eta
+        if self.schedule != "full" and self.objective != "pareto":
+            raise ExploreError("--schedule", self.schedule, "needs --objective pareto (--objective top1 has its "
+                                                            "median pruner)")
         if self.heartbeat_s < 1:
             raise ExploreError("--heartbeat-interval", self.heartbeat_s, "expected >= 1 (seconds)")
         if self.storage is not None and not self.storage.strip():
@@ -201,6 +219,8 @@ class StudySummary:
         note: why the run ended short of ``trials`` COMPLETE trials, where it knows (the space ran
             out of new architectures); empty otherwise.
         remeasured: trials whose latency this run measured again at the end (:func:`~explore.search.results.remeasure_latencies`).
+        architectures: COMPLETE architectures (= ``complete`` without a schedule; with one, the
+            COMPLETE first jobs: promotions are further jobs of the same architectures).
     """
 
     study_name: str
@@ -215,3 +235,4 @@ class StudySummary:
     workers_failed: int = 0
     note: str = ""
     remeasured: tuple[int, ...] = ()
+    architectures: int = 0

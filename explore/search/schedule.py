@@ -1,0 +1,246 @@
+"""Multi-fidelity schedules of a study: successive halving and Hyperband with multi-objective promotion.
+
+Proxy training is a study's whole cost. Under ``--schedule sha`` an architecture is first trained to
+the lowest rung (a fraction of the epochs of ``--epochs``), and only the best of those that reached
+a rung continue to the next one (asynchronous successive halving, ASHA: Li et al., MLSys 2020,
+arXiv:1810.05934). "Best" has two objectives here, proxy top-1 at the rung (up) and latency (down):
+trials are ordered by non-dominated sorting, ties in a front broken by crowding distance (NSGA-II,
+Deb et al. 2002), and the first ``floor(n / eta)`` of the ``n`` trials that reached a rung may be
+promoted (multi-objective ASHA: Schmucker et al., arXiv:2106.12639, §3). ``--schedule hyperband``
+runs several such ladders (brackets) that start at different rungs, each new architecture drawn into
+a bracket with Hyperband's weights (Li et al., JMLR 2018, arXiv:1603.06560).
+
+How it maps onto Optuna:
+
+* each rung of an architecture is one Optuna trial (a "job"). The first job of an architecture is
+  sampled as usual; a promotion is a trial enqueued with its parent's parameters and the user
+  attributes ``promotes`` (the parent job's number) and ``rung``. Its objective values are (top-1 at
+  its rung, latency), so the sampler sees the architecture's best-informed figure last;
+* a job trains the first ``rungs[k]`` epochs of the top rung's schedule (the lr schedule is the
+  full one's), stores its training state in ``<run>/checkpoints/trial_<n>.pt`` and the promotion
+  continues from that file (``torch.load(weights_only=True)``): an architecture trained to the top
+  rung, in however many jobs, is trained exactly as one ``--schedule full`` trial of the same seed;
+* promotion is asynchronous: a free worker first looks for a job to promote (top rungs first), and
+  only then samples a new architecture. Two workers that pick the same promotion at the same time
+  both enqueue it; the job that finds another RUNNING or COMPLETE job of the same promotion is
+  PRUNED before any work (at worst both are, and the next look promotes it again);
+* a job whose process died is FAIL and retried (its user attributes, ``promotes`` included, go with
+  the retry), from its parent's stored state.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from explore.errors import ExploreError
+
+__all__ = ["SCHEDULES", "Schedule", "PROMOTES", "RUNG", "BRACKET", "ARCH", "HISTORY", "TRAIN_IMAGES",
+           "is_promotion", "nondominated_order", "hypervolume_2d", "job_of", "next_promotion", "promotion_claimed",
+           "pareto_mask"]
+
+SCHEDULES = ("full", "sha", "hyperband")
+"""``full``: every architecture trained for ``--epochs``; ``sha``: asynchronous successive halving
+over ``--rungs``; ``hyperband``: several brackets of it, starting at each rung."""
+
+PROMOTES = "promotes"
+"""User attribute of a promotion job: the number of the job it continues."""
+RUNG = "rung"
+"""User attribute: the rung (index into the rungs) a job trains to."""
+BRACKET = "bracket"
+"""User attribute: the bracket of the architecture (its first rung)."""
+ARCH = "arch_trial"
+"""User attribute: the number of the architecture's first job (its name in reports)."""
+HISTORY = "rung_history"
+"""User attribute: per rung reached so far, {rung, epochs, top1, train_seconds, train_images, trial}."""
+TRAIN_IMAGES = "train_images"
+"""User attribute: training images this job processed (its share of the study's training budget)."""
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A study's schedule.
+
+    Attributes:
+        kind: one of :data:`SCHEDULES`.
+        rungs: cumulative epochs at each rung, increasing; the last one is ``--epochs``.
+        eta: reduction factor: about one in ``eta`` jobs of a rung is promoted.
+    """
+
+    kind: str = "full"
+    rungs: tuple[float, ...] = (2.0,)
+    eta: int = 3
+
+    @classmethod
+    def make(cls, kind: str, epochs: float, rungs: Sequence[float] | None = None, eta: int = 3) -> Schedule:
+        """The schedule of the study options, checked.
+
+        ``rungs`` None: ``full`` has one rung (``epochs``); the others three,
+        ``epochs / eta**2, epochs / eta, epochs``.
+
+        Raises:
+            ExploreError: ``--schedule`` unknown; ``--eta`` < 2; ``--rungs`` with ``full``, fewer than
+                two, not increasing, not > 0, or a last rung other than ``--epochs``.
+        """
+        if kind not in SCHEDULES:
+            raise ExploreError("--schedule", kind, f"expected one of {', '.join(SCHEDULES)}")
+        if isinstance(eta, bool) or not isinstance(eta, int) or eta < 2:
+            raise ExploreError("--eta", eta, "expected an integer >= 2")
+        if kind == "full":
+            if rungs is not None and len(rungs) > 0:
+                raise ExploreError("--rungs", ",".join(f"{r:g}" for r in rungs),
+                                   "rungs need --schedule sha or hyperband")
+            return cls("full", (float(epochs),), eta)
+        if rungs is None or len(rungs) == 0:
+            rungs = (epochs / eta**2, epochs / eta, epochs)
+        text = ",".join(f"{r:g}" for r in rungs)
+        if len(rungs) < 2:
+            raise ExploreError("--rungs", text, "expected at least two rungs (epochs), e.g. 0.5,1,2")
+        if any(not (isinstance(r, (int, float)) and math.isfinite(r) and r > 0) for r in rungs):
+            raise ExploreError("--rungs", text, "expected epochs > 0")
+        if any(b <= a for a, b in zip(rungs, rungs[1:])):
+            raise ExploreError("--rungs", text, "expected increasing epochs")
+        if not math.isclose(rungs[-1], epochs, rel_tol=1e-9):
+            raise ExploreError("--rungs", text, f"expected the last rung to be the full budget, --epochs {epochs:g}")
+        return cls(kind, tuple(float(r) for r in rungs), eta)
+
+    @property
+    def staged(self) -> bool:
+        """True for ``sha`` and ``hyperband`` (jobs stop at rungs)."""
+        return self.kind != "full"
+
+    @property
+    def top(self) -> int:
+        """Index of the top rung."""
+        return len(self.rungs) - 1
+
+    def brackets(self) -> list[float]:
+        """Hyperband's share of new architectures per bracket (bracket b starts at rung b); ``sha``: [1]."""
+        if self.kind != "hyperband":
+            return [1.0]
+        s = self.top
+        weights = [self.eta ** (s - b) / (s - b + 1) for b in range(s + 1)]
+        total = sum(weights)
+        return [w / total for w in weights]
+
+    def bracket_for(self, seed: int, number: int) -> int:
+        """The bracket of the architecture first sampled by trial ``number`` (drawn from
+        (``seed``, ``number``) with :meth:`brackets`' weights, so any worker draws the same)."""
+        weights = self.brackets()
+        if len(weights) == 1:
+            return 0
+        rng = np.random.default_rng([seed % 2**63, number, 7])
+        return int(rng.choice(len(weights), p=weights))
+
+    def expected_epochs(self) -> float:
+        """Expected training epochs per architecture started, with a promoted share of 1/eta per rung."""
+        total = 0.0
+        for bracket, weight in enumerate(self.brackets() if self.kind == "hyperband" else [1.0]):
+            cost, previous = 0.0, 0.0
+            for k, epochs in enumerate(self.rungs[bracket:]):
+                cost += (epochs - previous) / self.eta**k
+                previous = epochs
+            total += weight * cost
+        return total
+
+
+def is_promotion(trial: FrozenTrial) -> bool:
+    """True for a job that continues another one (see the module docstring)."""
+    return trial.user_attrs.get(PROMOTES) is not None
+
+
+def nondominated_order(top1: Sequence[float], latency: Sequence[float]) -> list[int]:
+    """Indices from best to worst: by non-dominated front (top-1 up, latency down), then by crowding
+    distance within a front (the larger first; the ends of a front count as infinite), then by index.
+
+    Follows the sorting and crowding distance of NSGA-II (Deb et al., 2002, §III-A, III-B).
+    """
+    n = len(top1)
+    remaining = list(range(n))
+    order: list[int] = []
+    while remaining:
+        front = [i for i in remaining
+                 if not any(top1[j] >= top1[i] and latency[j] <= latency[i] and (top1[j] > top1[i] or latency[j] < latency[i])
+                            for j in remaining if j != i)]
+        crowd = {i: 0.0 for i in front}
+        for values in (top1, latency):
+            ranked = sorted(front, key=lambda i: (values[i], i))
+            span = values[ranked[-1]] - values[ranked[0]]
+            crowd[ranked[0]] = crowd[ranked[-1]] = math.inf
+            for a, i, b in zip(ranked, ranked[1:], ranked[2:]):
+                if span > 0 and crowd[i] != math.inf:
+                    crowd[i] += (values[b] - values[a]) / span
+        order += sorted(front, key=lambda i: (-crowd[i], i))
+        remaining = [i for i in remaining if i not in crowd]
+    return order
+
+
+def pareto_mask(top1: Sequence[float], latency: Sequence[float]) -> list[bool]:
+    """True for the points no other point dominates (top-1 up, latency down)."""
+    return [not any(b >= a and lb <= la and (b > a or lb < la) for j, (b, lb) in enumerate(zip(top1, latency)) if j != i)
+            for i, (a, la) in enumerate(zip(top1, latency))]
+
+
+def hypervolume_2d(top1: Sequence[float], latency: Sequence[float], ref_top1: float, ref_latency: float) -> float:
+    """Area (top-1 % x ms) dominated by the points and bounded by the reference point
+    (``ref_top1``, ``ref_latency``): top-1 above ``ref_top1``, latency below ``ref_latency``.
+    Points outside the reference box add nothing. 0 for no point.
+    """
+    points = sorted((lat, acc) for acc, lat in zip(top1, latency) if acc > ref_top1 and lat < ref_latency)
+    area, best = 0.0, ref_top1
+    for i, (lat, acc) in enumerate(points):  # sweep by latency: each point adds its gain in top-1
+        best = max(best, acc)
+        right = points[i + 1][0] if i + 1 < len(points) else ref_latency
+        area += (best - ref_top1) * (right - lat)
+    return area
+
+
+def job_of(trial: FrozenTrial) -> dict[str, Any]:
+    """A COMPLETE job's (rung, bracket, top-1, latency, arch trial)."""
+    return {"number": trial.number, "rung": int(trial.user_attrs.get(RUNG, 0)),
+            "bracket": int(trial.user_attrs.get(BRACKET, 0)), "top1": float(trial.values[0]),
+            "latency": float(trial.values[1]), "arch": int(trial.user_attrs.get(ARCH, trial.number))}
+
+
+def _claims(trials: Sequence[FrozenTrial]) -> set[int]:
+    """Parent job numbers already promoted (a promotion job waiting, running or done)."""
+    alive = (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE)
+    return {int(t.user_attrs[PROMOTES]) for t in trials if t.state in alive and is_promotion(t)}
+
+
+def next_promotion(study: optuna.Study, schedule: Schedule) -> FrozenTrial | None:
+    """The job to promote now, or None: top rungs first; at a rung of a bracket, the ``n`` COMPLETE
+    jobs are ordered by :func:`nondominated_order` and the first ``floor(n / eta)`` may be promoted;
+    the first of them not promoted yet is returned (ASHA's rule, with MO-ASHA's order)."""
+    if not schedule.staged:
+        return None
+    trials = study.get_trials(deepcopy=False)
+    claimed = _claims(trials)
+    jobs = [job_of(t) for t in trials if t.state == TrialState.COMPLETE and t.values and len(t.values) > 1
+            and RUNG in t.user_attrs]
+    by_number = {t.number: t for t in trials}
+    for rung in range(schedule.top - 1, -1, -1):
+        for bracket in range(rung + 1):
+            group = [j for j in jobs if j["rung"] == rung and j["bracket"] == bracket]
+            quota = len(group) // schedule.eta
+            if quota == 0:
+                continue
+            order = nondominated_order([j["top1"] for j in group], [j["latency"] for j in group])
+            for i in order[:quota]:
+                if group[i]["number"] not in claimed:
+                    return by_number[group[i]["number"]]
+    return None
+
+
+def promotion_claimed(study: optuna.Study, trial: optuna.Trial, parent: int) -> int | None:
+    """Another RUNNING or COMPLETE job that promotes ``parent`` (its number), else None."""
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE)):
+        if t.number != trial.number and t.user_attrs.get(PROMOTES) == parent:
+            return t.number
+    return None
