@@ -260,23 +260,21 @@ def schedule_table(frame: pd.DataFrame, rungs: list[float]) -> pd.DataFrame:
 def schedule_block(frame: pd.DataFrame, settings: Mapping[str, Any], meta: Mapping[str, Any]) -> list[str]:
     """The markdown section of a study run with ``--schedule sha|hyperband``: the rungs, the training
     budget spent against training every architecture fully, and :func:`schedule_table`."""
-    from explore.search.schedule import Schedule
-
-    plan = Schedule.make(settings["schedule"], float(settings["epochs"]), settings.get("rungs"),
-                         int(settings.get("eta", 3)))
-    table = schedule_table(frame, list(plan.rungs))
+    rungs = [float(r) for r in settings["rung_epochs"]]
+    table = schedule_table(frame, rungs)
     if table.empty:
         return []
     n_train = (meta.get("dataset_info") or {}).get("train_images")
     images = float(frame.loc[frame["state"] == "COMPLETE", "train_images"].fillna(0).sum()) if "train_images" in frame else 0.0
     counts = table["stopped at"].value_counts()
-    lines = [f"## Schedule `{plan.kind}`: rungs {', '.join(f'{r:g}' for r in plan.rungs)} epochs, eta {plan.eta}", "",
+    lines = [f"## Schedule `{settings['schedule']}`: rungs {', '.join(f'{r:g}' for r in rungs)} epochs, "
+             f"eta {settings.get('eta')}", "",
              f"{len(table)} architectures; stopped at: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ". "
              "The Pareto front above is that of the jobs at the top rung. A promoted job continued its parent's "
              "stored training state (same lr schedule), so top-rung figures equal a full training of the same seed."]
     if n_train:
         spent = images / float(n_train)
-        full = len(table) * plan.rungs[-1]
+        full = len(table) * rungs[-1]
         lines[-1] += (f" Training spent: {spent:.2f} epochs of the {n_train}-image subset, against {full:g} to train "
                       f"all {len(table)} fully ({spent / full * 100:.0f} %).")
     return lines + ["", table_block(table), ""]

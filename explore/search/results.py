@@ -21,7 +21,7 @@ from explore.errors import ExploreError, SpaceError
 from explore.evaluate import evaluate_candidate, time_rounds
 from explore.measure import Protocol, device_name
 from explore.search.objective import worker_id
-from explore.search.schedule import Schedule, pareto_mask
+from explore.search.schedule import pareto_mask
 from explore.search.storage import default_storage, is_journal, make_storage, mask_password
 from explore.space import SearchSpace, load_space
 
@@ -224,8 +224,7 @@ def _top_rung(study: optuna.Study) -> int | None:
     stored = study.user_attrs.get("settings") or {}
     if stored.get("schedule", "full") == "full":
         return None
-    plan = Schedule.make(stored["schedule"], float(stored["epochs"]), stored.get("rungs"), int(stored.get("eta", 3)))
-    return plan.top
+    return len(stored["rung_epochs"]) - 1
 
 
 def study_meta(study: optuna.Study) -> dict[str, Any]:

@@ -134,6 +134,7 @@ def _check_resume(study: optuna.Study, settings: StudySettings, space: SearchSpa
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(list(OBJECTIVES) if settings.objective == "pareto" else ["top1"])
         stored = asdict(settings)
+        stored["rung_epochs"] = list(settings.plan.rungs)  # the schedule's rungs, defaults resolved
         if stored["storage"]:
             stored["storage"] = mask_password(stored["storage"])
         study.set_user_attr("settings", stored)

@@ -1,0 +1,347 @@
+"""Compare study schedules at the same training budget: does successive halving find the front sooner?
+
+:func:`compare_schedules` runs, for every schedule (``full``, ``sha``, ``hyperband``) and every seed, a
+study (:func:`explore.search.run_study`) of the same space, data subset size and proxy budget, with as
+many architectures as the total training budget affords (``budget`` epochs of the training subset:
+``budget / epochs`` architectures for ``full``; ``budget / expected epochs per architecture`` for
+the others, see :meth:`explore.search.schedule.Schedule.expected_epochs`). Runs are ordinary studies
+in ``<out>/runs/<schedule>-seed<seed>``: an interrupted comparison resumes them.
+
+Then, per run:
+
+* the **hypervolume vs training spent**: after each job (in completion order) the hypervolume of
+  the front of the jobs at the top rung (their proxy top-1 at ``epochs``, their measured latency),
+  against the training images spent so far (in epochs of the subset). A job that reaches the top
+  rung of ``sha`` is trained exactly as a ``full`` trial (it continues its parent's state), so the
+  two curves measure the same quantity;
+* the **final front at the long budget**: every member of every run's final front is trained again
+  for ``long_epochs`` with one common seed and data subset (each distinct architecture once; stored
+  in ``<out>/long_runs.json``), and their latencies are measured again together, in interleaved
+  rounds (:func:`explore.evaluate.time_rounds`, the fastest kept); each run's front then gets a
+  hypervolume from those figures.
+
+Hypervolumes use one fixed reference point for the whole comparison: top-1 at chance (100 / classes)
+and ``ref_latency_ms`` (default: 1.05 x the largest latency of any trial of any run), in % x ms/img.
+
+The budget ratio of a schedule: the first training spent at which its mean hypervolume curve (over
+seeds) reaches the ``full`` runs' mean final hypervolume, divided by the ``full`` runs' mean spent
+budget (not reached: None). Follows the evaluation of multi-fidelity multi-objective search in
+Schmucker et al. (arXiv:2106.12639, §5: hypervolume against wall-clock / budget, several seeds).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+from optuna.trial import TrialState
+
+from explore.arch import ArchConfig
+from explore.errors import ExploreError
+from explore.evaluate import TrainBudget, evaluate_candidate, time_rounds
+from explore.search import StudySettings, open_study, prepare_study, run_study
+from explore.search.schedule import ARCH, RUNG, SCHEDULES, TRAIN_IMAGES, Schedule, hypervolume_2d, pareto_mask
+
+__all__ = ["CompareSettings", "Comparison", "architectures_for", "compare_schedules", "hv_curve", "budget_ratio"]
+
+LONG_RUNS = "long_runs.json"
+FRONT_LATENCY = "front_latency.json"
+LATENCY_ROUNDS = 3
+
+
+@dataclass(frozen=True, kw_only=True)
+class CompareSettings(TrainBudget):
+    """What ``explore compare-schedules`` runs.
+
+    Attributes:
+        space: space name or file.
+        schedules: the schedules to compare (``full`` first when present; it sets the target).
+        seeds: study seeds, one run per schedule and seed (>= 3 for a mean ± std worth reading).
+        budget: total training budget of each run, in epochs of the training subset.
+        rungs, eta: of ``sha`` / ``hyperband`` (see :class:`explore.search.schedule.Schedule`).
+        long_epochs, long_seed: the re-training of the final fronts.
+        ref_latency_ms: the reference latency of the hypervolume (None: 1.05 x the largest measured).
+        out: the comparison's folder (runs, stored long runs and latencies, report).
+        device, sampler, train_threads, latency_repeats: as for ``explore study``.
+        Also the budget fields of :class:`explore.evaluate.TrainBudget` (data, subsets, epochs, batch, lr).
+    """
+
+    space: str = "cga"
+    schedules: tuple[str, ...] = ("full", "sha")
+    seeds: tuple[int, ...] = (0, 1, 2)
+    budget: float = 16.0
+    rungs: tuple[float, ...] | None = None
+    eta: int = 3
+    long_epochs: float = 4.0
+    long_seed: int = 0
+    ref_latency_ms: float | None = None
+    out: str = "reports/compare_schedules"
+    device: str = "cpu"
+    sampler: str = "tpe"
+    train_threads: int | None = None
+    latency_repeats: int = 20
+
+    def study(self, schedule: str, seed: int) -> StudySettings:
+        """The settings of the run of ``schedule`` with ``seed``."""
+        return StudySettings(
+            space=self.space, study_name=f"{schedule}-seed{seed}", out=str(Path(self.out) / "runs"),
+            trials=architectures_for(self, schedule), dataset=self.dataset, data_root=self.data_root,
+            max_train=self.max_train, max_val=self.max_val, epochs=self.epochs, batch_size=self.batch_size,
+            lr=self.lr, seed=seed, device=self.device, sampler=self.sampler, train_threads=self.train_threads,
+            latency_repeats=self.latency_repeats, remeasure_front=False, schedule=schedule,
+            rungs=None if schedule == "full" else self.rungs, eta=self.eta)
+
+    def validate(self) -> None:
+        """Check everything before anything runs.
+
+        Raises:
+            ExploreError: names the option: unknown or repeated schedules, fewer than 1 seed, a budget
+                smaller than one architecture's full training, bad long budget or reference latency,
+                and whatever :meth:`StudySettings.validate` refuses.
+        """
+        if not self.schedules or any(s not in SCHEDULES for s in self.schedules) or len(set(self.schedules)) != len(self.schedules):
+            raise ExploreError("--schedules", ",".join(self.schedules), f"expected distinct items of {', '.join(SCHEDULES)}")
+        if "full" not in self.schedules or len(self.schedules) < 2:
+            raise ExploreError("--schedules", ",".join(self.schedules), "expected full and at least one of sha, hyperband")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ExploreError("--seeds", ",".join(map(str, self.seeds)), "expected distinct seeds, e.g. 0,1,2")
+        if not (isinstance(self.budget, (int, float)) and self.budget >= self.epochs):
+            raise ExploreError("--budget", self.budget, f"expected at least one full training, --epochs {self.epochs:g}")
+        if not self.long_epochs > 0:
+            raise ExploreError("--long-epochs", self.long_epochs, "expected > 0")
+        if self.ref_latency_ms is not None and not self.ref_latency_ms > 0:
+            raise ExploreError("--ref-latency-ms", self.ref_latency_ms, "expected > 0 (ms/img)")
+        for schedule in self.schedules:
+            self.study(schedule, self.seeds[0]).validate()
+
+
+def architectures_for(settings: CompareSettings, schedule: str) -> int:
+    """Architectures a run of ``schedule`` starts within ``settings.budget`` (at least 1)."""
+    plan = Schedule.make(schedule, settings.epochs, None if schedule == "full" else settings.rungs, settings.eta)
+    return max(1, math.floor(settings.budget / plan.expected_epochs() + 1e-9))
+
+
+def _jobs(study: optuna.Study) -> pd.DataFrame:
+    """The COMPLETE jobs of a study in completion order: number, rung, top-1, latency, config,
+    images trained."""
+    rows = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        rows.append({"number": t.number, "rung": int(t.user_attrs.get(RUNG, 0)),
+                     "arch": int(t.user_attrs.get(ARCH, t.number)), "top1": float(t.values[0]),
+                     "latency_ms": float(t.values[1]), "config": t.user_attrs.get("config"),
+                     "config_hash": t.user_attrs.get("config_hash"),
+                     "images": float(t.user_attrs.get(TRAIN_IMAGES, 0)), "done": t.datetime_complete})
+    frame = pd.DataFrame(rows)
+    return frame.sort_values(["done", "number"]).reset_index(drop=True) if not frame.empty else frame
+
+
+def hv_curve(jobs: pd.DataFrame, top_rung: int, n_train: int, ref_top1: float, ref_latency: float) -> pd.DataFrame:
+    """Hypervolume of the top-rung front after each job, against training spent (epochs of the subset).
+
+    Returns:
+        Columns ``spent_epochs`` (cumulative), ``hv``, ``number``; one row per job.
+    """
+    spent, rows, top = 0.0, [], []
+    for job in jobs.itertuples(index=False):
+        spent += job.images / n_train
+        if job.rung == top_rung:
+            top.append((job.top1, job.latency_ms))
+        hv = hypervolume_2d([a for a, _ in top], [b for _, b in top], ref_top1, ref_latency)
+        rows.append({"number": job.number, "spent_epochs": spent, "hv": hv})
+    return pd.DataFrame(rows)
+
+
+def _hv_at(curve: pd.DataFrame, budget: float) -> float:
+    """A run's hypervolume once ``budget`` epochs were spent (0 before its first job)."""
+    seen = curve[curve["spent_epochs"] <= budget + 1e-9]
+    return float(seen["hv"].iloc[-1]) if len(seen) else 0.0
+
+
+def budget_ratio(curves: Sequence[pd.DataFrame], target_hv: float, full_budget: float) -> float | None:
+    """The first spent budget (at a job's end in any run) where the mean of the runs' hypervolumes
+    reaches ``target_hv``, over ``full_budget``; None when it never does."""
+    grid = sorted({float(b) for c in curves for b in c["spent_epochs"]})
+    for budget in grid:
+        if statistics.fmean(_hv_at(c, budget) for c in curves) >= target_hv - 1e-12:
+            return budget / full_budget
+    return None
+
+
+@dataclass
+class Comparison:
+    """What :func:`compare_schedules` found (tables for the report).
+
+    Attributes:
+        runs: one row per (schedule, seed): architectures, jobs, spent epochs, final study hypervolume,
+            long-budget hypervolume, front size.
+        curves: per run, the hypervolume after every job (schedule, seed, spent_epochs, hv).
+        fronts: per run, its final front's members with study and long-budget figures.
+        summary: per schedule, mean ± std of the above and the budget ratio.
+        reference: the hypervolume's reference point (top-1 %, latency ms/img).
+        settings: the comparison's settings.
+        rung_epochs: the rungs of ``sha`` / ``hyperband`` (defaults resolved).
+    """
+
+    runs: pd.DataFrame
+    curves: pd.DataFrame
+    fronts: pd.DataFrame
+    summary: pd.DataFrame
+    reference: tuple[float, float]
+    settings: CompareSettings
+    rung_epochs: tuple[float, ...] = ()
+
+
+def _load_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def _save_json(path: Path, data: dict[str, Any]) -> None:
+    partial = path.with_suffix(".part")
+    partial.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
+    partial.replace(path)
+
+
+def compare_schedules(settings: CompareSettings, *, on_event: Callable[[str], None] | None = None) -> Comparison:
+    """Run (or resume) every study of the comparison, re-train the final fronts, measure and compare.
+
+    Raises:
+        ExploreError: bad settings (before anything is written), or what the studies raise.
+    """
+    settings.validate()
+    say = on_event or (lambda text: None)
+    for schedule in settings.schedules:
+        prepare_study(settings.study(schedule, settings.seeds[0]))  # every check before anything runs
+    out = Path(settings.out)
+    studies: dict[tuple[str, int], optuna.Study] = {}
+    for schedule in settings.schedules:
+        for seed in settings.seeds:
+            study_settings = settings.study(schedule, seed)
+            say(f"study {study_settings.study_name}: {study_settings.trials} architectures")
+            summary = run_study(study_settings)
+            say(f"study {study_settings.study_name}: {summary.complete} jobs complete, {summary.wall_seconds:.0f} s")
+            studies[(schedule, seed)] = open_study(str(study_settings.run_dir))
+    jobs = {key: _jobs(study) for key, study in studies.items()}
+    info = next(iter(studies.values())).user_attrs.get("dataset_info") or {}
+    n_train = int(info.get("train_images") or settings.max_train or 1)
+    num_classes = int(info.get("num_classes") or 10)
+    ref_top1 = 100.0 / num_classes
+    ref_latency = settings.ref_latency_ms or 1.05 * max(float(j["latency_ms"].max()) for j in jobs.values() if not j.empty)
+
+    curve_rows, front_rows = [], []
+    curves: dict[tuple[str, int], pd.DataFrame] = {}
+    for (schedule, seed), frame in jobs.items():
+        top = Schedule.make(schedule, settings.epochs, None if schedule == "full" else settings.rungs, settings.eta).top
+        curve = hv_curve(frame, top, n_train, ref_top1, ref_latency)
+        curves[(schedule, seed)] = curve
+        curve_rows += [{"schedule": schedule, "seed": seed, **row} for row in curve.to_dict("records")]
+        final = frame[frame["rung"] == top]
+        mask = pareto_mask(final["top1"].tolist(), final["latency_ms"].tolist())
+        for job, on_front in zip(final.itertuples(index=False), mask):
+            if on_front:
+                front_rows.append({"schedule": schedule, "seed": seed, "trial": job.number, "arch_trial": job.arch,
+                                   "config_hash": job.config_hash, "config": job.config, "study_top1": job.top1,
+                                   "study_latency_ms": job.latency_ms})
+    fronts = pd.DataFrame(front_rows)
+    long_top1 = _train_long(settings, fronts, out, say)
+    latency = _measure_fronts(settings, fronts, out, say)
+    fronts["long_top1"] = fronts["config_hash"].map(long_top1)
+    fronts["latency_ms"] = fronts["config_hash"].map(latency)
+
+    run_rows = []
+    for (schedule, seed), frame in jobs.items():
+        members = fronts[(fronts["schedule"] == schedule) & (fronts["seed"] == seed)]
+        curve = curves[(schedule, seed)]
+        run_rows.append({
+            "schedule": schedule, "seed": seed, "architectures": int((frame["arch"] == frame["number"]).sum()),
+            "jobs": len(frame), "spent_epochs": float(curve["spent_epochs"].iloc[-1]) if len(curve) else 0.0,
+            "study_hv": float(curve["hv"].iloc[-1]) if len(curve) else 0.0, "front_size": len(members),
+            "long_hv": hypervolume_2d(members["long_top1"].tolist(), members["latency_ms"].tolist(), ref_top1,
+                                      ref_latency)})
+    runs = pd.DataFrame(run_rows)
+    summary = _summarise(runs, curves, settings)
+    fronts = fronts.drop(columns=["config"])
+    rung_epochs = Schedule.make("sha", settings.epochs, settings.rungs, settings.eta).rungs
+    return Comparison(runs, pd.DataFrame(curve_rows), fronts, summary, (ref_top1, ref_latency), settings, rung_epochs)
+
+
+def _summarise(runs: pd.DataFrame, curves: dict[tuple[str, int], pd.DataFrame], settings: CompareSettings) -> pd.DataFrame:
+    """Per schedule: mean ± std over seeds, and the budget ratio against ``full``."""
+    full = runs[runs["schedule"] == "full"]
+    target = float(full["study_hv"].mean())
+    full_budget = float(full["spent_epochs"].mean())
+    rows = []
+    for schedule in settings.schedules:
+        mine = runs[runs["schedule"] == schedule]
+
+        def stat(column: str) -> tuple[float, float]:
+            values = mine[column].astype(float).tolist()
+            return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else float("nan"))
+
+        ratio = budget_ratio([curves[(schedule, s)] for s in settings.seeds], target, full_budget)
+        row: dict[str, Any] = {"schedule": schedule, "seeds": len(mine)}
+        for column in ("architectures", "spent_epochs", "study_hv", "long_hv"):
+            row[f"{column}_mean"], row[f"{column}_std"] = stat(column)
+        row["budget_to_full_hv"] = ratio
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _long_budget(settings: CompareSettings) -> TrainBudget:
+    names = {f.name for f in dataclasses.fields(TrainBudget)}
+    fields = {name: getattr(settings, name) for name in names}
+    return TrainBudget(**{**fields, "epochs": settings.long_epochs})
+
+
+def _train_long(settings: CompareSettings, fronts: pd.DataFrame, out: Path, say: Callable[[str], None]) -> dict[str, float]:
+    """Top-1 at the long budget of every distinct front architecture (stored, resumable)."""
+    path = out / LONG_RUNS
+    stored = _load_json(path)
+    key = f"{settings.long_epochs:g}ep-seed{settings.long_seed}-train{settings.max_train}-val{settings.max_val}"
+    runs = stored.setdefault(key, {})
+    todo = fronts.drop_duplicates("config_hash")
+    todo = todo[~todo["config_hash"].isin(runs)]
+    if len(todo):
+        budget = _long_budget(settings)
+        data = budget.load_data(settings.long_seed)
+        for i, row in enumerate(todo.itertuples(index=False)):
+            config = ArchConfig.from_json(row.config)
+            result = evaluate_candidate(config, seed=settings.long_seed, count=False, data=data,
+                                        recipe=budget.proxy_recipe(), device=settings.device,
+                                        threads=settings.train_threads).proxy
+            runs[row.config_hash] = {"top1": result.top1, "train_seconds": result.train_seconds,
+                                     "summary": config.summary()}
+            _save_json(path, stored)
+            say(f"long budget {i + 1}/{len(todo)}: {config.summary()} top-1 {result.top1:.2f} % "
+                f"({result.train_seconds:.0f} s)")
+    return {h: float(r["top1"]) for h, r in runs.items()}
+
+
+def _measure_fronts(settings: CompareSettings, fronts: pd.DataFrame, out: Path, say: Callable[[str], None]) -> dict[str, float]:
+    """Latency (ms/img) of every distinct front architecture, measured together in interleaved rounds
+    with the studies' protocol (stored; architectures measured before are not measured again)."""
+    path = out / FRONT_LATENCY
+    stored = _load_json(path)
+    todo = fronts.drop_duplicates("config_hash")
+    todo = todo[~todo["config_hash"].isin(stored)]
+    if len(todo):
+        study = settings.study("full", settings.seeds[0])
+        jobs, hashes = [], []
+        for row in todo.itertuples(index=False):
+            config = ArchConfig.from_json(row.config)
+            model = evaluate_candidate(config, count=False).model
+            jobs.append((model, study.latency_protocol(config.img_size, config.in_chans)))
+            hashes.append(row.config_hash)
+        say(f"measuring the latency of {len(jobs)} front architectures, {LATENCY_ROUNDS} interleaved rounds")
+        for h, results in zip(hashes, time_rounds(jobs, LATENCY_ROUNDS)):
+            stored[h] = {"ms_per_img": min(r.latency_ms_per_img for r in results),
+                         "rounds_ms_per_img": [r.latency_ms_per_img for r in results]}
+        _save_json(path, stored)
+    return {h: float(v["ms_per_img"]) for h, v in stored.items()}

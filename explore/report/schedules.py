@@ -1,0 +1,153 @@
+"""The schedule comparison's report: hypervolume vs training spent, the runs, the fronts at the long budget.
+
+Works from the tables of :func:`explore.analysis.schedules.compare_schedules` (never live models).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from explore.report.common import pyplot, save_figure, table_block
+
+__all__ = ["SchedulePaths", "mean_curves", "summary_table", "render_schedules", "write_schedules_report"]
+
+
+@dataclass(frozen=True)
+class SchedulePaths:
+    """Files written by :func:`write_schedules_report`."""
+
+    markdown: Path
+    png: Path
+    runs_csv: Path
+    curves_csv: Path
+    fronts_csv: Path
+
+
+def mean_curves(curves: pd.DataFrame, points: int = 200) -> pd.DataFrame:
+    """Per schedule, the mean and std over seeds of the hypervolume on a common grid of training spent
+    (each run's curve is a step function: its value after the last job that ended within the budget)."""
+    if curves.empty:
+        return pd.DataFrame(columns=["schedule", "spent_epochs", "hv_mean", "hv_std"])
+    grid = np.linspace(0.0, float(curves["spent_epochs"].max()), points)
+    rows = []
+    for schedule, mine in curves.groupby("schedule", sort=False):
+        runs = [run.sort_values("spent_epochs") for _, run in mine.groupby("seed")]
+        for budget in grid:
+            values = []
+            for run in runs:
+                seen = run[run["spent_epochs"] <= budget + 1e-9]
+                values.append(float(seen["hv"].iloc[-1]) if len(seen) else 0.0)
+            rows.append({"schedule": schedule, "spent_epochs": budget, "hv_mean": float(np.mean(values)),
+                         "hv_std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0})
+    return pd.DataFrame(rows)
+
+
+def summary_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """Display columns of the per-schedule summary (mean ± std over seeds)."""
+
+    def pm(row: Any, column: str, digits: int) -> str:
+        std = row[f"{column}_std"]
+        return f"{row[f'{column}_mean']:.{digits}f}" + ("" if math.isnan(std) else f" ± {std:.{digits}f}")
+
+    rows = []
+    for _, row in summary.iterrows():
+        ratio = row["budget_to_full_hv"]
+        rows.append({"schedule": row["schedule"], "seeds": int(row["seeds"]),
+                     "architectures": pm(row, "architectures", 1), "training spent (epochs)": pm(row, "spent_epochs", 2),
+                     "HV, proxy budget": pm(row, "study_hv", 3), "HV, long budget": pm(row, "long_hv", 3),
+                     "budget to reach full's final HV": "not reached" if ratio is None or
+                     (isinstance(ratio, float) and math.isnan(ratio)) else f"{ratio * 100:.0f} %"})
+    return pd.DataFrame(rows)
+
+
+def _plot(curves: pd.DataFrame, summary: pd.DataFrame, path: Path, title: str) -> Path:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), layout="constrained")
+    means = mean_curves(curves)
+    for schedule, mine in means.groupby("schedule", sort=False):
+        line, = ax.plot(mine["spent_epochs"], mine["hv_mean"], label=f"{schedule} (mean of seeds)", drawstyle="steps-post")
+        ax.fill_between(mine["spent_epochs"], mine["hv_mean"] - mine["hv_std"], mine["hv_mean"] + mine["hv_std"],
+                        step="post", alpha=0.2, color=line.get_color())
+    full = summary[summary["schedule"] == "full"]
+    if len(full):
+        ax.axhline(float(full["study_hv_mean"].iloc[0]), color="grey", linestyle="--", linewidth=1,
+                   label="full: final mean HV")
+    ax.set_xlabel("training spent (epochs of the training subset)")
+    ax.set_ylabel("hypervolume (top-1 % x ms/img)")
+    return save_figure(fig, ax, path, title)
+
+
+def render_schedules(runs: pd.DataFrame, fronts: pd.DataFrame, summary: pd.DataFrame, reference: tuple[float, float],
+                     settings: dict[str, Any], command: str) -> str:
+    """The markdown summary of a comparison."""
+    s = settings
+    lines = [
+        f"# Schedules compared at the same training budget: {', '.join(s['schedules'])}",
+        "",
+        f"Made by: `{command}`",
+        "",
+        f"- space `{s['space']}`, data `{s['dataset']}` (train subset {s['max_train']}, val subset {s['max_val']}), "
+        f"batch {s['batch_size']}, device `{s['device']}`, sampler `{s['sampler']}`",
+        f"- training budget per run: {s['budget']:g} epochs of the training subset; full budget of one architecture "
+        f"{s['epochs']:g} epochs; sha / hyperband rungs {', '.join(f'{r:g}' for r in s['rung_epochs'])} epochs, "
+        f"eta {s['eta']}",
+        f"- seeds {', '.join(map(str, s['seeds']))} (study seed: sampler, data subset, training seeds)",
+        f"- hypervolume reference point: top-1 {reference[0]:g} % (chance), latency {reference[1]:.4f} ms/img; "
+        "HV in % x ms/img",
+        f"- long budget: every final-front architecture re-trained {s['long_epochs']:g} epochs, seed {s['long_seed']}, "
+        "one data subset; latencies of all front architectures measured again together, "
+        "3 interleaved rounds (fastest kept)",
+        "",
+        "## Summary (mean ± std over seeds)",
+        "",
+        table_block(summary_table(summary)),
+        "HV, proxy budget: the final front of each run from its own figures (top-1 at the top rung, latency "
+        "measured in the run). HV, long budget: the same fronts with top-1 re-trained at the long budget and "
+        "latencies measured together. Budget to reach full's final HV: the first training spent at which the "
+        "schedule's mean HV curve reaches the full runs' mean final HV, as a share of the full runs' mean spent "
+        "budget (`hv_vs_budget.png`).",
+        "",
+        "## Runs",
+        "",
+        table_block(runs.assign(spent_epochs=runs["spent_epochs"].round(2), study_hv=runs["study_hv"].round(3),
+                                long_hv=runs["long_hv"].round(3))),
+        "## Final fronts",
+        "",
+        table_block(fronts.assign(study_top1=fronts["study_top1"].round(2), long_top1=fronts["long_top1"].round(2),
+                                  study_latency_ms=fronts["study_latency_ms"].round(4),
+                                  latency_ms=fronts["latency_ms"].round(4)).drop(columns=["config_hash"])),
+        "Files: `runs.csv`, `curves.csv` (HV after every job), `fronts.csv`, `hv_vs_budget.png`; the studies in "
+        "`runs/` (each `explore report runs/<schedule>-seed<seed>` for its own report).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_schedules_report(comparison: Any, out_dir: Path, command: str) -> SchedulePaths:
+    """Write ``summary.md``, ``hv_vs_budget.png``, ``runs.csv``, ``curves.csv`` and ``fronts.csv``.
+
+    Args:
+        comparison: a :class:`explore.analysis.schedules.Comparison`.
+        out_dir: target folder (created).
+        command: the command that made it.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = SchedulePaths(out_dir / "summary.md", out_dir / "hv_vs_budget.png", out_dir / "runs.csv",
+                          out_dir / "curves.csv", out_dir / "fronts.csv")
+    comparison.runs.to_csv(paths.runs_csv, index=False)
+    comparison.curves.to_csv(paths.curves_csv, index=False)
+    comparison.fronts.to_csv(paths.fronts_csv, index=False)
+    settings = comparison.settings
+    meta = {**{name: getattr(settings, name) for name in settings.__dataclass_fields__},
+            "rung_epochs": comparison.rung_epochs}
+    _plot(comparison.curves, comparison.summary, paths.png,
+          f"{settings.space}: hypervolume vs training spent ({len(settings.seeds)} seeds)")
+    paths.markdown.write_text(render_schedules(comparison.runs, comparison.fronts, comparison.summary,
+                                               comparison.reference, meta, command), encoding="utf-8")
+    return paths
