@@ -5,7 +5,9 @@ study (:func:`explore.search.run_study`) of the same space, data subset size and
 many architectures as the total training budget affords (``budget`` epochs of the training subset:
 ``budget / epochs`` architectures for ``full``; ``budget / expected epochs per architecture`` for
 the others, see :meth:`explore.search.schedule.Schedule.expected_epochs`). Runs are ordinary studies
-in ``<out>/runs/<schedule>-seed<seed>``: an interrupted comparison resumes them.
+in ``<out>/runs/<schedule>-seed<seed>``: an interrupted comparison resumes them; once a run is complete
+its stored training states (``checkpoints/``) are deleted (the run is final; its ``study.db`` stays, for
+``explore report``).
 
 Then, per run:
 
@@ -34,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -48,6 +51,7 @@ from explore.arch import ArchConfig
 from explore.errors import ExploreError
 from explore.evaluate import TrainBudget, evaluate_candidate, time_rounds
 from explore.search import StudySettings, open_study, prepare_study, run_study
+from explore.search.objective import CHECKPOINTS
 from explore.search.schedule import ARCH, RUNG, SCHEDULES, TRAIN_IMAGES, Schedule, hypervolume_2d, pareto_mask
 
 __all__ = ["CompareSettings", "Comparison", "architectures_for", "compare_schedules", "hv_curve", "budget_ratio"]
@@ -227,6 +231,8 @@ def compare_schedules(settings: CompareSettings, *, on_event: Callable[[str], No
             say(f"study {study_settings.study_name}: {study_settings.trials} architectures")
             summary = run_study(study_settings)
             say(f"study {study_settings.study_name}: {summary.complete} jobs complete, {summary.wall_seconds:.0f} s")
+            if summary.architectures >= study_settings.trials and not summary.running:
+                shutil.rmtree(study_settings.run_dir / CHECKPOINTS, ignore_errors=True)  # the run is final
             studies[(schedule, seed)] = open_study(str(study_settings.run_dir))
     jobs = {key: _jobs(study) for key, study in studies.items()}
     info = next(iter(studies.values())).user_attrs.get("dataset_info") or {}

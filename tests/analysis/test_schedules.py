@@ -81,3 +81,4 @@ def test_tiny_comparison_end_to_end_and_resumed(tmp_path):
     assert "long budget 1/" not in second.stdout and "measuring the latency" not in second.stdout
     assert {run: len(open_study(str(out / "runs" / run)).trials) for run in jobs} == jobs
     assert json.loads((out / "long_runs.json").read_text()) == long_runs
+    assert not (out / "runs" / "sha-seed0" / "checkpoints").exists()  # final runs keep no training states
