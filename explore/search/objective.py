@@ -121,7 +121,7 @@ def make_objective(space: SearchSpace, data: DatasetBundle, settings: StudySetti
         if parent is not None:
             other = promotion_claimed(study, trial, parent)
             if other is not None:  # two workers promoted the same job at once (see explore.search.schedule)
-                reason = f"{DUPLICATE} promotion: job #{other} already continues #{parent}"
+                reason = f"{DUPLICATE} promotion: job #{other} continues #{parent}"
                 trial.set_user_attr("pruned_reason", reason)
                 raise optuna.TrialPruned(reason)
         original = None if parent is not None else same_architecture(study, trial.number, config.config_hash())

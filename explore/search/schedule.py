@@ -22,8 +22,8 @@ How it maps onto Optuna:
   rung, in however many jobs, is trained exactly as one ``--schedule full`` trial of the same seed;
 * promotion is asynchronous: a free worker first looks for a job to promote (top rungs first), and
   only then samples a new architecture. Two workers that pick the same promotion at the same time
-  both enqueue it; the job that finds another RUNNING or COMPLETE job of the same promotion is
-  PRUNED before any work (at worst both are, and the next look promotes it again);
+  both enqueue it; the later job yields to the earlier one (:func:`promotion_claimed`) and is PRUNED
+  before any work;
 * a job whose process died is FAIL and retried (its user attributes, ``promotes`` included, go with
   the retry), from its parent's stored state.
 """
@@ -239,8 +239,16 @@ def next_promotion(study: optuna.Study, schedule: Schedule) -> FrozenTrial | Non
 
 
 def promotion_claimed(study: optuna.Study, trial: optuna.Trial, parent: int) -> int | None:
-    """Another RUNNING or COMPLETE job that promotes ``parent`` (its number), else None."""
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE)):
-        if t.number != trial.number and t.user_attrs.get(PROMOTES) == parent:
+    """An earlier job (smaller number) that promotes ``parent`` too and is WAITING, RUNNING or COMPLETE
+    (its number), else None.
+
+    A promotion job carries ``promotes`` from its creation (``enqueue_trial``), and numbers are given
+    in creation order, so of two jobs that two workers enqueued for the same promotion the later one
+    always sees the earlier one and yields to it; the earlier one, WAITING, is run by the next worker
+    (every worker runs WAITING jobs first). A FAIL job does not count: its retry (a later number)
+    takes over."""
+    alive = (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE)
+    for t in study.get_trials(deepcopy=False, states=alive):
+        if t.number < trial.number and t.user_attrs.get(PROMOTES) == parent:
             return t.number
     return None

@@ -15,7 +15,7 @@ from explore.errors import ExploreError
 from explore.evaluate import evaluate_candidate
 from explore.arch import ArchConfig
 from explore.search import FAULTS_ENV, StudySettings, open_study, run_study, trials_frame
-from explore.search.schedule import Schedule, hypervolume_2d, nondominated_order, pareto_mask
+from explore.search.schedule import Schedule, hypervolume_2d, nondominated_order, pareto_mask, promotion_claimed
 from tests.study_helpers import (  # noqa: F401 - one_thread and postgres_url are fixtures
     TINY_ARGS,
     explore_command,
@@ -81,6 +81,23 @@ def test_hypervolume_matches_optuna_on_random_fronts():
         theirs = compute_hypervolume(np.array([[-a, b] for a, b in zip(top1, latency)]), np.array([-10.0, 2.5]))
         assert ours == pytest.approx(theirs)
     assert hypervolume_2d([], [], 10, 1) == 0 and hypervolume_2d([5.0], [0.5], 10, 1) == 0  # outside the box
+
+
+def test_of_two_jobs_for_one_promotion_the_later_yields():
+    import optuna
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.enqueue_trial({}, user_attrs={"promotes": 3})
+    study.enqueue_trial({}, user_attrs={"promotes": 3})
+    study.enqueue_trial({}, user_attrs={"promotes": 4})
+    first = study.ask()  # pops #0 ...
+    assert first.number == 0 and promotion_claimed(study, first, 3) is None  # the earlier one runs
+    second = study.ask()
+    assert promotion_claimed(study, second, 3) == 0
+    study.tell(first, state=optuna.trial.TrialState.FAIL)  # a failed job's retry (a later number) takes over
+    assert promotion_claimed(study, second, 3) is None
+    third = study.ask()
+    assert promotion_claimed(study, third, 4) is None
 
 
 def _jobs(study):
