@@ -75,6 +75,9 @@ _STAGE_FIELD_USE: dict[str, tuple[tuple[str, ...] | None, tuple[str, ...] | None
     "linear_window": (None, LINEAR_MIXERS),
 }
 
+_SEG_HEAD_FIELDS = ("seg_head_width", "seg_head_depth", "seg_head_expand", "seg_head_inputs", "seg_head_final_expand")
+"""Model fields of the segmentation head; left out of config_hash() for classifiers."""
+
 # stage fields added after the first release: left out of config_hash() at their defaults, so the
 # hashes (latency caches, stored studies) of configs that do not use them stay the same
 _HASH_OPTIONAL_DEFAULTS: dict[str, Any] = {"cascade": True, "dw_conv": True, "linear_window": 0}
@@ -279,6 +282,14 @@ class ArchConfig:
             number of depthwise-separable residual blocks after it (B0: 8 and 1).
         head_widths: () for a norm + linear classifier (CGA paper); (C1, C2) for the MIT head:
             1x1 Conv+Norm+act to C1, pool, linear to C2, LayerNorm, act, linear (B0: (1024, 1280)).
+        seg_head_width: 0 for a classifier; > 0 for a segmentation model with the MIT head of this
+            width instead (arXiv:2205.14756 §4, the reference ``SegHead``): the last
+            ``seg_head_inputs`` stages' maps, each 1x1 Conv+Norm to this width and upsampled to the
+            stride of the earliest of them, summed; ``seg_head_depth`` MBConv residuals (expand
+            ``seg_head_expand``); 1x1 Conv+Norm+act to ``seg_head_final_expand`` x width (0: none);
+            1x1 conv to ``num_classes`` per-pixel logits (B, num_classes, H/stride, W/stride).
+        seg_head_depth, seg_head_expand, seg_head_inputs, seg_head_final_expand: see
+            ``seg_head_width`` (MIT B1 on Cityscapes: width 64, depth 3, expand 4, inputs 3, final 4).
         name: optional label (a preset name); not part of :meth:`config_hash`.
 
     Raises:
@@ -295,6 +306,11 @@ class ArchConfig:
     stem_width: int | None = None
     stem_depth: int = 0
     head_widths: tuple[int, ...] = ()
+    seg_head_width: int = 0
+    seg_head_depth: int = 3
+    seg_head_expand: float = 4.0
+    seg_head_inputs: int = 3
+    seg_head_final_expand: float = 4.0
     name: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -318,6 +334,14 @@ class ArchConfig:
             raise ConfigError("head_widths", self.head_widths, "expected [] or two widths [C1, C2]")
         for i, w in enumerate(self.head_widths):
             _check_int(f"head_widths[{i}]", w, 1)
+        _check_int("seg_head_width", self.seg_head_width, 0)
+        if self.seg_head_width:
+            _check_int("seg_head_depth", self.seg_head_depth, 0, 64)
+            _check_positive_float("seg_head_expand", self.seg_head_expand)
+            _check_int("seg_head_inputs", self.seg_head_inputs, 1, len(self.stages))
+            if not (isinstance(self.seg_head_final_expand, (int, float)) and not isinstance(self.seg_head_final_expand, bool)
+                    and 0 <= self.seg_head_final_expand <= MAX_RATIO):
+                raise ConfigError("seg_head_final_expand", self.seg_head_final_expand, f"expected 0 (none) to {MAX_RATIO}")
         if self.layout in PATCH16_LAYOUTS:
             if self.stages[0].width < 8:
                 raise ConfigError("stages[0].width", self.stages[0].width,
@@ -372,6 +396,9 @@ class ArchConfig:
         """Stable 16-hex-digit hash of the architecture (name excluded)."""
         body = self.to_dict()
         body.pop("name", None)
+        if not body["seg_head_width"]:  # a classifier: the head fields do not matter (and older hashes stay)
+            for key in _SEG_HEAD_FIELDS:
+                body.pop(key)
         for stage in body["stages"]:
             for key, default in _HASH_OPTIONAL_DEFAULTS.items():
                 if stage.get(key) == default:
@@ -461,4 +488,22 @@ class ArchConfig:
         d = "-".join(str(s.depth) for s in self.stages)
         h = "-".join(str(s.heads) for s in self.stages)
         mixers = "-".join(s.token_mixer for s in self.stages)
-        return f"{self.layout} C={w} L={d} H={h} {mixers} @{self.img_size}"
+        seg = f" seg{self.seg_head_width}x{self.seg_head_depth}" if self.seg_head_width else ""
+        return f"{self.layout} C={w} L={d} H={h} {mixers}{seg} @{self.img_size}"
+
+    # ----------------------------------------------------------------------------------------------
+    # segmentation
+    @property
+    def is_segmentation(self) -> bool:
+        """True when the model ends in the segmentation head (``seg_head_width`` > 0)."""
+        return self.seg_head_width > 0
+
+    def stage_strides(self) -> list[int]:
+        """Stride of each stage's map w.r.t. the input (sandwich: 16, 32, ...; mbconv: 4, 8, ...)."""
+        first = STEM_STRIDE if self.layout in PATCH16_LAYOUTS else 4
+        return [first * 2**i for i in range(len(self.stages))]
+
+    @property
+    def seg_stride(self) -> int:
+        """Stride of the segmentation head's logits (that of the earliest fused stage)."""
+        return self.stage_strides()[len(self.stages) - self.seg_head_inputs]

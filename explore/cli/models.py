@@ -19,14 +19,23 @@ def describe(
     name_or_file: Annotated[str, typer.Argument(help="Preset (efficientvit_m0..m5, efficientvit_b0..b3) or config file (.json/.toml).")],
     *,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object: params, macs, config.")] = False,
+    img_size: Annotated[int, typer.Option(help="Count at this input side (0 = the config's).")] = 0,
+    seg_head_width: Annotated[int, typer.Option(
+        help="Put the MIT segmentation head of this width on the model (0 = as the config says).")] = 0,
+    num_classes: Annotated[int, typer.Option(help="Classes (0 = the config's; Cityscapes: 19).")] = 0,
 ) -> None:
-    """Print params (M), MACs (M) and the config of an architecture."""
+    """Print params (M), MACs (M) and the config of an architecture (at another resolution, or with the
+    MIT segmentation head, where asked)."""
     from explore.arch import resolve_arch, stage_field_used
     from explore.evaluate import evaluate_candidate
 
     try:
         config = resolve_arch(name_or_file, "NAME_OR_FILE").config
+        changes = {"img_size": img_size, "seg_head_width": seg_head_width, "num_classes": num_classes}
+        config = config.replace(**{k: v for k, v in changes.items() if v})
     except ExploreError as exc:
+        if exc.field in changes:  # name the option, not the config field
+            exc = type(exc)(f"--{exc.field.replace('_', '-')}", exc.value, exc.expected)
         raise fail(exc) from None
     counted = evaluate_candidate(config)
     params, macs = counted.params, counted.macs
@@ -61,6 +70,10 @@ def describe(
         console.print("; ".join(switches))
     extra = f", stem {config.stem_width} x{config.stem_depth}" if config.layout == "mbconv" else ""
     head = f"MLP head {list(config.head_widths)}" if config.head_widths else "norm + linear head"
+    if config.is_segmentation:
+        head = (f"MIT segmentation head: width {config.seg_head_width}, {config.seg_head_depth} MBConv (expand "
+                f"{config.seg_head_expand:g}), final x{config.seg_head_final_expand:g}, fuses the last "
+                f"{config.seg_head_inputs} stages at stride {config.seg_stride}")
     console.print(f"layout {config.layout}{extra}, norm {config.norm}, activation {config.activation}, {head}")
 
 

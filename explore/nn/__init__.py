@@ -38,11 +38,12 @@ from explore.nn.layers import (
     make_act,
     make_norm2d,
 )
+from explore.nn.seg_head import SegHead
 
 __all__ = [
     "CascadedGroupAttention", "LiteMLA", "LocalWindowAttention", "MultiHeadSelfAttention", "relative_bias_index",
     "ConvStem", "EfficientViT", "MixerMBConvBlock", "PatchMergingDownsample", "SandwichBlock", "Stage",
     "TransformerBlock", "build", "make_token_mixer",
     "FFN", "ConvNorm", "DSConv", "LayerNorm2d", "MBConv", "MLPHead", "NormLinear", "PatchEmbed", "PatchMerging",
-    "Residual", "SqueezeExcite", "dw_conv_unit", "make_act", "make_norm2d",
+    "Residual", "SqueezeExcite", "dw_conv_unit", "make_act", "make_norm2d", "SegHead",
 ]

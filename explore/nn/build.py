@@ -23,6 +23,7 @@ from torch import nn
 
 from explore.arch.config import LINEAR_MIXERS, PATCH16_LAYOUTS, WINDOWED_MIXERS, ArchConfig, StageConfig
 from explore.nn.attention import CascadedGroupAttention, LiteMLA, LocalWindowAttention, MultiHeadSelfAttention
+from explore.nn.seg_head import SegHead
 from explore.nn.layers import (
     FFN,
     ConvNorm,
@@ -225,7 +226,11 @@ class EfficientViT(nn.Module):
                 in_chs = stage.width
         self.stages = nn.Sequential(*stages)
         self.num_features = config.stages[-1].width
-        if config.head_widths:
+        if config.is_segmentation:
+            fused = [stage.width for stage in config.stages[len(config.stages) - config.seg_head_inputs:]]
+            self.head = SegHead(fused, config.seg_head_width, config.seg_head_depth, config.seg_head_expand,
+                                config.seg_head_final_expand, config.num_classes, norm, act)
+        elif config.head_widths:
             self.head: nn.Module = MLPHead(self.num_features, config.head_widths, config.num_classes, norm, act)
         else:
             self.head = NormLinear(self.num_features, config.num_classes, norm)
@@ -238,7 +243,21 @@ class EfficientViT(nn.Module):
         """(B, C_last, h, w) -> pre-logit features if ``pre_logits`` else logits (B, num_classes)."""
         return self.head(x, pre_logits=pre_logits)
 
+    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """(B, in_chans, H, W) -> every stage's map, first to last, (B, C_i, h_i, w_i)."""
+        x = self.stem(x)
+        out = []
+        for stage in self.stages:
+            x = stage(x)
+            out.append(x)
+        return out
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Classifier: (B, in_chans, H, W) -> logits (B, num_classes). Segmentation model
+        (``config.seg_head_width`` > 0): -> per-pixel logits (B, num_classes, H/s, W/s), s =
+        ``config.seg_stride``."""
+        if self.config.is_segmentation:
+            return self.head(self.forward_stages(x)[len(self.stages) - self.config.seg_head_inputs:])
         return self.forward_head(self.forward_features(x))
 
 

@@ -1,5 +1,6 @@
 """The search: an Optuna multi-objective study over a space (top-1 up, latency down), its settings,
-objective, sampler, workers, storages with heartbeats, the shared latency cache and its results.
+objective, sampler, schedules (successive halving, Hyperband), workers, storages with heartbeats, the
+shared latency cache and its results.
 
 Follows: the search of efficient architectures under a latency budget that arXiv:2305.07027 §3
 motivates (a study's Pareto front of proxy top-1 against measured latency).
@@ -21,6 +22,7 @@ from explore.search.results import (
 )
 from explore.search.run import fail_stale, prepare_study, run_study
 from explore.search.sampler import TrialSeededSampler, make_sampler
+from explore.search.schedule import SCHEDULES, Schedule, hypervolume_2d, next_promotion, nondominated_order
 from explore.search.settings import (
     DEFAULT_LATENCY_MODE,
     OBJECTIVE_MODES,
@@ -45,7 +47,8 @@ __all__ = [
     "CACHE_PREFIX", "LatencyCache", "LatencyKey", "FAULTS_ENV", "inject_fault", "injected_fault",
     "make_objective", "training_threads", "REMEASURED_PREFIX", "REMEASURE_ROUNDS", "open_study", "remeasure_latencies",
     "remeasured_latencies", "study_meta", "study_space", "trial_config", "trials_frame", "fail_stale",
-    "prepare_study", "run_study", "TrialSeededSampler", "make_sampler", "DEFAULT_LATENCY_MODE", "OBJECTIVE_MODES",
+    "prepare_study", "run_study", "TrialSeededSampler", "make_sampler", "SCHEDULES", "Schedule", "hypervolume_2d",
+    "next_promotion", "nondominated_order", "DEFAULT_LATENCY_MODE", "OBJECTIVE_MODES",
     "OBJECTIVES", "SAMPLERS", "StudySettings", "StudySummary", "DEFAULT_HEARTBEAT_S", "MAX_RETRY",
     "HeartbeatJournalStorage", "default_storage", "driver_url", "is_journal", "make_storage", "mask_password", "scrub",
 ]
