@@ -25,6 +25,7 @@ BN fused) applied to a short proxy training instead of a full ImageNet run.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -35,7 +36,9 @@ from explore.arch import ArchConfig
 from explore.device import device_lock, on_device
 from explore.measure import Measurement, Protocol, count_macs, count_params, measure
 from explore.nn import build
-from explore.train import DatasetBundle, ProxyRecipe, ProxyResult, load_dataset, seed_everything, train_proxy
+from explore.errors import ExploreError
+from explore.train import (DatasetBundle, ProxyRecipe, ProxyResult, SegmentationData, SegmentationResult, load_dataset,
+                           load_segmentation, seed_everything, train_proxy, train_segmentation)
 
 __all__ = ["TrainBudget", "RunBudget", "Evaluation", "Step", "count_model", "time_model", "time_rounds", "train_model",
            "evaluate_candidate"]
@@ -46,9 +49,13 @@ class TrainBudget:
     """The data and the proxy schedule of a command (the ``--dataset`` ... ``--lr`` options).
 
     Attributes:
-        dataset, data_root: see :func:`explore.train.load_dataset`.
-        max_train, max_val: random subsets of the splits (images; None = all).
+        dataset, data_root: see :func:`explore.train.load_dataset` (classification) and
+            :func:`explore.train.load_segmentation` (segmentation).
+        max_train, max_val: random subsets of the splits (images; None = all); segmentation: scenes
+            or image/mask pairs.
         epochs, batch_size, lr: the proxy schedule (:class:`explore.train.ProxyRecipe`).
+        task: ``classification`` (top-1) or ``segmentation`` (mIoU; :func:`explore.train.train_segmentation`).
+        seg_size: segmentation only: the side of the scenes and of the model input, pixels.
     """
 
     dataset: str = "fashion_mnist"
@@ -58,18 +65,23 @@ class TrainBudget:
     epochs: float = 2.0
     batch_size: int = 128
     lr: float = 2e-3
+    task: str = "classification"
+    seg_size: int = 128
 
     def proxy_recipe(self, epochs: float | None = None) -> ProxyRecipe:
         """The :class:`~explore.train.ProxyRecipe` of this budget (``epochs`` overrides its own)."""
         return ProxyRecipe(epochs=self.epochs if epochs is None else epochs, batch_size=self.batch_size, lr=self.lr)
 
-    def load_data(self, seed: int, img_size: int = 32) -> DatasetBundle:
+    def load_data(self, seed: int, img_size: int = 32) -> DatasetBundle | SegmentationData:
         """The budget's data: the subsets drawn with ``seed`` (``img_size``: imagefolder and
-        synthetic images only).
+        synthetic images only; segmentation: ``seg_size``).
 
         Raises:
             DataError: unknown dataset, missing data, bad subset sizes.
         """
+        if self.task == "segmentation":
+            return load_segmentation(self.dataset, self.data_root, max_train=self.max_train, max_val=self.max_val,
+                                     seed=seed, size=self.seg_size)
         return load_dataset(self.dataset, self.data_root, max_train=self.max_train, max_val=self.max_val, seed=seed,
                             img_size=img_size)
 
@@ -94,7 +106,7 @@ class Evaluation:
         config: the candidate; model: the built module (trained in place when training was asked).
         params, macs: counts (MACs of one image at ``config.img_size``).
         latency: the protocol's measurement.
-        proxy: the proxy training's result (top-1 %, seconds, ...).
+        proxy: the proxy training's result (top-1 %, or mIoU % for segmentation data, seconds, ...).
     """
 
     config: ArchConfig
@@ -102,7 +114,7 @@ class Evaluation:
     params: int | None = None
     macs: int | None = None
     latency: Measurement | None = None
-    proxy: ProxyResult | None = None
+    proxy: ProxyResult | SegmentationResult | None = None
 
 
 def count_model(model: nn.Module, img_size: int, in_chans: int) -> tuple[int, int]:
@@ -148,33 +160,46 @@ def time_rounds(jobs: Sequence[tuple[nn.Module, Protocol]], rounds: int,
     return results
 
 
-def train_model(model: nn.Module, data: DatasetBundle, *, img_size: int, recipe: ProxyRecipe, seed: int,
+def train_model(model: nn.Module, data: DatasetBundle | SegmentationData, *, img_size: int, recipe: ProxyRecipe, seed: int,
                 device: str | torch.device = "cpu", threads: int | None = None,
                 on_epoch_end: Callable[[int, float], None] | None = None, until_epochs: float | None = None,
-                resume: dict | None = None, on_checkpoint: Callable[[dict], None] | None = None) -> ProxyResult:
+                resume: dict | None = None,
+                on_checkpoint: Callable[[dict], None] | None = None) -> ProxyResult | SegmentationResult:
     """Proxy-train ``model`` in place (:func:`explore.train.train_proxy`) under the shared lock of
     ``device``, with the device current and, on the CPU, ``threads`` intra-op threads (None:
     leave as is; restored afterwards). ``until_epochs``, ``resume`` and ``on_checkpoint`` train one
-    rung of the schedule and hand out its state (see :func:`explore.train.train_proxy`).
+    rung of the schedule and hand out its state (see :func:`explore.train.train_proxy`). Segmentation
+    data (:class:`explore.train.SegmentationData`) trains with :func:`explore.train.train_segmentation`
+    (mIoU), in one go.
 
     Raises:
         ExploreError, DataError, DeviceError, NonFiniteLossError: as :func:`explore.train.train_proxy`.
     """
     dev = torch.device(device)
-    before = torch.get_num_threads()
-    if threads is not None and dev.type == "cpu":
-        torch.set_num_threads(threads)
-    try:
-        with device_lock(dev, exclusive=False), on_device(dev):
+    with _threads(dev, threads), device_lock(dev, exclusive=False), on_device(dev):
+        if not isinstance(data, SegmentationData):
             return train_proxy(model, data, img_size=img_size, recipe=recipe, device=str(device), seed=seed,
                                on_epoch_end=on_epoch_end, until_epochs=until_epochs, resume=resume,
                                on_checkpoint=on_checkpoint)
+        if until_epochs is not None or resume is not None:
+            raise ExploreError("--schedule", "sha", "segmentation trains each architecture in one go (--schedule full)")
+        return train_segmentation(model, data, recipe=recipe, device=str(device), seed=seed, on_epoch_end=on_epoch_end)
+
+
+@contextmanager
+def _threads(device: str | torch.device, threads: int | None):
+    """``threads`` CPU intra-op threads on the CPU (None: as is), restored afterwards."""
+    before = torch.get_num_threads()
+    if threads is not None and torch.device(device).type == "cpu":
+        torch.set_num_threads(threads)
+    try:
+        yield
     finally:
         torch.set_num_threads(before)
 
 
 def evaluate_candidate(config: ArchConfig, *, seed: int | None = None, count: bool = True,
-                       protocol: Protocol | None = None, data: DatasetBundle | None = None,
+                       protocol: Protocol | None = None, data: DatasetBundle | SegmentationData | None = None,
                        recipe: ProxyRecipe | None = None, device: str | torch.device = "cpu",
                        threads: int | None = None, on_epoch_end: Callable[[int, float], None] | None = None,
                        on_step: Callable[[Step, Evaluation], None] | None = None, until_epochs: float | None = None,

@@ -38,10 +38,10 @@ def write_study_report(study_ref: str, storage: Optional[str], out_dir: Path,
     return write_report(frame, out_dir, study_meta(study_obj), command, front)
 
 
-def _print_pareto(frame) -> None:  # noqa: ANN001 - DataFrame
+def _print_pareto(frame, metric: str = "top-1 (%)") -> None:  # noqa: ANN001 - DataFrame
     from explore.report import pareto_table
 
-    table = pareto_table(frame)
+    table = pareto_table(frame, metric)
     out = Table(title="Pareto front")
     for col in table.columns:
         out.add_column(str(col))
@@ -70,8 +70,10 @@ def study(
     epochs: Annotated[Optional[float], typer.Option(
         help="Proxy training epochs (fractions allowed); default 2, or the last of --rungs.")] = None,
     batch_size: Annotated[int, typer.Option(help="Proxy training batch size.")] = 128,
-    max_train: Annotated[int, typer.Option(help="Training images used (random subset; 0 = all).")] = 10000,
-    max_val: Annotated[int, typer.Option(help="Held-out images for top-1 (0 = all).")] = 2000,
+    max_train: Annotated[Optional[int], typer.Option(
+        help="Training images used (random subset; 0 = all; default 10000); segmentation: scenes (default 1000).")] = None,
+    max_val: Annotated[Optional[int], typer.Option(
+        help="Held-out images for top-1 (0 = all; default 2000); segmentation: scenes (default 200).")] = None,
     latency_batch: Annotated[int, typer.Option(help="Latency batch (0 = the protocol's: 16 on CPU, 2048 on CUDA).")] = 0,
     latency_mode: Annotated[Optional[str], typer.Option(
         help="Latency mode: eager | fused | compile | cuda-graph; default fused on cpu, cuda-graph on cuda.")] = None,
@@ -96,12 +98,24 @@ def study(
         help="Rungs of sha / hyperband in cumulative epochs, e.g. 0.5,1,2 (the last = --epochs); "
              "default --epochs/eta^2, --epochs/eta, --epochs.")] = None,
     eta: Annotated[int, typer.Option(help="sha / hyperband: about one job in eta is promoted at each rung.")] = 3,
+    task: Annotated[str, typer.Option(
+        help="classification (top-1) | segmentation (mIoU, MIT head; default data: fashion_scenes).")] = "classification",
+    seg_size: Annotated[int, typer.Option(help="Segmentation: scene side and model input, pixels.")] = 128,
+    seg_head_width: Annotated[int, typer.Option(help="Segmentation: the MIT head's width.")] = 32,
+    seg_head_depth: Annotated[int, typer.Option(help="Segmentation: the MIT head's MBConv layers.")] = 2,
 ) -> None:
     """Run (or resume) a multi-objective study: maximise proxy top-1, minimise latency."""
     from explore.report import dataset_line
     from explore.search import StudySettings, open_study, prepare_study, run_study, trials_frame
     from explore.search.schedule import ARCH, RUNG, is_promotion
 
+    segmentation = task == "segmentation"
+    if segmentation and dataset == "fashion_mnist":
+        dataset = "fashion_scenes"  # the task's built-in data
+    if max_train is None:
+        max_train = 1000 if segmentation else 10000
+    if max_val is None:
+        max_val = 200 if segmentation else 2000
     rung_list = float_list(rungs, "--rungs")
     if epochs is None:
         epochs = rung_list[-1] if rung_list else 2.0
@@ -115,7 +129,8 @@ def study(
             workers=workers, devices=tuple(int_list(devices, "--devices")) if devices else None,
             heartbeat_s=heartbeat_interval, remeasure_front=remeasure_front,
             train_threads=train_threads or None, latency_table=latency_table, max_latency_ms=max_latency_ms,
-            schedule=schedule, rungs=tuple(rung_list) if rung_list else None, eta=eta,
+            schedule=schedule, rungs=tuple(rung_list) if rung_list else None, eta=eta, task=task, seg_size=seg_size,
+            seg_head_width=seg_head_width, seg_head_depth=seg_head_depth,
         )
         prepared = prepare_study(settings)  # every check before anything is written
         if latency_table is not None:
@@ -149,7 +164,8 @@ def study(
                 rung = trial.user_attrs.get(RUNG)
                 where = "" if rung is None else (f" rung {rung} ({settings.plan.rungs[int(rung)]:g} ep) of "
                                                  f"arch #{trial.user_attrs.get(ARCH)}")
-                text = (f"#{trial.number}{where} top-1 {trial.values[0]:.2f}%  latency {latency_ms:.3f} ms/img{cached}  "
+                metric = "mIoU" if segmentation else "top-1"
+                text = (f"#{trial.number}{where} {metric} {trial.values[0]:.2f}%  latency {latency_ms:.3f} ms/img{cached}  "
                         f"params {trial.user_attrs.get('params', 0) / 1e6:.2f}M")
             else:
                 reason = trial.user_attrs.get("pruned_reason") or trial.user_attrs.get("fail_reason", "")
@@ -179,7 +195,8 @@ def study(
     elif summary.architectures < trials:
         err_console.print(f"warning: {summary.architectures} of {trials} trials complete; run the same command again "
                           "to go on", highlight=False)
-    _print_pareto(trials_frame(open_study(settings.study_name, settings.storage_url)))
+    _print_pareto(trials_frame(open_study(settings.study_name, settings.storage_url)),
+                  "mIoU (%)" if segmentation else "top-1 (%)")
     if report:
         if settings.storage is None:
             paths = write_study_report(str(settings.run_dir), None, settings.run_dir / "report")

@@ -26,6 +26,7 @@ from explore.report.study import (
     ReportPaths,
     dataset_line,
     latency_description,
+    metric_label,
     pareto_figure,
     pareto_table,
     plot_pareto,
@@ -39,6 +40,6 @@ __all__ = [
     "render_acceptance", "write_acceptance_report", "render_attention_scaling", "render_proxy_throughput",
     "render_repeatability", "write_attention_scaling", "write_bench_models", "write_proxy_throughput",
     "write_repeatability", "plot_retained", "render_summary", "write_importance_report", "write_validity_report",
-    "ReportPaths", "dataset_line", "latency_description", "pareto_figure", "pareto_table", "plot_pareto",
+    "ReportPaths", "dataset_line", "latency_description", "metric_label", "pareto_figure", "pareto_table", "plot_pareto",
     "render_markdown", "state_counts", "write_report",
 ]

@@ -17,7 +17,7 @@ import pandas as pd
 from explore.report.common import fmt, pyplot, save_figure, table_block
 
 __all__ = [
-    "ReportPaths", "pareto_table", "state_counts", "latency_description", "dataset_line", "pareto_figure",
+    "ReportPaths", "metric_label", "pareto_table", "state_counts", "latency_description", "dataset_line", "pareto_figure",
     "plot_pareto", "front_seeds_block", "plot_front_seeds", "schedule_table", "schedule_block", "render_markdown",
     "write_report",
 ]
@@ -34,11 +34,17 @@ class ReportPaths:
     front_png: Path | None = None
 
 
-def pareto_table(frame: pd.DataFrame) -> pd.DataFrame:
+def metric_label(settings: Mapping[str, Any] | None) -> str:
+    """The first objective's column name: ``mIoU (%)`` for a segmentation study, else ``top-1 (%)``."""
+    return "mIoU (%)" if (settings or {}).get("task") == "segmentation" else "top-1 (%)"
+
+
+def pareto_table(frame: pd.DataFrame, metric: str = "top-1 (%)") -> pd.DataFrame:
     """The Pareto-optimal COMPLETE trials, fastest first, with display columns: trial, architecture,
     params (M), MACs (M), latency (ms/img), its IQR (ms/img), and, where the study re-measured its
-    front, the first and the re-measured figure (``latency`` is the lower), then top-1 (%)."""
-    columns = ["trial", "architecture", "params (M)", "MACs (M)", "latency (ms/img)", "IQR (ms/img)", "top-1 (%)"]
+    front, the first and the re-measured figure (``latency`` is the lower), then the first objective
+    named ``metric`` (top-1 or mIoU, %; see :func:`metric_label`)."""
+    columns = ["trial", "architecture", "params (M)", "MACs (M)", "latency (ms/img)", "IQR (ms/img)", metric]
     if frame.empty or "pareto" not in frame:
         return pd.DataFrame(columns=columns)
     front = frame[frame["pareto"].astype(bool) & (frame["state"] == "COMPLETE")].sort_values("latency_ms")
@@ -58,7 +64,7 @@ def pareto_table(frame: pd.DataFrame) -> pd.DataFrame:
     if "latency_remeasured_ms" in front and front["latency_remeasured_ms"].notna().any():
         table["first (ms/img)"] = column("latency_first_ms").round(4)
         table["again (ms/img)"] = column("latency_remeasured_ms").round(4)
-    table["top-1 (%)"] = front["top1"].round(2)
+    table[metric] = front["top1"].round(2)
     return table.reset_index(drop=True)
 
 
@@ -136,7 +142,8 @@ def _shown_path(path: Any) -> str:
     return f"{p.parent.name}/{p.name}" if p.parent.name == "search_spaces" else p.name
 
 
-def pareto_figure(frame: pd.DataFrame, title: str, latency_label: str = "latency (ms)") -> Any:
+def pareto_figure(frame: pd.DataFrame, title: str, latency_label: str = "latency (ms)",
+                  metric: str = "top-1 (%)") -> Any:
     """The figure of :func:`plot_pareto` (a matplotlib ``Figure`` on the Agg backend; close it
     with ``matplotlib.pyplot.close``). The legend sits below the axes, outside them, so that it
     cannot hide a point."""
@@ -156,7 +163,7 @@ def pareto_figure(frame: pd.DataFrame, title: str, latency_label: str = "latency
     else:
         ax.text(0.5, 0.5, "no complete trials", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel(latency_label)
-    ax.set_ylabel("proxy top-1 (%)")
+    ax.set_ylabel(f"proxy {metric}")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     if not done.empty:
@@ -164,7 +171,8 @@ def pareto_figure(frame: pd.DataFrame, title: str, latency_label: str = "latency
     return fig
 
 
-def plot_pareto(frame: pd.DataFrame, path: Path, title: str, latency_label: str = "latency (ms)") -> Path:
+def plot_pareto(frame: pd.DataFrame, path: Path, title: str, latency_label: str = "latency (ms)",
+                metric: str = "top-1 (%)") -> Path:
     """Scatter of top-1 (%) against latency for COMPLETE trials, the Pareto front drawn as a step
     line and labelled with trial numbers, the legend below the axes. Writes a PNG at ``path``.
 
@@ -175,7 +183,7 @@ def plot_pareto(frame: pd.DataFrame, path: Path, title: str, latency_label: str 
         latency_label: the x axis label (see :func:`latency_description`).
     """
     plt = pyplot()
-    fig = pareto_figure(frame, title, latency_label)
+    fig = pareto_figure(frame, title, latency_label, metric)
     fig.savefig(path)
     plt.close(fig)
     return path
@@ -307,7 +315,7 @@ def render_markdown(frame: pd.DataFrame, meta: Mapping[str, Any], command: str,
         "",
         "## Pareto front (top-1 up, latency down)",
         "",
-        table_block(pareto_table(frame)),
+        table_block(pareto_table(frame, metric_label(settings))),
         "",
     ]
     if not frame.empty and "latency_source" in frame and frame["latency_source"].eq("table").any():
@@ -360,7 +368,9 @@ def write_report(frame: pd.DataFrame, out_dir: Path, meta: Mapping[str, Any], co
                         out_dir / "front_seeds.png" if with_front else None)
     frame.to_csv(paths.csv, index=False)
     unit, timed = latency_description(frame, meta.get("settings", {}) or {})
-    plot_pareto(frame, paths.png, f"{meta.get('study_name')}: proxy top-1 vs latency", f"latency ({unit}; {timed})")
+    metric = metric_label(meta.get("settings"))
+    plot_pareto(frame, paths.png, f"{meta.get('study_name')}: proxy {metric.split(' ')[0]} vs latency",
+                f"latency ({unit}; {timed})", metric)
     if with_front:
         front.to_csv(paths.front_csv, index=False)
         plot_front_seeds(front, paths.front_png, f"{meta.get('study_name')}: front re-trained with common seeds",

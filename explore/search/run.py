@@ -68,7 +68,7 @@ from explore.search.schedule import PROMOTES, is_promotion, next_promotion
 from explore.search.settings import DIRECTIONS, OBJECTIVES, StudySettings, StudySummary
 from explore.search.storage import DEFAULT_HEARTBEAT_S, MAX_RETRY, make_storage, mask_password, scrub
 from explore.space import SearchSpace, load_space
-from explore.train import check_dataset, dataset_info
+from explore.train import check_dataset, check_segmentation_dataset, dataset_info, segmentation_info
 
 __all__ = ["prepare_study", "run_study", "fail_stale"]
 
@@ -93,7 +93,10 @@ def prepare_study(settings: StudySettings) -> tuple[SearchSpace, Any]:
         except DeviceError as exc:
             raise DeviceError("--devices", ",".join(map(str, settings.devices)), exc.expected) from None
     space = load_space(settings.space)
-    check_dataset(settings.dataset, settings.data_root)
+    if settings.task == "segmentation":
+        check_segmentation_dataset(settings.dataset, settings.data_root)
+    else:
+        check_dataset(settings.dataset, settings.data_root)
     if settings.latency_table is not None:
         from explore.measure.latency_table import LatencyTable
 
@@ -132,7 +135,8 @@ def _check_resume(study: optuna.Study, settings: StudySettings, space: SearchSpa
     if stored is None:
         with warnings.catch_warnings():  # set_metric_names is marked experimental
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names(list(OBJECTIVES) if settings.objective == "pareto" else ["top1"])
+            first = "miou" if settings.task == "segmentation" else "top1"
+            study.set_metric_names([first, OBJECTIVES[1]] if settings.objective == "pareto" else [first])
         stored = asdict(settings)
         stored["rung_epochs"] = list(settings.plan.rungs)  # the schedule's rungs, defaults resolved
         if stored["storage"]:
@@ -144,14 +148,17 @@ def _check_resume(study: optuna.Study, settings: StudySettings, space: SearchSpa
             study.set_user_attr("dataset_info", data_info)
         return
     staged_keys = ("schedule", "rungs", "eta", "batch_size", "epochs")
-    for key in ("dataset", "max_train", "max_val", *staged_keys):
+    for key in ("dataset", "max_train", "max_val", *staged_keys, "task", "seg_size"):
         value = getattr(settings, key)
         if key in staged_keys and settings.schedule == "full" \
                 and stored.get("schedule", "full") == "full":
             continue  # only a schedule's stored states depend on these
-        if _jsonable(stored.get(key)) != _jsonable(value):
+        if key == "seg_size" and settings.task != "segmentation":
+            continue
+        before = stored.get(key, _DEFAULTS[key])  # a study of an older version lacks the newer fields
+        if _jsonable(before) != _jsonable(value):
             raise ExploreError(f"--{key.replace('_', '-')}", getattr(settings, key),
-                               f"study {settings.study_name!r} was run with {stored.get(key)!r}; "
+                               f"study {settings.study_name!r} was run with {before!r}; "
                                "use another --study-name for a different setting")
     if study.user_attrs.get("space_name") != space.name:
         raise ExploreError("--space", settings.space,
@@ -166,6 +173,10 @@ def _check_resume(study: optuna.Study, settings: StudySettings, space: SearchSpa
                            f"study {settings.study_name!r} was run on {known.get('num_classes')} classes "
                            f"({', '.join(known.get('classes') or [])}); this data has {data_info['num_classes']} "
                            f"({', '.join(data_info['classes'])}): use another --study-name")
+
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(StudySettings)}
+"""Field defaults: what a study stored by an older version ran with."""
 
 
 def _jsonable(value: Any) -> Any:
@@ -389,7 +400,7 @@ def run_study(settings: StudySettings, *, on_trial: Callable[[optuna.Study, Froz
     start = time.perf_counter()
     workers_failed = 0
     data = settings.load_data(settings.seed)
-    info = dataset_info(data)
+    info = segmentation_info(data) if settings.task == "segmentation" else dataset_info(data)
     if on_data is not None:
         on_data(info)
     if settings.workers > 1:

@@ -6,15 +6,18 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from explore.arch import ArchConfig
 from explore.errors import ExploreError
 from explore.evaluate import RunBudget
 from explore.measure import Protocol, get_protocol
 from explore.search.schedule import Schedule
 from explore.search.storage import DEFAULT_HEARTBEAT_S, default_storage, mask_password
 
-__all__ = ["OBJECTIVE_MODES", "OBJECTIVES", "DIRECTIONS", "SAMPLERS", "LATENCY_WARMUP", "DEFAULT_LATENCY_MODE",
+__all__ = ["TASKS", "OBJECTIVE_MODES", "OBJECTIVES", "DIRECTIONS", "SAMPLERS", "LATENCY_WARMUP", "DEFAULT_LATENCY_MODE",
            "StudySettings", "StudySummary"]
 
+TASKS = ("classification", "segmentation")
+"""``classification``: proxy top-1 (%); ``segmentation``: proxy mIoU (%) with the MIT head, at ``seg_size``."""
 OBJECTIVE_MODES = ("pareto", "top1")
 """``pareto``: maximise top-1 and minimise latency (the default); ``top1``: maximise top-1 only,
 with Optuna's MedianPruner stopping trials whose per-epoch top-1 falls behind (latency is still
@@ -91,6 +94,10 @@ class StudySettings(RunBudget):
             (cumulative epochs, the last one ``epochs``; None: ``epochs / eta**2, epochs / eta,
             epochs``) and promote about one in ``eta`` jobs per rung. With a schedule, ``trials``
             counts architectures started (first jobs), not COMPLETE jobs.
+        task, seg_size: ``segmentation`` trains every architecture with the MIT segmentation head
+            (``seg_head_width``, ``seg_head_depth``; :meth:`task_config`) on scenes of ``seg_size``
+            pixels (:func:`explore.train.load_segmentation`), and the first objective is mIoU (%);
+            latency is measured at ``seg_size``.
     """
 
     space: str = "cga"
@@ -114,6 +121,16 @@ class StudySettings(RunBudget):
     schedule: str = "full"
     rungs: tuple[float, ...] | None = None
     eta: int = 3
+    seg_head_width: int = 32
+    seg_head_depth: int = 2
+
+    def task_config(self, config: ArchConfig) -> ArchConfig:
+        """A sampled architecture as this study trains it: unchanged for classification; for
+        segmentation, at ``seg_size`` with the MIT head (``seg_head_width``, ``seg_head_depth``)."""
+        if self.task != "segmentation":
+            return config
+        return config.replace(img_size=self.seg_size, seg_head_width=self.seg_head_width,
+                              seg_head_depth=self.seg_head_depth)
 
     @property
     def plan(self) -> Schedule:
@@ -194,6 +211,18 @@ class StudySettings(RunBudget):
         if self.latency_table is not None and not Path(self.latency_table).is_file():
             raise ExploreError("--latency-table", self.latency_table, "no such latency table file")
         self.plan  # raises for a bad --schedule, --rungs or --eta
+        if self.task not in TASKS:
+            raise ExploreError("--task", self.task, f"expected one of {', '.join(TASKS)}")
+        if self.task == "segmentation":
+            if self.schedule != "full":
+                raise ExploreError("--schedule", self.schedule, "--task segmentation trains each architecture in "
+                                                                "one go: expected full")
+            if self.seg_size < 16:
+                raise ExploreError("--seg-size", self.seg_size, "expected >= 16 pixels")
+            if self.seg_head_width < 1 or self.seg_head_depth < 0:
+                field, value = (("--seg-head-width", self.seg_head_width) if self.seg_head_width < 1
+                                else ("--seg-head-depth", self.seg_head_depth))
+                raise ExploreError(field, value, "expected a width >= 1 and a depth >= 0")
         if self.schedule != "full" and self.objective != "pareto":
             raise ExploreError("--schedule", self.schedule, "needs --objective pareto (--objective top1 has its "
                                                             "median pruner)")

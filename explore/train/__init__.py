@@ -29,6 +29,16 @@ from explore.train.proxy import (
     train_step,
 )
 from explore.train.splits import DatasetBundle, ImageData, dataset_info
+from explore.train.scenes import (
+    IGNORE_INDEX,
+    SEGMENTATION_DATASETS,
+    SegmentationData,
+    SegmentationSplit,
+    check_segmentation_dataset,
+    load_segmentation,
+    segmentation_info,
+)
+from explore.train.segment import SegmentationResult, evaluate_segmentation, miou, train_segmentation
 
 __all__ = [
     "DATASETS", "FASHION_MNIST_CLASSES", "FASHION_MNIST_ROOT", "HELD_OUT_FOLDERS", "check_dataset", "load_dataset",
@@ -36,4 +46,7 @@ __all__ = [
     "AUTOTUNE_MIN_STEPS", "PRECISIONS", "Optimisation", "ProxyRecipe", "ProxyResult", "autocast", "autotune",
     "choose_precision", "evaluate", "optimisation", "seed_everything", "train_proxy", "train_step",
     "DatasetBundle", "ImageData", "dataset_info",
+    "IGNORE_INDEX", "SEGMENTATION_DATASETS", "SegmentationData", "SegmentationSplit", "check_segmentation_dataset",
+    "load_segmentation", "segmentation_info", "SegmentationResult", "evaluate_segmentation", "miou",
+    "train_segmentation",
 ]

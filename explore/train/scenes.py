@@ -28,11 +28,48 @@ import torch.nn.functional as F
 from explore.errors import DataError
 from explore.train.splits import require_dir
 
-__all__ = ["IGNORE_INDEX", "SegmentationSplit", "SegmentationData", "compose_scenes", "fashion_scenes",
+__all__ = ["IGNORE_INDEX", "SEGMENTATION_DATASETS", "check_segmentation_dataset", "load_segmentation",
+           "SegmentationSplit", "SegmentationData", "compose_scenes", "fashion_scenes",
            "load_mask_folder", "segmentation_info"]
 
 IGNORE_INDEX = 255
 """Mask value of pixels that count neither in the loss nor in mIoU."""
+SEGMENTATION_DATASETS = ("fashion_scenes", "mask_folder")
+"""Data sets of ``--task segmentation``: composed scenes (built in, offline) and a local folder."""
+DEFAULT_SCENES = (1000, 200)
+"""Train and val scenes of ``fashion_scenes`` when no subset size is given."""
+
+
+def check_segmentation_dataset(name: str, data_root: str | None) -> None:
+    """Validate a segmentation data set name and root cheaply (nothing is read).
+
+    Raises:
+        DataError: field ``--dataset`` for an unknown name, ``--data-root`` for a missing root.
+    """
+    from explore.train.datasets import check_dataset
+
+    if name not in SEGMENTATION_DATASETS:
+        raise DataError("--dataset", name, f"--task segmentation takes one of {', '.join(SEGMENTATION_DATASETS)}")
+    if name == "fashion_scenes":
+        check_dataset("fashion_mnist", data_root)
+    else:
+        require_dir(data_root, name, "train/images + train/masks (and val/...), or a Cityscapes tree")
+
+
+def load_segmentation(name: str, data_root: str | None, *, max_train: int | None = None, max_val: int | None = None,
+                      seed: int = 0, size: int = 128) -> SegmentationData:
+    """A segmentation data set at ``size`` x ``size`` pixels: ``fashion_scenes`` (``max_train`` /
+    ``max_val`` scenes, default :data:`DEFAULT_SCENES`; drawn from ``seed``) or ``mask_folder``
+    (``max_train`` / ``max_val`` pairs at most).
+
+    Raises:
+        DataError: as :func:`check_segmentation_dataset`, :func:`fashion_scenes`, :func:`load_mask_folder`.
+    """
+    check_segmentation_dataset(name, data_root)
+    if name == "fashion_scenes":
+        return fashion_scenes(data_root, train=max_train or DEFAULT_SCENES[0], val=max_val or DEFAULT_SCENES[1],
+                              canvas=size, seed=seed)
+    return load_mask_folder(data_root, size=(size, size), max_train=max_train, max_val=max_val)
 
 
 @dataclass(frozen=True)
