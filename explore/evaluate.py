@@ -56,6 +56,8 @@ class TrainBudget:
         epochs, batch_size, lr: the proxy schedule (:class:`explore.train.ProxyRecipe`).
         task: ``classification`` (top-1) or ``segmentation`` (mIoU; :func:`explore.train.train_segmentation`).
         seg_size: segmentation only: the side of the scenes and of the model input, pixels.
+        seg_head_width, seg_head_depth: segmentation only: the MIT head put on every architecture
+            (:meth:`task_config`).
     """
 
     dataset: str = "fashion_mnist"
@@ -67,6 +69,18 @@ class TrainBudget:
     lr: float = 2e-3
     task: str = "classification"
     seg_size: int = 128
+    seg_head_width: int = 32
+    seg_head_depth: int = 2
+
+    def task_config(self, config: ArchConfig, img_size: int | None = None) -> ArchConfig:
+        """An architecture as this budget trains it: unchanged for classification; for segmentation,
+        at ``img_size`` (default ``seg_size``) with the MIT head (``seg_head_width``, ``seg_head_depth``;
+        the last three stages fused, or all of a model with fewer)."""
+        if self.task != "segmentation":
+            return config
+        return config.replace(img_size=img_size or self.seg_size, seg_head_width=self.seg_head_width,
+                              seg_head_depth=self.seg_head_depth,
+                              seg_head_inputs=min(config.seg_head_inputs, len(config.stages)))
 
     def proxy_recipe(self, epochs: float | None = None) -> ProxyRecipe:
         """The :class:`~explore.train.ProxyRecipe` of this budget (``epochs`` overrides its own)."""

@@ -39,7 +39,7 @@ def _speed_columns(table: pd.DataFrame) -> tuple[list[str], list[str]]:
     return ours, paper
 
 
-def plot_ablation(table: pd.DataFrame, path: Path, title: str, accuracy_label: str) -> Path:
+def plot_ablation(table: pd.DataFrame, path: Path, title: str, accuracy_label: str, ours: str = "top-1") -> Path:
     """Left: Δ top-1 vs the baseline per variant, ours (error bar: standard error over seeds) beside
     the paper's Δ (its accuracy column), or top-1 against x for sweeps. Right: Δ img/s (%) per
     measured protocol beside the paper's. Writes a PNG at ``path``."""
@@ -54,7 +54,7 @@ def plot_ablation(table: pd.DataFrame, path: Path, title: str, accuracy_label: s
         ax.errorbar(rows["x"], rows["top1_mean"], yerr=rows["top1_std"].fillna(0), marker="o", capsize=3,
                     label="ours (mean ± std)")
         ax.set_xlabel("x")
-        ax.set_ylabel("proxy top-1 (%)")
+        ax.set_ylabel(f"proxy {ours} (%)")
         if rows["paper_acc"].notna().any():
             twin = ax.twinx()
             twin.plot(rows["x"], rows["paper_acc"], "s--", c="C1", label=f"paper {accuracy_label}")
@@ -62,7 +62,7 @@ def plot_ablation(table: pd.DataFrame, path: Path, title: str, accuracy_label: s
     elif has_top1:
         pos = range(len(table))
         ax.bar([p - 0.2 for p in pos], table["d_top1"], 0.4, yerr=table["d_top1_se"].fillna(0), capsize=2,
-               label="ours Δ top-1 (± s.e.)")
+               label=f"ours Δ {ours} (± s.e.)")
         ax.bar([p + 0.2 for p in pos], table["paper_d_acc"], 0.4, label=f"paper Δ {accuracy_label}")
         ax.set_xticks(list(pos), table["variant"], rotation=40, ha="right", fontsize=8)
         ax.axhline(0, c="0.3", lw=0.8)
@@ -123,18 +123,23 @@ def render_ablation_markdown(table: pd.DataFrame, measurements: pd.DataFrame, me
     budget = meta.get("budget", {}) or {}
     measure = meta.get("measure", {}) or {}
     acc = meta.get("paper_accuracy", "top1")
+    seg = budget.get("task") == "segmentation"
+    m = "mIoU" if seg else "top-1"  # our accuracy: proxy top-1, or mIoU with the MIT segmentation head
     lines = [f"# Ablation: {meta.get('title')}", "", f"Made by: `{command}`", ""]
     if meta.get("description"):
         lines += [str(meta["description"]).strip(), ""]
     if budget.get("train"):
         lines.append(f"- proxy training: `{budget.get('dataset')}` ({meta.get('train_images')} train / "
-                     f"{meta.get('val_images')} val images), {budget.get('epochs')} epoch(s) at "
-                     f"{budget.get('img_size')}² px, batch {budget.get('batch_size')}, lr {budget.get('lr')}, "
-                     f"seeds {list(budget.get('seeds', []))}; top-1 is mean ± std over the seeds")
+                     f"{meta.get('val_images')} val {'scenes' if seg else 'images'}), {budget.get('epochs')} epoch(s) at "
+                     f"{budget.get('seg_size') if seg else budget.get('img_size')}² px, batch {budget.get('batch_size')}, "
+                     f"lr {budget.get('lr')}, seeds {list(budget.get('seeds', []))}; {m} is mean ± std over the seeds"
+                     + (f"; every variant with the MIT segmentation head (width {budget.get('seg_head_width')}, "
+                        f"{budget.get('seg_head_depth')} MBConv)" if seg else ""))
     else:
         lines.append("- latency-only recipe (no training)")
     lines.append(f"- measured: {', '.join(measure.get('protocols', []))} at {list(measure.get('img_sizes', []))} px "
-                 "(3 × H × W input, 1000 classes, as in the papers); params and MACs at the first resolution")
+                 + ("(3 × H × W input, segmentation head, 19 classes as Cityscapes)" if seg else
+                    "(3 × H × W input, 1000 classes, as in the papers)") + "; params and MACs at the first resolution")
     if meta.get("skipped_protocols"):
         lines.append(f"- not run here (need CUDA): {', '.join(meta['skipped_protocols'])}")
     lines.append(f"- device: `{meta.get('device')}`; wall time {meta.get('seconds')} s (this invocation; rows "
@@ -154,8 +159,8 @@ def render_ablation_markdown(table: pd.DataFrame, measurements: pd.DataFrame, me
     for r in table.to_dict("records"):
         row = {"variant": r["label"], "params (M)": fmt(r["params_m"], 3), "MACs (M)": fmt(r["macs_m"], 1)}
         if "top1_mean" in r:
-            row["top-1 (%)"] = f"{fmt(r['top1_mean'])} ± {fmt(r['top1_std'])} (n={r['seeds']})"
-            row["Δ top-1"] = fmt(r["d_top1"], signed=True)
+            row[f"{m} (%)"] = f"{fmt(r['top1_mean'])} ± {fmt(r['top1_std'])} (n={r['seeds']})"
+            row[f"Δ {m}"] = fmt(r["d_top1"], signed=True)
         row[f"paper {acc}"] = fmt(r["paper_acc"], 1)
         row[f"paper Δ {acc}"] = fmt(r["paper_d_acc"], 1, signed=True)
         if "verdict_acc" in r:
@@ -181,7 +186,7 @@ def render_ablation_markdown(table: pd.DataFrame, measurements: pd.DataFrame, me
         paired = []
         for r in table[table["d_top1_paired"].notna()].to_dict("records"):
             paired.append({
-                "variant": r["label"], "pairs": int(r["pairs"]), "Δ top-1 (paired)": fmt(r["d_top1_paired"], signed=True),
+                "variant": r["label"], "pairs": int(r["pairs"]), f"Δ {m} (paired)": fmt(r["d_top1_paired"], signed=True),
                 "95 % CI (paired)": f"[{fmt(r['d_top1_low'], signed=True)}, {fmt(r['d_top1_high'], signed=True)}]",
                 "95 % CI (unpaired)": f"[{fmt(r['d_top1_unpaired_low'], signed=True)}, "
                                       f"{fmt(r['d_top1_unpaired_high'], signed=True)}]",
@@ -194,7 +199,7 @@ def render_ablation_markdown(table: pd.DataFrame, measurements: pd.DataFrame, me
                 row["seeds used"] = state["seeds"] if state else "–"
                 if state and state["state"] == "max seeds":
                     row["decision"] = "open (max seeds)"
-        lines += ["## Δ top-1 per seed (paired)", "", table_block(pd.DataFrame(paired)), "",
+        lines += [f"## Δ {m} per seed (paired)", "", table_block(pd.DataFrame(paired)), "",
                   "Every variant trains once per seed, and a seed fixes the data order, the augmentation draws and "
                   "(where shapes agree) the initial weights, so Δ is taken per seed: the paired t interval "
                   "beside Welch's unpaired one; variance reduction = (unpaired / paired standard error)². "
@@ -227,7 +232,8 @@ def write_ablation_report(table: pd.DataFrame, measurements: pd.DataFrame, out_d
                                   f"{meta.get('title')}: latency vs resolution")
     paths = AblationReportPaths(out_dir / "summary.csv", out_dir / "ablation.png", out_dir / "report.md", res_png)
     table.to_csv(paths.csv, index=False)
-    plot_ablation(table, paths.png, str(meta.get("title")), str(meta.get("paper_accuracy", "top1")))
+    ours = "mIoU" if (meta.get("budget") or {}).get("task") == "segmentation" else "top-1"
+    plot_ablation(table, paths.png, str(meta.get("title")), str(meta.get("paper_accuracy", "top1")), ours)
     paths.markdown.write_text(render_ablation_markdown(table, measurements, meta, taus, findings, command),
                               encoding="utf-8")
     return paths

@@ -6,7 +6,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from explore.arch import ArchConfig
 from explore.errors import ExploreError
 from explore.evaluate import RunBudget
 from explore.measure import Protocol, get_protocol
@@ -95,7 +94,7 @@ class StudySettings(RunBudget):
             epochs``) and promote about one in ``eta`` jobs per rung. With a schedule, ``trials``
             counts architectures started (first jobs), not COMPLETE jobs.
         task, seg_size: ``segmentation`` trains every architecture with the MIT segmentation head
-            (``seg_head_width``, ``seg_head_depth``; :meth:`task_config`) on scenes of ``seg_size``
+            (``seg_head_width``, ``seg_head_depth``; ``task_config``) on scenes of ``seg_size``
             pixels (:func:`explore.train.load_segmentation`), and the first objective is mIoU (%);
             latency is measured at ``seg_size``.
     """
@@ -121,16 +120,6 @@ class StudySettings(RunBudget):
     schedule: str = "full"
     rungs: tuple[float, ...] | None = None
     eta: int = 3
-    seg_head_width: int = 32
-    seg_head_depth: int = 2
-
-    def task_config(self, config: ArchConfig) -> ArchConfig:
-        """A sampled architecture as this study trains it: unchanged for classification; for
-        segmentation, at ``seg_size`` with the MIT head (``seg_head_width``, ``seg_head_depth``)."""
-        if self.task != "segmentation":
-            return config
-        return config.replace(img_size=self.seg_size, seg_head_width=self.seg_head_width,
-                              seg_head_depth=self.seg_head_depth)
 
     @property
     def plan(self) -> Schedule:

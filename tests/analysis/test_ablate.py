@@ -376,3 +376,30 @@ def test_sequential_seeds_from_the_command_line(tmp_path):
     assert ok.exit_code == 0, ok.output
     bad = runner.invoke(app, ["ablate", str(recipe), "--seeds", "auto:1", "--dry-run"])
     assert bad.exit_code == 1 and "seeds" in bad.output and "MAX >= 2" in bad.output
+
+
+TINY_SEG = TINY.replace('accuracy = "top1"', 'accuracy = "miou"').replace(
+    'dataset = "synthetic"\nmax_train = 64\nmax_val = 32', 'dataset = "fashion_scenes"\nmax_train = 8\nmax_val = 4'
+).replace("batch_size = 32\nimg_size = 32", 'batch_size = 4\ntask = "segmentation"\nseg_size = 32\nseg_head_width = 8\n'
+          "seg_head_depth = 1").replace("top1 = ", "miou = ")
+
+
+def test_a_segmentation_recipe_trains_and_measures_with_the_head(tmp_path):
+    recipe = _write(tmp_path, TINY_SEG)
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["ablate", str(recipe), "--out", str(out), "--variants", "base,mhsa"])
+    assert result.exit_code == 0, result.output
+    training = pd.read_csv(out / "training.csv")
+    assert (training["status"] == "ok").all() and training["top1"].between(0, 100).all()  # mIoU in the accuracy column
+    assert (training["img_size"] == 32).all()
+    loaded = ab.load_recipe(recipe)
+    config = loaded.measure_config(loaded.baseline, 64)
+    assert config.is_segmentation and config.num_classes == 19 and config.img_size == 64
+    v = pd.read_csv(out / "variants.csv")
+    assert v.loc[v["variant"] == "base", "macs"].item() == count_macs(build(loaded.measure_config(loaded.baseline, 32)), 32, 3)
+    report = (out / "report.md").read_text()
+    assert "mIoU (%)" in report and "Δ mIoU" in report and "segmentation head" in report and "top-1 (%)" not in report
+    assert json.loads((out / "run.json").read_text())["budget"]["task"] == "segmentation"
+    bad = _write(tmp_path, TINY_SEG.replace('dataset = "fashion_scenes"', 'dataset = "fashion_mnist"'), "bad.toml")
+    result = runner.invoke(app, ["ablate", str(bad), "--out", str(tmp_path / "bad")])
+    assert result.exit_code == 1 and "[budget].dataset" in result.output and not (tmp_path / "bad").exists()

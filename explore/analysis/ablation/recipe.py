@@ -13,7 +13,10 @@ A recipe (TOML, documented in place in ``studies/cga_table6.toml``) names:
   stage) overrides;
 * ``[budget]``: the proxy training: ``dataset``, ``data_root``, ``max_train``, ``max_val``,
   ``epochs``, ``batch_size``, ``lr``, ``img_size`` (training resolution) and ``seeds`` (>= 2);
-  ``train = false`` makes a latency-only recipe;
+  ``train = false`` makes a latency-only recipe; ``task = "segmentation"`` trains (and counts and
+  measures) every variant with the MIT segmentation head (``seg_head_width``, ``seg_head_depth``)
+  on scenes of ``seg_size`` pixels (``dataset = "fashion_scenes"`` or ``"mask_folder"``), and
+  the accuracy is mIoU;
 * ``[measure]``: ``protocols`` (``cpu-latency``, ``onnx-cpu``, ``gpu-throughput``, ...; CUDA
   protocols run only with ``--device cuda``), ``img_sizes`` (measurement resolutions; params and
   MACs are counted at the first, the paper's 224 by default), optional ``batch_size``/``repeats``.
@@ -56,7 +59,7 @@ from explore.errors import ConfigError, ExploreError
 from explore.evaluate import TrainBudget
 from explore.measure import PROTOCOLS
 from explore.resources import read_toml, resolve_builtin
-from explore.train import check_dataset
+from explore.train import check_dataset, check_segmentation_dataset
 
 __all__ = [
     "RecipeError",
@@ -77,6 +80,8 @@ _FINDING_KINDS = ("best_x_within", "faster")
 MEASURE_IMG = 224
 """The papers' measurement resolution (pixels): the default of ``[measure] img_sizes``."""
 _MEASURE_CLASSES = 1000
+_SEG_MEASURE_CLASSES = 19
+"""Classes of a segmentation variant as measured (Cityscapes, the MIT paper's benchmark)."""
 
 
 class RecipeError(ExploreError):
@@ -190,6 +195,9 @@ class Recipe:
         budget = dataclasses.asdict(self.budget)
         budget.pop("seeds")
         budget.pop("max_seeds")  # how many seeds run does not change a row
+        if budget["task"] == "classification":  # fields added later: the keys of stored runs stay the same
+            for key in ("task", "seg_size", "seg_head_width", "seg_head_depth"):
+                budget.pop(key)
         return _hash({"budget": budget})
 
     def measurement_key(self) -> str:
@@ -199,12 +207,19 @@ class Recipe:
 
     def train_config(self, variant: Variant, in_chans: int, num_classes: int) -> ArchConfig:
         """The variant as trained: the budget's resolution (unless the variant sets ``img_size``)
-        and the dataset's channels and classes."""
+        and the dataset's channels and classes; for ``task = "segmentation"``, with the MIT head at
+        ``seg_size`` (:meth:`explore.evaluate.TrainBudget.task_config`)."""
+        if self.budget.task == "segmentation":
+            return self.budget.task_config(variant.config.replace(in_chans=in_chans, num_classes=num_classes))
         img = variant.overrides.get("model", {}).get("img_size", self.budget.img_size)
         return variant.config.replace(img_size=img, in_chans=in_chans, num_classes=num_classes)
 
     def measure_config(self, variant: Variant, img_size: int) -> ArchConfig:
-        """The variant as measured: ``img_size`` pixels, 3 channels, 1000 classes (the papers')."""
+        """The variant as measured: ``img_size`` pixels, 3 channels, 1000 classes (the papers'); for
+        ``task = "segmentation"``, with the MIT head and 19 classes (Cityscapes)."""
+        if self.budget.task == "segmentation":
+            return self.budget.task_config(variant.config.replace(in_chans=3, num_classes=_SEG_MEASURE_CLASSES),
+                                           img_size)
         return variant.config.replace(img_size=img_size, in_chans=3, num_classes=_MEASURE_CLASSES)
 
 
@@ -327,8 +342,13 @@ def _parse_budget(raw: dict[str, Any], where: str) -> Budget:
     if budget.train:
         if len(set(budget.seeds)) < 2:
             raise RecipeError(f"{where}.seeds", list(budget.seeds), "expected at least 2 distinct seeds (mean ± std)")
+        if budget.task not in ("classification", "segmentation"):
+            raise RecipeError(f"{where}.task", budget.task, "expected classification or segmentation")
         try:
-            check_dataset(budget.dataset, budget.data_root)
+            if budget.task == "segmentation":
+                check_segmentation_dataset(budget.dataset, budget.data_root)
+            else:
+                check_dataset(budget.dataset, budget.data_root)
         except ExploreError as exc:
             raise RecipeError(f"{where}.{'dataset' if exc.field == '--dataset' else 'data_root'}", exc.value,
                               exc.expected) from None

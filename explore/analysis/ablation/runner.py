@@ -199,7 +199,9 @@ def run_recipe(recipe: Recipe, out: str | Path, *, device: str = "cpu",
     if recipe.budget.train:
         b = recipe.budget
         data = b.load_data(b.data_seed)
-        data_meta = {"dataset": b.dataset, "train_images": len(data.train.labels), "val_images": len(data.val.labels)}
+        data_meta = {"dataset": b.dataset, "train_images": len(data.train), "val_images": len(data.val),
+                     "task": b.task}
+        metric = "mIoU" if b.task == "segmentation" else "top-1"
         proxy = b.proxy_recipe()
         todo = [(v, seed) for v in variants for seed in b.seeds]
         while todo:
@@ -213,7 +215,8 @@ def run_recipe(recipe: Recipe, out: str | Path, *, device: str = "cpu",
                 try:
                     result = evaluate_candidate(config, seed=seed, count=False, data=data, recipe=proxy,
                                                 device=dev).proxy
-                    row.update(status="ok", top1=result.top1, train_seconds=result.train_seconds,
+                    score = result.miou if b.task == "segmentation" else result.top1  # the accuracy column
+                    row.update(status="ok", top1=score, train_seconds=result.train_seconds,
                                train_img_s=result.train_img_s, steps=result.steps)
                 except NonFiniteLossError as exc:
                     row.update(status="non-finite loss", top1=float("nan"), train_seconds=float("nan"),
@@ -221,7 +224,7 @@ def run_recipe(recipe: Recipe, out: str | Path, *, device: str = "cpu",
                 training_rows.append(row)
                 done.add((train_key, v.name, hashes[v.name], seed))
                 _write_rows(out / "training.csv", training_rows)
-                say(f"{v.name} seed {seed}: top-1 {row['top1']:.2f} % ({row['status']})")
+                say(f"{v.name} seed {seed}: {metric} {row['top1']:.2f} % ({row['status']})")
             todo = []
             if b.max_seeds:
                 todo, data_meta["sequential"] = _sequential_step(recipe, variants, hashes, train_key,
