@@ -105,12 +105,12 @@ def _jobs(study):
 
 
 def _check_asha_counts(jobs, first: int, eta: int = 2, rungs: int = 3) -> None:
-    """``first`` first jobs; at least floor(n / eta) of each rung's n promoted (asynchronous promotion
-    may promote more: a job promoted early can drop out of the top later), and no job continued twice."""
+    """``first`` first jobs; floor(n / eta) of each rung's n promoted, as synchronous successive halving
+    would (the cap of next_promotion), and no job continued twice."""
     counts = [sum(1 for t in jobs if t.user_attrs["rung"] == k) for k in range(rungs)]
     assert counts[0] == first
     for k in range(rungs - 1):
-        assert counts[k] // eta <= counts[k + 1] <= counts[k]
+        assert counts[k + 1] == counts[k] // eta
     promoted = [t.user_attrs["promotes"] for t in jobs if t.user_attrs.get("promotes") is not None]
     assert len(promoted) == len(set(promoted)) == sum(counts[1:])
 
