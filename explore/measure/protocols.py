@@ -79,7 +79,9 @@ class Protocol:
         name: the protocol's name (see the module table).
         device: ``cpu`` or ``cuda[:N]``.
         batch_size: images per forward pass (the first try; halved on CUDA out-of-memory).
-        img_size: input side in pixels; in_chans: input channels.
+        img_size: input side in pixels (the height, when ``img_width`` is set); in_chans: input channels.
+        img_width: input width in pixels for non-square inputs (e.g. 2048 for Cityscapes'
+            1024 x 2048); None: square.
         amp: autocast dtype (``fp16``, ``bf16``) or None for fp32.
         channels_last: NHWC memory format for model and input.
         threads: CPU intra-op threads while measuring (None: leave as is).
@@ -95,6 +97,7 @@ class Protocol:
     batch_size: int
     img_size: int = 224
     in_chans: int = 3
+    img_width: int | None = None
     amp: str | None = None
     channels_last: bool = False
     threads: int | None = None
@@ -449,7 +452,7 @@ class Timed:
 
 def measure_batch(model: nn.Module, protocol: Protocol, device: torch.device, batch: int) -> Timed:
     """Time one batch size; raises whatever the run raises (out-of-memory included)."""
-    x = torch.randn(batch, protocol.in_chans, protocol.img_size, protocol.img_size)
+    x = torch.randn(batch, protocol.in_chans, protocol.img_size, protocol.img_width or protocol.img_size)
     if protocol.onnx:
         times, contention = _time_onnx(model, protocol, x)
         return Timed(times, contention=contention)

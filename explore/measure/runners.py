@@ -234,7 +234,8 @@ def _peak_memory(model: nn.Module, protocol: Protocol, device: torch.device) -> 
         net = copy.deepcopy(model).to(device)
         if protocol.channels_last:
             net = net.to(memory_format=torch.channels_last)
-        x = torch.randn(protocol.batch_size, protocol.in_chans, protocol.img_size, protocol.img_size, device=device)
+        x = torch.randn(protocol.batch_size, protocol.in_chans, protocol.img_size, protocol.img_width or protocol.img_size,
+                        device=device)
         torch.cuda.synchronize(device)
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)

@@ -403,3 +403,27 @@ def test_a_segmentation_recipe_trains_and_measures_with_the_head(tmp_path):
     bad = _write(tmp_path, TINY_SEG.replace('dataset = "fashion_scenes"', 'dataset = "fashion_mnist"'), "bad.toml")
     result = runner.invoke(app, ["ablate", str(bad), "--out", str(tmp_path / "bad")])
     assert result.exit_code == 1 and "[budget].dataset" in result.output and not (tmp_path / "bad").exists()
+
+
+def test_a_latency_recipe_measures_segmentation_models_at_non_square_resolutions(tmp_path):
+    text = TINY.replace('[budget]\ndataset = "synthetic"\nmax_train = 64\nmax_val = 32\nepochs = 1\nbatch_size = 32\n'
+                        'img_size = 32\nseeds = [0, 1]', '[budget]\ntrain = false\ntask = "segmentation"\n'
+                        'seg_head_width = 8\nseg_head_depth = 1').replace(
+        "img_sizes = [32]", 'img_sizes = [32, 64, "32x64"]')
+    text += ('\n[[finding]]\ntext = "window-free CGA vs MHSA"\nkind = "faster"\nvariant = "base"\nthan = "mhsa"\n'
+             'protocol = "cpu-latency"\n')
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["ablate", str(_write(tmp_path, text)), "--out", str(out), "--variants", "base,mhsa"])
+    assert result.exit_code == 0, result.output
+    rows = pd.read_csv(out / "measurements.csv")
+    assert sorted(rows["img_size"].astype(str).unique()) == ["32", "32x64", "64"]
+    report = (out / "report.md").read_text()
+    header = next(line for line in report.splitlines() if "px (ms/img)" in line)
+    assert [c.strip() for c in header.strip("|").split("|")][2:] == ["32 px (ms/img)", "32x64 px (ms/img)",
+                                                                     "64 px (ms/img)"]  # by pixels
+    assert "@32x64" in report and (out / "latency_vs_resolution.png").is_file()
+    again = runner.invoke(app, ["ablate", str(_write(tmp_path, text)), "--out", str(out), "--variants", "base,mhsa"])
+    assert again.exit_code == 0 and "@32x64:" not in again.output  # rows reused, nothing measured again
+    bad = text.replace('img_sizes = [32, 64, "32x64"]', 'img_sizes = ["32x64", 32]')
+    result = runner.invoke(app, ["ablate", str(_write(tmp_path, bad, "bad.toml")), "--out", str(tmp_path / "b")])
+    assert result.exit_code == 1 and "img_sizes[0]" in result.output

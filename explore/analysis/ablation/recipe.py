@@ -18,8 +18,9 @@ A recipe (TOML, documented in place in ``studies/cga_table6.toml``) names:
   on scenes of ``seg_size`` pixels (``dataset = "fashion_scenes"`` or ``"mask_folder"``), and
   the accuracy is mIoU;
 * ``[measure]``: ``protocols`` (``cpu-latency``, ``onnx-cpu``, ``gpu-throughput``, ...; CUDA
-  protocols run only with ``--device cuda``), ``img_sizes`` (measurement resolutions; params and
-  MACs are counted at the first, the paper's 224 by default), optional ``batch_size``/``repeats``.
+  protocols run only with ``--device cuda``), ``img_sizes`` (measurement resolutions, pixels, or
+  ``"HxW"`` strings for non-square inputs such as Cityscapes' ``"1024x2048"``; params and MACs are
+  counted at the first, square one, the paper's 224 by default), optional ``batch_size``/``repeats``.
   Measured models have 3 input channels and 1000 classes, as in the papers' tables;
 * ``[[variant]]``: ``name``, ``label``, ``baseline = true`` for exactly one, overrides as in
   ``[base]`` (``model``, ``stage``, ``stages``), ``x`` (a value to plot against) and ``paper``
@@ -214,13 +215,45 @@ class Recipe:
         img = variant.overrides.get("model", {}).get("img_size", self.budget.img_size)
         return variant.config.replace(img_size=img, in_chans=in_chans, num_classes=num_classes)
 
-    def measure_config(self, variant: Variant, img_size: int) -> ArchConfig:
+    def measure_config(self, variant: Variant, img_size: int | str) -> ArchConfig:
         """The variant as measured: ``img_size`` pixels, 3 channels, 1000 classes (the papers'); for
-        ``task = "segmentation"``, with the MIT head and 19 classes (Cityscapes)."""
+        ``task = "segmentation"``, with the MIT head and 19 classes (Cityscapes). A non-square
+        resolution (``"1024x2048"``) builds the model for its longer side (windows and bias tables
+        cover the whole map), and the protocol feeds it H x W inputs."""
+        img_size = max(resolution(img_size))
         if self.budget.task == "segmentation":
             return self.budget.task_config(variant.config.replace(in_chans=3, num_classes=_SEG_MEASURE_CLASSES),
                                            img_size)
         return variant.config.replace(img_size=img_size, in_chans=3, num_classes=_MEASURE_CLASSES)
+
+
+def resolution(img: int | str) -> tuple[int, int]:
+    """(H, W) pixels of a ``[measure] img_sizes`` entry: ``512`` -> (512, 512); ``"1024x2048"`` -> (1024, 2048).
+
+    Raises:
+        RecipeError: anything else (field ``img_sizes``).
+    """
+    if isinstance(img, int) and not isinstance(img, bool):
+        return img, img
+    text = str(img)
+    h, sep, w = text.partition("x")
+    if sep and h.isdigit() and w.isdigit() and int(h) > 0 and int(w) > 0:
+        return int(h), int(w)
+    if text.isdigit() and int(text) > 0:
+        return int(text), int(text)
+    raise RecipeError("img_sizes", img, 'expected pixels (512) or "HxW" (e.g. "1024x2048")')
+
+
+def resolution_label(img: int | str) -> str:
+    """``"512"`` for a square resolution, ``"1024x2048"`` (height x width) otherwise."""
+    h, w = resolution(img)
+    return str(h) if h == w else f"{h}x{w}"
+
+
+def resolution_pixels(img: int | str) -> int:
+    """Pixels of a resolution (for ordering resolutions)."""
+    h, w = resolution(img)
+    return h * w
 
 
 def _hash(body: Any) -> str:
@@ -339,11 +372,11 @@ def _parse_budget(raw: dict[str, Any], where: str) -> Budget:
     budget = Budget(**values)
     if not isinstance(budget.train, bool):
         raise RecipeError(f"{where}.train", budget.train, "expected true or false")
+    if budget.task not in ("classification", "segmentation"):
+        raise RecipeError(f"{where}.task", budget.task, "expected classification or segmentation")
     if budget.train:
         if len(set(budget.seeds)) < 2:
             raise RecipeError(f"{where}.seeds", list(budget.seeds), "expected at least 2 distinct seeds (mean ± std)")
-        if budget.task not in ("classification", "segmentation"):
-            raise RecipeError(f"{where}.task", budget.task, "expected classification or segmentation")
         try:
             if budget.task == "segmentation":
                 check_segmentation_dataset(budget.dataset, budget.data_root)
@@ -376,7 +409,16 @@ def _parse_measure(raw: dict[str, Any], where: str) -> MeasureSpec:
     if not isinstance(sizes, list) or not sizes:
         raise RecipeError(f"{where}.img_sizes", sizes, "expected a non-empty list of resolutions (pixels)")
     for i, s in enumerate(sizes):
-        _number(s, f"{where}.img_sizes[{i}]", 1, integer=True)
+        if isinstance(s, str):
+            try:
+                resolution(s)
+            except RecipeError as exc:
+                raise RecipeError(f"{where}.img_sizes[{i}]", s, exc.expected) from None
+            if i == 0 and len(set(resolution(s))) > 1:
+                raise RecipeError(f"{where}.img_sizes[0]", s, "params and MACs are counted at the first "
+                                                            "resolution: expected a square one (pixels)")
+        else:
+            _number(s, f"{where}.img_sizes[{i}]", 1, integer=True)
     values["img_sizes"] = tuple(sizes)
     for key in ("batch_size", "repeats"):
         if values.get(key) is not None:
@@ -555,7 +597,7 @@ def _parse(data: Mapping[str, Any], path: Path) -> Recipe:
     for v in recipe.variants:
         for img in ({recipe.budget.img_size} if budget.train else set()) | set(measure_spec.img_sizes):
             try:
-                v.config.replace(img_size=img)
+                recipe.measure_config(v, img)
             except ConfigError as exc:
                 raise RecipeError(f"{v.name}: {exc.field}", exc.value, exc.expected) from None
     return recipe

@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping
 import pandas as pd
 
 from explore.analysis.ablation.paired import ACC_MIN_EFFECT, open_rows
-from explore.analysis.ablation.recipe import Recipe, Variant
+from explore.analysis.ablation.recipe import Recipe, Variant, resolution, resolution_label
 from explore.arch import ArchConfig
 from explore.device import resolve_device
 from explore.errors import ConfigError, NonFiniteLossError
@@ -75,7 +75,8 @@ def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def _row_key(row: Mapping[str, Any], *fields: str) -> tuple:
-    return tuple(int(row[f]) if f in ("seed", "img_size") else str(row[f]) for f in fields)
+    return tuple(int(row[f]) if f == "seed" else resolution_label(row[f]) if f == "img_size" else str(row[f])
+                 for f in fields)
 
 
 def _top1_by_seed(variants: list[Variant], hashes: Mapping[str, str], train_key: str,
@@ -239,7 +240,7 @@ def run_recipe(recipe: Recipe, out: str | Path, *, device: str = "cpu",
     measurement_rows = _read_rows(out / "measurements.csv")
     measure_fields = ("key", "variant", "config_hash", "protocol", "img_size")
     if remeasure:
-        this_run = {(measure_key, v.name, hashes[v.name], p, img) for v in variants
+        this_run = {(measure_key, v.name, hashes[v.name], p, resolution_label(img)) for v in variants
                     for p in recipe.measure.protocols for img in recipe.measure.img_sizes}
         measurement_rows = [r for r in measurement_rows if _row_key(r, *measure_fields) not in this_run]
     measured = {_row_key(r, *measure_fields) for r in measurement_rows}
@@ -248,24 +249,27 @@ def run_recipe(recipe: Recipe, out: str | Path, *, device: str = "cpu",
     runnable = [name for name in recipe.measure.protocols if name not in skipped]
     wanted_measures = set()
     for img in recipe.measure.img_sizes:
-        protocols = {name: get_protocol(name, img_size=img, batch_size=recipe.measure.batch_size,
-                                        repeats=recipe.measure.repeats, device=str(dev) if name in cuda else None)
+        height, width = resolution(img)
+        protocols = {name: get_protocol(name, img_size=height, img_width=width if width != height else None,
+                                        batch_size=recipe.measure.batch_size, repeats=recipe.measure.repeats,
+                                        device=str(dev) if name in cuda else None)
                      for name in runnable}
+        label = resolution_label(img)
         for v in variants:
             for name, protocol in protocols.items():
-                row_key = (measure_key, v.name, hashes[v.name], name, img)
+                row_key = (measure_key, v.name, hashes[v.name], name, label)
                 wanted_measures.add(row_key)
                 if row_key in measured:
                     continue
                 result = evaluate_candidate(recipe.measure_config(v, img), count=False, protocol=protocol).latency
                 measurement_rows.append({
                     "key": measure_key, "variant": v.name, "config_hash": hashes[v.name], "protocol": name,
-                    "img_size": img, "batch_size": result.batch_size, "median_ms": result.median_ms,
+                    "img_size": label, "batch_size": result.batch_size, "median_ms": result.median_ms,
                     "iqr_ms": result.iqr_ms, "throughput_img_s": result.throughput_img_s,
                     "latency_ms_per_img": result.latency_ms_per_img, "device_name": result.device_name,
                 })
                 _write_rows(out / "measurements.csv", measurement_rows)
-                say(f"{v.name} {name} @{img}: {result.median_ms:.2f} ms/batch of {result.batch_size}, "
+                say(f"{v.name} {name} @{label}: {result.median_ms:.2f} ms/batch of {result.batch_size}, "
                     f"{result.throughput_img_s:.1f} img/s")
     used_measurements = [r for r in measurement_rows if _row_key(r, *measure_fields) in wanted_measures]
     meta = {

@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from explore.analysis.ablation.paired import ACC_MIN_EFFECT, decision, paired_delta
-from explore.analysis.ablation.recipe import Recipe
+from explore.analysis.ablation.recipe import Recipe, resolution_label, resolution_pixels
 from explore.analysis.ablation.runner import AblationRun
 from explore.analysis.ranks import kendall_tau
 from explore.arch import PAPER_SPEED_COLUMNS
@@ -115,7 +115,7 @@ def summarise(run: AblationRun) -> tuple[pd.DataFrame, dict[str, float]]:
     img0 = recipe.measure.img_sizes[0]
     measured_protocols = []
     if not meas.empty:
-        first = meas[meas["img_size"] == img0]
+        first = meas[meas["img_size"].map(resolution_label) == resolution_label(img0)]
         for protocol, rows in first.groupby("protocol"):
             measured_protocols.append(protocol)
             speed = rows.set_index("variant")["throughput_img_s"]
@@ -183,13 +183,15 @@ def check_findings(run: AblationRun, table: pd.DataFrame) -> list[dict[str, str]
             out.append({"text": finding.text, "observed": f"{finding.protocol} not measured", "verdict": "unclear"})
             continue
         rows = meas[meas["protocol"] == finding.protocol]
+        rows = rows.assign(img_size=rows["img_size"].map(resolution_label))
         fast = rows[rows["variant"] == finding.variant].set_index("img_size")["throughput_img_s"]
         slow = rows[rows["variant"] == finding.than].set_index("img_size")["throughput_img_s"]
-        ratio = (fast / slow).dropna().sort_index()
+        ratio = (fast / slow).dropna()
+        ratio = ratio.iloc[sorted(range(len(ratio)), key=lambda i: resolution_pixels(ratio.index[i]))]
         if ratio.empty:
             out.append({"text": finding.text, "observed": "no common resolutions", "verdict": "unclear"})
             continue
-        observed = ", ".join(f"{r:.2f}x @{int(i)}" for i, r in ratio.items())
+        observed = ", ".join(f"{r:.2f}x @{i}" for i, r in ratio.items())
         ok = bool((ratio > 1).all() and ratio.iloc[-1] >= ratio.iloc[0])
         out.append({"text": finding.text, "observed": f"speed-up of {finding.variant} over {finding.than}: {observed}",
                     "verdict": "reproduced" if ok else "not reproduced"})
