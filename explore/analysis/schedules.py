@@ -287,7 +287,7 @@ def _summarise(runs: pd.DataFrame, curves: dict[tuple[str, int], pd.DataFrame], 
     for schedule in settings.schedules:
         mine = runs[runs["schedule"] == schedule]
 
-        def stat(column: str) -> tuple[float, float]:
+        def stat(column: str, mine: pd.DataFrame = mine) -> tuple[float, float]:
             values = mine[column].astype(float).tolist()
             return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else float("nan"))
 

@@ -8,7 +8,6 @@ import subprocess
 import time
 
 import pytest
-import torch
 from optuna.trial import TrialState
 
 from explore.errors import ExploreError
