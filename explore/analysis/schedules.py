@@ -26,8 +26,9 @@ Hypervolumes use one fixed reference point for the whole comparison: top-1 at ch
 and ``ref_latency_ms`` (default: 1.05 x the largest latency of any trial of any run), in % x ms/img.
 
 The budget ratio of a schedule: the first training spent at which its mean hypervolume curve (over
-seeds) reaches the ``full`` runs' mean final hypervolume, divided by the ``full`` runs' mean spent
-budget (not reached: None). Follows the evaluation of multi-fidelity multi-objective search in
+seeds) reaches the ``full`` runs' mean final hypervolume (and 95 % of it), divided by the ``full``
+runs' mean spent budget (not reached: None). Why a schedule does or does not get there shows in
+:func:`rung_agreement`: how well each rung's top-1 ranks the architectures as the next rung does. Follows the evaluation of multi-fidelity multi-objective search in
 Schmucker et al. (arXiv:2106.12639, §5: hypervolume against wall-clock / budget, several seeds).
 """
 
@@ -52,9 +53,12 @@ from explore.errors import ExploreError
 from explore.evaluate import TrainBudget, evaluate_candidate, time_rounds
 from explore.search import StudySettings, open_study, prepare_study, run_study
 from explore.search.objective import CHECKPOINTS
-from explore.search.schedule import ARCH, RUNG, SCHEDULES, TRAIN_IMAGES, Schedule, hypervolume_2d, pareto_mask
+from explore.analysis.ranks import kendall_tau
+from explore.search.schedule import (ARCH, HISTORY, PROMOTES, RUNG, SCHEDULES, TRAIN_IMAGES, Schedule, hypervolume_2d,
+                                     pareto_mask)
 
-__all__ = ["CompareSettings", "Comparison", "architectures_for", "compare_schedules", "hv_curve", "budget_ratio"]
+__all__ = ["CompareSettings", "Comparison", "architectures_for", "compare_schedules", "hv_curve", "budget_ratio",
+           "rung_agreement"]
 
 LONG_RUNS = "long_runs.json"
 FRONT_LATENCY = "front_latency.json"
@@ -192,6 +196,7 @@ class Comparison:
         reference: the hypervolume's reference point (top-1 %, latency ms/img).
         settings: the comparison's settings.
         rung_epochs: the rungs of ``sha`` / ``hyperband`` (defaults resolved).
+        agreement: :func:`rung_agreement`.
     """
 
     runs: pd.DataFrame
@@ -201,6 +206,7 @@ class Comparison:
     reference: tuple[float, float]
     settings: CompareSettings
     rung_epochs: tuple[float, ...] = ()
+    agreement: pd.DataFrame | None = None
 
 
 def _load_json(path: Path) -> dict[str, Any]:
@@ -273,9 +279,34 @@ def compare_schedules(settings: CompareSettings, *, on_event: Callable[[str], No
                                       ref_latency)})
     runs = pd.DataFrame(run_rows)
     summary = _summarise(runs, curves, settings)
+    agreement = rung_agreement(studies, settings)
     fronts = fronts.drop(columns=["config"])
     rung_epochs = Schedule.make("sha", settings.epochs, settings.rungs, settings.eta).rungs
-    return Comparison(runs, pd.DataFrame(curve_rows), fronts, summary, (ref_top1, ref_latency), settings, rung_epochs)
+    return Comparison(runs, pd.DataFrame(curve_rows), fronts, summary, (ref_top1, ref_latency), settings, rung_epochs,
+                      agreement)
+
+
+def rung_agreement(studies: dict[tuple[str, int], optuna.Study], settings: CompareSettings) -> pd.DataFrame:
+    """How well a rung's top-1 ranks the architectures it promotes: per schedule and pair of rungs
+    (k, k + 1), Kendall τ between top-1 at rung k and at rung k + 1 over the architectures that
+    reached both, pooled over seeds (from the jobs' ``rung_history``). A τ near 1 means the low
+    rung already ranks as the next one does; near 0, promotion is a lottery."""
+    rows = []
+    for schedule in settings.schedules:
+        if schedule == "full":
+            continue
+        pairs: dict[tuple[float, float], list[tuple[float, float]]] = {}
+        for seed in settings.seeds:
+            for t in studies[(schedule, seed)].get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+                history = t.user_attrs.get(HISTORY) or []
+                if t.user_attrs.get(PROMOTES) is None or len(history) < 2:
+                    continue
+                low, high = history[-2], history[-1]
+                pairs.setdefault((low["epochs"], high["epochs"]), []).append((low["top1"], high["top1"]))
+        for (low, high), values in sorted(pairs.items()):
+            rows.append({"schedule": schedule, "from (epochs)": low, "to (epochs)": high, "architectures": len(values),
+                         "kendall_tau": kendall_tau([a for a, _ in values], [b for _, b in values])})
+    return pd.DataFrame(rows)
 
 
 def _summarise(runs: pd.DataFrame, curves: dict[tuple[str, int], pd.DataFrame], settings: CompareSettings) -> pd.DataFrame:
@@ -291,11 +322,13 @@ def _summarise(runs: pd.DataFrame, curves: dict[tuple[str, int], pd.DataFrame], 
             values = mine[column].astype(float).tolist()
             return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else float("nan"))
 
-        ratio = budget_ratio([curves[(schedule, s)] for s in settings.seeds], target, full_budget)
+        mine_curves = [curves[(schedule, s)] for s in settings.seeds]
+        ratio = budget_ratio(mine_curves, target, full_budget)
         row: dict[str, Any] = {"schedule": schedule, "seeds": len(mine)}
         for column in ("architectures", "spent_epochs", "study_hv", "long_hv"):
             row[f"{column}_mean"], row[f"{column}_std"] = stat(column)
         row["budget_to_full_hv"] = ratio
+        row["budget_to_95pct_full_hv"] = budget_ratio(mine_curves, 0.95 * target, full_budget)
         rows.append(row)
     return pd.DataFrame(rows)
 

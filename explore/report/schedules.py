@@ -61,9 +61,16 @@ def summary_table(summary: pd.DataFrame) -> pd.DataFrame:
         rows.append({"schedule": row["schedule"], "seeds": int(row["seeds"]),
                      "architectures": pm(row, "architectures", 1), "training spent (epochs)": pm(row, "spent_epochs", 2),
                      "HV, proxy budget": pm(row, "study_hv", 3), "HV, long budget": pm(row, "long_hv", 3),
-                     "budget to reach full's final HV": "not reached" if ratio is None or
-                     (isinstance(ratio, float) and math.isnan(ratio)) else f"{ratio * 100:.0f} %"})
+                     "budget to reach full's final HV": _share(ratio),
+                     "budget to reach 95 % of it": _share(row.get("budget_to_95pct_full_hv"))})
     return pd.DataFrame(rows)
+
+
+def _share(ratio: Any) -> str:
+    """A budget ratio as a percentage, or ``not reached``."""
+    if ratio is None or (isinstance(ratio, float) and math.isnan(ratio)):
+        return "not reached"
+    return f"{ratio * 100:.0f} %"
 
 
 def _plot(curves: pd.DataFrame, summary: pd.DataFrame, path: Path, title: str) -> Path:
@@ -72,7 +79,7 @@ def _plot(curves: pd.DataFrame, summary: pd.DataFrame, path: Path, title: str) -
     means = mean_curves(curves)
     for schedule, mine in means.groupby("schedule", sort=False):
         line, = ax.plot(mine["spent_epochs"], mine["hv_mean"], label=f"{schedule} (mean of seeds)", drawstyle="steps-post")
-        ax.fill_between(mine["spent_epochs"], mine["hv_mean"] - mine["hv_std"], mine["hv_mean"] + mine["hv_std"],
+        ax.fill_between(mine["spent_epochs"], (mine["hv_mean"] - mine["hv_std"]).clip(lower=0), mine["hv_mean"] + mine["hv_std"],
                         step="post", alpha=0.2, color=line.get_color())
     full = summary[summary["schedule"] == "full"]
     if len(full):
@@ -84,7 +91,7 @@ def _plot(curves: pd.DataFrame, summary: pd.DataFrame, path: Path, title: str) -
 
 
 def render_schedules(runs: pd.DataFrame, fronts: pd.DataFrame, summary: pd.DataFrame, reference: tuple[float, float],
-                     settings: dict[str, Any], command: str) -> str:
+                     settings: dict[str, Any], command: str, agreement: pd.DataFrame | None = None) -> str:
     """The markdown summary of a comparison."""
     s = settings
     lines = [
@@ -112,6 +119,13 @@ def render_schedules(runs: pd.DataFrame, fronts: pd.DataFrame, summary: pd.DataF
         "latencies measured together. Budget to reach full's final HV: the first training spent at which the "
         "schedule's mean HV curve reaches the full runs' mean final HV, as a share of the full runs' mean spent "
         "budget (`hv_vs_budget.png`).",
+        "",
+        "## How well a rung ranks for the next one",
+        "",
+        table_block(agreement.round({"kendall_tau": 3}) if agreement is not None else pd.DataFrame()),
+        "Kendall τ between top-1 at a rung and at the next rung, over the architectures promoted between them "
+        "(pooled over seeds). Near 1: the low rung ranks as the next one does and promotion keeps the right "
+        "architectures; near 0: promotion by that rung is close to a lottery.",
         "",
         "## Runs",
         "",
@@ -149,5 +163,6 @@ def write_schedules_report(comparison: Any, out_dir: Path, command: str) -> Sche
     _plot(comparison.curves, comparison.summary, paths.png,
           f"{settings.space}: hypervolume vs training spent ({len(settings.seeds)} seeds)")
     paths.markdown.write_text(render_schedules(comparison.runs, comparison.fronts, comparison.summary,
-                                               comparison.reference, meta, command), encoding="utf-8")
+                                               comparison.reference, meta, command, comparison.agreement),
+                                encoding="utf-8")
     return paths
