@@ -69,7 +69,8 @@ def study(
     sampler: Annotated[str, typer.Option(help="tpe | nsga2 | random")] = "tpe",
     epochs: Annotated[Optional[float], typer.Option(
         help="Proxy training epochs (fractions allowed); default 2, or the last of --rungs.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Proxy training batch size.")] = 128,
+    batch_size: Annotated[Optional[int], typer.Option(
+        help="Proxy training batch size (default 128; segmentation 16).")] = None,
     max_train: Annotated[Optional[int], typer.Option(
         help="Training images used (random subset; 0 = all; default 10000); segmentation: scenes (default 1000).")] = None,
     max_val: Annotated[Optional[int], typer.Option(
@@ -116,6 +117,8 @@ def study(
         max_train = 1000 if segmentation else 10000
     if max_val is None:
         max_val = 200 if segmentation else 2000
+    if batch_size is None:
+        batch_size = 16 if segmentation else 128
     rung_list = float_list(rungs, "--rungs")
     if epochs is None:
         epochs = rung_list[-1] if rung_list else 2.0
