@@ -17,7 +17,7 @@ from explore.errors import ExploreError
 
 T = TypeVar("T")
 
-__all__ = ["app", "console", "err_console", "fail", "run_or_exit", "names", "int_list", "print_table", "DatasetOpt", "DataRootOpt",
+__all__ = ["app", "console", "err_console", "fail", "run_or_exit", "names", "int_list", "float_list", "print_table", "DatasetOpt", "DataRootOpt",
            "SeedOpt", "StorageOpt"]
 
 # no locals in tracebacks: they would print storage URLs with their passwords
@@ -57,12 +57,7 @@ def int_list(text: Optional[str], field: str) -> Optional[list[int]]:
     Raises:
         typer.Exit: after the ``error:`` line naming ``field``, when an item is not an integer.
     """
-    if text is None:
-        return None
-    try:
-        return [int(v) for v in names(text)]
-    except ValueError:
-        raise fail(ExploreError(field, text, "expected comma-separated integers, e.g. 0,1")) from None
+    return _number_list(text, field, int, "integers, e.g. 0,1")
 
 
 def float_list(text: Optional[str], field: str) -> Optional[list[float]]:
@@ -71,12 +66,16 @@ def float_list(text: Optional[str], field: str) -> Optional[list[float]]:
     Raises:
         typer.Exit: after the ``error:`` line naming ``field``, when an item is not a number.
     """
+    return _number_list(text, field, float, "numbers, e.g. 0.5,1,2")
+
+
+def _number_list(text: Optional[str], field: str, kind: Callable[[str], T], example: str) -> Optional[list[T]]:
     if text is None:
         return None
     try:
-        return [float(v) for v in names(text)]
+        return [kind(v) for v in names(text)]
     except ValueError:
-        raise fail(ExploreError(field, text, "expected comma-separated numbers, e.g. 0.5,1,2")) from None
+        raise fail(ExploreError(field, text, f"expected comma-separated {example}")) from None
 
 
 def print_table(rows: list[list[str]], header: list[str], title: str | None = None) -> None:
