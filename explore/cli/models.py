@@ -29,9 +29,9 @@ def describe(
     from explore.arch import resolve_arch, stage_field_used
     from explore.evaluate import evaluate_candidate
 
+    changes = {"img_size": img_size, "seg_head_width": seg_head_width, "num_classes": num_classes}
     try:
         config = resolve_arch(name_or_file, "NAME_OR_FILE").config
-        changes = {"img_size": img_size, "seg_head_width": seg_head_width, "num_classes": num_classes}
         config = config.replace(**{k: v for k, v in changes.items() if v})
     except ExploreError as exc:
         if exc.field in changes:  # name the option, not the config field

@@ -149,9 +149,10 @@ def test_latency_label_says_what_was_timed(tmp_path, monkeypatch):
     import explore.report.study
 
     labels = []
-    monkeypatch.setattr(explore.report.study, "plot_pareto", lambda frame, path, title, label: labels.append(label))
+    monkeypatch.setattr(explore.report.study, "plot_pareto",
+                        lambda frame, path, title, label, metric: labels.append((label, metric)))
     paths = write_report(frame, tmp_path / "r", {"study_name": "s", "settings": settings}, "explore report runs/s")
-    assert labels == ["latency (ms/img; cpu-latency, batch 16, fused, cpu)"]
+    assert labels == [("latency (ms/img; cpu-latency, batch 16, fused, cpu)", "top-1 (%)")]
     text = paths.markdown.read_text()
     assert "- latency (ms/img; cpu-latency, batch 16, fused, cpu): threads 1, median of 20 runs" in text
     assert "default" not in text and "(Some CPU)" in text
