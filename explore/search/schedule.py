@@ -19,7 +19,8 @@ How it maps onto Optuna:
 * a job trains the first ``rungs[k]`` epochs of the top rung's schedule (the lr schedule is the
   full one's), stores its training state in ``<run>/checkpoints/trial_<n>.pt`` and the promotion
   continues from that file (``torch.load(weights_only=True)``): an architecture trained to the top
-  rung, in however many jobs, is trained exactly as one ``--schedule full`` trial of the same seed;
+  rung, in however many jobs, is trained exactly as one ``--schedule full`` trial of the same seed
+  (on the CPU, bit for bit when every job trains with the same number of threads, ``--train-threads``);
 * promotion is asynchronous: a free worker first looks for a job to promote (top rungs first), and
   only then samples a new architecture. Two workers that pick the same promotion at the same time
   both enqueue it; the later job yields to the earlier one (:func:`promotion_claimed`) and is PRUNED

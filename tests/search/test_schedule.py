@@ -115,7 +115,7 @@ def _check_asha_counts(jobs, first: int, eta: int = 2, rungs: int = 3) -> None:
 
 
 def test_promotion_counts_continuation_and_report(tmp_path, one_thread):  # noqa: F811
-    settings = tiny_settings(tmp_path, trials=6, **SHA)
+    settings = tiny_settings(tmp_path, trials=6, train_threads=1, **SHA)  # one thread, as the check below
     summary = run_study(settings)
     study = open_study(str(settings.run_dir))
     jobs = _jobs(study)
@@ -147,7 +147,7 @@ def test_promotion_counts_continuation_and_report(tmp_path, one_thread):  # noqa
     data = settings.load_data(settings.seed)
     whole = evaluate_candidate(config, seed=settings.seed + top.user_attrs["arch_trial"], data=data,
                                recipe=settings.proxy_recipe(), count=False).proxy
-    assert whole.top1 == top.values[0]
+    assert whole.top1 == top.values[0] and {t.user_attrs["proxy_threads"] for t in jobs} == {1}
     counts = [sum(1 for t in jobs if t.user_attrs["rung"] == k) for k in range(3)]
     epochs = counts[0] * 0.5 + counts[1] * 0.5 + counts[2] * 1.0
     assert sum(t.user_attrs["train_images"] for t in jobs) == 64 * epochs  # 64 images, epochs of 2 steps
