@@ -37,7 +37,9 @@ def test_the_table_holds_every_unit_and_calibration_model_with_raw_timings(table
     assert {"stem:PatchEmbed", "downsample:PatchMergingDownsample", "block:SandwichBlock/cga",
             "head:NormLinear"} <= kinds
     for entry in list(table.units.values()) + table.models:
-        assert len(entry["rounds"]) == 2 and all(len(r["times_ms"]) == 2 for r in entry["rounds"])
+        # every round keeps its raw timings: the 2 repeats, less any the protocol left out as preempted
+        # (a busy machine: explore.measure.protocols keeps the repeats that ran without preemption)
+        assert len(entry["rounds"]) == 2 and all(1 <= len(r["times_ms"]) <= 2 for r in entry["rounds"])
         assert entry["median_ms"] == min(r["median_ms"] for r in entry["rounds"])  # the fastest round counts
     assert all(k in table.units for m in table.models for k in m["units"])
     assert fit_predictor(table).predict_units([]) >= 0.0
