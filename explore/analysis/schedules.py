@@ -97,6 +97,14 @@ class CompareSettings(TrainBudget):
     train_threads: int | None = None
     latency_repeats: int = 20
 
+    def plan(self, schedule: str) -> Schedule:
+        """The :class:`~explore.search.schedule.Schedule` of this comparison's runs of ``schedule``.
+
+        Raises:
+            ExploreError: bad ``--rungs`` or ``--eta`` (named).
+        """
+        return Schedule.make(schedule, self.epochs, None if schedule == "full" else self.rungs, self.eta)
+
     def study(self, schedule: str, seed: int) -> StudySettings:
         """The settings of the run of ``schedule`` with ``seed``."""
         return StudySettings(
@@ -133,7 +141,7 @@ class CompareSettings(TrainBudget):
 
 def architectures_for(settings: CompareSettings, schedule: str) -> int:
     """Architectures a run of ``schedule`` starts within ``settings.budget`` (at least 1)."""
-    plan = Schedule.make(schedule, settings.epochs, None if schedule == "full" else settings.rungs, settings.eta)
+    plan = settings.plan(schedule)
     return max(1, math.floor(settings.budget / plan.expected_epochs() + 1e-9))
 
 
@@ -250,7 +258,7 @@ def compare_schedules(settings: CompareSettings, *, on_event: Callable[[str], No
     curve_rows, front_rows = [], []
     curves: dict[tuple[str, int], pd.DataFrame] = {}
     for (schedule, seed), frame in jobs.items():
-        top = Schedule.make(schedule, settings.epochs, None if schedule == "full" else settings.rungs, settings.eta).top
+        top = settings.plan(schedule).top
         curve = hv_curve(frame, top, n_train, ref_top1, ref_latency)
         curves[(schedule, seed)] = curve
         curve_rows += [{"schedule": schedule, "seed": seed, **row} for row in curve.to_dict("records")]
@@ -281,7 +289,7 @@ def compare_schedules(settings: CompareSettings, *, on_event: Callable[[str], No
     summary = _summarise(runs, curves, settings)
     agreement = rung_agreement(studies, settings)
     fronts = fronts.drop(columns=["config"])
-    rung_epochs = Schedule.make("sha", settings.epochs, settings.rungs, settings.eta).rungs
+    rung_epochs = settings.plan("sha").rungs
     return Comparison(runs, pd.DataFrame(curve_rows), fronts, summary, (ref_top1, ref_latency), settings, rung_epochs,
                       agreement)
 

@@ -34,7 +34,7 @@ from explore.search.schedule import (ARCH, BRACKET, HISTORY, PROMOTES, RUNG, TRA
 from explore.search.settings import LATENCY_WARMUP, StudySettings
 from explore.search.storage import scrub
 from explore.space import SearchSpace
-from explore.train import DatasetBundle, SegmentationResult
+from explore.train import DatasetBundle
 
 CHECKPOINTS = "checkpoints"
 """Folder of the run folder where jobs of a schedule store their training state."""
@@ -178,8 +178,8 @@ def make_objective(space: SearchSpace, data: DatasetBundle, settings: StudySetti
 
         evaluation = _train(trial, config, None, record)
         if settings.objective == "top1":
-            return _score(evaluation)
-        return _score(evaluation), predicted
+            return evaluation.proxy.score
+        return evaluation.proxy.score, predicted
 
     def _train(trial: optuna.Trial, config: ArchConfig, protocol: Any,
                record: Callable[[Step, Evaluation], None]) -> Evaluation:
@@ -198,7 +198,7 @@ def make_objective(space: SearchSpace, data: DatasetBundle, settings: StudySetti
         images = evaluation.proxy.steps * min(recipe.batch_size, len(data.train))
         trial.set_user_attr(TRAIN_IMAGES, images)
         if job is not None:
-            entry = {"rung": job.rung, "epochs": plan.rungs[job.rung], "top1": _score(evaluation),
+            entry = {"rung": job.rung, "epochs": plan.rungs[job.rung], "top1": evaluation.proxy.score,
                      "train_seconds": evaluation.proxy.train_seconds, "train_images": images, "trial": trial.number}
             trial.set_user_attr(HISTORY, [*job.history, entry])
         return evaluation
@@ -264,8 +264,8 @@ def make_objective(space: SearchSpace, data: DatasetBundle, settings: StudySetti
 
         evaluation = _train(trial, config, None if cached else protocol, record)
         if settings.objective == "top1":
-            return _score(evaluation)
-        return _score(evaluation), float(latency["latency_ms_per_img"])
+            return evaluation.proxy.score
+        return evaluation.proxy.score, float(latency["latency_ms_per_img"])
 
     def _pruning_report(trial: optuna.Trial) -> Callable[[int, float], None]:
         """Report each epoch's top-1 to Optuna; stop the trial when the pruner says so."""
@@ -280,12 +280,6 @@ def make_objective(space: SearchSpace, data: DatasetBundle, settings: StudySetti
         return report
 
     return objective
-
-
-def _score(evaluation: Evaluation) -> float:
-    """The trial's first objective: proxy top-1 (%), or mIoU (%) for segmentation."""
-    proxy = evaluation.proxy
-    return float(proxy.miou if isinstance(proxy, SegmentationResult) else proxy.top1)
 
 
 @dataclass

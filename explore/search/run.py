@@ -213,6 +213,24 @@ def fail_stale(study: optuna.Study, heartbeat_s: int = DEFAULT_HEARTBEAT_S) -> N
                 RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, trial)
 
 
+class _DuplicateStreak:
+    """An Optuna callback counting the duplicate draws in a row (see :data:`DUPLICATE_STREAK`): a
+    duplicate adds one, any other finished draw resets it; surplus trials and promotion jobs of a
+    schedule (which repeat their architecture on purpose) leave it as it is."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if is_promotion(trial):
+            return
+        reason = trial.user_attrs.get("pruned_reason", "")
+        if reason.startswith(DUPLICATE):
+            self.count += 1
+        elif not reason.startswith("surplus"):
+            self.count = 0
+
+
 def _work(study: optuna.Study, objective: Callable[[optuna.Trial], Any], settings: StudySettings,
           on_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None) -> None:
     """Run trials until ``settings.trials`` are COMPLETE (never more; see the module docstring).
@@ -222,20 +240,11 @@ def _work(study: optuna.Study, objective: Callable[[optuna.Trial], Any], setting
     ``DUPLICATE_STREAK`` duplicates in a row, so that a space with fewer distinct feasible
     architectures than ``settings.trials`` ends (see :func:`_exhausted_note`).
     """
-    streak = 0
-
-    def count_duplicates(study: optuna.Study, trial: FrozenTrial) -> None:
-        nonlocal streak
-        reason = trial.user_attrs.get("pruned_reason", "")
-        if reason.startswith(DUPLICATE):
-            streak += 1
-        elif not reason.startswith("surplus"):
-            streak = 0
-
-    callbacks = [count_duplicates] + ([on_trial] if on_trial is not None else [])
+    streak = _DuplicateStreak()
+    callbacks = [streak] + ([on_trial] if on_trial is not None else [])
     wrapped = with_failure_reason(objective, settings.storage)
     attempts, cap = 0, 50 * max(1, settings.trials - _count(study, TrialState.COMPLETE))
-    while attempts < cap and streak < DUPLICATE_STREAK:
+    while attempts < cap and streak.count < DUPLICATE_STREAK:
         fail_stale(study, settings.heartbeat_s)  # dead processes' trials: FAIL and re-queued
         trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
         complete = sum(1 for t in trials if t.state == TrialState.COMPLETE)
@@ -256,20 +265,11 @@ def _work_scheduled(study: optuna.Study, objective: Callable[[optuna.Trial], Any
     job promotable). Attempts are capped as in :func:`_work`.
     """
     plan = settings.plan
-    streak = 0
-
-    def count_duplicates(study: optuna.Study, trial: FrozenTrial) -> None:
-        nonlocal streak
-        reason = trial.user_attrs.get("pruned_reason", "")
-        if reason.startswith(DUPLICATE) and not is_promotion(trial):
-            streak += 1
-        elif not reason.startswith("surplus") and not is_promotion(trial):
-            streak = 0
-
-    callbacks = [count_duplicates] + ([on_trial] if on_trial is not None else [])
+    streak = _DuplicateStreak()
+    callbacks = [streak] + ([on_trial] if on_trial is not None else [])
     wrapped = with_failure_reason(objective, settings.storage)
     attempts, cap = 0, 50 * max(1, settings.trials) * len(plan.rungs)
-    while attempts < cap and streak < DUPLICATE_STREAK:
+    while attempts < cap and streak.count < DUPLICATE_STREAK:
         fail_stale(study, settings.heartbeat_s)
         parent = next_promotion(study, plan)
         if parent is not None:

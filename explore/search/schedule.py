@@ -162,13 +162,11 @@ def nondominated_order(top1: Sequence[float], latency: Sequence[float]) -> list[
 
     Follows the sorting and crowding distance of NSGA-II (Deb et al., 2002, §III-A, III-B).
     """
-    n = len(top1)
-    remaining = list(range(n))
+    remaining = list(range(len(top1)))
     order: list[int] = []
     while remaining:
-        front = [i for i in remaining
-                 if not any(top1[j] >= top1[i] and latency[j] <= latency[i] and (top1[j] > top1[i] or latency[j] < latency[i])
-                            for j in remaining if j != i)]
+        mask = pareto_mask([top1[i] for i in remaining], [latency[i] for i in remaining])
+        front = [i for i, first in zip(remaining, mask) if first]
         crowd = {i: 0.0 for i in front}
         for values in (top1, latency):
             ranked = sorted(front, key=lambda i: (values[i], i))

@@ -127,6 +127,11 @@ class ProxyResult:
     train_img_s: float
     precision: str = "fp32"
 
+    @property
+    def score(self) -> float:
+        """The quality a study or an ablation ranks by: top-1 (%)."""
+        return self.top1
+
 
 def _is_number(x: object) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)

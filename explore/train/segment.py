@@ -48,6 +48,11 @@ class SegmentationResult:
     train_img_s: float
     precision: str = "fp32"
 
+    @property
+    def score(self) -> float:
+        """The quality a study or an ablation ranks by: mIoU (%)."""
+        return self.miou
+
 
 def miou(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> float:
     """Mean IoU (percent) of predicted class maps against labels (``IGNORE_INDEX`` pixels left out).

@@ -216,8 +216,8 @@ def run_recipe(recipe: Recipe, out: str | Path, *, device: str = "cpu",
                 try:
                     result = evaluate_candidate(config, seed=seed, count=False, data=data, recipe=proxy,
                                                 device=dev).proxy
-                    score = result.miou if b.task == "segmentation" else result.top1  # the accuracy column
-                    row.update(status="ok", top1=score, train_seconds=result.train_seconds,
+                    # the accuracy column: top-1, or mIoU for segmentation
+                    row.update(status="ok", top1=result.score, train_seconds=result.train_seconds,
                                train_img_s=result.train_img_s, steps=result.steps)
                 except NonFiniteLossError as exc:
                     row.update(status="non-finite loss", top1=float("nan"), train_seconds=float("nan"),
