@@ -28,7 +28,8 @@ from explore.device import resolve_device
 from explore.errors import DataError, ExploreError, NonFiniteLossError
 
 __all__ = ["PRECISIONS", "ProxyRecipe", "ProxyResult", "choose_precision", "train_proxy", "evaluate", "seed_everything",
-           "autotune", "AUTOTUNE_MIN_STEPS", "Optimisation", "optimisation", "train_step", "autocast"]
+           "autotune", "AUTOTUNE_MIN_STEPS", "Optimisation", "optimisation", "train_step", "autocast",
+           "check_losses"]
 
 PRECISIONS = ("bf16", "fp16", "fp32")
 """Training precisions: autocast to bfloat16, autocast to float16 with a gradient scaler, float32."""
@@ -292,6 +293,22 @@ def optimisation(model: nn.Module, recipe: ProxyRecipe, device: torch.device, pr
     )
 
 
+def check_losses(losses: list[torch.Tensor], first_step: int) -> list[float]:
+    """The values of detached 0-dim losses, read with one host sync for the lot.
+
+    Args:
+        losses: the losses of consecutive steps, the first being step ``first_step`` (0-based).
+
+    Raises:
+        NonFiniteLossError: a loss is NaN or infinite (the first such step is named).
+    """
+    values = torch.stack(losses).tolist()
+    for offset, value in enumerate(values):
+        if not math.isfinite(value):
+            raise NonFiniteLossError(first_step + offset, value)
+    return values
+
+
 def train_step(
     forward: Callable[[torch.Tensor], torch.Tensor],
     x: torch.Tensor,
@@ -303,7 +320,8 @@ def train_step(
 ) -> torch.Tensor:
     """One optimizer step without any host read; returns the unscaled loss, detached (0-dim).
 
-    The logits' shape (metadata, not a host read) is checked before the loss. With fp16 the
+    The logits' shape (metadata, not a host read) is checked before the loss: (B, num_classes)
+    for class labels y (B,), (B, num_classes, H, W) for per-pixel labels y (B, H, W). With fp16 the
     scaler multiplies the loss before backward; when the scaled gradients overflow it skips
     the parameter update and lowers its scale, on the device (the fused AdamW takes the scale
     and the inf flag as tensors). The returned loss is the unscaled one, finite on such a
@@ -311,12 +329,14 @@ def train_step(
     stepped here (the caller steps it once per step).
 
     Raises:
-        ExploreError: the logits are not (B, num_classes) (field ``"model output"``).
+        ExploreError: the logits are not (B, num_classes, *y.shape[1:]) (field ``"model output"``).
     """
     with autocast(device, precision):
         logits = forward(x)
-    if logits.shape != (x.shape[0], num_classes):
-        raise ExploreError("model output", tuple(logits.shape), f"expected logits (B, {num_classes})")
+    expected = (x.shape[0], num_classes, *y.shape[1:])
+    if tuple(logits.shape) != expected:
+        dims = ", ".join(["B", str(num_classes), *map(str, y.shape[1:])])
+        raise ExploreError("model output", tuple(logits.shape), f"expected logits ({dims})")
     loss = opt.criterion(logits.float(), y)
     opt.optimizer.zero_grad(set_to_none=True)
     opt.scaler.scale(loss).backward()
@@ -542,13 +562,6 @@ def _train(
 
     def eval_val() -> float:
         return _evaluate(model, data.val, normalize, recipe.eval_batch_size, dev, precision)
-
-    def check_losses(losses: list[torch.Tensor], first_step: int) -> list[float]:
-        values = torch.stack(losses).tolist()  # one host sync for the lot
-        for offset, value in enumerate(values):
-            if not math.isfinite(value):
-                raise NonFiniteLossError(first_step + offset, value)
-        return values
 
     train_seconds = 0.0
     eval_seconds = 0.0

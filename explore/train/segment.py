@@ -10,19 +10,26 @@ then the mean; a class absent from both prediction and labels of the whole split
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from explore.device import resolve_device
-from explore.errors import DataError, ExploreError, NonFiniteLossError
+from explore.errors import DataError, ExploreError
 from explore.train.normalize import Normalizer
-from explore.train.proxy import ProxyRecipe, autocast, choose_precision, optimisation, seed_everything
+from explore.train.proxy import (
+    ProxyRecipe,
+    autocast,
+    check_losses,
+    choose_precision,
+    optimisation,
+    seed_everything,
+    train_step,
+)
 from explore.train.scenes import IGNORE_INDEX, SegmentationData, SegmentationSplit
 
 __all__ = ["SegmentationResult", "miou", "evaluate_segmentation", "train_segmentation"]
@@ -159,47 +166,60 @@ def train_segmentation(model: nn.Module, data: SegmentationData, *, recipe: Prox
     if n_train == 0 or len(data.val) == 0:
         raise DataError("train" if n_train == 0 else "val", 0, "expected at least one image")
     seed_everything(seed)
-    gen = torch.Generator().manual_seed(int(seed))
+    on_cuda = dev.type == "cuda"
+    gen = torch.Generator(device=dev if on_cuda else "cpu").manual_seed(int(seed))
+    # CUDA: hold the (uint8) scenes and masks on the GPU, so batches never cross the bus
+    train_images = data.train.images.to(dev) if on_cuda else data.train.images
+    train_masks = data.train.masks.to(dev) if on_cuda else data.train.masks
     normalize = Normalizer(data.size[0], data.mean, data.std, dev)
     model.to(dev)
+    if on_cuda:
+        model.to(memory_format=torch.channels_last)
     batch_size = min(recipe.batch_size, n_train)
     steps_per_epoch = n_train // batch_size
     total_steps = max(1, round(recipe.epochs * steps_per_epoch))
-    opt = optimisation(model, recipe, dev, precision, total_steps)
-    criterion = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
+    opt = replace(optimisation(model, recipe, dev, precision, total_steps),
+                  criterion=nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX))
+    check_every = recipe.nan_check_every if on_cuda else 1  # one host read per this many steps
+
+    label_size = tuple(train_masks.shape[-2:])
+
+    def forward(x: torch.Tensor) -> torch.Tensor:  # logits upsampled to the label size
+        return _forward(model, x, label_size, data.num_classes)
+
     step, images_seen, train_seconds, eval_seconds = 0, 0, 0.0, 0.0
     losses: list[float] = []
     score: float | None = None
     model.train()
     while step < total_steps:
         epoch = step // steps_per_epoch
-        perm = torch.randperm(n_train, generator=gen)
+        perm = torch.randperm(n_train, generator=gen, device=gen.device)
         losses = []
+        pending: list[torch.Tensor] = []
         t0 = time.perf_counter()
         for i in range(steps_per_epoch):
             if step >= total_steps:
                 break
             idx = perm[i * batch_size : (i + 1) * batch_size]
-            x = normalize(data.train.images[idx].to(dev))
-            y = data.train.masks[idx].to(dev).long()
+            x = normalize(train_images[idx].to(dev, non_blocking=True))
+            y = train_masks[idx].to(dev, non_blocking=True).long()
             if recipe.augment:
-                flip = (torch.rand(len(idx), generator=gen) < 0.5).to(dev)
+                flip = torch.rand(len(idx), generator=gen, device=gen.device) < 0.5
                 x = torch.where(flip[:, None, None, None], x.flip(-1), x)
                 y = torch.where(flip[:, None, None], y.flip(-1), y)
-            with autocast(dev, precision):
-                logits = _forward(model, x, y.shape[-2:], data.num_classes)
-            loss = criterion(logits, y)
-            opt.optimizer.zero_grad(set_to_none=True)
-            opt.scaler.scale(loss).backward()
-            opt.scaler.step(opt.optimizer)
-            opt.scaler.update()
+            if on_cuda:
+                x = x.contiguous(memory_format=torch.channels_last)
+            pending.append(train_step(forward, x, y, opt, dev, precision, data.num_classes))
+            if len(pending) >= check_every:
+                losses += check_losses(pending, step + 1 - len(pending))
+                pending = []
             opt.scheduler.step()
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise NonFiniteLossError(step + 1, value)
-            losses.append(value)
             images_seen += batch_size
             step += 1
+        if pending:
+            losses += check_losses(pending, step - len(pending))
+        if on_cuda:
+            torch.cuda.synchronize(dev)
         train_seconds += time.perf_counter() - t0
         if on_epoch_end is not None and len(losses) == steps_per_epoch:
             t1 = time.perf_counter()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import numpy as np
@@ -9,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from explore.errors import DataError, ExploreError
+from explore.errors import DataError, ExploreError, NonFiniteLossError
 from explore.train import ProxyRecipe
-from explore.train.scenes import IGNORE_INDEX, compose_scenes, fashion_scenes, load_mask_folder
+from explore.train.scenes import IGNORE_INDEX, SegmentationData, compose_scenes, fashion_scenes, load_mask_folder
 from explore.train.segment import miou, train_segmentation
 
 
@@ -131,8 +132,6 @@ class TinySeg(nn.Module):
 
 def test_the_proxy_loop_learns_scenes_and_checks_the_output():
     garments, labels = _garments()
-    from explore.train.scenes import SegmentationData
-
     train = compose_scenes(garments, labels, 64, 32, seed=0, objects=(1, 2))
     val = compose_scenes(garments, labels, 16, 32, seed=1, objects=(1, 2))
     data = SegmentationData("t", train, val, 7, 1, (0.2,), (0.3,))
@@ -145,3 +144,36 @@ def test_the_proxy_loop_learns_scenes_and_checks_the_output():
     assert result.pixel_acc > background  # it finds garments, not only background
     with pytest.raises(ExploreError, match="per-pixel logits"):
         train_segmentation(nn.Sequential(nn.Flatten(), nn.LazyLinear(7)), data, recipe=ProxyRecipe(epochs=1))
+
+
+def _tiny_scenes() -> SegmentationData:
+    garments, labels = _garments()
+    train = compose_scenes(garments, labels, 32, 32, seed=0, objects=(1, 2))
+    val = compose_scenes(garments, labels, 8, 32, seed=1, objects=(1, 2))
+    return SegmentationData("t", train, val, 7, 1, (0.2,), (0.3,))
+
+
+class NaNSeg(TinySeg):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) * float("nan")
+
+
+def test_a_diverged_loss_names_its_first_step():
+    with pytest.raises(NonFiniteLossError) as info:
+        train_segmentation(NaNSeg(), _tiny_scenes(), recipe=ProxyRecipe(epochs=1, batch_size=16))
+    assert info.value.step == 0  # 0-based, as the classification loop counts
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: the data held on it, loss checks batched")
+def test_cuda_segmentation_keeps_the_data_on_the_gpu_and_batches_loss_checks():
+    dev = f"cuda:{torch.cuda.device_count() - 1}"
+    data = _tiny_scenes()
+    recipe = ProxyRecipe(epochs=3, batch_size=8, lr=1e-2, nan_check_every=5)
+    model = TinySeg()
+    result = train_segmentation(model, data, recipe=recipe, device=dev)
+    assert next(model.parameters()).device == torch.device(dev)
+    assert result.steps == 12 and math.isfinite(result.train_loss) and 0.0 <= result.miou <= 100.0
+    assert data.train.images.device.type == "cpu"  # the caller's tensors are not moved
+    with pytest.raises(NonFiniteLossError) as info:  # found at the batched check, named at its own step
+        train_segmentation(NaNSeg(), data, recipe=recipe, device=dev)
+    assert info.value.step == 0
