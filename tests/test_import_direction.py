@@ -16,7 +16,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "explore"
 
 # base modules any stage may import
-BASE = {"errors", "resources", "device", "reproduce"}
+BASE = {"errors", "resources", "device", "reproduce", "resolution"}
 
 # stage -> the stages below it that it may import (besides itself and BASE); the transitive closure
 # of the pipeline: space -> arch -> nn -> measure / train -> evaluate -> search -> analysis; report
@@ -24,6 +24,7 @@ BASE = {"errors", "resources", "device", "reproduce"}
 BELOW: dict[str, set[str]] = {
     "errors": set(),
     "resources": {"errors"},
+    "resolution": {"errors"},
     "device": {"errors"},
     "reproduce": set(),
     "arch": set(),

@@ -16,6 +16,7 @@ from typing import Any, Mapping
 import pandas as pd
 
 from explore.report.common import fmt, pyplot, table_block
+from explore.resolution import resolution_label, resolution_pixels
 
 __all__ = ["AblationReportPaths", "plot_ablation", "plot_resolution", "render_ablation_markdown",
            "write_ablation_report"]
@@ -95,25 +96,13 @@ def plot_ablation(table: pd.DataFrame, path: Path, title: str, accuracy_label: s
     return path
 
 
-def _label(img: Any) -> str:
-    """``"512"`` or ``"1024x2048"`` (a CSV may hold either an int or the text)."""
-    text = str(img)
-    h, sep, w = text.partition("x")
-    return h if sep and h == w else text
-
-
-def _pixels(img: Any) -> int:
-    h, sep, w = str(img).partition("x")
-    return int(h) * int(w if sep else h)
-
-
 def plot_resolution(measurements: pd.DataFrame, path: Path, title: str) -> Path:
     """Latency (ms per image) against input resolution, one line per variant and protocol (log-log)."""
     plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
     for (variant, protocol), rows in measurements.groupby(["variant", "protocol"]):
-        side = rows["img_size"].map(lambda r: math.sqrt(_pixels(r)))  # "1024x2048": its pixels' square side
+        side = rows["img_size"].map(lambda r: math.sqrt(resolution_pixels(r)))  # "1024x2048": its pixels' square side
         rows = rows.assign(side=side).sort_values("side")
         ax.plot(rows["side"], rows["latency_ms_per_img"], marker="o", label=f"{variant} ({protocol})")
     ax.set_xscale("log", base=2)
@@ -226,10 +215,10 @@ def render_ablation_markdown(table: pd.DataFrame, measurements: pd.DataFrame, me
     if findings:
         lines += ["## The paper's findings, checked", "", table_block(pd.DataFrame(findings)), ""]
     if not measurements.empty and measurements["img_size"].nunique() > 1:
-        labelled = measurements.assign(img_size=measurements["img_size"].map(_label))
+        labelled = measurements.assign(img_size=measurements["img_size"].map(resolution_label))
         pivot = labelled.pivot_table(index=["variant", "protocol"], columns="img_size",
                                      values="latency_ms_per_img").reset_index()
-        sizes = sorted((c for c in pivot.columns if c not in ("variant", "protocol")), key=_pixels)
+        sizes = sorted((c for c in pivot.columns if c not in ("variant", "protocol")), key=resolution_pixels)
         pivot = pivot[["variant", "protocol", *sizes]]
         pivot.columns = ["variant", "protocol", *(f"{c} px (ms/img)" for c in sizes)]
         lines += ["## Latency across input resolutions", "", pivot.to_markdown(index=False, floatfmt=".3f"), "",

@@ -59,6 +59,7 @@ from explore.arch import PAPER_SPEED_COLUMNS, PRESETS, ArchConfig, StageConfig, 
 from explore.errors import ConfigError, ExploreError
 from explore.evaluate import TrainBudget
 from explore.measure import PROTOCOLS
+from explore.resolution import resolution
 from explore.resources import read_toml, resolve_builtin
 from explore.train import check_dataset, check_segmentation_dataset
 
@@ -227,35 +228,6 @@ class Recipe:
         return variant.config.replace(img_size=img_size, in_chans=3, num_classes=_MEASURE_CLASSES)
 
 
-def resolution(img: int | str) -> tuple[int, int]:
-    """(H, W) pixels of a ``[measure] img_sizes`` entry: ``512`` -> (512, 512); ``"1024x2048"`` -> (1024, 2048).
-
-    Raises:
-        RecipeError: anything else (field ``img_sizes``).
-    """
-    if isinstance(img, int) and not isinstance(img, bool):
-        return img, img
-    text = str(img)
-    h, sep, w = text.partition("x")
-    if sep and h.isdigit() and w.isdigit() and int(h) > 0 and int(w) > 0:
-        return int(h), int(w)
-    if text.isdigit() and int(text) > 0:
-        return int(text), int(text)
-    raise RecipeError("img_sizes", img, 'expected pixels (512) or "HxW" (e.g. "1024x2048")')
-
-
-def resolution_label(img: int | str) -> str:
-    """``"512"`` for a square resolution, ``"1024x2048"`` (height x width) otherwise."""
-    h, w = resolution(img)
-    return str(h) if h == w else f"{h}x{w}"
-
-
-def resolution_pixels(img: int | str) -> int:
-    """Pixels of a resolution (for ordering resolutions)."""
-    h, w = resolution(img)
-    return h * w
-
-
 def _hash(body: Any) -> str:
     return hashlib.sha1(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -412,7 +384,7 @@ def _parse_measure(raw: dict[str, Any], where: str) -> MeasureSpec:
         if isinstance(s, str):
             try:
                 resolution(s)
-            except RecipeError as exc:
+            except ExploreError as exc:
                 raise RecipeError(f"{where}.img_sizes[{i}]", s, exc.expected) from None
             if i == 0 and len(set(resolution(s))) > 1:
                 raise RecipeError(f"{where}.img_sizes[0]", s, "params and MACs are counted at the first "

@@ -15,12 +15,13 @@ from typing import Any, Callable, Mapping
 import pandas as pd
 
 from explore.analysis.ablation.paired import ACC_MIN_EFFECT, open_rows
-from explore.analysis.ablation.recipe import Recipe, Variant, resolution, resolution_label
+from explore.analysis.ablation.recipe import Recipe, Variant
 from explore.arch import ArchConfig
 from explore.device import resolve_device
 from explore.errors import ConfigError, NonFiniteLossError
 from explore.evaluate import evaluate_candidate
 from explore.measure import PROTOCOLS, get_protocol
+from explore.resolution import resolution, resolution_label
 from explore.resources import display_path
 
 __all__ = ["AblationRun", "run_recipe"]

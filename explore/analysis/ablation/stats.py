@@ -11,10 +11,11 @@ from typing import Any
 import pandas as pd
 
 from explore.analysis.ablation.paired import ACC_MIN_EFFECT, decision, paired_delta
-from explore.analysis.ablation.recipe import Recipe, resolution_label, resolution_pixels
+from explore.analysis.ablation.recipe import Recipe
 from explore.analysis.ablation.runner import AblationRun
 from explore.analysis.ranks import kendall_tau
 from explore.arch import PAPER_SPEED_COLUMNS
+from explore.resolution import resolution_label, resolution_pixels
 
 __all__ = ["SPEED_MIN_EFFECT_PCT", "ACC_MIN_EFFECT", "summarise", "paired_columns", "check_findings", "report_meta"]
 
