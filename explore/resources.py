@@ -1,4 +1,5 @@
-"""Files and folders: where the built-in data files live, how reports name them, safe folder names.
+"""Files and folders: where the built-in data files live, how reports name them, safe folder names,
+files written atomically.
 
 The built-in ``search_spaces/*.toml`` and ``studies/*.toml`` are found in the source checkout (next
 to the package) and, for a non-editable install, in ``<prefix>/share/explore/<folder>`` (installed
@@ -9,16 +10,18 @@ A base module: any stage may import it (it imports only :mod:`explore.errors`).
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import sysconfig
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from explore.errors import ExploreError
 
-__all__ = ["builtin_dirs", "resolve_builtin", "display_path", "read_toml", "safe_name"]
+__all__ = ["builtin_dirs", "resolve_builtin", "display_path", "read_toml", "safe_name", "write_atomically"]
 
 
 def builtin_dirs(folder: str) -> list[Path]:
@@ -102,3 +105,26 @@ def safe_name(name: str, fallback: str = "study") -> str:
     letters, digits, ``.``, ``_`` and ``-`` only (others become ``_``), no leading dot, at most 100
     characters; ``fallback`` if nothing is left."""
     return (re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or fallback)[:100]
+
+
+def write_atomically(path: str | Path, write: Callable[[Path], Any]) -> Path:
+    """Write a file so that a reader or a crash never sees it half-written: ``write`` fills a
+    temporary file beside ``path`` (``<name>.tmp``), which is then renamed over ``path`` (atomic on
+    one file system). The parent folder is made if missing.
+
+    Args:
+        path: the file to write.
+        write: called with the temporary file's path; writes the content there.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        OSError: the folder or file cannot be written (the temporary file is left, ``path`` is not touched).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+    return path

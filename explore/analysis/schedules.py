@@ -48,14 +48,24 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
+from explore.analysis.ranks import kendall_tau
 from explore.arch import ArchConfig
 from explore.errors import ExploreError
 from explore.evaluate import TrainBudget, evaluate_candidate, time_rounds
+from explore.resources import write_atomically
 from explore.search import StudySettings, open_study, prepare_study, run_study
 from explore.search.objective import CHECKPOINTS
-from explore.analysis.ranks import kendall_tau
-from explore.search.schedule import (ARCH, HISTORY, PROMOTES, RUNG, SCHEDULES, TRAIN_IMAGES, Schedule, hypervolume_2d,
-                                     pareto_mask)
+from explore.search.schedule import (
+    ARCH,
+    HISTORY,
+    PROMOTES,
+    RUNG,
+    SCHEDULES,
+    TRAIN_IMAGES,
+    Schedule,
+    hypervolume_2d,
+    pareto_mask,
+)
 
 __all__ = ["CompareSettings", "Comparison", "architectures_for", "compare_schedules", "hv_curve", "budget_ratio",
            "rung_agreement"]
@@ -222,9 +232,8 @@ def _load_json(path: Path) -> dict[str, Any]:
 
 
 def _save_json(path: Path, data: dict[str, Any]) -> None:
-    partial = path.with_suffix(".part")
-    partial.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
-    partial.replace(path)
+    text = json.dumps(data, indent=1, sort_keys=True)
+    write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def compare_schedules(settings: CompareSettings, *, on_event: Callable[[str], None] | None = None) -> Comparison:

@@ -30,7 +30,6 @@ import datetime as _dt
 import hashlib
 import json
 import math
-import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,7 @@ from explore.measure.counting import count_macs, count_params
 from explore.measure.fusion import fuse_batchnorm
 from explore.measure.protocols import Measurement, Protocol, device_name, library_versions, measure
 from explore.nn import build
+from explore.resources import write_atomically
 
 __all__ = ["TABLE_FORMAT", "TABLE_VERSION", "FEATURES", "Unit", "model_units", "unit_key", "unit_features",
            "measure_unit", "LatencyTable", "LatencyPredictor", "config_units", "choose_regressor", "fit_predictor",
@@ -209,12 +209,8 @@ class LatencyTable:
 
     def save(self, path: str | Path) -> Path:
         """Write the table as JSON, atomically (a temporary file renamed over ``path``)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, path)
-        return path
+        text = json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True)
+        return write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
     @classmethod
     def load(cls, path: str | Path, field: str = "--latency-table") -> LatencyTable:

@@ -25,12 +25,20 @@ from explore.device import is_out_of_memory, release_memory
 from explore.errors import ConfigError, ExploreError, NonFiniteLossError
 from explore.evaluate import Evaluation, Step, evaluate_candidate
 from explore.measure import Measurement, device_name
+from explore.resources import display_path, write_atomically
 from explore.search.cache import LatencyCache, LatencyKey
 from explore.search.faults import inject_fault
-from explore.resources import display_path
 from explore.search.sampler import LATENCY_EXCESS
-from explore.search.schedule import (ARCH, BRACKET, HISTORY, PROMOTES, RUNG, TRAIN_IMAGES, is_promotion,
-                                     promotion_claimed)
+from explore.search.schedule import (
+    ARCH,
+    BRACKET,
+    HISTORY,
+    PROMOTES,
+    RUNG,
+    TRAIN_IMAGES,
+    is_promotion,
+    promotion_claimed,
+)
 from explore.search.settings import LATENCY_WARMUP, StudySettings
 from explore.search.storage import scrub
 from explore.space import SearchSpace
@@ -228,10 +236,7 @@ def make_objective(space: SearchSpace, data: DatasetBundle, settings: StudySetti
             path = folder / f"trial_{trial.number}.pt"
 
             def save(state: dict) -> None:
-                folder.mkdir(parents=True, exist_ok=True)
-                partial = path.with_suffix(".part")
-                torch.save(state, partial)
-                os.replace(partial, path)  # never a half-written state under the final name
+                write_atomically(path, lambda tmp: torch.save(state, tmp))  # never a half-written state
                 trial.set_user_attr(CHECKPOINT_ATTR, f"{CHECKPOINTS}/{path.name}")
 
             job.save = save

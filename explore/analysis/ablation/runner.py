@@ -22,7 +22,7 @@ from explore.errors import ConfigError, NonFiniteLossError
 from explore.evaluate import evaluate_candidate
 from explore.measure import PROTOCOLS, get_protocol
 from explore.resolution import resolution, resolution_label
-from explore.resources import display_path
+from explore.resources import display_path, write_atomically
 
 __all__ = ["AblationRun", "run_recipe"]
 
@@ -70,9 +70,7 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
 
 
 def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_suffix(".tmp")
-    pd.DataFrame(rows).to_csv(tmp, index=False)
-    tmp.replace(path)
+    write_atomically(path, lambda tmp: pd.DataFrame(rows).to_csv(tmp, index=False))
 
 
 def _row_key(row: Mapping[str, Any], *fields: str) -> tuple:
