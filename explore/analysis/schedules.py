@@ -56,14 +56,13 @@ from explore.resources import write_atomically
 from explore.search import StudySettings, open_study, prepare_study, run_study
 from explore.search.objective import CHECKPOINTS
 from explore.search.schedule import (
-    ARCH,
     HISTORY,
-    PROMOTES,
-    RUNG,
     SCHEDULES,
     TRAIN_IMAGES,
     Schedule,
     hypervolume_2d,
+    is_promotion,
+    job_of,
     pareto_mask,
 )
 
@@ -160,10 +159,9 @@ def _jobs(study: optuna.Study) -> pd.DataFrame:
     images trained."""
     rows = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        rows.append({"number": t.number, "rung": int(t.user_attrs.get(RUNG, 0)),
-                     "arch": int(t.user_attrs.get(ARCH, t.number)), "top1": float(t.values[0]),
-                     "latency_ms": float(t.values[1]), "config": t.user_attrs.get("config"),
-                     "config_hash": t.user_attrs.get("config_hash"),
+        job = job_of(t)
+        job["latency_ms"] = job.pop("latency")
+        rows.append({**job, "config": t.user_attrs.get("config"), "config_hash": t.user_attrs.get("config_hash"),
                      "images": float(t.user_attrs.get(TRAIN_IMAGES, 0)), "done": t.datetime_complete})
     frame = pd.DataFrame(rows)
     return frame.sort_values(["done", "number"]).reset_index(drop=True) if not frame.empty else frame
@@ -316,7 +314,7 @@ def rung_agreement(studies: dict[tuple[str, int], optuna.Study], settings: Compa
         for seed in settings.seeds:
             for t in studies[(schedule, seed)].get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
                 history = t.user_attrs.get(HISTORY) or []
-                if t.user_attrs.get(PROMOTES) is None or len(history) < 2:
+                if not is_promotion(t) or len(history) < 2:
                     continue
                 low, high = history[-2], history[-1]
                 pairs.setdefault((low["epochs"], high["epochs"]), []).append((low["top1"], high["top1"]))

@@ -62,6 +62,8 @@ HISTORY = "rung_history"
 """User attribute: per rung reached so far, {rung, epochs, top1, train_seconds, train_images, trial}."""
 TRAIN_IMAGES = "train_images"
 """User attribute: training images this job processed (its share of the study's training budget)."""
+_ALIVE = (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE)
+"""States of a job that holds its promotion (a FAIL one does not: its retry takes over)."""
 
 
 @dataclass(frozen=True)
@@ -209,8 +211,7 @@ def job_of(trial: FrozenTrial) -> dict[str, Any]:
 
 def _claims(trials: Sequence[FrozenTrial]) -> set[int]:
     """Parent job numbers already promoted (a promotion job waiting, running or done)."""
-    alive = (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE)
-    return {int(t.user_attrs[PROMOTES]) for t in trials if t.state in alive and is_promotion(t)}
+    return {int(t.user_attrs[PROMOTES]) for t in trials if t.state in _ALIVE and is_promotion(t)}
 
 
 def next_promotion(study: optuna.Study, schedule: Schedule) -> FrozenTrial | None:
@@ -253,8 +254,7 @@ def promotion_claimed(study: optuna.Study, trial: optuna.Trial, parent: int) -> 
     always sees the earlier one and yields to it; the earlier one, WAITING, is run by the next worker
     (every worker runs WAITING jobs first). A FAIL job does not count: its retry (a later number)
     takes over."""
-    alive = (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE)
-    for t in study.get_trials(deepcopy=False, states=alive):
+    for t in study.get_trials(deepcopy=False, states=_ALIVE):
         if t.number < trial.number and t.user_attrs.get(PROMOTES) == parent:
             return t.number
     return None
