@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from explore.errors import DataError
-from explore.train.splits import require_dir
+from explore.train.splits import channel_stats, require_dir
 
 __all__ = ["IGNORE_INDEX", "SEGMENTATION_DATASETS", "check_segmentation_dataset", "load_segmentation",
            "SegmentationSplit", "SegmentationData", "compose_scenes", "fashion_scenes",
@@ -185,16 +185,10 @@ def fashion_scenes(data_root: str | None = None, *, train: int = 1000, val: int 
     train_split = compose_scenes(garments.train.images, garments.train.labels, train, canvas, seed=seed, **compose)
     val_split = compose_scenes(garments.val.images, garments.val.labels, val, canvas, seed=seed + 1_000_003, **compose)
     side = f"{canvas}x{canvas}" if isinstance(canvas, int) else f"{canvas[0]}x{canvas[1]}"
-    mean, std = _stats(train_split.images)
+    mean, std = channel_stats(train_split.images)
     return SegmentationData(
         "fashion_scenes", train_split, val_split, 11, 1, mean, std, ("background", *FASHION_MNIST_CLASSES),
         f"train: {train} {side} scenes of training garments; val: {val} scenes of test garments (seed {seed})")
-
-
-def _stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    x = images.float().div(255)
-    dims = (0, 2, 3)
-    return tuple(x.mean(dims).tolist()), tuple(x.std(dims).clamp_min(1e-3).tolist())
 
 
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -269,7 +263,7 @@ def load_mask_folder(data_root: str | None, *, size: tuple[int, int] | None = No
     classes = num_classes or top
     if top > classes:
         raise DataError("--data-root", data_root, f"mask values up to {top - 1}, more than {classes} classes")
-    mean, std = _stats(splits["train"].images)
+    mean, std = channel_stats(splits["train"].images)
     return SegmentationData("mask_folder", splits["train"], splits["val"], classes, int(splits["train"].images.shape[1]),
                             mean, std, tuple(str(i) for i in range(classes)),
                             f"train: {len(splits['train'])} pairs; val: {len(splits['val'])} pairs (local folder)")

@@ -112,13 +112,20 @@ def take(data: ImageData, k: int | None, gen: torch.Generator) -> ImageData:
     return ImageData(data.images[idx].contiguous(), data.labels[idx].contiguous())
 
 
+_STATS_CHUNK = 1 << 24
+"""Values (images x channels x pixels) converted to float64 at a time by :func:`channel_stats` (128 MiB)."""
+
+
 def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std in [0, 1] units of uint8 images (N, C, H, W), in chunks."""
+    """Per-channel mean and (population) std in [0, 1] units of uint8 images (N, C, H, W), summed in
+    float64 over chunks of at most 1024 images and :data:`_STATS_CHUNK` values, so that large images
+    (segmentation scenes at 512 px and more) never need a float copy of the whole split."""
     c = images.shape[1]
     total = torch.zeros(c, dtype=torch.float64)
     total_sq = torch.zeros(c, dtype=torch.float64)
     count = 0
-    for chunk in images.split(1024):
+    per_image = max(1, images[0].numel()) if len(images) else 1
+    for chunk in images.split(max(1, min(1024, _STATS_CHUNK // per_image))):
         x = chunk.to(torch.float64).div_(255.0).transpose(0, 1).reshape(c, -1)
         total += x.sum(1)
         total_sq += (x * x).sum(1)
