@@ -106,7 +106,7 @@ def study(
     seg_head_depth: Annotated[int, typer.Option(help="Segmentation: the MIT head's MBConv layers.")] = 2,
 ) -> None:
     """Run (or resume) a multi-objective study: maximise proxy top-1, minimise latency."""
-    from explore.report import dataset_line
+    from explore.report import accuracy_name, dataset_line, metric_label
     from explore.search import StudySettings, open_study, prepare_study, run_study, trials_frame
     from explore.search.schedule import ARCH, RUNG, is_promotion
 
@@ -167,8 +167,7 @@ def study(
                 rung = trial.user_attrs.get(RUNG)
                 where = "" if rung is None else (f" rung {rung} ({settings.plan.rungs[int(rung)]:g} ep) of "
                                                  f"arch #{trial.user_attrs.get(ARCH)}")
-                metric = "mIoU" if segmentation else "top-1"
-                text = (f"#{trial.number}{where} {metric} {trial.values[0]:.2f}%  latency {latency_ms:.3f} ms/img{cached}  "
+                text = (f"#{trial.number}{where} {accuracy_name(settings.task)} {trial.values[0]:.2f}%  latency {latency_ms:.3f} ms/img{cached}  "
                         f"params {trial.user_attrs.get('params', 0) / 1e6:.2f}M")
             else:
                 reason = trial.user_attrs.get("pruned_reason") or trial.user_attrs.get("fail_reason", "")
@@ -198,8 +197,7 @@ def study(
     elif summary.architectures < trials:
         err_console.print(f"warning: {summary.architectures} of {trials} trials complete; run the same command again "
                           "to go on", highlight=False)
-    _print_pareto(trials_frame(open_study(settings.study_name, settings.storage_url)),
-                  "mIoU (%)" if segmentation else "top-1 (%)")
+    _print_pareto(trials_frame(open_study(settings.study_name, settings.storage_url)), metric_label({"task": settings.task}))
     if report:
         if settings.storage is None:
             paths = write_study_report(str(settings.run_dir), None, settings.run_dir / "report")

@@ -20,6 +20,7 @@ from explore.report.bench import (
     write_proxy_throughput,
     write_repeatability,
 )
+from explore.report.common import accuracy_name
 from explore.report.importance import plot_retained, render_summary, write_importance_report
 from explore.report.proxy_validity import write_validity_report
 from explore.report.study import (
@@ -36,7 +37,7 @@ from explore.report.study import (
 )
 
 __all__ = [
-    "AblationReportPaths", "plot_ablation", "plot_resolution", "render_ablation_markdown", "write_ablation_report",
+    "accuracy_name", "AblationReportPaths", "plot_ablation", "plot_resolution", "render_ablation_markdown", "write_ablation_report",
     "render_acceptance", "write_acceptance_report", "render_attention_scaling", "render_proxy_throughput",
     "render_repeatability", "write_attention_scaling", "write_bench_models", "write_proxy_throughput",
     "write_repeatability", "plot_retained", "render_summary", "write_importance_report", "write_validity_report",

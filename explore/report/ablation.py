@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from explore.report.common import fmt, pyplot, table_block
+from explore.report.common import accuracy_name, fmt, pyplot, table_block
 from explore.resolution import resolution_label, resolution_pixels
 
 __all__ = ["AblationReportPaths", "plot_ablation", "plot_resolution", "render_ablation_markdown",
@@ -128,7 +128,7 @@ def render_ablation_markdown(table: pd.DataFrame, measurements: pd.DataFrame, me
     measure = meta.get("measure", {}) or {}
     acc = meta.get("paper_accuracy", "top1")
     seg = budget.get("task") == "segmentation"
-    m = "mIoU" if seg else "top-1"  # our accuracy: proxy top-1, or mIoU with the MIT segmentation head
+    m = accuracy_name(budget.get("task"))  # our accuracy: proxy top-1, or mIoU with the MIT segmentation head
     lines = [f"# Ablation: {meta.get('title')}", "", f"Made by: `{command}`", ""]
     if meta.get("description"):
         lines += [str(meta["description"]).strip(), ""]
@@ -239,7 +239,7 @@ def write_ablation_report(table: pd.DataFrame, measurements: pd.DataFrame, out_d
                                   f"{meta.get('title')}: latency vs resolution")
     paths = AblationReportPaths(out_dir / "summary.csv", out_dir / "ablation.png", out_dir / "report.md", res_png)
     table.to_csv(paths.csv, index=False)
-    ours = "mIoU" if (meta.get("budget") or {}).get("task") == "segmentation" else "top-1"
+    ours = accuracy_name((meta.get("budget") or {}).get("task"))
     plot_ablation(table, paths.png, str(meta.get("title")), str(meta.get("paper_accuracy", "top1")), ours)
     paths.markdown.write_text(render_ablation_markdown(table, measurements, meta, taus, findings, command),
                               encoding="utf-8")

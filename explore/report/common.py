@@ -1,4 +1,5 @@
-"""What every renderer shares: one matplotlib set-up (Agg, no display) and markdown tables."""
+"""What every renderer shares: one matplotlib set-up (Agg, no display), markdown tables and the name
+of a run's accuracy."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["pyplot", "save_figure", "table_block", "fmt"]
+__all__ = ["pyplot", "save_figure", "table_block", "fmt", "accuracy_name"]
 
 
 def pyplot() -> Any:
@@ -43,3 +44,9 @@ def fmt(value: Any, digits: int = 2, signed: bool = False) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def accuracy_name(task: str | None) -> str:
+    """What a run's accuracy column holds, by its stored ``task``: ``mIoU`` for ``segmentation``
+    (the MIT segmentation head, arXiv:2205.14756 §4), else proxy ``top-1``."""
+    return "mIoU" if task == "segmentation" else "top-1"

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from explore.report.common import fmt, pyplot, save_figure, table_block
+from explore.report.common import accuracy_name, fmt, pyplot, save_figure, table_block
 
 __all__ = [
     "ReportPaths", "metric_label", "pareto_table", "state_counts", "latency_description", "dataset_line", "pareto_figure",
@@ -36,7 +36,7 @@ class ReportPaths:
 
 def metric_label(settings: Mapping[str, Any] | None) -> str:
     """The first objective's column name: ``mIoU (%)`` for a segmentation study, else ``top-1 (%)``."""
-    return "mIoU (%)" if (settings or {}).get("task") == "segmentation" else "top-1 (%)"
+    return f"{accuracy_name((settings or {}).get('task'))} (%)"
 
 
 def pareto_table(frame: pd.DataFrame, metric: str = "top-1 (%)") -> pd.DataFrame:
