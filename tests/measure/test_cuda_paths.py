@@ -37,10 +37,10 @@ def _models(count: int):
         yield build(tiny_config(img_size=32, stages=stages))
 
 
-def test_compile_mode_compiles_every_model(monkeypatch):
+@torch._dynamo.config.patch(recompile_limit=2)  # torch's own API: monkeypatch cannot undo a config entry
+def test_compile_mode_compiles_every_model():
     """More models than dynamo's recompile limit: every measurement labelled compile ran compiled
     code (each model's forward compiled once: the attention-bias cache is filled before tracing)."""
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 2)
     protocol = _compile_protocol()
     for model in _models(4):
         result = measure(model, protocol)
@@ -49,10 +49,10 @@ def test_compile_mode_compiles_every_model(monkeypatch):
         assert result.compiled_calls >= runs
 
 
+@torch._dynamo.config.patch(recompile_limit=1)
 def test_compile_that_ran_eagerly_is_refused(monkeypatch):
     """Without the per-model reset, the recompile limit makes dynamo run later models eagerly: the
     measurement must fail, not be stored as a compiled figure."""
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
     monkeypatch.setattr(torch._dynamo, "reset", lambda: None)
     models = list(_models(3))
     protocol = _compile_protocol()
