@@ -117,7 +117,8 @@ class Evaluation:
     """What :func:`evaluate_candidate` found (the fields of steps that were not asked stay None).
 
     Attributes:
-        config: the candidate; model: the built module (trained in place when training was asked).
+        config: the candidate.
+        model: the built module (trained in place when training was asked).
         params, macs: counts (MACs of one image at ``config.img_size``).
         latency: the protocol's measurement.
         proxy: the proxy training's result (top-1 %, or mIoU % for segmentation data, seconds, ...).
@@ -162,7 +163,7 @@ def time_rounds(jobs: Sequence[tuple[nn.Module, Protocol]], rounds: int,
         Per job, its measurements in round order.
 
     Raises:
-        as :func:`time_model`.
+        DeviceError: as :func:`time_model`, as is ``ExploreError``.
     """
     results: list[list[Measurement]] = [[] for _ in jobs]
     total = max(1, rounds) * len(jobs)
@@ -225,20 +226,24 @@ def evaluate_candidate(config: ArchConfig, *, seed: int | None = None, count: bo
         seed: seeds the initial weights (and training; default 0 for training); None: unseeded.
         count: count params and MACs.
         protocol: measure latency with it (:func:`time_model`).
-        data, recipe: proxy-train on ``data`` with ``recipe`` (default :class:`ProxyRecipe`).
-        device, threads, on_epoch_end: training's device, CPU threads and per-epoch callback
-            (:func:`train_model`).
+        data: proxy-train on it.
+        recipe: the proxy recipe (default :class:`ProxyRecipe`).
+        device: training's device (:func:`train_model`).
+        threads: training's CPU threads.
+        on_epoch_end: training's per-epoch callback.
         on_step: called after each step with its name and the evaluation so far (a study records
             each figure as it comes, and its fault-injection seam runs after ``timed``).
-        until_epochs, resume, on_checkpoint: train one rung of ``recipe``'s schedule, from a stored
-            state, and hand out the state at its end (:func:`explore.train.train_proxy`).
+        until_epochs: train one rung of ``recipe``'s schedule, up to this epoch
+            (:func:`explore.train.train_proxy`).
+        resume: the stored state the rung starts from.
+        on_checkpoint: called with the state at the rung's end.
 
     Returns:
         :class:`Evaluation`.
 
     Raises:
-        whatever a step raises (out of memory, a non-finite loss, bad input) after the steps before
-        it were reported through ``on_step``.
+        Exception: whatever a step raises (out of memory, a non-finite loss, bad input), after the
+            steps before it were reported through ``on_step``.
     """
 
     def done(step: Step) -> None:

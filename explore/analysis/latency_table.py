@@ -73,9 +73,10 @@ def build_table(space: str, protocol: Protocol, out: str | Path, *, archs: int =
         protocol: the latency protocol (its ``img_size`` and ``in_chans`` are replaced per unit).
         out: the table file; an existing table of the same space, protocol, device and sampling is
             resumed (measured entries kept).
-        archs: architectures sampled for units (>= 1); calibration: how many of them are also
-            measured whole (0 <= calibration <= archs).
-        in_chans, num_classes: of the models (the data the studies use: Fashion-MNIST 1 and 10).
+        archs: architectures sampled for units (>= 1).
+        calibration: how many of them are also measured whole (0 <= calibration <= archs).
+        in_chans: input channels of the models (the data the studies use: Fashion-MNIST 1).
+        num_classes: classes of the models (Fashion-MNIST 10).
         seed: sampling seed.
         rounds: interleaved measurement rounds (>= 1): every entry is measured once per round,
             round-robin over all entries, and keeps its fastest round (with every round's raw timings).
@@ -176,7 +177,8 @@ class TableEvaluation:
             measurements of the calibration models (held-out figures unused);
             ``drift``: the same figures for the table's own calibration models (table figure against
             this session's), plus ``mean_signed`` (%, table over now): the noise floor between sessions.
-        regressor: the regressor the predictor uses; choice: the calibration MAPE of each candidate.
+        regressor: the regressor the predictor uses.
+        choice: the calibration MAPE of each candidate.
         differences: how this device / protocol / torch differ from the table's.
         meta: table file, space, protocol, device, archs, seed.
     """
@@ -242,7 +244,8 @@ def evaluate_table(path: str | Path, archs: int = 30, *, seed: int = 1000, regre
         regressor: force ``linear`` or ``trees`` (None: :func:`fit_predictor` chooses).
         rounds: interleaved measurement rounds of every architecture (its fastest counts).
         configs: measure these instead of sampling ``archs`` (``archs`` and ``seed`` unused).
-        on_measured: called with (measurements done, total) after each; on_arch: with each finished row.
+        on_measured: called with (measurements done, total) after each.
+        on_arch: called with each finished row.
 
     Raises:
         ExploreError: ``--archs`` < 3; a bad table file (field ``--evaluate``); as :func:`build_table`.

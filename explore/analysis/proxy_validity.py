@@ -72,8 +72,16 @@ def validate_proxy(space: str, archs: int, *, dataset: str = "fashion_mnist", da
     Args:
         space: space name or file.
         archs: K, the number of architectures (>= 3).
-        short_epochs, long_epochs: the two budgets; long must be >= 5x short.
-        others: as for ``explore study``.
+        dataset: as for ``explore study`` (so are the data and training arguments below).
+        data_root: the dataset's folder.
+        max_train: training subset (None: all).
+        max_val: validation subset (None: all).
+        short_epochs: the short budget.
+        long_epochs: the long budget; must be >= 5x ``short_epochs``.
+        batch_size: images per step.
+        lr: peak learning rate.
+        device: training device.
+        seed: sampling and training seed.
         on_arch: called with each finished row (progress).
 
     Returns:

@@ -76,7 +76,8 @@ LATENCY_ROUNDS = 3
 
 @dataclass(frozen=True, kw_only=True)
 class CompareSettings(TrainBudget):
-    """What ``explore compare-schedules`` runs.
+    """What ``explore compare-schedules`` runs: the fields below and the budget fields of
+    :class:`explore.evaluate.TrainBudget` (data, subsets, epochs, batch, lr).
 
     Attributes:
         space: space name or file.
@@ -88,7 +89,6 @@ class CompareSettings(TrainBudget):
         ref_latency_ms: the reference latency of the hypervolume (None: 1.05 x the largest measured).
         out: the comparison's folder (runs, stored long runs and latencies, report).
         device, sampler, train_threads, latency_repeats: as for ``explore study``.
-        Also the budget fields of :class:`explore.evaluate.TrainBudget` (data, subsets, epochs, batch, lr).
     """
 
     space: str = "cga"

@@ -156,7 +156,7 @@ def measure_unit(unit: Unit, protocol: Protocol) -> Measurement:
     """Time one unit alone with ``protocol`` on its own input (B, in_chans, side, side).
 
     Raises:
-        as :func:`explore.measure.measure`.
+        DeviceError: as :func:`explore.measure.measure`, as is ``ExploreError``.
     """
     return measure(unit.module, dataclasses.replace(protocol, img_size=unit.side, in_chans=unit.in_chans))
 
@@ -185,7 +185,9 @@ class LatencyTable:
         predictor: the regressor :func:`choose_regressor` picked when the table was built
             (``regressor``) and each candidate's calibration MAPE (``calibration_mape``), so that
             loading the table fits one regressor instead of choosing again; empty in older files.
-        created: ISO time; format, version: the file's format.
+        created: ISO time.
+        format: the file's format.
+        version: its version.
     """
 
     protocol: dict[str, Any]

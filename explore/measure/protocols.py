@@ -79,13 +79,15 @@ class Protocol:
         name: the protocol's name (see the module table).
         device: ``cpu`` or ``cuda[:N]``.
         batch_size: images per forward pass (the first try; halved on CUDA out-of-memory).
-        img_size: input side in pixels (the height, when ``img_width`` is set); in_chans: input channels.
+        img_size: input side in pixels (the height, when ``img_width`` is set).
+        in_chans: input channels.
         img_width: input width in pixels for non-square inputs (e.g. 2048 for Cityscapes'
             1024 x 2048); None: square.
         amp: autocast dtype (``fp16``, ``bf16``) or None for fp32.
         channels_last: NHWC memory format for model and input.
         threads: CPU intra-op threads while measuring (None: leave as is).
-        warmup: untimed runs first; repeats: timed runs (>= 2).
+        warmup: untimed runs first.
+        repeats: timed runs (>= 2).
         mode: ``eager``, ``fused``, ``compile`` or ``cuda-graph``.
         onnx: run through ONNX Runtime (CPU) instead of PyTorch.
         compile_backend: the ``torch.compile`` backend of ``compile`` mode (``inductor``; the

@@ -129,7 +129,8 @@ class CascadedGroupAttention(_BiasedAttention):
         v_dim: value channels per head.
         kernels: depthwise kernel on Q per head (at least ``heads`` odd sizes; extras unused).
         table_side: side of the window the bias table covers (min(window, feature side)).
-        norm, act: norm and activation names (see :mod:`explore.nn.layers`).
+        norm: norm name (see :mod:`explore.nn.layers`).
+        act: activation name.
         cascade: add head j-1's output to head j's split (Eq. 2); False is plain group attention,
             every head on its own split only (Table 6 "no cascade").
         head_ids: the heads kept (ascending; default all).
@@ -237,10 +238,16 @@ class MultiHeadSelfAttention(_BiasedAttention):
     j; heads of unequal widths attend one by one, with the full module's scale.
 
     Args:
-        dim: channels C; heads: heads H; qk_dim, v_dim: Q/K and V channels per head.
+        dim: channels C.
+        heads: heads H.
+        qk_dim: Q/K channels per head.
+        v_dim: V channels per head.
         table_side: side of the window the bias table covers.
-        norm, act: norm and activation names.
-        head_ids, qk_dims, v_channels: the kept heads and their widths (default: all, full).
+        norm: norm name.
+        act: activation name.
+        head_ids: the kept heads (default: all).
+        qk_dims: their Q/K widths (default: full).
+        v_channels: their V channels (default: all).
 
     Raises:
         ValueError: kept heads / widths out of range.
@@ -337,7 +344,8 @@ class LiteMLA(nn.Module):
     attention.
 
     Args:
-        in_chs, out_chs: channels in and out.
+        in_chs: channels in.
+        out_chs: channels out.
         heads: heads of the 1x1 branch (MIT: in_chs // head_dim).
         head_dim: channels per head of Q, K and V.
         scales: aggregation kernel sizes (odd).

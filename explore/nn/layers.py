@@ -78,7 +78,8 @@ class ConvNorm(nn.Sequential):
     """Conv2d, then a norm, then optionally an activation: (B, C_in, H, W) -> (B, C_out, H', W').
 
     Args:
-        in_chs, out_chs: channels in and out.
+        in_chs: channels in.
+        out_chs: channels out.
         kernel_size: square kernel, padded to keep the size at stride 1 (``kernel_size // 2``).
         stride: conv stride; H' = ceil(H / stride) for odd kernels.
         groups: conv groups (``in_chs`` for depthwise).

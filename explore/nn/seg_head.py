@@ -28,7 +28,8 @@ class SegHead(nn.Module):
         expand: their expand ratio (hidden = round(expand * width)).
         final_expand: channels of the last 1x1 Conv+Norm+act as a multiple of ``width`` (0: none).
         num_classes: logits per pixel.
-        norm, act: as in the rest of the model.
+        norm: as in the rest of the model.
+        act: as in the rest of the model.
 
     Forward:
         features: the maps, earliest first, (B, C_i, H_i, W_i) with H_0 >= H_1 >= ...

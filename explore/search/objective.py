@@ -90,7 +90,10 @@ def make_objective(space: SearchSpace, data: DatasetBundle, settings: StudySetti
     in the study's cache first -> the fault-injection seam -> proxy top-1).
 
     Args:
-        space, data, settings, device: what to sample, train on, and measure with.
+        space: what to sample.
+        data: what to train on.
+        settings: the study's settings.
+        device: what to train and measure on.
         train_seed: trial k trains with ``train_seed + k`` (default ``settings.seed``).
 
     Raises (inside the trial, handled by Optuna):

@@ -84,8 +84,10 @@ def space_params(config: ArchConfig, space: Any, *, in_chans: int, num_classes: 
     choice; clamped to the range and rounded to its step). Fixed knobs draw nothing.
 
     Args:
-        config: the architecture to enqueue; space: a :class:`~explore.space.SearchSpace`.
-        in_chans, num_classes: as the study samples with (from its dataset).
+        config: the architecture to enqueue.
+        space: a :class:`~explore.space.SearchSpace`.
+        in_chans: as the study samples with (from its dataset).
+        num_classes: likewise.
 
     Returns:
         (params for ``study.enqueue_trial``, the config the study will build from them, notes on

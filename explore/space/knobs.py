@@ -114,8 +114,9 @@ def parse_knob(spec: Any, where: str, kind: type, allowed: tuple[Any, ...] | Non
     Args:
         spec: the knob's TOML table.
         where: its place in the file, for errors (``stages[1].qk_dim``).
-        kind, allowed, minimum: the knob's type, allowed categorical values (or None) and the
-            smallest number it may take (:data:`MODEL_KNOBS`, :data:`STAGE_KNOBS`).
+        kind: the knob's type (:data:`MODEL_KNOBS`, :data:`STAGE_KNOBS`).
+        allowed: its allowed categorical values (or None).
+        minimum: the smallest number it may take.
 
     Raises:
         SpaceError: naming ``where`` (or its bad key) and the value: not a table, an unknown key,

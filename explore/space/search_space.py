@@ -64,7 +64,8 @@ class SearchSpace:
 
         Args:
             trial: ``optuna.Trial`` (anything with ``suggest_int/float/categorical``).
-            in_chans, num_classes: from the dataset.
+            in_chans: from the dataset.
+            num_classes: from the dataset.
 
         Returns:
             A validated :class:`ArchConfig`.

@@ -130,7 +130,8 @@ def compose_scenes(garments: torch.Tensor, labels: torch.Tensor, count: int, can
         canvas: side, or (H, W), of a scene in pixels.
         seed: every draw (garments, sides, positions, noise) comes from it.
         objects: (fewest, most) garments per scene, inclusive.
-        min_side, max_side: a garment's side in pixels (default canvas/8 and canvas/2 of the shorter side).
+        min_side: smallest side of a garment in pixels (default canvas/8 of the shorter side).
+        max_side: largest side (default canvas/2 of the shorter side).
         threshold: resized garment pixels brighter than this are labelled as the garment.
         noise: background pixels are uniform in [0, noise).
 

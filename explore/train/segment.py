@@ -65,7 +65,8 @@ def miou(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> float:
     """Mean IoU (percent) of predicted class maps against labels (``IGNORE_INDEX`` pixels left out).
 
     Args:
-        pred, target: integer tensors of the same shape (..., H, W).
+        pred: integer tensor (..., H, W) of predicted classes.
+        target: integer tensor of the labels, same shape.
         num_classes: classes; a class absent from both does not count.
 
     Raises:
@@ -148,7 +149,9 @@ def train_segmentation(model: nn.Module, data: SegmentationData, *, recipe: Prox
         model: maps float32 (B, C, H, W) to per-pixel logits (B, num_classes, H/s, W/s); trained in place.
         data: the splits (uint8 images and masks at the model's input size).
         recipe: the proxy recipe (``label_smoothing`` and ``augment`` crop are not used: flips only).
-        device, seed, precision: as :func:`explore.train.train_proxy`.
+        device: as :func:`explore.train.train_proxy`.
+        seed: likewise.
+        precision: likewise.
         on_epoch_end: called ``(epoch, val mIoU %)`` after each full epoch.
 
     Returns:

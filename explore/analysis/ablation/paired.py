@@ -70,7 +70,8 @@ def paired_delta(baseline: Mapping[int, float], variant: Mapping[int, float], le
     """Paired and unpaired intervals of Δ top-1 (points) from per-seed results.
 
     Args:
-        baseline, variant: seed -> top-1 (%) of each run.
+        baseline: seed -> top-1 (%) of the baseline's runs.
+        variant: seed -> top-1 (%) of the variant's runs.
         level: confidence level in (0, 1).
 
     Returns:

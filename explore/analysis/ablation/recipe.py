@@ -97,7 +97,8 @@ class Variant:
     """One row of an ablation: the base with some fields changed.
 
     Attributes:
-        name: short identifier (CSV key); label: the row's text in tables.
+        name: short identifier (CSV key).
+        label: the row's text in tables.
         config: the architecture (its ``img_size``/``in_chans``/``num_classes`` are the base's;
             the runner sets them for training and for measurement).
         overrides: the changes as written in the recipe (for the report).

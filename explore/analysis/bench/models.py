@@ -91,7 +91,11 @@ def bench(models: list[str], protocol: str = "cpu-latency", modes: tuple[str, ..
         models: preset names (``efficientvit_m0`` ...).
         protocol: a name from :data:`explore.measure.PROTOCOLS`.
         modes: any of ``eager``, ``fused``, ``compile``, ``cuda-graph``.
-        device, batch_size, repeats, warmup, img_size: protocol overrides (None: the protocol's).
+        device: protocol override (None: the protocol's), as are the next four.
+        batch_size: images per forward pass.
+        repeats: timed runs.
+        warmup: untimed runs first.
+        img_size: input side in pixels.
         reference: also measure timm's model (needs timm).
         on_row: called with each finished row (progress).
 

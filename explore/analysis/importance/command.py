@@ -224,7 +224,8 @@ def run_importance(settings: ImportanceSettings, prepared: PreparedImportance,
     ``study.enqueue_trial(params, skip_if_exists=True)`` when ``enqueue`` is set.
 
     Args:
-        settings: the command's settings; prepared: from :func:`prepare_importance`.
+        settings: the command's settings.
+        prepared: from :func:`prepare_importance`.
         log: called with one line per finished phase.
 
     Returns:

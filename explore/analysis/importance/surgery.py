@@ -216,8 +216,10 @@ def prune_model(model: nn.Module, units: Sequence[Unit], plan: PruningPlan, img_
 
     Args:
         model: the model the units were found in.
-        units: from :func:`find_units`; plan: from :func:`plan_pruning`.
-        img_size, in_chans: the input the dependency graph is traced with.
+        units: from :func:`find_units`.
+        plan: from :func:`plan_pruning`.
+        img_size: input side in pixels of the dependency graph's trace.
+        in_chans: its input channels.
         use_torch_pruning: False forces our own surgery everywhere (for comparisons).
 
     Returns:

@@ -35,7 +35,9 @@ class AttentionUnit:
         kind: ``"cga"`` or ``"mhsa"``.
         stage, block: position in the model (stage index, block index within the stage).
         width: channels C of the block input (B, C, H, W).
-        heads: heads H; qk_dim: Q (and K) channels per head; v_dim: V channels per head.
+        heads: heads H.
+        qk_dim: Q (and K) channels per head.
+        v_dim: V channels per head.
         kernels: CGA's depthwise kernel on Q per head (empty for MHSA).
         table_side: side of the attention-bias table.
         tokens: tokens through the 1x1 convs for one image (all windows, padding included).
@@ -65,10 +67,12 @@ class HiddenUnit:
     Attributes:
         path: module name in the model.
         kind: ``"ffn"`` or ``"mbconv"``.
-        stage: the stage the module sits in; block: its block index, or None in a downsample.
+        stage: the stage the module sits in.
+        block: its block index, or None in a downsample.
         config_stage: the stage of the config whose ``ffn_ratio`` / ``expand_ratio`` sets its
             hidden width (a patch-merging downsample's first FFN runs at the previous stage's width).
-        in_chs: input channels (what the hidden width is a ratio of); hidden: hidden channels.
+        in_chs: input channels (what the hidden width is a ratio of).
+        hidden: hidden channels.
         tokens_in: output tokens of the first (1x1) conv for one image.
         tokens: output tokens of the hidden layer for one image (after a stride, for MBConv).
     """
@@ -145,8 +149,9 @@ def find_units(model: nn.Module, img_size: int, in_chans: int) -> list[Unit]:
     Args:
         model: the generated model (modules named ``stages.<i>.blocks.<j>...`` /
             ``stages.<i>.downsample...``).
-        img_size: input side in pixels; in_chans: input channels (one forward pass of a zero
-            image, batch 1, counts the tokens of every unit).
+        img_size: input side in pixels (one forward pass of a zero image, batch 1, counts the
+            tokens of every unit).
+        in_chans: input channels.
 
     Returns:
         :class:`AttentionUnit` for every CGA/MHSA module and :class:`HiddenUnit` for every FFN and
