@@ -33,8 +33,7 @@ from explore.analysis.proxy_validity import sample_architectures
 from explore.analysis.ranks import kendall_tau
 from explore.arch import ArchConfig
 from explore.errors import ExploreError
-from explore.evaluate import count_model, time_model, time_rounds
-from explore.measure import Measurement, Protocol, device_name, library_versions
+from explore.measure import Measurement, Protocol, count_model, device_name, library_versions, time_model, time_rounds
 from explore.measure.latency_table import (
     LatencyTable,
     choose_regressor,

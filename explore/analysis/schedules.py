@@ -19,7 +19,7 @@ Then, per run:
 * the **final front at the long budget**: every member of every run's final front is trained again
   for ``long_epochs`` with one common seed and data subset (each distinct architecture once; stored
   in ``<out>/long_runs.json``), and their latencies are measured again together, in interleaved
-  rounds (:func:`explore.evaluate.time_rounds`, the fastest kept); each run's front then gets a
+  rounds (:func:`explore.measure.time_rounds`, the fastest kept); each run's front then gets a
   hypervolume from those figures.
 
 Hypervolumes use one fixed reference point for the whole comparison: top-1 at chance (100 / classes)
@@ -51,7 +51,8 @@ from optuna.trial import TrialState
 from explore.analysis.ranks import kendall_tau
 from explore.arch import ArchConfig
 from explore.errors import ExploreError
-from explore.evaluate import TrainBudget, evaluate_candidate, time_rounds
+from explore.evaluate import TrainBudget, evaluate_candidate
+from explore.measure import time_rounds
 from explore.resources import write_atomically
 from explore.search import StudySettings, open_study, prepare_study, run_study
 from explore.search.objective import CHECKPOINTS

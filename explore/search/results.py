@@ -18,8 +18,8 @@ from optuna.trial import TrialState
 
 from explore.arch import ArchConfig
 from explore.errors import ExploreError, SpaceError
-from explore.evaluate import evaluate_candidate, time_rounds
-from explore.measure import Protocol, device_name
+from explore.evaluate import evaluate_candidate
+from explore.measure import Protocol, device_name, time_rounds
 from explore.search.objective import worker_id
 from explore.search.schedule import pareto_mask
 from explore.search.storage import default_storage, is_journal, make_storage, mask_password
@@ -54,7 +54,7 @@ def remeasure_latencies(study: optuna.Study, device: Any,
     off, and the front with it. Each COMPLETE trial measured on this device model and not yet
     re-measured is rebuilt from its config once (trials of one architecture and protocol share one
     model and its figures), then measured ``rounds`` times with its own protocol
-    (:func:`explore.evaluate.time_model`, under the device's exclusive lock), round-robin over the
+    (:func:`explore.measure.time_model`, under the device's exclusive lock), round-robin over the
     trials, so a slow spell of the machine falls on different trials in different rounds instead of
     on all the repeats of one. The fastest round is stored as the study attribute
     ``latency_remeasured:<number>`` and :func:`trials_frame` takes the lower of that and the trial's

@@ -22,8 +22,8 @@ from explore.analysis.importance.units import Unit, find_units
 from explore.arch import ArchConfig, ModelSpec, resolve_arch
 from explore.device import resolve_device
 from explore.errors import ExploreError
-from explore.evaluate import RunBudget, count_model, evaluate_candidate, time_model
-from explore.measure import device_name, get_protocol
+from explore.evaluate import RunBudget, evaluate_candidate
+from explore.measure import count_model, device_name, get_protocol, time_model
 from explore.nn import FFN, CascadedGroupAttention, MBConv, MultiHeadSelfAttention, build
 from explore.reproduce import command_line as _command_line
 from explore.resources import safe_name
