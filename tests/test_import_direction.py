@@ -16,7 +16,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "explore"
 
 # base modules any stage may import
-BASE = {"errors", "resources", "device", "reproduce", "resolution"}
+BASE = {"errors", "resources", "device", "reproduce", "resolution", "stats"}
 
 # stage -> the stages below it that it may import (besides itself and BASE); the transitive closure
 # of the pipeline: space -> arch -> nn -> measure / train -> evaluate -> search -> analysis; report
@@ -27,10 +27,11 @@ BELOW: dict[str, set[str]] = {
     "resolution": {"errors"},
     "device": {"errors"},
     "reproduce": set(),
+    "stats": set(),
     "arch": set(),
     "nn": {"arch"},
     "space": {"arch"},
-    "measure": {"arch", "nn"},
+    "measure": {"arch", "nn", "space"},
     "train": {"arch", "nn"},
     "evaluate": {"arch", "nn", "measure", "train"},
     "search": {"arch", "nn", "space", "measure", "train", "evaluate"},

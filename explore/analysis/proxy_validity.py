@@ -3,7 +3,7 @@
 ``explore validate-proxy`` samples K feasible architectures from a space, trains each twice from
 the same initialisation (the short proxy budget and a budget at least 5x longer), and reports the
 rank agreement of the two top-1 lists: Kendall's tau and Spearman's rho (scipy,
-:mod:`explore.analysis.ranks`); :func:`explore.report.write_validity_report` draws the scatter plot. A proxy is useful for a search when tau is high on architectures *of one space*, where the
+:mod:`explore.stats`); :func:`explore.report.write_validity_report` draws the scatter plot. A proxy is useful for a search when tau is high on architectures *of one space*, where the
 differences are small.
 """
 
@@ -12,18 +12,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-import optuna
 import pandas as pd
 
-from explore.analysis.ranks import kendall_tau, spearman_rho
-from explore.arch import ArchConfig
 from explore.device import resolve_device
-from explore.errors import ConfigError, ExploreError
+from explore.errors import ExploreError
 from explore.evaluate import RunBudget, evaluate_candidate
-from explore.space import load_space
+from explore.space import load_space, sample_architectures
+from explore.stats import kendall_tau, spearman_rho
 from explore.train import check_dataset
 
-__all__ = ["ProxyValidity", "sample_architectures", "validate_proxy"]
+__all__ = ["ProxyValidity", "validate_proxy"]
 
 
 @dataclass(frozen=True)
@@ -36,31 +34,6 @@ class ProxyValidity:
     short_epochs: float
     long_epochs: float
     meta: dict[str, Any]
-
-
-def sample_architectures(space_name: str, count: int, *, in_chans: int, num_classes: int, seed: int = 0,
-                         max_attempts: int = 1000) -> list[ArchConfig]:
-    """``count`` distinct feasible configs drawn at random from a space (infeasible draws skipped).
-
-    Raises:
-        ExploreError: fewer than ``count`` distinct feasible points in ``max_attempts`` draws.
-    """
-    space = load_space(space_name)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-    configs, seen = [], set()
-    for _ in range(max_attempts):
-        trial = study.ask()
-        try:
-            config = space.sample(trial, in_chans=in_chans, num_classes=num_classes)
-        except ConfigError:
-            continue
-        if config.config_hash() not in seen:
-            seen.add(config.config_hash())
-            configs.append(config)
-        if len(configs) == count:
-            return configs
-    raise ExploreError("--archs", count, f"found only {len(configs)} distinct feasible architectures in the space")
 
 
 def validate_proxy(space: str, archs: int, *, dataset: str = "fashion_mnist", data_root: str | None = None,

@@ -184,7 +184,7 @@ def acceptance(
 ) -> None:
     """Run every path of a device for real (bench vs timm in every mode, a study, validate-proxy, an ablation,
     the proxy benchmark, peak memory and out-of-memory halving on CUDA) and write one report; exit 1 on a failure."""
-    from explore.analysis import run_acceptance
+    from explore.cli.acceptance import run_acceptance
     from explore.report import write_acceptance_report
 
     folder = out or f"runs/acceptance_{device.replace(':', '')}"

@@ -53,7 +53,7 @@ def latency_table(
         raise fail(ExploreError("--space", space, "a space and --out table.json (or --evaluate table.json)"))
     if not out.endswith(".json"):
         raise fail(ExploreError("--out", out, "a .json file for the table"))
-    from explore.analysis.latency_table import build_table
+    from explore.measure.latency_table_jobs import build_table
     from explore.search.settings import DEFAULT_LATENCY_MODE, LATENCY_WARMUP
 
     try:
@@ -82,8 +82,8 @@ def latency_table(
 
 def _evaluate(path: str, archs: int, seed: int, regressor: Optional[str], out: Optional[str], rounds: int,
               study: Optional[str]) -> None:
-    from explore.analysis.latency_table import evaluate_table
     from explore.arch import ArchConfig
+    from explore.measure.latency_table_jobs import evaluate_table
     from explore.report.latency_table import write_table_evaluation
     from explore.search import open_study
 

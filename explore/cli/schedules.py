@@ -45,8 +45,8 @@ def compare_schedules(
     """Run full and the schedule(s) with several seeds at one training budget; re-train the final fronts
     at the long budget; report hypervolumes, hypervolume vs training spent and the budget ratio.
     Resumable: the same command goes on where it stopped."""
-    from explore.analysis.schedules import CompareSettings, compare_schedules as run
     from explore.report.schedules import summary_table, write_schedules_report
+    from explore.search.schedule_comparison import CompareSettings, compare_schedules as run
 
     rung_list = float_list(rungs, "--rungs")
     seed_list = int_list(seeds, "--seeds") or []

@@ -24,9 +24,9 @@ def write_study_report(study_ref: str, storage: Optional[str], out_dir: Path,
     """Write the report of a stored study (``trials.csv``, ``pareto.png``, ``summary.md``, and the
     front's common-seed runs where the study stores any) with the ``explore report`` command that
     remakes it (password masked; ``--front-seeds`` where it was given)."""
-    from explore.analysis.front_seeds import front_runs, front_table
     from explore.report import write_report
     from explore.search import mask_password, open_study, study_meta, trials_frame
+    from explore.search.front_seeds import front_runs, front_table
 
     study_obj = open_study(study_ref, storage)
     command = command_line(["explore", "report", study_ref],
@@ -223,9 +223,9 @@ def report(
 ) -> None:
     """Write a Pareto-front plot (PNG), all trials (CSV) and a markdown summary of the Pareto set;
     with ``--front-seeds N``, first re-train the front with N common seeds (resumable)."""
-    from explore.analysis.front_seeds import retrain_front
     from explore.device import resolve_device
     from explore.search import open_study
+    from explore.search.front_seeds import retrain_front
 
     try:
         study_obj = open_study(study, storage)  # validates before writing

@@ -1,5 +1,5 @@
 """The acceptance report: one line per check, each check's command, summary and table, and
-``checks.csv``; from the results of :func:`explore.analysis.run_acceptance`."""
+``checks.csv``; from the results of :func:`explore.cli.acceptance.run_acceptance`."""
 
 from __future__ import annotations
 

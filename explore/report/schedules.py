@@ -1,6 +1,6 @@
 """The schedule comparison's report: hypervolume vs training spent, the runs, the fronts at the long budget.
 
-Works from the tables of :func:`explore.analysis.schedules.compare_schedules` (never live models).
+Works from the tables of :func:`explore.search.schedule_comparison.compare_schedules` (never live models).
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ def write_schedules_report(comparison: Any, out_dir: Path, command: str) -> Sche
     """Write ``summary.md``, ``hv_vs_budget.png``, ``runs.csv``, ``curves.csv`` and ``fronts.csv``.
 
     Args:
-        comparison: a :class:`explore.analysis.schedules.Comparison`.
+        comparison: a :class:`explore.search.schedule_comparison.Comparison`.
         out_dir: target folder (created).
         command: the command that made it.
     """

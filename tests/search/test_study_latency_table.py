@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 import explore.evaluate as evaluate_module
-from explore.analysis.latency_table import build_table
+from explore.measure.latency_table_jobs import build_table
 from explore.cli import app
 from explore.errors import ExploreError
 from explore.measure import get_protocol

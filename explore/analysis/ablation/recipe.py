@@ -123,7 +123,7 @@ class Budget(TrainBudget):
     data subset is drawn once with ``data_seed``, so every variant sees the same images).
     ``max_seeds`` (from ``seeds = "auto:MAX"``): sequential seeds: every row starts with ``seeds``
     (0 and 1), and seeds 2, 3, ... are added only to rows whose paired interval is still open, up to
-    ``max_seeds`` (:func:`explore.analysis.ablation.paired.open_rows`).
+    ``max_seeds`` (:func:`explore.stats.open_rows`).
     """
 
     max_train: int | None = 5000

@@ -14,7 +14,6 @@ from typing import Any, Callable, Mapping
 
 import pandas as pd
 
-from explore.analysis.ablation.paired import ACC_MIN_EFFECT, open_rows
 from explore.analysis.ablation.recipe import Recipe, Variant
 from explore.arch import ArchConfig
 from explore.device import resolve_device
@@ -23,6 +22,7 @@ from explore.evaluate import evaluate_candidate
 from explore.measure import PROTOCOLS, get_protocol
 from explore.resolution import resolution, resolution_label
 from explore.resources import display_path, write_atomically
+from explore.stats import ACC_MIN_EFFECT, open_rows
 
 __all__ = ["AblationRun", "run_recipe"]
 
@@ -95,7 +95,7 @@ def _sequential_step(recipe: Recipe, variants: list[Variant], hashes: Mapping[st
                                                                         dict[str, dict[str, Any]]]:
     """Sequential seeds, one step: the next seed of every row still open (and of the baseline where
     it lacks it), and per non-baseline variant its decision
-    (:func:`~explore.analysis.ablation.paired.open_rows`) and the seeds it used.
+    (:func:`~explore.stats.open_rows`) and the seeds it used.
 
     ``done`` holds the (key, variant, config hash, seed) of every row already run, failed ones
     included, so a seed whose run failed is not tried again.

@@ -48,14 +48,14 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from explore.analysis.ranks import kendall_tau
 from explore.arch import ArchConfig
 from explore.errors import ExploreError
 from explore.evaluate import TrainBudget, evaluate_candidate
 from explore.measure import time_rounds
 from explore.resources import write_atomically
-from explore.search import StudySettings, open_study, prepare_study, run_study
 from explore.search.objective import CHECKPOINTS
+from explore.search.results import open_study
+from explore.search.run import prepare_study, run_study
 from explore.search.schedule import (
     HISTORY,
     SCHEDULES,
@@ -66,6 +66,8 @@ from explore.search.schedule import (
     job_of,
     pareto_mask,
 )
+from explore.search.settings import StudySettings
+from explore.stats import kendall_tau
 
 __all__ = ["CompareSettings", "Comparison", "architectures_for", "compare_schedules", "hv_curve", "budget_ratio",
            "rung_agreement"]

@@ -10,12 +10,11 @@ from typing import Any
 
 import pandas as pd
 
-from explore.analysis.ablation.paired import ACC_MIN_EFFECT, decision, paired_delta
 from explore.analysis.ablation.recipe import Recipe
 from explore.analysis.ablation.runner import AblationRun
-from explore.analysis.ranks import kendall_tau
 from explore.arch import PAPER_SPEED_COLUMNS
 from explore.resolution import resolution_label, resolution_pixels
+from explore.stats import ACC_MIN_EFFECT, decision, kendall_tau, paired_delta
 
 __all__ = ["SPEED_MIN_EFFECT_PCT", "ACC_MIN_EFFECT", "summarise", "paired_columns", "check_findings", "report_meta"]
 
@@ -26,7 +25,7 @@ in three invocations on an otherwise idle 2-core CPU (within-run IQRs are smalle
 
 def paired_columns(ok: pd.DataFrame, baseline: str, level: float = 0.95) -> pd.DataFrame:
     """Per variant (index): the paired Δ top-1 vs the baseline and its interval, the unpaired interval,
-    the variance reduction and the decision (:mod:`explore.analysis.ablation.paired`).
+    the variance reduction and the decision (:mod:`explore.stats`).
 
     Args:
         ok: training rows with ``variant``, ``seed`` and ``top1`` (successful runs only).

@@ -12,12 +12,12 @@ them and an interrupted one resumes.
 
 :func:`front_table` then compares each member with the most accurate *faster* member (by mean
 top-1 over the common seeds) with the paired interval of
-:func:`explore.analysis.ablation.paired.paired_delta`: a slower member is *distinguishable* when
+:func:`explore.stats.paired_delta`: a slower member is *distinguishable* when
 its interval lies above 0 (the extra latency buys top-1 that seeds cannot explain); where the
 interval lies below 0 the member is dominated, where it lies inside ±margin the two are equally
 accurate, and otherwise more seeds are needed.
 
-Follows: the paired design of :mod:`explore.analysis.ablation.paired` applied to the front of
+Follows: the paired design of :mod:`explore.stats` applied to the front of
 arXiv:2305.07027-style accuracy/latency searches.
 """
 
@@ -32,11 +32,11 @@ from typing import Any
 import optuna
 import pandas as pd
 
-from explore.analysis.ablation.paired import ACC_MIN_EFFECT, decision, paired_delta, t_interval
 from explore.arch import ArchConfig
 from explore.errors import ExploreError
 from explore.evaluate import TrainBudget, evaluate_candidate
-from explore.search import trials_frame
+from explore.search.results import trials_frame
+from explore.stats import ACC_MIN_EFFECT, decision, paired_delta, t_interval
 
 __all__ = ["FRONT_SEED_PREFIX", "FRONT_SEED_OFFSET", "front_runs", "front_members", "retrain_front", "front_table"]
 
@@ -148,7 +148,7 @@ def front_table(frame: pd.DataFrame, runs: Mapping[int, Mapping[int, float]], ma
 
     Each member (fastest first) is compared with the faster member of highest mean top-1 over the
     seeds both ran (the one it must beat to be worth its latency): Δ = member − reference per
-    common seed, its paired interval and :func:`~explore.analysis.ablation.paired.decision`.
+    common seed, its paired interval and :func:`~explore.stats.decision`.
 
     Args:
         frame: :func:`explore.search.trials_frame` of the study.

@@ -29,11 +29,9 @@ from typing import Any
 
 import pandas as pd
 
-from explore.analysis.proxy_validity import sample_architectures
-from explore.analysis.ranks import kendall_tau
 from explore.arch import ArchConfig
 from explore.errors import ExploreError
-from explore.measure import Measurement, Protocol, count_model, device_name, library_versions, time_model, time_rounds
+from explore.measure.counting import count_model
 from explore.measure.latency_table import (
     LatencyTable,
     choose_regressor,
@@ -45,9 +43,12 @@ from explore.measure.latency_table import (
     unit_features,
     unit_key,
 )
+from explore.measure.protocols import Measurement, Protocol, device_name, library_versions
+from explore.measure.timing import time_model, time_rounds
 from explore.nn import build
 from explore.resources import display_path
-from explore.space import load_space
+from explore.space import load_space, sample_architectures
+from explore.stats import kendall_tau
 
 __all__ = ["ROUNDS", "TableEvaluation", "build_table", "evaluate_table", "prediction_stats"]
 
