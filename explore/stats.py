@@ -37,8 +37,8 @@ from dataclasses import dataclass
 
 from scipy import stats
 
-__all__ = ["kendall_tau", "spearman_rho", "ACC_MIN_EFFECT", "DeltaCI", "t_interval", "paired_delta", "decision",
-           "open_rows"]
+__all__ = ["kendall_tau", "spearman_rho", "mean_std", "mean_interval", "difference_se", "ACC_MIN_EFFECT", "DeltaCI",
+           "t_interval", "paired_delta", "decision", "open_rows"]
 
 ACC_MIN_EFFECT = 0.2
 """Smallest top-1 change (points) an ablation verdict calls; also the equivalence margin of
@@ -76,6 +76,36 @@ def t_interval(mean: float, se: float, dof: float, level: float) -> tuple[float,
         return float("nan"), float("nan")
     half = float(stats.t.ppf(0.5 + level / 2, dof)) * se
     return mean - half, mean + half
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """(mean, sample standard deviation) of ``values``; the std is NaN for fewer than 2 values, and
+    both are NaN for none."""
+    n = len(values)
+    if n == 0:
+        return float("nan"), float("nan")
+    mean = sum(values) / n
+    if n < 2:
+        return mean, float("nan")
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+
+
+def mean_interval(values: Sequence[float], level: float) -> tuple[float, float, float, float]:
+    """(mean, sample std, t-interval low, high) of ``values`` at confidence ``level`` (NaN where undefined:
+    the interval needs 2 values)."""
+    mean, sd = mean_std(values)
+    if not len(values) >= 2:
+        return mean, sd, float("nan"), float("nan")
+    return (mean, sd, *t_interval(mean, sd / math.sqrt(len(values)), len(values) - 1, level))
+
+
+def difference_se(sd_a: float, n_a: int, sd_b: float, n_b: int) -> float:
+    """Standard error of the difference of two means (Welch): sqrt(sd_a² / n_a + sd_b² / n_b); a std
+    that is undefined (one run: NaN) counts as 0, and a count below 1 as 1."""
+    def term(sd: float, n: int) -> float:
+        return (sd if math.isfinite(sd) else 0.0) ** 2 / max(1, n)
+
+    return math.sqrt(term(sd_a, n_a) + term(sd_b, n_b))
 
 
 def paired_delta(baseline: Mapping[int, float], variant: Mapping[int, float], level: float = 0.95) -> DeltaCI:

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from explore.report.common import pyplot, save_figure, table_block
+from explore.stats import mean_std
 
 __all__ = ["SchedulePaths", "mean_curves", "summary_table", "render_schedules", "write_schedules_report"]
 
@@ -43,8 +44,9 @@ def mean_curves(curves: pd.DataFrame, points: int = 200) -> pd.DataFrame:
             for run in runs:
                 seen = run[run["spent_epochs"] <= budget + 1e-9]
                 values.append(float(seen["hv"].iloc[-1]) if len(seen) else 0.0)
-            rows.append({"schedule": schedule, "spent_epochs": budget, "hv_mean": float(np.mean(values)),
-                         "hv_std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0})
+            mean, std = mean_std(values)
+            rows.append({"schedule": schedule, "spent_epochs": budget, "hv_mean": mean,
+                         "hv_std": std if len(values) > 1 else 0.0})
     return pd.DataFrame(rows)
 
 

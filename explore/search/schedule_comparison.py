@@ -38,7 +38,6 @@ import dataclasses
 import json
 import math
 import shutil
-import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,7 +66,7 @@ from explore.search.schedule import (
     pareto_mask,
 )
 from explore.search.settings import StudySettings
-from explore.stats import kendall_tau
+from explore.stats import kendall_tau, mean_std
 
 __all__ = ["CompareSettings", "Comparison", "architectures_for", "compare_schedules", "hv_curve", "budget_ratio",
            "rung_agreement"]
@@ -197,7 +196,7 @@ def budget_ratio(curves: Sequence[pd.DataFrame], target_hv: float, full_budget: 
     reaches ``target_hv``, over ``full_budget``; None when it never does."""
     grid = sorted({float(b) for c in curves for b in c["spent_epochs"]})
     for budget in grid:
-        if statistics.fmean(_hv_at(c, budget) for c in curves) >= target_hv - 1e-12:
+        if mean_std([_hv_at(c, budget) for c in curves])[0] >= target_hv - 1e-12:
             return budget / full_budget
     return None
 
@@ -337,8 +336,7 @@ def _summarise(runs: pd.DataFrame, curves: dict[tuple[str, int], pd.DataFrame], 
         mine = runs[runs["schedule"] == schedule]
 
         def stat(column: str, mine: pd.DataFrame = mine) -> tuple[float, float]:
-            values = mine[column].astype(float).tolist()
-            return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else float("nan"))
+            return mean_std(mine[column].astype(float).tolist())
 
         mine_curves = [curves[(schedule, s)] for s in settings.seeds]
         ratio = budget_ratio(mine_curves, target, full_budget)

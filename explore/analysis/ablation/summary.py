@@ -14,7 +14,7 @@ from explore.analysis.ablation.recipe import Recipe
 from explore.analysis.ablation.runner import AblationRun
 from explore.arch import PAPER_SPEED_COLUMNS
 from explore.resolution import resolution_label, resolution_pixels
-from explore.stats import ACC_MIN_EFFECT, decision, kendall_tau, paired_delta
+from explore.stats import ACC_MIN_EFFECT, decision, difference_se, kendall_tau, paired_delta
 
 __all__ = ["SPEED_MIN_EFFECT_PCT", "ACC_MIN_EFFECT", "summarise", "paired_columns", "check_findings", "report_meta"]
 
@@ -93,9 +93,9 @@ def summarise(run: AblationRun) -> tuple[pd.DataFrame, dict[str, float]]:
         table["top1_std"] = table["variant"].map(grouped.std(ddof=1))
         table["seeds"] = table["variant"].map(grouped.count()).fillna(0).astype(int)
         is_base = table["variant"] == base
-        sem2 = table["top1_std"].fillna(0) ** 2 / table["seeds"].clip(lower=1)  # squared standard error
         table["d_top1"] = table["top1_mean"] - table.loc[is_base, "top1_mean"].item()
-        table["d_top1_se"] = (sem2 + sem2[is_base].item()) ** 0.5
+        base_sd, base_n = table.loc[is_base, "top1_std"].item(), table.loc[is_base, "seeds"].item()
+        table["d_top1_se"] = [difference_se(sd, n, base_sd, base_n) for sd, n in zip(table["top1_std"], table["seeds"])]
         paired = paired_columns(ok, base)
         for column in paired.columns:
             table[column] = table["variant"].map(paired[column])
@@ -171,8 +171,7 @@ def check_findings(run: AblationRun, table: pd.DataFrame) -> list[dict[str, str]
                 if not inside.empty:
                     near = inside.loc[inside["top1_mean"].idxmax()]
                     gap = best["top1_mean"] - near["top1_mean"]
-                    se = math.sqrt(sum((r["top1_std"] if math.isfinite(r["top1_std"]) else 0.0) ** 2 / max(1, r["seeds"])
-                                       for r in (best, near)))
+                    se = difference_se(best["top1_std"], best["seeds"], near["top1_std"], near["seeds"])
                     observed += f"; best in range {near['top1_mean']:.2f} % ({near['label']}), gap {gap:.2f} ± {se:.2f}"
                     if gap < max(0.2, 2 * se):
                         verdict = "unclear"
