@@ -16,7 +16,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "explore"
 
 # base modules any stage may import
-BASE = {"errors", "resources", "device", "reproduce", "resolution", "stats"}
+BASE = {"errors", "resources", "device", "reproduce", "resolution", "stats", "records"}
 
 # stage -> the stages below it that it may import (besides itself and BASE); the transitive closure
 # of the pipeline: space -> arch -> nn -> measure / train -> evaluate -> search -> analysis; report
@@ -28,6 +28,7 @@ BELOW: dict[str, set[str]] = {
     "device": {"errors"},
     "reproduce": set(),
     "stats": set(),
+    "records": {"errors"},
     "arch": set(),
     "nn": {"arch"},
     "space": {"arch"},

@@ -17,6 +17,7 @@ import pandas as pd
 from explore.device import resolve_device
 from explore.errors import ExploreError
 from explore.evaluate import RunBudget, evaluate_candidate
+from explore.records import CONFIG_HASH
 from explore.space import load_space, sample_architectures
 from explore.stats import kendall_tau, spearman_rho
 from explore.train import check_dataset
@@ -68,7 +69,7 @@ def validate_proxy(space: str, archs: int, *, dataset: str = "fashion_mnist", da
     configs = sample_architectures(space, archs, in_chans=data.in_chans, num_classes=data.num_classes, seed=seed)
     rows = []
     for i, config in enumerate(configs):
-        row: dict[str, Any] = {"arch": i, "summary": config.summary(), "config_hash": config.config_hash()}
+        row: dict[str, Any] = {"arch": i, "summary": config.summary(), CONFIG_HASH: config.config_hash()}
         for name, epochs in (("short", short_epochs), ("long", long_epochs)):
             # the same initialisation for both budgets; params and MACs counted once
             evaluation = evaluate_candidate(config, seed=seed + i, count=name == "short", data=data,

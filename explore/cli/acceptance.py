@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from explore.device import resolve_device
+from explore.records import CONFIG_HASH
 from explore.reproduce import command_line
 
 __all__ = ["CheckResult", "AcceptanceRun", "SIZES", "run_acceptance"]
@@ -209,7 +210,7 @@ def _check_study(runner: _Runner, args: list[str], device: str, limit_s: float) 
     runner.run("study-report", _explore("report", "runs/acceptance", "--out", "study"), 120)
     rows = [r for r in _read_csv(report_dir / "trials.csv") if r["state"] == "COMPLETE"]
     trials = int(args[args.index("--trials") + 1])
-    hashes = {r["config_hash"] for r in rows}
+    hashes = {r[CONFIG_HASH] for r in rows}
     if len(rows) != trials or len(hashes) != trials:
         raise CheckFailed(f"{len(rows)} COMPLETE trials with {len(hashes)} distinct architectures; expected {trials}")
     for row in rows:

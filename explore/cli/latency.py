@@ -84,6 +84,7 @@ def _evaluate(path: str, archs: int, seed: int, regressor: Optional[str], out: O
               study: Optional[str]) -> None:
     from explore.arch import ArchConfig
     from explore.measure.latency_table_jobs import evaluate_table
+    from explore.records import TrialRecord
     from explore.report.latency_table import write_table_evaluation
     from explore.search import open_study
 
@@ -91,10 +92,10 @@ def _evaluate(path: str, archs: int, seed: int, regressor: Optional[str], out: O
     if study is not None:
         try:
             trials = [t for t in open_study(study).get_trials(deepcopy=False)
-                      if t.state.name == "COMPLETE" and t.user_attrs.get("config")]
+                      if t.state.name == "COMPLETE" and TrialRecord.of(t).config]
         except ExploreError as exc:
             raise fail(ExploreError("--study", study, exc.expected)) from None
-        configs = [ArchConfig.from_json(t.user_attrs["config"]) for t in trials]
+        configs = [ArchConfig.from_json(TrialRecord.of(t).config) for t in trials]
         numbers = [t.number for t in trials]
 
     def on_arch(row: dict) -> None:

@@ -108,7 +108,8 @@ def study(
     """Run (or resume) a multi-objective study: maximise proxy top-1, minimise latency."""
     from explore.report import accuracy_name, dataset_line, metric_label
     from explore.search import StudySettings, open_study, prepare_study, run_study, trials_frame
-    from explore.search.schedule import ARCH, RUNG, is_promotion
+    from explore.records import TrialRecord
+    from explore.search.schedule import is_promotion
 
     segmentation = task == "segmentation"
     if segmentation and dataset == "fashion_mnist":
@@ -161,17 +162,17 @@ def study(
             done = sum(1 for t in study_obj.get_trials(deepcopy=False) if t.state.name == "COMPLETE"
                        and not is_promotion(t))
             progress.update(task, completed=min(done, trials))
+            record = TrialRecord.of(trial)
             if trial.state.name == "COMPLETE":
-                cached = " (cached)" if trial.user_attrs.get("latency_cached") else ""
-                latency_ms = trial.user_attrs.get("latency_ms_per_img", float("nan"))
-                rung = trial.user_attrs.get(RUNG)
-                where = "" if rung is None else (f" rung {rung} ({settings.plan.rungs[int(rung)]:g} ep) of "
-                                                 f"arch #{trial.user_attrs.get(ARCH)}")
+                cached = " (cached)" if record.latency_cached else ""
+                latency_ms = float("nan") if record.latency_ms_per_img is None else record.latency_ms_per_img
+                rung = record.rung
+                where = "" if rung is None else (f" rung {rung} ({settings.plan.rungs[rung]:g} ep) of "
+                                                 f"arch #{record.arch_trial}")
                 text = (f"#{trial.number}{where} {accuracy_name(settings.task)} {trial.values[0]:.2f}%  latency {latency_ms:.3f} ms/img{cached}  "
-                        f"params {trial.user_attrs.get('params', 0) / 1e6:.2f}M")
+                        f"params {(record.params or 0) / 1e6:.2f}M")
             else:
-                reason = trial.user_attrs.get("pruned_reason") or trial.user_attrs.get("fail_reason", "")
-                text = f"#{trial.number} {trial.state.name}: {reason}"
+                text = f"#{trial.number} {trial.state.name}: {record.reason}"
             progress.console.print(text, highlight=False, soft_wrap=True)
 
         def on_data(info: dict) -> None:

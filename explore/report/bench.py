@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from explore.records import CONFIG_HASH
 from explore.resources import safe_name
 
 __all__ = ["write_bench_models", "render_attention_scaling", "write_attention_scaling", "render_proxy_throughput",
@@ -87,8 +88,8 @@ def render_repeatability(run: Any, command: str) -> str:
     """The markdown of an :class:`explore.analysis.bench.repeatability.Repeatability`: the largest
     deviation between the runs, whether the fronts agree, and the per-architecture table."""
     table = run.table
-    front_q = set(table.loc[table["pareto_quiet"].astype(bool), "config_hash"])
-    front_l = set(table.loc[table["pareto_loaded"].astype(bool), "config_hash"])
+    front_q = set(table.loc[table["pareto_quiet"].astype(bool), CONFIG_HASH])
+    front_l = set(table.loc[table["pareto_loaded"].astype(bool), CONFIG_HASH])
     worst = float((table["ratio"] - 1).abs().max())
     worst_first = float((table["ratio_first"] - 1).abs().max())
     same_top1 = bool((table["top1_quiet"] == table["top1_loaded"]).all())

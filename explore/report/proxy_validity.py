@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from explore.records import CONFIG_HASH
 from explore.report.common import pyplot
 
 __all__ = ["write_validity_report"]
@@ -32,7 +33,7 @@ def write_validity_report(result: Any, out_dir: Path, command: str) -> list[Path
     fig.savefig(png)
     plt.close(fig)
     meta = result.meta
-    shown = table.drop(columns=["config", "config_hash"])
+    shown = table.drop(columns=["config", CONFIG_HASH])
     md.write_text(
         f"# Proxy validity: `{meta['space']}`\n\nCommand: `{command}`\n\n"
         f"- {meta['archs']} architectures sampled at random (seed {meta['seed']}), each trained from the same "

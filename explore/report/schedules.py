@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from explore.records import CONFIG_HASH
 from explore.report.common import pyplot, save_figure, table_block
 from explore.stats import mean_std
 
@@ -137,7 +138,7 @@ def render_schedules(runs: pd.DataFrame, fronts: pd.DataFrame, summary: pd.DataF
         "",
         table_block(fronts.assign(study_top1=fronts["study_top1"].round(2), long_top1=fronts["long_top1"].round(2),
                                   study_latency_ms=fronts["study_latency_ms"].round(4),
-                                  latency_ms=fronts["latency_ms"].round(4)).drop(columns=["config_hash"])),
+                                  latency_ms=fronts["latency_ms"].round(4)).drop(columns=[CONFIG_HASH])),
         "Files: `runs.csv`, `curves.csv` (HV after every job), `fronts.csv`, `hv_vs_budget.png`; the studies in "
         "`runs/` (each `explore report runs/<schedule>-seed<seed>` for its own report).",
         "",

@@ -25,20 +25,11 @@ from explore.device import is_out_of_memory, release_memory
 from explore.errors import ConfigError, ExploreError, NonFiniteLossError
 from explore.evaluate import Evaluation, Step, evaluate_candidate
 from explore.measure import Measurement, device_name
+from explore.records import ARCH, BRACKET, HISTORY, LATENCY_EXCESS, PROMOTES, RUNG, TRAIN_IMAGES
 from explore.resources import display_path, write_atomically
 from explore.search.cache import LatencyCache, LatencyKey
 from explore.search.faults import inject_fault
-from explore.search.sampler import LATENCY_EXCESS
-from explore.search.schedule import (
-    ARCH,
-    BRACKET,
-    HISTORY,
-    PROMOTES,
-    RUNG,
-    TRAIN_IMAGES,
-    is_promotion,
-    promotion_claimed,
-)
+from explore.search.schedule import is_promotion, promotion_claimed
 from explore.search.settings import LATENCY_WARMUP, StudySettings
 from explore.search.storage import scrub
 from explore.space import SearchSpace

@@ -20,6 +20,7 @@ from explore.device import resolve_device
 from explore.errors import ConfigError, NonFiniteLossError
 from explore.evaluate import evaluate_candidate
 from explore.measure import PROTOCOLS, get_protocol
+from explore.records import CONFIG_HASH
 from explore.resolution import resolution, resolution_label
 from explore.resources import display_path, write_atomically
 from explore.stats import ACC_MIN_EFFECT, open_rows
@@ -84,7 +85,7 @@ def _top1_by_seed(variants: list[Variant], hashes: Mapping[str, str], train_key:
     names = {hashes[v.name]: v.name for v in variants}
     out: dict[str, dict[int, float]] = {v.name: {} for v in variants}
     for r in rows:
-        name = names.get(str(r["config_hash"]))
+        name = names.get(str(r[CONFIG_HASH]))
         if str(r["key"]) == train_key and name is not None and str(r["variant"]) == name and r.get("status") == "ok":
             out[name][int(r["seed"])] = float(r["top1"])
     return out
@@ -192,7 +193,7 @@ def run_recipe(recipe: Recipe, out: str | Path, *, device: str = "cpu",
     # proxy training
     train_key = recipe.training_key()
     training_rows = _read_rows(out / "training.csv")
-    train_fields = ("key", "variant", "config_hash", "seed")
+    train_fields = ("key", "variant", CONFIG_HASH, "seed")
     done = {_row_key(r, *train_fields) for r in training_rows}
     wanted = {(train_key, v.name, hashes[v.name], seed) for v in variants for seed in recipe.budget.seeds}
     data_meta: dict[str, Any] = {}
@@ -210,7 +211,7 @@ def run_recipe(recipe: Recipe, out: str | Path, *, device: str = "cpu",
                 if (train_key, v.name, hashes[v.name], seed) in done:
                     continue
                 config = recipe.train_config(v, data.in_chans, data.num_classes)
-                row = {"key": train_key, "variant": v.name, "config_hash": hashes[v.name], "seed": seed,
+                row = {"key": train_key, "variant": v.name, CONFIG_HASH: hashes[v.name], "seed": seed,
                        "img_size": config.img_size}
                 try:
                     result = evaluate_candidate(config, seed=seed, count=False, data=data, recipe=proxy,
@@ -231,13 +232,13 @@ def run_recipe(recipe: Recipe, out: str | Path, *, device: str = "cpu",
                                                                  training_rows, done)
     if recipe.budget.train and recipe.budget.max_seeds:  # rows of seeds a resumed run added earlier
         wanted |= {_row_key(r, *train_fields) for r in training_rows if str(r["key"]) == train_key
-                   and str(r["config_hash"]) == hashes.get(str(r["variant"])) and int(r["seed"]) < recipe.budget.max_seeds}
+                   and str(r[CONFIG_HASH]) == hashes.get(str(r["variant"])) and int(r["seed"]) < recipe.budget.max_seeds}
     used_training = [r for r in training_rows if _row_key(r, *train_fields) in wanted] if recipe.budget.train else []
 
     # latency / throughput
     measure_key = recipe.measurement_key()
     measurement_rows = _read_rows(out / "measurements.csv")
-    measure_fields = ("key", "variant", "config_hash", "protocol", "img_size")
+    measure_fields = ("key", "variant", CONFIG_HASH, "protocol", "img_size")
     if remeasure:
         this_run = {(measure_key, v.name, hashes[v.name], p, resolution_label(img)) for v in variants
                     for p in recipe.measure.protocols for img in recipe.measure.img_sizes}
@@ -262,7 +263,7 @@ def run_recipe(recipe: Recipe, out: str | Path, *, device: str = "cpu",
                     continue
                 result = evaluate_candidate(recipe.measure_config(v, img), count=False, protocol=protocol).latency
                 measurement_rows.append({
-                    "key": measure_key, "variant": v.name, "config_hash": hashes[v.name], "protocol": name,
+                    "key": measure_key, "variant": v.name, CONFIG_HASH: hashes[v.name], "protocol": name,
                     "img_size": label, "batch_size": result.batch_size, "median_ms": result.median_ms,
                     "iqr_ms": result.iqr_ms, "throughput_img_s": result.throughput_img_s,
                     "latency_ms_per_img": result.latency_ms_per_img, "device_name": result.device_name,

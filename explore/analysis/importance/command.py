@@ -25,6 +25,7 @@ from explore.errors import ExploreError
 from explore.evaluate import RunBudget, evaluate_candidate
 from explore.measure import count_model, device_name, get_protocol, time_model
 from explore.nn import FFN, CascadedGroupAttention, MBConv, MultiHeadSelfAttention, build
+from explore.records import importance_attrs
 from explore.reproduce import command_line as _command_line
 from explore.resources import safe_name
 from explore.search import open_study, study_space, trial_config
@@ -305,8 +306,7 @@ def run_importance(settings: ImportanceSettings, prepared: PreparedImportance,
         except ExploreError as exc:  # the report is worth keeping: say why, enqueue nothing
             enqueue_error = str(exc)
         else:
-            prepared.study.enqueue_trial(params, user_attrs={"enqueued_by": "explore importance",
-                                                             "importance_of": prepared.name}, skip_if_exists=True)
+            prepared.study.enqueue_trial(params, user_attrs=importance_attrs(prepared.name), skip_if_exists=True)
             enqueued = {"run_dir": settings.enqueue, "params": params, "notes": notes, "config": built.to_dict()}
             log(f"enqueued into {settings.enqueue} ({len(notes)} values snapped)")
     trained_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()} if settings.save_checkpoint else None
