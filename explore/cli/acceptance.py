@@ -40,15 +40,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from explore.device import resolve_device
 from explore.records import CONFIG_HASH
+from explore.report.acceptance import AcceptanceRun, CheckResult
 from explore.reproduce import command_line
 
-__all__ = ["CheckResult", "AcceptanceRun", "SIZES", "run_acceptance"]
+__all__ = ["SIZES", "run_acceptance"]
 
 M0, M4, B1 = "efficientvit_m0", "efficientvit_m4", "efficientvit_b1"
 
@@ -89,32 +89,6 @@ SIZES: dict[str, dict[str, Any]] = {
 }
 """Sizes of the checks by device type: ``cuda`` fits in about 10 minutes of one H100-class GPU, ``cpu`` in
 a few minutes of a 2-core CI machine."""
-
-
-@dataclass
-class CheckResult:
-    """The outcome of one check.
-
-    Attributes:
-        name: the check's name (``study``, ``bench-throughput`` ...).
-        status: ``PASS``, ``FAIL`` or ``SKIP`` (not applicable on this device; not a failure).
-        seconds: wall-clock time of the check (s).
-        summary: one line of what was measured or what went wrong.
-        command: the command line the check ran (paths relative to the working directory).
-        details: figures for the report (a table as a list of dicts, or key/values).
-    """
-
-    name: str
-    status: str
-    seconds: float
-    summary: str
-    command: str = ""
-    details: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def line(self) -> str:
-        """The check's one line: status, name, seconds, summary."""
-        return f"{self.status:4} {self.name:17} {self.seconds:6.1f} s  {self.summary}"
 
 
 class CheckFailed(Exception):
@@ -319,24 +293,6 @@ def _environment(device: str) -> dict[str, str]:
         except metadata.PackageNotFoundError:
             env[dist] = "not installed"
     return env
-
-
-@dataclass(frozen=True)
-class AcceptanceRun:
-    """What :func:`run_acceptance` found: the checks, the machine, the command, the wall time (s) and
-    the report folder (:func:`explore.report.write_acceptance_report` writes ``report.md`` and
-    ``checks.csv`` there)."""
-
-    results: list[CheckResult]
-    environment: dict[str, str]
-    command: str
-    wall_s: float
-    out: Path
-
-    @property
-    def failed(self) -> int:
-        """Checks that failed (a SKIP is not a failure)."""
-        return sum(r.status == "FAIL" for r in self.results)
 
 
 def run_acceptance(device: str, out: str | Path, *, budget_s: float | None = None,

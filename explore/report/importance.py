@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from explore.report.common import pyplot
+
+if TYPE_CHECKING:  # the result's type, for annotations only: the report never runs the analysis
+    from explore.analysis.importance.command import ImportanceResult
+    from explore.arch import ArchConfig
 
 __all__ = ["plot_retained", "render_summary", "write_importance_report"]
 
@@ -62,7 +66,7 @@ def _md_table(frame: pd.DataFrame) -> str:
     return frame.to_markdown(index=False)
 
 
-def _stage_table(config: Any, suggested: Any) -> pd.DataFrame:
+def _stage_table(config: ArchConfig, suggested: ArchConfig) -> pd.DataFrame:
     rows = []
     hidden_key = "expand_ratio" if config.layout == "mbconv" else "ffn_ratio"
     for i, (a, b) in enumerate(zip(config.stages, suggested.stages)):
@@ -76,10 +80,9 @@ def _yes_no(value: bool | None) -> str:
     return "n/a" if value is None else ("yes" if value else "no")
 
 
-def render_summary(result: Any, command: str) -> str:
+def render_summary(result: ImportanceResult, command: str) -> str:
     """Markdown: command, data and budget, the comparison table, the per-block retained ratios,
-    the reallocated stages and the verdict on the paper's trend, with numbers (``result``: an
-    :class:`explore.analysis.importance.ImportanceResult`)."""
+    the reallocated stages and the verdict on the paper's trend, with numbers."""
     s, plan, trend = result.settings, result.plan, result.trend
     comp = result.comparison.assign(
         params=(result.comparison["params"] / 1e6).round(4), macs=(result.comparison["macs"] / 1e6).round(3),
@@ -181,13 +184,13 @@ def render_summary(result: Any, command: str) -> str:
     return "\n".join(lines)
 
 
-def write_importance_report(result: Any, out_dir: Path, command: str) -> dict[str, Path]:
+def write_importance_report(result: ImportanceResult, out_dir: Path, command: str) -> dict[str, Path]:
     """Write ``summary.md``, ``comparison.csv``, ``retained.csv``, ``retained.png``, ``scores.csv``,
     ``sensitivity.csv``, ``suggested_config.json`` (loadable by ``explore describe``) and ``enqueued.json``
     when enqueued; returns their paths by name.
 
     Args:
-        result: an :class:`explore.analysis.importance.ImportanceResult` (its tables and configs only).
+        result: what ``explore importance`` computed (its tables and configs only).
         out_dir: the folder (created). command: the command line that made the run.
     """
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -16,6 +16,9 @@ import pandas as pd
 from explore.records import CONFIG_HASH
 from explore.report.common import pyplot, save_figure, table_block
 from explore.stats import mean_std
+
+if TYPE_CHECKING:  # the result's type, for annotations only: the report never runs a study
+    from explore.search.schedule_comparison import Comparison
 
 __all__ = ["SchedulePaths", "mean_curves", "summary_table", "render_schedules", "write_schedules_report"]
 
@@ -146,11 +149,11 @@ def render_schedules(runs: pd.DataFrame, fronts: pd.DataFrame, summary: pd.DataF
     return "\n".join(lines)
 
 
-def write_schedules_report(comparison: Any, out_dir: Path, command: str) -> SchedulePaths:
+def write_schedules_report(comparison: Comparison, out_dir: Path, command: str) -> SchedulePaths:
     """Write ``summary.md``, ``hv_vs_budget.png``, ``runs.csv``, ``curves.csv`` and ``fronts.csv``.
 
     Args:
-        comparison: a :class:`explore.search.schedule_comparison.Comparison`.
+        comparison: what ``explore compare-schedules`` found.
         out_dir: target folder (created).
         command: the command that made it.
     """
