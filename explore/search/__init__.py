@@ -33,6 +33,8 @@ from explore.search.settings import (
 )
 from explore.search.storage import (
     DEFAULT_HEARTBEAT_S,
+    POSTGRES_INSTALL,
+    check_driver,
     MAX_RETRY,
     HeartbeatJournalStorage,
     default_storage,
@@ -49,6 +51,6 @@ __all__ = [
     "remeasured_latencies", "study_meta", "study_space", "trial_config", "trials_frame", "fail_stale",
     "prepare_study", "run_study", "TrialSeededSampler", "make_sampler", "SCHEDULES", "Schedule", "hypervolume_2d",
     "next_promotion", "nondominated_order", "DEFAULT_LATENCY_MODE", "OBJECTIVE_MODES",
-    "OBJECTIVES", "SAMPLERS", "StudySettings", "StudySummary", "DEFAULT_HEARTBEAT_S", "MAX_RETRY",
+    "OBJECTIVES", "SAMPLERS", "StudySettings", "StudySummary", "DEFAULT_HEARTBEAT_S", "POSTGRES_INSTALL", "check_driver", "MAX_RETRY",
     "HeartbeatJournalStorage", "default_storage", "driver_url", "is_journal", "make_storage", "mask_password", "scrub",
 ]

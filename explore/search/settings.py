@@ -10,7 +10,7 @@ from explore.errors import ExploreError
 from explore.evaluate import RunBudget
 from explore.measure import Protocol, get_protocol
 from explore.search.schedule import Schedule
-from explore.search.storage import DEFAULT_HEARTBEAT_S, default_storage, mask_password
+from explore.search.storage import DEFAULT_HEARTBEAT_S, check_driver, default_storage, mask_password
 
 __all__ = ["TASKS", "OBJECTIVE_MODES", "OBJECTIVES", "DIRECTIONS", "SAMPLERS", "LATENCY_WARMUP", "DEFAULT_LATENCY_MODE",
            "StudySettings", "StudySummary"]
@@ -219,6 +219,8 @@ class StudySettings(RunBudget):
             raise ExploreError("--heartbeat-interval", self.heartbeat_s, "expected >= 1 (seconds)")
         if self.storage is not None and not self.storage.strip():
             raise ExploreError("--storage", self.storage, "expected an Optuna storage URL or a journal file path")
+        if self.storage is not None:
+            check_driver(self.storage)  # postgresql:// without its driver: say which extra to install
         url = self.storage_url
         if self.workers > 1 and url.startswith("sqlite"):
             raise ExploreError("--workers", self.workers,
