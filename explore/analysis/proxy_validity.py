@@ -9,6 +9,7 @@ differences are small.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -37,17 +38,17 @@ class ProxyValidity:
     meta: dict[str, Any]
 
 
-def validate_proxy(space: str, archs: int, *, dataset: str = "fashion_mnist", data_root: str | None = None,
-                   max_train: int | None = 10000, max_val: int | None = 2000, short_epochs: float = 1.0,
-                   long_epochs: float = 5.0, batch_size: int = 128, lr: float = 2e-3, device: str = "cpu",
-                   seed: int = 0, on_arch: Callable[[dict[str, Any]], None] | None = None) -> ProxyValidity:
+def validate_proxy(space: str, archs: int, *, budget: RunBudget | None = None, short_epochs: float = 1.0,
+                   long_epochs: float = 5.0, on_arch: Callable[[dict[str, Any]], None] | None = None) -> ProxyValidity:
     """Train ``archs`` sampled architectures with the short and the long budget; rank-correlate.
 
     Args:
         space: space name or file.
         archs: K, the number of architectures (>= 3).
+        budget: data, subsets, batch, lr, seed and device (:class:`explore.evaluate.RunBudget`; its
+            ``epochs`` are replaced by the two budgets). The seed draws the architectures and the
+            subsets; architecture i trains with seed + i.
         short_epochs, long_epochs: the two budgets; long must be >= 5x short.
-        others: as for ``explore study``.
         on_arch: called with each finished row (progress).
 
     Returns:
@@ -60,11 +61,12 @@ def validate_proxy(space: str, archs: int, *, dataset: str = "fashion_mnist", da
         raise ExploreError("--archs", archs, "expected >= 3 architectures to rank")
     if not long_epochs >= 5 * short_epochs:
         raise ExploreError("--long-epochs", long_epochs, f"expected >= 5x the short budget ({5 * short_epochs:g})")
-    dev = resolve_device(device)
+    budget = budget or RunBudget()
+    dev = resolve_device(budget.device)
     load_space(space)
-    check_dataset(dataset, data_root)
-    budget = RunBudget(dataset=dataset, data_root=data_root, max_train=max_train, max_val=max_val, epochs=short_epochs,
-                       batch_size=batch_size, lr=lr, seed=seed, device=str(dev))
+    check_dataset(budget.dataset, budget.data_root)
+    budget = dataclasses.replace(budget, epochs=short_epochs, device=str(dev))
+    seed = budget.seed
     data = budget.load_data(seed)
     configs = sample_architectures(space, archs, in_chans=data.in_chans, num_classes=data.num_classes, seed=seed)
     rows = []
@@ -86,6 +88,6 @@ def validate_proxy(space: str, archs: int, *, dataset: str = "fashion_mnist", da
     table = pd.DataFrame(rows)
     tau = kendall_tau(table["short_top1"], table["long_top1"])
     rho = spearman_rho(table["short_top1"], table["long_top1"])
-    meta = {"space": space, "archs": archs, "dataset": dataset, "max_train": max_train, "max_val": max_val,
-            "batch_size": batch_size, "lr": lr, "device": str(dev), "seed": seed}
+    meta = {"space": space, "archs": archs, "dataset": budget.dataset, "max_train": budget.max_train,
+            "max_val": budget.max_val, "batch_size": budget.batch_size, "lr": budget.lr, "device": str(dev), "seed": seed}
     return ProxyValidity(table, tau, rho, short_epochs, long_epochs, meta)

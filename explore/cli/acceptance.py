@@ -1,4 +1,5 @@
-"""One acceptance command for a machine: run every path of the device for real, write one report.
+"""``explore acceptance``: run every path of a device for real, write one report. A tool over the
+other commands (it runs them in subprocesses and checks what they wrote), so it lives with the CLI.
 
     explore acceptance --device cuda --out reports/gpu_<device>     # an H100-class GPU, <= 10 min
     explore acceptance --device cpu --out runs/acceptance_cpu       # CI: the same checks, small sizes
@@ -41,14 +42,19 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Optional
 
+import typer
+
+from explore.cli.common import app, fail, names
+from explore.cli.options import DEVICE
 from explore.device import resolve_device
+from explore.errors import ExploreError
 from explore.records import CONFIG_HASH
 from explore.report.acceptance import AcceptanceRun, CheckResult
 from explore.reproduce import command_line
 
-__all__ = ["SIZES", "run_acceptance"]
+__all__ = ["SIZES", "run_acceptance", "acceptance"]
 
 M0, M4, B1 = "efficientvit_m0", "efficientvit_m4", "efficientvit_b1"
 
@@ -355,3 +361,28 @@ def run_acceptance(device: str, out: str | Path, *, budget_s: float | None = Non
     command = command_line(["explore", "acceptance"], [("--device", device), ("--out", shown_out),
                                                        ("--only", ",".join(only) if only else None)])
     return AcceptanceRun(results, _environment(device), command, wall, out)
+
+
+@app.command()
+def acceptance(
+    *,
+    device: DEVICE.option("cuda") = "cuda",
+    out: Annotated[Optional[str], typer.Option(help="Report folder; default runs/acceptance_<device>.")] = None,
+    budget_s: Annotated[Optional[float], typer.Option(help="Time budget for all checks (s).")] = None,
+    only: Annotated[Optional[str], typer.Option(help="Comma-separated check names (study, bench-throughput, ...).")] = None,
+) -> None:
+    """Run every path of a device for real (bench vs timm in every mode, a study, validate-proxy, an ablation,
+    the proxy benchmark, peak memory and out-of-memory halving on CUDA) and write one report; exit 1 on a failure."""
+    from explore.report import write_acceptance_report
+
+    folder = out or f"runs/acceptance_{device.replace(':', '')}"
+    try:
+        run = run_acceptance(device, folder, budget_s=budget_s, only=names(only) if only else None,
+                             echo=lambda line: print(line, flush=True))
+    except ExploreError as exc:
+        raise fail(exc) from None
+    path = write_acceptance_report(run)
+    print(f"acceptance {'FAILED' if run.failed else 'PASSED'}: {len(run.results) - run.failed} of {len(run.results)} "
+          f"checks passed or skipped in {run.wall_s:.0f} s; report {path}", flush=True)
+    if run.failed:
+        raise typer.Exit(code=1)
