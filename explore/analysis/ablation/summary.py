@@ -76,15 +76,22 @@ def summarise(run: AblationRun) -> tuple[pd.DataFrame, dict[str, float]]:
         The table, and Kendall τ between our Δs and the paper's over the non-baseline rows
         (keys ``acc`` and each speed column; NaN with fewer than 3 rows).
     """
-    recipe = run.recipe
     table = run.variants[["variant", "label", "baseline", "x", "params", "macs", "attention_share"]].copy()
     table["params_m"] = table.pop("params") / 1e6
     table["macs_m"] = table.pop("macs") / 1e6
+    taus: dict[str, float] = {}
+    _accuracy_columns(table, run, taus)
+    _speed_columns(table, run, taus)
+    table = table.drop(columns=[c for c in table.columns if c.startswith("_")])
+    return table, taus
+
+
+def _accuracy_columns(table: pd.DataFrame, run: AblationRun, taus: dict[str, float]) -> None:
+    """Add the accuracy columns of :func:`summarise` to ``table`` (in place) and the accuracy τ to ``taus``."""
+    recipe = run.recipe
     base = recipe.baseline.name
     papers = {v.name: v.paper for v in recipe.variants}
     acc_key = recipe.paper_accuracy
-    taus: dict[str, float] = {}
-
     train = run.training
     if not train.empty:
         ok = train[train["status"] == "ok"]
@@ -111,6 +118,13 @@ def summarise(run: AblationRun) -> tuple[pd.DataFrame, dict[str, float]]:
         if math.isfinite(tau):
             taus["acc"] = tau
 
+
+def _speed_columns(table: pd.DataFrame, run: AblationRun, taus: dict[str, float]) -> None:
+    """Add the speed columns of :func:`summarise` (at the first resolution) to ``table`` (in place)
+    and each paper speed column's τ to ``taus``."""
+    recipe = run.recipe
+    base = recipe.baseline.name
+    papers = {v.name: v.paper for v in recipe.variants}
     meas = run.measurements
     img0 = recipe.measure.img_sizes[0]
     measured_protocols = []
@@ -139,8 +153,6 @@ def summarise(run: AblationRun) -> tuple[pd.DataFrame, dict[str, float]]:
             tau = kendall_tau(rest[f"d_{protocol}_pct"].tolist(), rest[f"paper_d_{col}_pct"].tolist())
             if math.isfinite(tau):
                 taus[col] = tau
-    table = table.drop(columns=[c for c in table.columns if c.startswith("_")])
-    return table, taus
 
 
 def check_findings(run: AblationRun, table: pd.DataFrame) -> list[dict[str, str]]:
