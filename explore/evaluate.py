@@ -8,9 +8,10 @@ pruned and the suggested model). So the conventions live here once:
 * a candidate is built under its seed (:func:`explore.train.seed_everything`, then
   :func:`explore.nn.build`), so the same seed gives the same initial weights;
 * params and MACs are counted on one image of the config's size (:mod:`explore.measure.counting`);
-* latency is measured by a protocol (:func:`explore.measure.measure`) under the device's
-  exclusive lock, and training runs under its shared lock (:func:`explore.device.device_lock`):
-  no process of this machine times a device while another trains on it;
+* latency is measured by a protocol under the device's exclusive lock
+  (:func:`explore.measure.time_model`), and training runs under its shared lock
+  (:func:`explore.device.device_lock`): no process of this machine times a device while another
+  trains on it;
 * training is the proxy loop (:func:`explore.train.train_proxy`) on the device made current,
   with the CPU threads the caller asks for (restored afterwards).
 
@@ -24,7 +25,7 @@ BN fused) applied to a short proxy training instead of a full ImageNet run.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
@@ -34,7 +35,7 @@ from torch import nn
 
 from explore.arch import ArchConfig
 from explore.device import device_lock, on_device
-from explore.measure import Measurement, Protocol, count_macs, count_params, measure
+from explore.measure import Measurement, Protocol, count_model, time_model, time_rounds
 from explore.nn import build
 from explore.errors import ExploreError
 from explore.train import (DatasetBundle, ProxyRecipe, ProxyResult, SegmentationData, SegmentationResult, load_dataset,
@@ -132,49 +133,6 @@ class Evaluation:
     proxy: ProxyResult | SegmentationResult | None = None
 
 
-def count_model(model: nn.Module, img_size: int, in_chans: int) -> tuple[int, int]:
-    """(params, MACs of one (1, in_chans, img_size, img_size) image) of any model."""
-    return count_params(model), count_macs(model, img_size, in_chans)
-
-
-def time_model(model: nn.Module, protocol: Protocol) -> Measurement:
-    """Measure ``model`` with ``protocol`` under the exclusive lock of the protocol's device: waits
-    until no process of this machine trains there (see :func:`explore.device.device_lock`).
-
-    Raises:
-        DeviceError, ExploreError: as :func:`explore.measure.measure`.
-    """
-    with device_lock(protocol.device, exclusive=True):
-        return measure(model, protocol)
-
-
-def time_rounds(jobs: Sequence[tuple[nn.Module, Protocol]], rounds: int,
-                on_measured: Callable[[int, int], None] | None = None) -> list[list[Measurement]]:
-    """Time every (model, protocol) once per round, round-robin over the jobs, ``rounds`` times
-    (:func:`time_model`): a slow spell of a shared machine then falls on different jobs in different
-    rounds instead of on all the repeats of one. Callers keep the fastest round of each job.
-
-    Args:
-        jobs: (model, protocol) pairs.
-        rounds: rounds (>= 1).
-        on_measured: called with (measurements done, total) after each.
-
-    Returns:
-        Per job, its measurements in round order.
-
-    Raises:
-        DeviceError: as :func:`time_model`, as is ``ExploreError``.
-    """
-    results: list[list[Measurement]] = [[] for _ in jobs]
-    total = max(1, rounds) * len(jobs)
-    for r in range(max(1, rounds)):
-        for i, (model, protocol) in enumerate(jobs):
-            results[i].append(time_model(model, protocol))
-            if on_measured is not None:
-                on_measured(r * len(jobs) + i + 1, total)
-    return results
-
-
 def train_model(model: nn.Module, data: DatasetBundle | SegmentationData, *, img_size: int, recipe: ProxyRecipe, seed: int,
                 device: str | torch.device = "cpu", threads: int | None = None,
                 on_epoch_end: Callable[[int, float], None] | None = None, until_epochs: float | None = None,
@@ -225,7 +183,7 @@ def evaluate_candidate(config: ArchConfig, *, seed: int | None = None, count: bo
         config: the candidate (``img_size``, ``in_chans`` and ``num_classes`` as it is to be built).
         seed: seeds the initial weights (and training; default 0 for training); None: unseeded.
         count: count params and MACs.
-        protocol: measure latency with it (:func:`time_model`).
+        protocol: measure latency with it (:func:`explore.measure.time_model`).
         data: proxy-train on it.
         recipe: the proxy recipe (default :class:`ProxyRecipe`).
         device: training's device (:func:`train_model`).

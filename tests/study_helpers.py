@@ -24,20 +24,9 @@ POSTGRES_URL = os.environ.get(
 )
 """The server that tests/start_postgres.sh starts (same defaults)."""
 
-FIXED_SPACE = """\
-[space]
-name = "fixed"
-stages = 2
-[model]
-img_size = { value = 32 }
-[stage]
-width = [{ value = 16 }, { value = 32 }]
-depth = { value = 1 }
-heads = { value = 2 }
-qk_dim = { value = 8 }
-kernel = { value = 3 }
-window_size = { value = 4 }
-"""
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+"""Fixture files of the tests (README "Layout": ``tests/fixtures/``)."""
+FIXED_SPACE = (FIXTURES / "spaces" / "fixed.toml").read_text(encoding="utf-8")
 """A space of one point: every trial builds the same architecture."""
 
 TINY_ARGS = ["--dataset", "synthetic", "--max-train", "64", "--max-val", "32", "--batch-size", "32",

@@ -3,27 +3,27 @@
 ``explore validate-proxy`` samples K feasible architectures from a space, trains each twice from
 the same initialisation (the short proxy budget and a budget at least 5x longer), and reports the
 rank agreement of the two top-1 lists: Kendall's tau and Spearman's rho (scipy,
-:mod:`explore.analysis.ranks`); :func:`explore.report.write_validity_report` draws the scatter plot. A proxy is useful for a search when tau is high on architectures *of one space*, where the
+:mod:`explore.stats`); :func:`explore.report.write_validity_report` draws the scatter plot. A proxy is useful for a search when tau is high on architectures *of one space*, where the
 differences are small.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
-import optuna
 import pandas as pd
 
-from explore.analysis.ranks import kendall_tau, spearman_rho
-from explore.arch import ArchConfig
 from explore.device import resolve_device
-from explore.errors import ConfigError, ExploreError
+from explore.errors import ExploreError
 from explore.evaluate import RunBudget, evaluate_candidate
-from explore.space import load_space
+from explore.records import CONFIG_HASH
+from explore.space import load_space, sample_architectures
+from explore.stats import kendall_tau, spearman_rho
 from explore.train import check_dataset
 
-__all__ = ["ProxyValidity", "sample_architectures", "validate_proxy"]
+__all__ = ["ProxyValidity", "validate_proxy"]
 
 
 @dataclass(frozen=True)
@@ -38,50 +38,18 @@ class ProxyValidity:
     meta: dict[str, Any]
 
 
-def sample_architectures(space_name: str, count: int, *, in_chans: int, num_classes: int, seed: int = 0,
-                         max_attempts: int = 1000) -> list[ArchConfig]:
-    """``count`` distinct feasible configs drawn at random from a space (infeasible draws skipped).
-
-    Raises:
-        ExploreError: fewer than ``count`` distinct feasible points in ``max_attempts`` draws.
-    """
-    space = load_space(space_name)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-    configs, seen = [], set()
-    for _ in range(max_attempts):
-        trial = study.ask()
-        try:
-            config = space.sample(trial, in_chans=in_chans, num_classes=num_classes)
-        except ConfigError:
-            continue
-        if config.config_hash() not in seen:
-            seen.add(config.config_hash())
-            configs.append(config)
-        if len(configs) == count:
-            return configs
-    raise ExploreError("--archs", count, f"found only {len(configs)} distinct feasible architectures in the space")
-
-
-def validate_proxy(space: str, archs: int, *, dataset: str = "fashion_mnist", data_root: str | None = None,
-                   max_train: int | None = 10000, max_val: int | None = 2000, short_epochs: float = 1.0,
-                   long_epochs: float = 5.0, batch_size: int = 128, lr: float = 2e-3, device: str = "cpu",
-                   seed: int = 0, on_arch: Callable[[dict[str, Any]], None] | None = None) -> ProxyValidity:
+def validate_proxy(space: str, archs: int, *, budget: RunBudget | None = None, short_epochs: float = 1.0,
+                   long_epochs: float = 5.0, on_arch: Callable[[dict[str, Any]], None] | None = None) -> ProxyValidity:
     """Train ``archs`` sampled architectures with the short and the long budget; rank-correlate.
 
     Args:
         space: space name or file.
         archs: K, the number of architectures (>= 3).
-        dataset: as for ``explore study`` (so are the data and training arguments below).
-        data_root: the dataset's folder.
-        max_train: training subset (None: all).
-        max_val: validation subset (None: all).
-        short_epochs: the short budget.
-        long_epochs: the long budget; must be >= 5x ``short_epochs``.
-        batch_size: images per step.
-        lr: peak learning rate.
-        device: training device.
-        seed: sampling and training seed.
+        budget: data, subsets, batch, lr, seed and device (:class:`explore.evaluate.RunBudget`; its
+            ``epochs`` are replaced by the two budgets). The seed draws the architectures and the
+            subsets; architecture i trains with seed + i.
+        short_epochs: the short budget (epochs).
+        long_epochs: the long budget (epochs); must be >= 5x ``short_epochs``.
         on_arch: called with each finished row (progress).
 
     Returns:
@@ -94,16 +62,17 @@ def validate_proxy(space: str, archs: int, *, dataset: str = "fashion_mnist", da
         raise ExploreError("--archs", archs, "expected >= 3 architectures to rank")
     if not long_epochs >= 5 * short_epochs:
         raise ExploreError("--long-epochs", long_epochs, f"expected >= 5x the short budget ({5 * short_epochs:g})")
-    dev = resolve_device(device)
+    budget = budget or RunBudget()
+    dev = resolve_device(budget.device)
     load_space(space)
-    check_dataset(dataset, data_root)
-    budget = RunBudget(dataset=dataset, data_root=data_root, max_train=max_train, max_val=max_val, epochs=short_epochs,
-                       batch_size=batch_size, lr=lr, seed=seed, device=str(dev))
+    check_dataset(budget.dataset, budget.data_root)
+    budget = dataclasses.replace(budget, epochs=short_epochs, device=str(dev))
+    seed = budget.seed
     data = budget.load_data(seed)
     configs = sample_architectures(space, archs, in_chans=data.in_chans, num_classes=data.num_classes, seed=seed)
     rows = []
     for i, config in enumerate(configs):
-        row: dict[str, Any] = {"arch": i, "summary": config.summary(), "config_hash": config.config_hash()}
+        row: dict[str, Any] = {"arch": i, "summary": config.summary(), CONFIG_HASH: config.config_hash()}
         for name, epochs in (("short", short_epochs), ("long", long_epochs)):
             # the same initialisation for both budgets; params and MACs counted once
             evaluation = evaluate_candidate(config, seed=seed + i, count=name == "short", data=data,
@@ -120,6 +89,6 @@ def validate_proxy(space: str, archs: int, *, dataset: str = "fashion_mnist", da
     table = pd.DataFrame(rows)
     tau = kendall_tau(table["short_top1"], table["long_top1"])
     rho = spearman_rho(table["short_top1"], table["long_top1"])
-    meta = {"space": space, "archs": archs, "dataset": dataset, "max_train": max_train, "max_val": max_val,
-            "batch_size": batch_size, "lr": lr, "device": str(dev), "seed": seed}
+    meta = {"space": space, "archs": archs, "dataset": budget.dataset, "max_train": budget.max_train,
+            "max_val": budget.max_val, "batch_size": budget.batch_size, "lr": budget.lr, "device": str(dev), "seed": seed}
     return ProxyValidity(table, tau, rho, short_epochs, long_epochs, meta)

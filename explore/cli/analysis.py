@@ -1,4 +1,4 @@
-"""``explore validate-proxy``, ``explore ablate``, ``explore importance`` and ``explore acceptance``."""
+"""``explore validate-proxy``, ``explore ablate`` and ``explore importance``."""
 
 from __future__ import annotations
 
@@ -9,32 +9,35 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from explore.cli.common import DataRootOpt, DatasetOpt, app, console, fail, int_list, names
+from explore.cli.common import app, console, fail, int_list, names
+from explore.cli.options import (BATCH_SIZE, DATA_ROOT, DATASET, DEVICE, EPOCHS, MAX_TRAIN, MAX_VAL, SEED, given,
+                                 reproduce_line)
 from explore.errors import ExploreError, NonFiniteLossError
-from explore.reproduce import command_line
 from explore.resources import safe_name
 
-__all__ = ["validate_proxy", "ablate", "importance", "acceptance"]
+__all__ = ["validate_proxy", "ablate", "importance"]
 
 
 @app.command("validate-proxy")
 def validate_proxy(
+    ctx: typer.Context,
     *,
     space: Annotated[str, typer.Option(help="Space name or file to sample architectures from.")] = "cga",
     archs: Annotated[int, typer.Option(help="K: architectures to train with both budgets.")] = 12,
     short_epochs: Annotated[float, typer.Option(help="The proxy budget (epochs).")] = 1.0,
     long_epochs: Annotated[float, typer.Option(help="The reference budget (>= 5x short).")] = 5.0,
-    dataset: DatasetOpt = "fashion_mnist",
-    data_root: DataRootOpt = None,
-    max_train: Annotated[int, typer.Option(help="Training images (0 = all).")] = 10000,
-    max_val: Annotated[int, typer.Option(help="Held-out images (0 = all).")] = 2000,
-    batch_size: Annotated[int, typer.Option(help="Training batch size.")] = 128,
-    device: Annotated[str, typer.Option(help="cpu | cuda[:N]")] = "cpu",
-    seed: Annotated[int, typer.Option(help="Sampling and training seed.")] = 0,
+    dataset: DATASET.option("fashion_mnist") = None,
+    data_root: DATA_ROOT.option() = None,
+    max_train: MAX_TRAIN.option(10000) = None,
+    max_val: MAX_VAL.option(2000) = None,
+    batch_size: BATCH_SIZE.option(128) = None,
+    device: DEVICE.option("cpu") = None,
+    seed: SEED.option(0) = None,
     out: Annotated[Optional[str], typer.Option(help="Output folder; default runs/validate-proxy-<space>.")] = None,
 ) -> None:
     """Rank agreement (Kendall tau, Spearman rho) of the short proxy against a >= 5x longer budget."""
     from explore.analysis import validate_proxy as run_validation
+    from explore.evaluate import RunBudget
     from explore.report import write_validity_report
 
     def on_arch(row: dict) -> None:
@@ -42,16 +45,13 @@ def validate_proxy(
                       f"long {row['long_top1']:.2f}%  ({row['short_seconds']:.0f} s + {row['long_seconds']:.0f} s)",
                       highlight=False)
 
+    budget = RunBudget(**given(ctx, DATASET, DATA_ROOT, MAX_TRAIN, MAX_VAL, BATCH_SIZE, DEVICE, SEED))
     try:
-        result = run_validation(space, archs, dataset=dataset, data_root=data_root, max_train=max_train or None,
-                                max_val=max_val or None, short_epochs=short_epochs, long_epochs=long_epochs,
-                                batch_size=batch_size, device=device, seed=seed, on_arch=on_arch)
+        result = run_validation(space, archs, budget=budget, short_epochs=short_epochs, long_epochs=long_epochs,
+                                on_arch=on_arch)
     except ExploreError as exc:
         raise fail(exc) from None
-    command = command_line(["explore", "validate-proxy"], [
-        ("--space", space), ("--archs", archs), ("--short-epochs", short_epochs), ("--long-epochs", long_epochs),
-        ("--dataset", dataset), ("--max-train", max_train), ("--max-val", max_val), ("--batch-size", batch_size),
-        ("--device", device), ("--seed", seed), ("--data-root", data_root or None), ("--out", out or None)])
+    command = reproduce_line(ctx, ["explore", "validate-proxy"])
     folder = Path(out) if out else Path("runs") / safe_name(f"validate-proxy-{Path(space).stem}")
     paths = write_validity_report(result, folder, command)
     console.print(f"Kendall tau {result.kendall_tau:.3f}, Spearman rho {result.spearman_rho:.3f} over {archs} "
@@ -60,22 +60,23 @@ def validate_proxy(
 
 @app.command()
 def ablate(
+    ctx: typer.Context,
     recipe: Annotated[str, typer.Argument(help="Recipe name (cga_table6, mit_ablation, ...) or file under studies/.")],
     *,
     out: Annotated[Optional[str], typer.Option(help="Run and report folder; default runs/ablate-<recipe>.")] = None,
-    device: Annotated[str, typer.Option(help="cpu | cuda[:N]: training device; CUDA also runs gpu-throughput.")] = "cpu",
-    epochs: Annotated[Optional[float], typer.Option(help="Override the recipe's proxy epochs.")] = None,
-    max_train: Annotated[Optional[int], typer.Option(help="Override the training subset size.")] = None,
-    max_val: Annotated[Optional[int], typer.Option(help="Override the val subset size.")] = None,
+    device: DEVICE.option("cpu; CUDA also runs the recipe's gpu-throughput protocol") = None,
+    epochs: EPOCHS.option("the recipe's") = None,
+    max_train: MAX_TRAIN.option("the recipe's") = None,
+    max_val: MAX_VAL.option("the recipe's") = None,
     img_size: Annotated[Optional[int], typer.Option(help="Override the training resolution (pixels).")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Override the training batch size.")] = None,
+    batch_size: BATCH_SIZE.option("the recipe's") = None,
     seeds: Annotated[Optional[str], typer.Option(
         help="Override the seeds, e.g. 0,1,2 (>= 2), or auto[:MAX]: add seeds only to rows still undecided.")] = None,
     variants: Annotated[Optional[str], typer.Option(help="Run only these variants (comma-separated; include the baseline).")] = None,
     protocols: Annotated[Optional[str], typer.Option(help="Override the protocols, e.g. cpu-latency,onnx-cpu.")] = None,
     measure_img_sizes: Annotated[Optional[str], typer.Option(help="Override the measurement resolutions, e.g. 224.")] = None,
     repeats: Annotated[Optional[int], typer.Option(help="Override timed runs per measurement.")] = None,
-    data_root: Annotated[Optional[str], typer.Option(help="Local data folder for the recipe's dataset.")] = None,
+    data_root: DATA_ROOT.option() = None,
     remeasure: Annotated[bool, typer.Option(help="Measure latency again (e.g. on a now quiet machine); training rows are reused.")] = False,
     dry_run: Annotated[bool, typer.Option(help="Validate the recipe and list its variants; run nothing.")] = False,
 ) -> None:
@@ -84,6 +85,8 @@ def ablate(
     from explore.analysis import ablation as ab
     from explore.device import resolve_device
     from explore.report import write_ablation_report
+
+    device = device or "cpu"
 
     try:
         loaded = ab.load_recipe(recipe)
@@ -110,11 +113,7 @@ def ablate(
     except (ExploreError, NonFiniteLossError) as exc:
         raise fail(exc) from None
     summary, taus = ab.summarise(run)
-    command = command_line(["explore", "ablate", recipe], [
-        ("--device", device if device != "cpu" else None), ("--epochs", epochs), ("--max-train", max_train),
-        ("--max-val", max_val), ("--img-size", img_size), ("--batch-size", batch_size), ("--seeds", seeds),
-        ("--variants", variants), ("--protocols", protocols), ("--measure-img-sizes", measure_img_sizes),
-        ("--repeats", repeats), ("--data-root", data_root), ("--out", out), ("--remeasure", remeasure)])
+    command = reproduce_line(ctx, ["explore", "ablate", recipe], leave_out=("dry_run",))
     paths = write_ablation_report(summary, run.measurements, folder, ab.report_meta(run, loaded), taus,
                                   ab.check_findings(run, summary), command)
     console.print(", ".join(f"{k} tau {v:.2f}" for k, v in taus.items()) or "no paper rows to rank")
@@ -123,21 +122,22 @@ def ablate(
 
 @app.command()
 def importance(
+    ctx: typer.Context,
     *,
     model: Annotated[str, typer.Option(help="Preset, config file (.json/.toml) or STUDY:TRIAL (e.g. runs/cga:3).")],
-    dataset: DatasetOpt = "fashion_mnist",
-    data_root: DataRootOpt = None,
+    dataset: DATASET.option("fashion_mnist") = None,
+    data_root: DATA_ROOT.option() = None,
     target: Annotated[float, typer.Option(help="Fraction of the prunable params (or MACs, --by macs) to remove, in (0, 1).")] = 0.5,
     by: Annotated[str, typer.Option(help="params | macs: the cost targeted.")] = "params",
     rank: Annotated[str, typer.Option(help="per-cost (score / cost) | score (raw Taylor score): the global order.")] = "per-cost",
     img_size: Annotated[Optional[int], typer.Option(help="Input side; default 64 for presets, the config's own otherwise.")] = None,
-    epochs: Annotated[float, typer.Option(help="Proxy training epochs (original and suggested).")] = 1.0,
-    batch_size: Annotated[int, typer.Option(help="Training and scoring batch size.")] = 128,
-    max_train: Annotated[int, typer.Option(help="Training images (random subset; 0 = all).")] = 5000,
-    max_val: Annotated[int, typer.Option(help="Held-out images for top-1 (0 = all).")] = 1000,
+    epochs: EPOCHS.option(1.0) = None,
+    batch_size: BATCH_SIZE.option(128) = None,
+    max_train: MAX_TRAIN.option(5000) = None,
+    max_val: MAX_VAL.option(1000) = None,
     score_batches: Annotated[int, typer.Option(help="Training batches the Taylor scores are summed over.")] = 8,
-    seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
-    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N (training and scoring).")] = "cpu",
+    seed: SEED.option(0) = None,
+    device: DEVICE.option("cpu") = None,
     checkpoint: Annotated[Optional[str], typer.Option(help="State dict to load instead of training.")] = None,
     save_checkpoint: Annotated[bool, typer.Option("--save-checkpoint", help="Write the trained weights to OUT/checkpoint.pt.")] = False,
     retrain: Annotated[bool, typer.Option(help="Train the suggested architecture for its top-1.")] = True,
@@ -152,10 +152,10 @@ def importance(
 
     try:
         settings = imp.ImportanceSettings(
-            model=model, dataset=dataset, data_root=data_root, target=target, by=by, rank=rank, img_size=img_size,
-            epochs=epochs, batch_size=batch_size, max_train=max_train or None, max_val=max_val or None,
-            score_batches=score_batches, seed=seed, device=device, checkpoint=checkpoint,
-            save_checkpoint=save_checkpoint, retrain=retrain, latency_repeats=latency_repeats, out=out, enqueue=enqueue)
+            model=model, target=target, by=by, rank=rank, img_size=img_size, score_batches=score_batches,
+            checkpoint=checkpoint, save_checkpoint=save_checkpoint, retrain=retrain, latency_repeats=latency_repeats,
+            out=out, enqueue=enqueue,
+            **given(ctx, DATASET, DATA_ROOT, EPOCHS, BATCH_SIZE, MAX_TRAIN, MAX_VAL, SEED, DEVICE))
         prepared = imp.prepare_importance(settings)  # every check before anything is written
         result = imp.run_importance(settings, prepared, log=lambda line: console.print(line, highlight=False))
     except (ExploreError, NonFiniteLossError) as exc:
@@ -172,29 +172,3 @@ def importance(
     console.print("wrote " + ", ".join(str(p) for p in paths.values()))
     if result.enqueue_error is not None:
         raise fail(RuntimeError(f"not enqueued (the report is written): {result.enqueue_error}"))
-
-
-@app.command()
-def acceptance(
-    *,
-    device: Annotated[str, typer.Option(help="cuda | cuda:N | cpu: the device whose paths to check.")] = "cuda",
-    out: Annotated[Optional[str], typer.Option(help="Report folder; default runs/acceptance_<device>.")] = None,
-    budget_s: Annotated[Optional[float], typer.Option(help="Time budget for all checks (s).")] = None,
-    only: Annotated[Optional[str], typer.Option(help="Comma-separated check names (study, bench-throughput, ...).")] = None,
-) -> None:
-    """Run every path of a device for real (bench vs timm in every mode, a study, validate-proxy, an ablation,
-    the proxy benchmark, peak memory and out-of-memory halving on CUDA) and write one report; exit 1 on a failure."""
-    from explore.analysis import run_acceptance
-    from explore.report import write_acceptance_report
-
-    folder = out or f"runs/acceptance_{device.replace(':', '')}"
-    try:
-        run = run_acceptance(device, folder, budget_s=budget_s, only=names(only) if only else None,
-                             echo=lambda line: print(line, flush=True))
-    except ExploreError as exc:
-        raise fail(exc) from None
-    path = write_acceptance_report(run)
-    print(f"acceptance {'FAILED' if run.failed else 'PASSED'}: {len(run.results) - run.failed} of {len(run.results)} "
-          f"checks passed or skipped in {run.wall_s:.0f} s; report {path}", flush=True)
-    if run.failed:
-        raise typer.Exit(code=1)

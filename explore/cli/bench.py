@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from explore.cli.common import app, console, fail, names
+from explore.cli.options import BATCH_SIZE, DEVICE, EPOCHS
 from explore.errors import ExploreError
 from explore.reproduce import command_line
 
@@ -19,14 +20,13 @@ bench_app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=Fals
                         help="Benchmarks: ours vs timm (the default), attention, proxy, repeatability.")
 app.add_typer(bench_app, name="bench")
 
-DeviceOpt = Annotated[str, typer.Option(help="cpu | cuda[:N]")]
 OutOpt = Annotated[Optional[str], typer.Option(help="Folder for the report (.md, .csv); default: print only.")]
 
 
 def models(
     ctx: typer.Context,
     *,
-    device: Annotated[Optional[str], typer.Option(help="cpu | cuda[:N]; default: the protocol's.")] = None,
+    device: DEVICE.option("the protocol's") = None,
     protocol: Annotated[str, typer.Option(help="gpu-throughput | gpu-latency | cpu-latency | onnx-cpu")] = "cpu-latency",
     models: Annotated[str, typer.Option(help="Comma-separated presets, or 'all', 'm' (M0-M5), 'b' (B0-B3).")] = "all",
     modes: Annotated[str, typer.Option(help="Comma-separated: eager, fused, compile, cuda-graph.")] = "eager,fused",
@@ -77,7 +77,7 @@ bench_app.command("models")(models)
 @bench_app.command()
 def attention(
     *,
-    device: DeviceOpt = "cpu",
+    device: DEVICE.option("cpu") = "cpu",
     sides: Annotated[str, typer.Option(help="Map sides; N = side^2 tokens.")] = "8,16,24,32,48,64",
     channels: Annotated[int, typer.Option(help="Channels C of the layer.")] = 64,
     batch: Annotated[int, typer.Option(help="Batch.")] = 1,
@@ -114,12 +114,12 @@ def attention(
 @bench_app.command()
 def proxy(
     *,
-    device: DeviceOpt = "cpu",
+    device: DEVICE.option("cpu") = "cpu",
     model: Annotated[str, typer.Option(help="Preset to train (re-headed for the dataset).")] = "efficientvit_m0",
     img_size: Annotated[int, typer.Option(help="Input side (pixels).")] = 64,
-    batch_size: Annotated[int, typer.Option(help="Training batch.")] = 256,
+    batch_size: BATCH_SIZE.option(256) = 256,
     images: Annotated[int, typer.Option(help="Fashion-MNIST training images.")] = 10000,
-    epochs: Annotated[float, typer.Option(help="Epochs of each timed loop.")] = 1.0,
+    epochs: EPOCHS.option(1.0) = 1.0,
     workers: Annotated[int, typer.Option(help="DataLoader workers of the plain loop.")] = 2,
     warmup_steps: Annotated[int, typer.Option(help="Untimed steps each loop runs first, on a model of its own.")] = 5,
     out: OutOpt = None,

@@ -1,12 +1,12 @@
-"""What every command shares: the typer app, the consoles, the one ``error:`` line, list options,
-and the options several commands take (``Annotated`` aliases: one declaration, one help text).
+"""What every command shares: the typer app, the consoles, the one ``error:`` line and list options.
+The options several commands take are declared once in :mod:`explore.cli.options`.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import Annotated, Optional, TypeVar
+from typing import Optional, TypeVar
 
 import typer
 from rich.console import Console
@@ -17,8 +17,7 @@ from explore.errors import ExploreError
 
 T = TypeVar("T")
 
-__all__ = ["app", "console", "err_console", "fail", "run_or_exit", "names", "int_list", "float_list", "print_table", "DatasetOpt", "DataRootOpt",
-           "SeedOpt", "StorageOpt"]
+__all__ = ["app", "console", "err_console", "fail", "run_or_exit", "names", "int_list", "float_list", "print_table"]
 
 # no locals in tracebacks: they would print storage URLs with their passwords
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
@@ -84,12 +83,3 @@ def print_table(rows: list[list[str]], header: list[str], title: str | None = No
     for row in rows:
         table.add_row(*row)
     console.print(table)
-
-
-DatasetOpt = Annotated[str, typer.Option(help="fashion_mnist | cifar10 | cifar100 | imagefolder | synthetic")]
-DataRootOpt = Annotated[Optional[str], typer.Option(
-    help="Local data folder (default for fashion_mnist: the Debian package's).")]
-SeedOpt = Annotated[int, typer.Option(help="Seed (sampling, initial weights, training).")]
-StorageOpt = Annotated[Optional[str], typer.Option(
-    envvar="EXPLORE_STORAGE", show_envvar=False,
-    help="Optuna storage URL (postgresql://... for many machines) or journal file path. Env: EXPLORE_STORAGE.")]

@@ -9,20 +9,21 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from explore.cli.common import app, console, err_console, fail, run_or_exit
+from explore.cli.options import DEVICE, SEED, reproduce_line
 from explore.errors import ExploreError
-from explore.reproduce import command_line
 
 __all__ = ["latency_table"]
 
 
 @app.command("latency-table")
 def latency_table(
+    ctx: typer.Context,
     *,
     space: Annotated[Optional[str], typer.Option(help="Space name (cga, msla, hybrid) or file, to build a table.")] = None,
     protocol: Annotated[str, typer.Option(help="cpu-latency | onnx-cpu | gpu-throughput | gpu-latency")] = "cpu-latency",
     mode: Annotated[Optional[str], typer.Option(
         help="eager | fused | compile | cuda-graph (default: fused on CPU, cuda-graph on CUDA, as a study).")] = None,
-    device: Annotated[Optional[str], typer.Option(help="cpu | cuda[:N]; default: the protocol's.")] = None,
+    device: DEVICE.option("the protocol's") = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Override the protocol's batch.")] = None,
     repeats: Annotated[Optional[int], typer.Option(help="Timed runs per measurement (default: the protocol's).")] = None,
     archs: Annotated[Optional[int], typer.Option(
@@ -31,7 +32,7 @@ def latency_table(
     calibration: Annotated[int, typer.Option(help="Sampled architectures also measured whole.")] = 30,
     in_chans: Annotated[int, typer.Option(help="Input channels of the models (Fashion-MNIST: 1).")] = 1,
     num_classes: Annotated[int, typer.Option(help="Classes of the models (Fashion-MNIST: 10).")] = 10,
-    seed: Annotated[int, typer.Option(help="Sampling seed (--evaluate: default 1000).")] = 0,
+    seed: SEED.option("0; --evaluate: 1000, away from the table's own architectures") = None,
     out: Annotated[Optional[str], typer.Option(
         help="The table file to write or resume (build), or the report folder (--evaluate).")] = None,
     evaluate: Annotated[Optional[str], typer.Option(
@@ -47,13 +48,13 @@ def latency_table(
     from explore.measure import get_protocol
 
     if evaluate is not None:
-        _evaluate(evaluate, archs or 30, 1000 if seed == 0 else seed, regressor, out, rounds, study)
+        _evaluate(ctx, evaluate, archs or 30, 1000 if seed is None else seed, regressor, out, rounds, study)
         return
     if space is None or out is None:
         raise fail(ExploreError("--space", space, "a space and --out table.json (or --evaluate table.json)"))
     if not out.endswith(".json"):
         raise fail(ExploreError("--out", out, "a .json file for the table"))
-    from explore.analysis.latency_table import build_table
+    from explore.measure.latency_table_jobs import build_table
     from explore.search.settings import DEFAULT_LATENCY_MODE, LATENCY_WARMUP
 
     try:
@@ -74,16 +75,17 @@ def latency_table(
             progress.update(task, completed=done, total=total, description=what[:48])
 
         table = run_or_exit(lambda: build_table(space, chosen, out, archs=archs or 100, calibration=calibration,
-                                                in_chans=in_chans, num_classes=num_classes, seed=seed, rounds=rounds,
+                                                in_chans=in_chans, num_classes=num_classes, seed=seed or 0, rounds=rounds,
                                                 on_progress=on_progress),
                             f"{out} keeps what was measured; run the same command again to go on")
     console.print(f"wrote {out}: {len(table.units)} units, {len(table.models)} calibration models", highlight=False)
 
 
-def _evaluate(path: str, archs: int, seed: int, regressor: Optional[str], out: Optional[str], rounds: int,
-              study: Optional[str]) -> None:
-    from explore.analysis.latency_table import evaluate_table
+def _evaluate(ctx: typer.Context, path: str, archs: int, seed: int, regressor: Optional[str], out: Optional[str],
+              rounds: int, study: Optional[str]) -> None:
     from explore.arch import ArchConfig
+    from explore.measure.latency_table_jobs import evaluate_table
+    from explore.records import TrialRecord
     from explore.report.latency_table import write_table_evaluation
     from explore.search import open_study
 
@@ -91,10 +93,10 @@ def _evaluate(path: str, archs: int, seed: int, regressor: Optional[str], out: O
     if study is not None:
         try:
             trials = [t for t in open_study(study).get_trials(deepcopy=False)
-                      if t.state.name == "COMPLETE" and t.user_attrs.get("config")]
+                      if t.state.name == "COMPLETE" and TrialRecord.of(t).config]
         except ExploreError as exc:
             raise fail(ExploreError("--study", study, exc.expected)) from None
-        configs = [ArchConfig.from_json(t.user_attrs["config"]) for t in trials]
+        configs = [ArchConfig.from_json(TrialRecord.of(t).config) for t in trials]
         numbers = [t.number for t in trials]
 
     def on_arch(row: dict) -> None:
@@ -115,11 +117,7 @@ def _evaluate(path: str, archs: int, seed: int, regressor: Optional[str], out: O
                   f"Kendall τ {s['kendall_tau']:.3f} · MACs: MAPE {m['mape']:.2f} %, within ±10 % "
                   f"{m['within_10']:.1f} %, τ {m['kendall_tau']:.3f}", highlight=False)
     if out is not None:
-        command = command_line(["explore", "latency-table"],
-                               [("--evaluate", path), ("--study", study),
-                                ("--archs", archs if study is None else None),
-                                ("--seed", seed if seed != 1000 and study is None else None),
-                                ("--regressor", regressor), ("--rounds", rounds if rounds != 3 else None), ("--out", out)])
+        command = reproduce_line(ctx, ["explore", "latency-table"])
         md = write_table_evaluation(result.rows, result.stats, result.regressor, result.choice, result.differences,
                                     result.meta, Path(out), command)
         console.print(f"wrote {md}", highlight=False)

@@ -10,13 +10,14 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from explore.cli.common import (DataRootOpt, DatasetOpt, StorageOpt, app, console, err_console, fail, float_list,
-                                 int_list, run_or_exit)
+from explore.cli.common import app, console, err_console, fail, float_list, int_list, run_or_exit
+from explore.cli.options import (BATCH_SIZE, BUDGET, DATA_ROOT, DATASET, DEVICE, EPOCHS, MAX_TRAIN, MAX_VAL, SEED,
+                                 STORAGE, given)
 from explore.errors import ExploreError
 from explore.reproduce import command_line
 from explore.resources import display_path, safe_name
 
-__all__ = ["study", "report", "write_study_report"]
+__all__ = ["study", "run_study_command", "report", "write_study_report"]
 
 
 def write_study_report(study_ref: str, storage: Optional[str], out_dir: Path,
@@ -24,9 +25,9 @@ def write_study_report(study_ref: str, storage: Optional[str], out_dir: Path,
     """Write the report of a stored study (``trials.csv``, ``pareto.png``, ``summary.md``, and the
     front's common-seed runs where the study stores any) with the ``explore report`` command that
     remakes it (password masked; ``--front-seeds`` where it was given)."""
-    from explore.analysis.front_seeds import front_runs, front_table
     from explore.report import write_report
     from explore.search import mask_password, open_study, study_meta, trials_frame
+    from explore.search.front_seeds import front_runs, front_table
 
     study_obj = open_study(study_ref, storage)
     command = command_line(["explore", "report", study_ref],
@@ -52,29 +53,26 @@ def _print_pareto(frame, metric: str = "top-1 (%)") -> None:  # noqa: ANN001 - D
 
 @app.command()
 def study(
+    ctx: typer.Context,
     *,
     space: Annotated[str, typer.Option(help="Space name (cga) or path to a space TOML file.")] = "cga",
     trials: Annotated[int, typer.Option(
         help="COMPLETE trials to reach (pruned ones don't count); with --schedule sha|hyperband: architectures started.")] = 8,
     study_name: Annotated[Optional[str], typer.Option(help="Study name; default: the space's name.")] = None,
-    storage: StorageOpt = None,
+    storage: STORAGE.option() = None,
     out: Annotated[str, typer.Option(help="Parent folder of run folders.")] = "runs",
     workers: Annotated[int, typer.Option(help="Worker processes on this machine sharing the study.")] = 1,
     devices: Annotated[Optional[str], typer.Option(
         help="CUDA devices of the workers, e.g. 0,1,2,3: worker i uses cuda:<i-th, round-robin>.")] = None,
-    dataset: DatasetOpt = "fashion_mnist",
-    data_root: DataRootOpt = None,
-    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N (training and latency).")] = "cpu",
-    seed: Annotated[int, typer.Option(help="Sampler seed; trial k trains with seed+k.")] = 0,
+    dataset: DATASET.option("fashion_mnist; segmentation: fashion_scenes") = None,
+    data_root: DATA_ROOT.option() = None,
+    device: DEVICE.option("cpu") = None,
+    seed: SEED.option(0) = None,
     sampler: Annotated[str, typer.Option(help="tpe | nsga2 | random")] = "tpe",
-    epochs: Annotated[Optional[float], typer.Option(
-        help="Proxy training epochs (fractions allowed); default 2, or the last of --rungs.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(
-        help="Proxy training batch size (default 128; segmentation 16).")] = None,
-    max_train: Annotated[Optional[int], typer.Option(
-        help="Training images used (random subset; 0 = all; default 10000); segmentation: scenes (default 1000).")] = None,
-    max_val: Annotated[Optional[int], typer.Option(
-        help="Held-out images for top-1 (0 = all; default 2000); segmentation: scenes (default 200).")] = None,
+    epochs: EPOCHS.option("2, or the last of --rungs") = None,
+    batch_size: BATCH_SIZE.option("128; segmentation: 16") = None,
+    max_train: MAX_TRAIN.option("10000; segmentation: 1000") = None,
+    max_val: MAX_VAL.option("2000; segmentation: 200") = None,
     latency_batch: Annotated[int, typer.Option(help="Latency batch (0 = the protocol's: 16 on CPU, 2048 on CUDA).")] = 0,
     latency_mode: Annotated[Optional[str], typer.Option(
         help="Latency mode: eager | fused | compile | cuda-graph; default fused on cpu, cuda-graph on cuda.")] = None,
@@ -106,73 +104,99 @@ def study(
     seg_head_depth: Annotated[int, typer.Option(help="Segmentation: the MIT head's MBConv layers.")] = 2,
 ) -> None:
     """Run (or resume) a multi-objective study: maximise proxy top-1, minimise latency."""
-    from explore.report import accuracy_name, dataset_line, metric_label
-    from explore.search import StudySettings, open_study, prepare_study, run_study, trials_frame
-    from explore.search.schedule import ARCH, RUNG, is_promotion
+    from explore.search import StudySettings
 
-    segmentation = task == "segmentation"
-    if segmentation and dataset == "fashion_mnist":
-        dataset = "fashion_scenes"  # the task's built-in data
-    if max_train is None:
-        max_train = 1000 if segmentation else 10000
-    if max_val is None:
-        max_val = 200 if segmentation else 2000
-    if batch_size is None:
-        batch_size = 16 if segmentation else 128
     rung_list = float_list(rungs, "--rungs")
-    if epochs is None:
-        epochs = rung_list[-1] if rung_list else 2.0
-    try:
-        settings = StudySettings(
-            space=space, study_name=study_name or Path(space).stem, trials=trials, out=out, storage=storage,
-            dataset=dataset, data_root=data_root, max_train=max_train or None, max_val=max_val or None, device=device,
-            seed=seed, sampler=sampler, epochs=epochs, batch_size=batch_size, latency_batch=latency_batch or None,
-            latency_mode=latency_mode, objective=objective, latency_threads=latency_threads or None,
-            latency_repeats=latency_repeats,
-            workers=workers, devices=tuple(int_list(devices, "--devices")) if devices else None,
-            heartbeat_s=heartbeat_interval, remeasure_front=remeasure_front,
-            train_threads=train_threads or None, latency_table=latency_table, max_latency_ms=max_latency_ms,
-            schedule=schedule, rungs=tuple(rung_list) if rung_list else None, eta=eta, task=task, seg_size=seg_size,
-            seg_head_width=seg_head_width, seg_head_depth=seg_head_depth,
-        )
-        prepared = prepare_study(settings)  # every check before anything is written
-        if latency_table is not None:
-            from explore.measure.latency_table import LatencyTable, table_differences
+    settings = StudySettings.for_task(
+        space=space, study_name=study_name, trials=trials, out=out, workers=workers,
+        devices=tuple(int_list(devices, "--devices")) if devices else None, sampler=sampler,
+        latency_batch=latency_batch or None, latency_mode=latency_mode, objective=objective,
+        latency_threads=latency_threads or None, latency_repeats=latency_repeats, heartbeat_s=heartbeat_interval,
+        remeasure_front=remeasure_front, train_threads=train_threads or None, latency_table=latency_table,
+        max_latency_ms=max_latency_ms, schedule=schedule, rungs=tuple(rung_list) if rung_list else None, eta=eta,
+        task=task, seg_size=seg_size, seg_head_width=seg_head_width, seg_head_depth=seg_head_depth,
+        **given(ctx, STORAGE, *BUDGET))
+    run_study_command(settings, report=report)
 
-            table = LatencyTable.load(latency_table)
-            for difference in table_differences(table, settings.latency_protocol(), prepared[1]):
-                err_console.print(f"warning: the latency table was measured elsewhere: {difference}; the study "
-                                  f"optimises the table's device ({table.device_name})", highlight=False)
-    except ExploreError as exc:
-        raise fail(exc) from None
 
-    console.print(f"study [bold]{settings.study_name}[/] · space {prepared[0].name} "
-                  f"({display_path(prepared[0].path, 'search_spaces')}) · "
-                  f"{dataset} · device {prepared[1]} · target {trials} "
-                  + ("complete trials" if schedule == "full" else
-                     f"architectures · {schedule}, rungs {', '.join(f'{r:g}' for r in settings.plan.rungs)} epochs, "
-                     f"eta {eta}")
-                  + (f" · {workers} workers" if workers > 1 else ""), highlight=False)
+def run_study_command(settings, *, report: bool = True) -> None:  # noqa: ANN001 - StudySettings
+    """What ``explore study`` does with its settings: check them (one ``error:`` line, nothing
+    written), run the study with a progress bar and a line per trial, print the summary and the
+    Pareto front, and write the report.
+
+    Raises:
+        typer.Exit: code 1 after the ``error:`` line for bad settings, or when workers failed and the
+            study ended short; 130 on Ctrl-C.
+    """
+    prepared = run_or_exit(lambda: _prepare(settings), "nothing was written")
+    console.print(_header(settings, prepared), highlight=False)
+    summary = _run_with_progress(settings, prepared)
+    _print_summary(settings, summary)
+    if report:
+        ref = str(settings.run_dir) if settings.storage is None else settings.study_name
+        paths = write_study_report(ref, settings.storage, settings.run_dir / "report")
+        console.print(f"report: {paths.markdown}, {paths.png}, {paths.csv}")
+    if summary.architectures < settings.trials and summary.workers_failed:
+        raise typer.Exit(code=1)
+
+
+def _prepare(settings):  # noqa: ANN001, ANN202 - StudySettings -> (SearchSpace, device)
+    """Every check before anything is written; warns when a latency table was measured elsewhere."""
+    from explore.search import prepare_study
+
+    prepared = prepare_study(settings)
+    if settings.latency_table is not None:
+        from explore.measure.latency_table import LatencyTable, table_differences
+
+        table = LatencyTable.load(settings.latency_table)
+        for difference in table_differences(table, settings.latency_protocol(), prepared[1]):
+            err_console.print(f"warning: the latency table was measured elsewhere: {difference}; the study "
+                              f"optimises the table's device ({table.device_name})", highlight=False)
+    return prepared
+
+
+def _header(settings, prepared) -> str:  # noqa: ANN001 - StudySettings, (SearchSpace, device)
+    """The study's first line: name, space, data, device, target and schedule."""
+    space, device = prepared
+    target = ("complete trials" if settings.schedule == "full" else
+              f"architectures · {settings.schedule}, rungs {', '.join(f'{r:g}' for r in settings.plan.rungs)} "
+              f"epochs, eta {settings.eta}")
+    return (f"study [bold]{settings.study_name}[/] · space {space.name} ({display_path(space.path, 'search_spaces')}) · "
+            f"{settings.dataset} · device {device} · target {settings.trials} {target}"
+            + (f" · {settings.workers} workers" if settings.workers > 1 else ""))
+
+
+def _trial_line(settings, trial) -> str:  # noqa: ANN001 - StudySettings, FrozenTrial
+    """One line per finished trial: its accuracy, latency and params, or why it did not complete."""
+    from explore.records import TrialRecord
+    from explore.report import accuracy_name
+
+    record = TrialRecord.of(trial)
+    if trial.state.name != "COMPLETE":
+        return f"#{trial.number} {trial.state.name}: {record.reason}"
+    cached = " (cached)" if record.latency_cached else ""
+    latency_ms = float("nan") if record.latency_ms_per_img is None else record.latency_ms_per_img
+    where = "" if record.rung is None else (f" rung {record.rung} ({settings.plan.rungs[record.rung]:g} ep) of "
+                                            f"arch #{record.arch_trial}")
+    return (f"#{trial.number}{where} {accuracy_name(settings.task)} {trial.values[0]:.2f}%  latency {latency_ms:.3f} "
+            f"ms/img{cached}  params {(record.params or 0) / 1e6:.2f}M")
+
+
+def _run_with_progress(settings, prepared):  # noqa: ANN001, ANN202 - StudySettings -> StudySummary
+    """Run the study under a progress bar of COMPLETE architectures, a line per finished trial."""
+    from explore.report import dataset_line
+    from explore.search import run_study
+    from explore.search.schedule import is_promotion
+
     with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=False) as progress:
-        task = progress.add_task("trials", total=trials)
+        bar = progress.add_task("trials", total=settings.trials)
 
         def on_trial(study_obj, trial) -> None:  # noqa: ANN001 - optuna types
             done = sum(1 for t in study_obj.get_trials(deepcopy=False) if t.state.name == "COMPLETE"
                        and not is_promotion(t))
-            progress.update(task, completed=min(done, trials))
-            if trial.state.name == "COMPLETE":
-                cached = " (cached)" if trial.user_attrs.get("latency_cached") else ""
-                latency_ms = trial.user_attrs.get("latency_ms_per_img", float("nan"))
-                rung = trial.user_attrs.get(RUNG)
-                where = "" if rung is None else (f" rung {rung} ({settings.plan.rungs[int(rung)]:g} ep) of "
-                                                 f"arch #{trial.user_attrs.get(ARCH)}")
-                text = (f"#{trial.number}{where} {accuracy_name(settings.task)} {trial.values[0]:.2f}%  latency {latency_ms:.3f} ms/img{cached}  "
-                        f"params {trial.user_attrs.get('params', 0) / 1e6:.2f}M")
-            else:
-                reason = trial.user_attrs.get("pruned_reason") or trial.user_attrs.get("fail_reason", "")
-                text = f"#{trial.number} {trial.state.name}: {reason}"
-            progress.console.print(text, highlight=False, soft_wrap=True)
+            progress.update(bar, completed=min(done, settings.trials))
+            progress.console.print(_trial_line(settings, trial), highlight=False, soft_wrap=True)
 
         def on_data(info: dict) -> None:
             progress.console.print(f"data: {escape(dataset_line(info))}", highlight=False, soft_wrap=True)
@@ -184,7 +208,14 @@ def study(
         summary = run_or_exit(lambda: run_study(settings, on_trial=on_trial, prepared=prepared, on_data=on_data,
                                                 on_remeasure=on_remeasure),
                               "the running trial is marked FAIL; run the same command again to resume")
-        progress.update(task, completed=min(summary.architectures, trials))
+        progress.update(bar, completed=min(summary.architectures, settings.trials))
+    return summary
+
+
+def _print_summary(settings, summary) -> None:  # noqa: ANN001 - StudySettings, StudySummary
+    """The counts, the warnings of a run that ended short, and the Pareto front."""
+    from explore.report import metric_label
+    from explore.search import open_study, trials_frame
 
     extra = f"; {summary.running} still running" if summary.running else ""
     console.print(f"done: {summary.complete} complete, {summary.pruned} pruned, {summary.failed} failed{extra}; "
@@ -193,39 +224,33 @@ def study(
         err_console.print(f"warning: {summary.workers_failed} of {summary.workers} workers exited abnormally; "
                           "their trials are retried once their heartbeat is stale", highlight=False)
     if summary.note:
-        err_console.print(f"warning: {summary.architectures} of {trials} trials complete: {summary.note}", highlight=False)
-    elif summary.architectures < trials:
-        err_console.print(f"warning: {summary.architectures} of {trials} trials complete; run the same command again "
-                          "to go on", highlight=False)
+        err_console.print(f"warning: {summary.architectures} of {settings.trials} trials complete: {summary.note}",
+                          highlight=False)
+    elif summary.architectures < settings.trials:
+        err_console.print(f"warning: {summary.architectures} of {settings.trials} trials complete; run the same "
+                          "command again to go on", highlight=False)
     _print_pareto(trials_frame(open_study(settings.study_name, settings.storage_url)), metric_label({"task": settings.task}))
-    if report:
-        if settings.storage is None:
-            paths = write_study_report(str(settings.run_dir), None, settings.run_dir / "report")
-        else:
-            paths = write_study_report(settings.study_name, settings.storage, settings.run_dir / "report")
-        console.print(f"report: {paths.markdown}, {paths.png}, {paths.csv}")
-    if summary.architectures < trials and summary.workers_failed:
-        raise typer.Exit(code=1)
 
 
 @app.command()
 def report(
     study: Annotated[str, typer.Argument(help="Run folder (runs/cga), or a study name with --storage.")],
     *,
-    storage: StorageOpt = None,
+    storage: STORAGE.option() = None,
     out: Annotated[Optional[str], typer.Option(help="Output folder; default <run>/report or reports/<name>.")] = None,
     front_seeds: Annotated[Optional[int], typer.Option(
         help="Re-train every Pareto-front member with this many common seeds (stored runs count; >= 2) and mark "
              "which members are distinguishable.")] = None,
-    device: Annotated[str, typer.Option(help="Training device of --front-seeds: cpu | cuda | cuda:N.")] = "cpu",
+    device: DEVICE.option("cpu") = None,
     train_threads: Annotated[int, typer.Option(
         help="CPU threads of --front-seeds training (0 = the study's setting, else torch's default).")] = 0,
 ) -> None:
     """Write a Pareto-front plot (PNG), all trials (CSV) and a markdown summary of the Pareto set;
     with ``--front-seeds N``, first re-train the front with N common seeds (resumable)."""
-    from explore.analysis.front_seeds import retrain_front
+    device = device or "cpu"
     from explore.device import resolve_device
     from explore.search import open_study
+    from explore.search.front_seeds import retrain_front
 
     try:
         study_obj = open_study(study, storage)  # validates before writing

@@ -1,11 +1,11 @@
-"""Measurement: params, MACs (fvcore + handlers), the latency protocols (the only timer), BN fusion,
-device naming, peak GPU memory.
+"""Measurement: params, MACs (fvcore + handlers), the latency protocols (the only timer), timing under
+the device lock and in interleaved rounds, BN fusion, device naming, peak GPU memory, latency tables.
 
 Follows: the speed protocols of arXiv:2305.07027 §4.1 (GPU throughput, CPU and ONNX latency, BN
 fused) and arXiv:2205.14756 §4 (latency vs resolution).
 """
 
-from explore.measure.counting import count_macs, count_params
+from explore.measure.counting import count_macs, count_model, count_params
 from explore.measure.fusion import fuse_batchnorm
 from explore.measure.protocols import (
     CLEAN_RATIO,
@@ -27,11 +27,12 @@ from explore.measure.protocols import (
     time_cpu,
 )
 from explore.measure.runners import HOST_BOUND_RATIO, GraphCounter, host_bound_rule, peak_memory_mib
+from explore.measure.timing import time_model, time_rounds
 
 __all__ = [
-    "count_macs", "count_params", "fuse_batchnorm",
+    "count_macs", "count_model", "count_params", "fuse_batchnorm",
     "CLEAN_RATIO", "CONTENTION_ATTEMPTS", "MODES", "PROTOCOLS", "RUN_SHARE", "Contention", "Measurement", "Protocol",
     "Timed", "clean_repeats", "device_name", "get_protocol", "library_versions", "measure", "measure_batch",
     "reference_workload", "time_cpu",
-    "HOST_BOUND_RATIO", "GraphCounter", "host_bound_rule", "peak_memory_mib",
+    "HOST_BOUND_RATIO", "GraphCounter", "host_bound_rule", "peak_memory_mib", "time_model", "time_rounds",
 ]

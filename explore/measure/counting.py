@@ -15,7 +15,7 @@ import warnings
 import torch
 from torch import nn
 
-__all__ = ["count_params", "count_macs"]
+__all__ = ["count_params", "count_macs", "count_model"]
 
 _NORM_OPS = ("aten::batch_norm", "aten::layer_norm", "aten::group_norm", "aten::instance_norm")
 
@@ -70,3 +70,8 @@ def count_macs(model: nn.Module, img_size: int, in_chans: int = 3) -> int:
         return int(analysis.total())
     finally:
         model.train(was_training)
+
+
+def count_model(model: nn.Module, img_size: int, in_chans: int) -> tuple[int, int]:
+    """(params, MACs of one (1, in_chans, img_size, img_size) image) of any model."""
+    return count_params(model), count_macs(model, img_size, in_chans)

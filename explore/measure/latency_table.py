@@ -174,7 +174,7 @@ class LatencyTable:
             are those of the models, each unit ran at its own).
         device_name: the measured device (CPU model or GPU name).
         versions: library versions (torch, onnxruntime where used).
-        space: the space's name, file and TOML text (:func:`explore.analysis.latency_table.evaluate_table`
+        space: the space's name, file and TOML text (:func:`explore.measure.latency_table_jobs.evaluate_table`
             samples held-out architectures from it); sampling: how the units were chosen.
         in_chans, num_classes: of the models (stem and head units depend on them).
         units: key -> {kind, in_chans, side, features, median_ms, iqr_ms, batch_size, contended,
@@ -434,7 +434,7 @@ def choose_regressor(table: LatencyTable) -> dict[str, Any]:
     calibration models, each predicted with its own units left out of the regression (a
     unit-disjoint estimate: a held-out model's units are new to the table) and the correction
     fitted on the other models (leave-one-out). Costs a minute on a 2-core CPU for 30 models, so
-    :func:`explore.analysis.latency_table.build_table` does it once and stores the result.
+    :func:`explore.measure.latency_table_jobs.build_table` does it once and stores the result.
 
     Returns:
         {"regressor": name, "calibration_mape": {name: %}}; {} with fewer than 4 calibration models.

@@ -10,7 +10,7 @@ from explore.report.ablation import (
     render_ablation_markdown,
     write_ablation_report,
 )
-from explore.report.acceptance import render_acceptance, write_acceptance_report
+from explore.report.acceptance import AcceptanceRun, CheckResult, render_acceptance, write_acceptance_report
 from explore.report.bench import (
     render_attention_scaling,
     render_proxy_throughput,
@@ -38,7 +38,7 @@ from explore.report.study import (
 
 __all__ = [
     "accuracy_name", "AblationReportPaths", "plot_ablation", "plot_resolution", "render_ablation_markdown", "write_ablation_report",
-    "render_acceptance", "write_acceptance_report", "render_attention_scaling", "render_proxy_throughput",
+    "AcceptanceRun", "CheckResult", "render_acceptance", "write_acceptance_report", "render_attention_scaling", "render_proxy_throughput",
     "render_repeatability", "write_attention_scaling", "write_bench_models", "write_proxy_throughput",
     "write_repeatability", "plot_retained", "render_summary", "write_importance_report", "write_validity_report",
     "ReportPaths", "dataset_line", "latency_description", "metric_label", "pareto_figure", "pareto_table", "plot_pareto",

@@ -125,13 +125,37 @@ def render_ablation_markdown(table: pd.DataFrame, measurements: pd.DataFrame, me
     resolution. ``meta`` holds the run's ``run.json`` plus ``paper_source``, ``paper_note``,
     ``paper_accuracy``, ``description`` and ``reduced`` (text, or empty when the recipe's budget ran)."""
     budget = meta.get("budget", {}) or {}
-    measure = meta.get("measure", {}) or {}
-    acc = meta.get("paper_accuracy", "top1")
-    seg = budget.get("task") == "segmentation"
     m = accuracy_name(budget.get("task"))  # our accuracy: proxy top-1, or mIoU with the MIT segmentation head
     lines = [f"# Ablation: {meta.get('title')}", "", f"Made by: `{command}`", ""]
     if meta.get("description"):
         lines += [str(meta["description"]).strip(), ""]
+    lines += _settings_lines(meta, m)
+    lines += ["", "## Our numbers beside the paper's", "", table_block(_beside_the_paper(table, meta, m)), ""]
+    if taus:
+        lines.append("Rank agreement of our Δs with the paper's (Kendall τ over the non-baseline rows): " +
+                     ", ".join(f"{'accuracy' if k == 'acc' else k} τ = {fmt(v)}" for k, v in taus.items()))
+        lines.append("")
+    lines += ["Verdicts: *reproduced* = our Δ has the paper's sign and exceeds our noise (2 × the standard error "
+              "over seeds and 0.2 points for accuracy; 5 % or 2 × the relative IQR for speed), *not reproduced* = "
+              "the opposite sign beyond the noise, *unclear* = within the noise (or no paper figure).", ""]
+    if "d_top1_paired" in table and table["d_top1_paired"].notna().any():
+        lines += _paired_section(table, meta, m)
+    if findings:
+        lines += ["## The paper's findings, checked", "", table_block(pd.DataFrame(findings)), ""]
+    if not measurements.empty and measurements["img_size"].nunique() > 1:
+        lines += _resolution_section(measurements)
+    lines += ["Files: `summary.csv` (this table, every column), `ablation.png`, and the raw rows "
+              "`variants.csv`, `training.csv`, `measurements.csv`, `run.json`.", ""]
+    return "\n".join(lines)
+
+
+def _settings_lines(meta: Mapping[str, Any], m: str) -> list[str]:
+    """The run's settings as a list: training, measurement, device and time, a reduced budget, the
+    paper's source."""
+    budget = meta.get("budget", {}) or {}
+    measure = meta.get("measure", {}) or {}
+    seg = budget.get("task") == "segmentation"
+    lines = []
     if budget.get("train"):
         lines.append(f"- proxy training: `{budget.get('dataset')}` ({meta.get('train_images')} train / "
                      f"{meta.get('val_images')} val {'scenes' if seg else 'images'}), {budget.get('epochs')} epoch(s) at "
@@ -156,8 +180,12 @@ def render_ablation_markdown(table: pd.DataFrame, measurements: pd.DataFrame, me
     lines += ["", f"Paper figures: {meta.get('paper_source') or '–'}"]
     if meta.get("paper_note"):
         lines.append(f"({meta['paper_note']})")
-    lines += ["", "## Our numbers beside the paper's", ""]
+    return lines
 
+
+def _beside_the_paper(table: pd.DataFrame, meta: Mapping[str, Any], m: str) -> pd.DataFrame:
+    """The main table: per variant, params, MACs, our accuracy and speed with their Δs, the paper's and the verdicts."""
+    acc = meta.get("paper_accuracy", "top1")
     speed_protocols, paper_speed = _speed_columns(table)
     rows = []
     for r in table.to_dict("records"):
@@ -178,54 +206,49 @@ def render_ablation_markdown(table: pd.DataFrame, measurements: pd.DataFrame, me
             if f"verdict_{col}" in r:
                 row[f"verdict ({col})"] = r[f"verdict_{col}"]
         rows.append(row)
-    lines += [table_block(pd.DataFrame(rows)), ""]
-    if taus:
-        lines.append("Rank agreement of our Δs with the paper's (Kendall τ over the non-baseline rows): " +
-                     ", ".join(f"{'accuracy' if k == 'acc' else k} τ = {fmt(v)}" for k, v in taus.items()))
-        lines.append("")
-    lines += ["Verdicts: *reproduced* = our Δ has the paper's sign and exceeds our noise (2 × the standard error "
-              "over seeds and 0.2 points for accuracy; 5 % or 2 × the relative IQR for speed), *not reproduced* = "
-              "the opposite sign beyond the noise, *unclear* = within the noise (or no paper figure).", ""]
-    if "d_top1_paired" in table and table["d_top1_paired"].notna().any():
-        paired = []
-        for r in table[table["d_top1_paired"].notna()].to_dict("records"):
-            paired.append({
-                "variant": r["label"], "pairs": int(r["pairs"]), f"Δ {m} (paired)": fmt(r["d_top1_paired"], signed=True),
-                "95 % CI (paired)": f"[{fmt(r['d_top1_low'], signed=True)}, {fmt(r['d_top1_high'], signed=True)}]",
-                "95 % CI (unpaired)": f"[{fmt(r['d_top1_unpaired_low'], signed=True)}, "
-                                      f"{fmt(r['d_top1_unpaired_high'], signed=True)}]",
-                "variance reduction": fmt(r["variance_reduction"], 1), "decision": r["decision"]})
-        sequential = meta.get("sequential") or {}
-        if sequential:
-            for row in paired:
-                name = table.loc[table["label"] == row["variant"], "variant"]
-                state = sequential.get(name.iloc[0]) if len(name) else None
-                row["seeds used"] = state["seeds"] if state else "–"
-                if state and state["state"] == "max seeds":
-                    row["decision"] = "open (max seeds)"
-        lines += [f"## Δ {m} per seed (paired)", "", table_block(pd.DataFrame(paired)), "",
-                  "Every variant trains once per seed, and a seed fixes the data order, the augmentation draws and "
-                  "(where shapes agree) the initial weights, so Δ is taken per seed: the paired t interval "
-                  "beside Welch's unpaired one; variance reduction = (unpaired / paired standard error)². "
-                  "*effect*: the interval excludes 0; *negligible*: it lies within ±0.2 points; *open*: more "
-                  "seeds could decide it." + (
-                      f" Seeds were sequential (up to {budget.get('max_seeds')}): after seeds 0 and 1, a row got "
-                      "the next seed only while its interval was open; *open (max seeds)*: still open at the cap."
-                      if budget.get("max_seeds") else ""), ""]
-    if findings:
-        lines += ["## The paper's findings, checked", "", table_block(pd.DataFrame(findings)), ""]
-    if not measurements.empty and measurements["img_size"].nunique() > 1:
-        labelled = measurements.assign(img_size=measurements["img_size"].map(resolution_label))
-        pivot = labelled.pivot_table(index=["variant", "protocol"], columns="img_size",
-                                     values="latency_ms_per_img").reset_index()
-        sizes = sorted((c for c in pivot.columns if c not in ("variant", "protocol")), key=resolution_pixels)
-        pivot = pivot[["variant", "protocol", *sizes]]
-        pivot.columns = ["variant", "protocol", *(f"{c} px (ms/img)" for c in sizes)]
-        lines += ["## Latency across input resolutions", "", pivot.to_markdown(index=False, floatfmt=".3f"), "",
-                  "Plot: `latency_vs_resolution.png`.", ""]
-    lines += ["Files: `summary.csv` (this table, every column), `ablation.png`, and the raw rows "
-              "`variants.csv`, `training.csv`, `measurements.csv`, `run.json`.", ""]
-    return "\n".join(lines)
+    return pd.DataFrame(rows)
+
+
+def _paired_section(table: pd.DataFrame, meta: Mapping[str, Any], m: str) -> list[str]:
+    """The paired Δ per variant (intervals, variance reduction, decision; seeds used when sequential)."""
+    budget = meta.get("budget", {}) or {}
+    paired = []
+    for r in table[table["d_top1_paired"].notna()].to_dict("records"):
+        paired.append({
+            "variant": r["label"], "pairs": int(r["pairs"]), f"Δ {m} (paired)": fmt(r["d_top1_paired"], signed=True),
+            "95 % CI (paired)": f"[{fmt(r['d_top1_low'], signed=True)}, {fmt(r['d_top1_high'], signed=True)}]",
+            "95 % CI (unpaired)": f"[{fmt(r['d_top1_unpaired_low'], signed=True)}, "
+                                  f"{fmt(r['d_top1_unpaired_high'], signed=True)}]",
+            "variance reduction": fmt(r["variance_reduction"], 1), "decision": r["decision"]})
+    sequential = meta.get("sequential") or {}
+    if sequential:
+        for row in paired:
+            name = table.loc[table["label"] == row["variant"], "variant"]
+            state = sequential.get(name.iloc[0]) if len(name) else None
+            row["seeds used"] = state["seeds"] if state else "–"
+            if state and state["state"] == "max seeds":
+                row["decision"] = "open (max seeds)"
+    return [f"## Δ {m} per seed (paired)", "", table_block(pd.DataFrame(paired)), "",
+            "Every variant trains once per seed, and a seed fixes the data order, the augmentation draws and "
+            "(where shapes agree) the initial weights, so Δ is taken per seed: the paired t interval "
+            "beside Welch's unpaired one; variance reduction = (unpaired / paired standard error)². "
+            "*effect*: the interval excludes 0; *negligible*: it lies within ±0.2 points; *open*: more "
+            "seeds could decide it." + (
+                f" Seeds were sequential (up to {budget.get('max_seeds')}): after seeds 0 and 1, a row got "
+                "the next seed only while its interval was open; *open (max seeds)*: still open at the cap."
+                if budget.get("max_seeds") else ""), ""]
+
+
+def _resolution_section(measurements: pd.DataFrame) -> list[str]:
+    """Latency (ms/img) per variant and protocol at every measured resolution."""
+    labelled = measurements.assign(img_size=measurements["img_size"].map(resolution_label))
+    pivot = labelled.pivot_table(index=["variant", "protocol"], columns="img_size",
+                                 values="latency_ms_per_img").reset_index()
+    sizes = sorted((c for c in pivot.columns if c not in ("variant", "protocol")), key=resolution_pixels)
+    pivot = pivot[["variant", "protocol", *sizes]]
+    pivot.columns = ["variant", "protocol", *(f"{c} px (ms/img)" for c in sizes)]
+    return ["## Latency across input resolutions", "", pivot.to_markdown(index=False, floatfmt=".3f"), "",
+            "Plot: `latency_vs_resolution.png`.", ""]
 
 
 def write_ablation_report(table: pd.DataFrame, measurements: pd.DataFrame, out_dir: Path, meta: Mapping[str, Any],

@@ -5,11 +5,16 @@ repeatability under load. Each renders the tables its benchmark computed (:mod:`
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from explore.records import CONFIG_HASH
 from explore.resources import safe_name
+
+if TYPE_CHECKING:  # the results' types, for annotations only: the report never runs a benchmark
+    from explore.analysis.bench.proxy import ProxyBench
+    from explore.analysis.bench.repeatability import Repeatability
 
 __all__ = ["write_bench_models", "render_attention_scaling", "write_attention_scaling", "render_proxy_throughput",
            "write_proxy_throughput", "render_repeatability", "write_repeatability"]
@@ -60,8 +65,8 @@ def write_attention_scaling(text: str, tokens: list[int], results: dict[str, lis
 
 # --------------------------------------------------------------------------------------------------
 # proxy loop vs plain DataLoader loop
-def render_proxy_throughput(result: Any, command: str) -> str:
-    """The markdown of an :class:`explore.analysis.bench.proxy.ProxyBench`: what ran, then img/s of both loops."""
+def render_proxy_throughput(result: ProxyBench, command: str) -> str:
+    """The markdown of a proxy benchmark: what ran, then img/s of both loops."""
     r = result
     warm_note = (f"Each loop was warmed up first for {r.warmup_steps} untimed step(s) on a model of its own, so "
                  "neither timing includes the process's start-up (CUDA context, cuDNN autotuning)."
@@ -83,12 +88,12 @@ def write_proxy_throughput(text: str, folder: Path, device_type: str) -> Path:
 
 # --------------------------------------------------------------------------------------------------
 # latency repeatability under load
-def render_repeatability(run: Any, command: str) -> str:
-    """The markdown of an :class:`explore.analysis.bench.repeatability.Repeatability`: the largest
-    deviation between the runs, whether the fronts agree, and the per-architecture table."""
+def render_repeatability(run: Repeatability, command: str) -> str:
+    """The markdown of a repeatability run: the largest deviation between the runs, whether the
+    fronts agree, and the per-architecture table."""
     table = run.table
-    front_q = set(table.loc[table["pareto_quiet"].astype(bool), "config_hash"])
-    front_l = set(table.loc[table["pareto_loaded"].astype(bool), "config_hash"])
+    front_q = set(table.loc[table["pareto_quiet"].astype(bool), CONFIG_HASH])
+    front_l = set(table.loc[table["pareto_loaded"].astype(bool), CONFIG_HASH])
     worst = float((table["ratio"] - 1).abs().max())
     worst_first = float((table["ratio_first"] - 1).abs().max())
     same_top1 = bool((table["top1_quiet"] == table["top1_loaded"]).all())
@@ -112,7 +117,7 @@ def render_repeatability(run: Any, command: str) -> str:
         shown.to_markdown(index=False, floatfmt=".4g"), ""])
 
 
-def write_repeatability(text: str, run: Any, folder: Path) -> Path:
+def write_repeatability(text: str, run: Repeatability, folder: Path) -> Path:
     """Write ``latency_repeatability.md`` (``text``) and ``.csv`` (the whole comparison)."""
     _write(folder, "latency_repeatability.md", text)
     run.table.to_csv(folder / "latency_repeatability.csv", index=False)

@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from explore.report.common import pyplot
+
+if TYPE_CHECKING:  # the result's type, for annotations only: the report never runs the analysis
+    from explore.analysis.importance.command import ImportanceResult
+    from explore.arch import ArchConfig
 
 __all__ = ["plot_retained", "render_summary", "write_importance_report"]
 
@@ -62,7 +66,7 @@ def _md_table(frame: pd.DataFrame) -> str:
     return frame.to_markdown(index=False)
 
 
-def _stage_table(config: Any, suggested: Any) -> pd.DataFrame:
+def _stage_table(config: ArchConfig, suggested: ArchConfig) -> pd.DataFrame:
     rows = []
     hidden_key = "expand_ratio" if config.layout == "mbconv" else "ffn_ratio"
     for i, (a, b) in enumerate(zip(config.stages, suggested.stages)):
@@ -76,10 +80,9 @@ def _yes_no(value: bool | None) -> str:
     return "n/a" if value is None else ("yes" if value else "no")
 
 
-def render_summary(result: Any, command: str) -> str:
+def render_summary(result: ImportanceResult, command: str) -> str:
     """Markdown: command, data and budget, the comparison table, the per-block retained ratios,
-    the reallocated stages and the verdict on the paper's trend, with numbers (``result``: an
-    :class:`explore.analysis.importance.ImportanceResult`)."""
+    the reallocated stages and the verdict on the paper's trend, with numbers."""
     s, plan, trend = result.settings, result.plan, result.trend
     comp = result.comparison.assign(
         params=(result.comparison["params"] / 1e6).round(4), macs=(result.comparison["macs"] / 1e6).round(3),
@@ -92,8 +95,6 @@ def render_summary(result: Any, command: str) -> str:
             "v_ratio_before", "v_ratio_after", "v_kept", "ffn_ratio_before", "ffn_ratio_after", "ffn_kept"]
     per_block = blocks[cols].round(3)
     down = result.retained[result.retained["location"] == "downsample"]
-    sources = result.scores.drop_duplicates("unit")["source"].value_counts().to_dict()
-    backends = pd.Series(result.backends).value_counts().to_dict() if result.backends else {}
     by_cost = plan.removed_params / max(1, plan.prunable_params), plan.removed_macs / max(1, plan.prunable_macs)
     budget = (f"{s.epochs:g} epoch(s) over {s.max_train or 'all'} training images, batch {s.batch_size}, "
               f"top-1 on {s.max_val or 'all'} held-out images" if s.checkpoint is None else f"checkpoint {s.checkpoint}")
@@ -132,7 +133,15 @@ def render_summary(result: Any, command: str) -> str:
         lines += ["Downsample FFN / MBConv hidden layers:", "",
                   _md_table(down[["label", "width", "ffn_kind", "ffn_before", "ffn_after", "ffn_kept"]].round(3)), ""]
     lines += ["## Reallocated stages", "", _md_table(_stage_table(result.config, result.suggested)), ""]
-    lines += ["## The paper's trend", ""]
+    lines += _trend_lines(trend)
+    lines += ["", f"Verdict: the paper's trend **{trend['verdict']}** on this model.", ""]
+    lines += _detail_lines(result, blocks)
+    return "\n".join(lines)
+
+
+def _trend_lines(trend: dict) -> list[str]:
+    """The section on the paper's trend (V keeps more than QK, the FFN shrinks, more in later blocks)."""
+    lines = ["## The paper's trend", ""]
     if trend.get("attention_blocks"):
         dens = (f"; Taylor score per parameter V / QK: median over blocks {trend['v_qk_score_ratio']:.2f}, V "
                 f"higher in {trend['blocks_v_denser']} of {trend['attention_blocks']} blocks"
@@ -151,7 +160,16 @@ def render_summary(result: Any, command: str) -> str:
                      f"{trend['ffn_kept_mean']:.3f}; by block: {', '.join(f'{k:.3f}' for k in trend['ffn_kept_by_block'])}.")
         lines.append(f"- FFN shrinks more in later blocks: **{_yes_no(trend['ffn_later_more'])}** — Spearman rho of "
                      f"retained fraction vs block index {trend['ffn_rho']:.3f}{halves}.")
-    lines += ["", f"Verdict: the paper's trend **{trend['verdict']}** on this model.", ""]
+    return lines
+
+
+def _detail_lines(result: ImportanceResult, blocks: pd.DataFrame) -> list[str]:
+    """The sections after the verdict: score density per block, sensitivity, how the groups were
+    scored and cut, and what was (or was not) enqueued."""
+    s = result.settings
+    sources = result.scores.drop_duplicates("unit")["source"].value_counts().to_dict()
+    backends = pd.Series(result.backends).value_counts().to_dict() if result.backends else {}
+    lines: list[str] = []
     density_cols = [c for c in ("qk_score_per_param", "v_score_per_param", "ffn_score_per_param") if c in blocks]
     if density_cols:
         table = blocks[["label", *density_cols]].copy()
@@ -178,16 +196,16 @@ def render_summary(result: Any, command: str) -> str:
                   "Snapped to the space: " + ("; ".join(result.enqueued["notes"]) or "nothing") + ".", ""]
     if result.enqueue_error is not None:
         lines += ["## Not enqueued", "", f"`{result.enqueue_error}`", ""]
-    return "\n".join(lines)
+    return lines
 
 
-def write_importance_report(result: Any, out_dir: Path, command: str) -> dict[str, Path]:
+def write_importance_report(result: ImportanceResult, out_dir: Path, command: str) -> dict[str, Path]:
     """Write ``summary.md``, ``comparison.csv``, ``retained.csv``, ``retained.png``, ``scores.csv``,
     ``sensitivity.csv``, ``suggested_config.json`` (loadable by ``explore describe``) and ``enqueued.json``
     when enqueued; returns their paths by name.
 
     Args:
-        result: an :class:`explore.analysis.importance.ImportanceResult` (its tables and configs only).
+        result: what ``explore importance`` computed (its tables and configs only).
         out_dir: the folder (created). command: the command line that made the run.
     """
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """The latency-table evaluation report: predicted vs measured latency on held-out architectures.
 
-Renders :class:`explore.analysis.latency_table.TableEvaluation` (passed as its fields: this stage
+Renders :class:`explore.measure.latency_table_jobs.TableEvaluation` (passed as its fields: this stage
 works from tables): ``summary.md`` (goals, the predictor against MACs), ``predictions.csv`` and
 ``predicted_vs_measured.png``.
 """

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
+from explore.records import CONFIG_HASH
 from explore.report.common import pyplot
+
+if TYPE_CHECKING:  # the result's type, for annotations only
+    from explore.analysis.proxy_validity import ProxyValidity
 
 __all__ = ["write_validity_report"]
 
 
-def write_validity_report(result: Any, out_dir: Path, command: str) -> list[Path]:
-    """Write ``proxy_validity.csv``, ``proxy_validity.png`` (short vs long top-1) and ``.md`` of an
-    :class:`explore.analysis.ProxyValidity` (its table, statistics and settings)."""
+def write_validity_report(result: ProxyValidity, out_dir: Path, command: str) -> list[Path]:
+    """Write ``proxy_validity.csv``, ``proxy_validity.png`` (short vs long top-1) and ``.md`` of a
+    proxy-validity run (its table, statistics and settings)."""
     plt = pyplot()
     out_dir.mkdir(parents=True, exist_ok=True)
     csv, png, md = (out_dir / f"proxy_validity.{ext}" for ext in ("csv", "png", "md"))
@@ -32,7 +36,7 @@ def write_validity_report(result: Any, out_dir: Path, command: str) -> list[Path
     fig.savefig(png)
     plt.close(fig)
     meta = result.meta
-    shown = table.drop(columns=["config", "config_hash"])
+    shown = table.drop(columns=["config", CONFIG_HASH])
     md.write_text(
         f"# Proxy validity: `{meta['space']}`\n\nCommand: `{command}`\n\n"
         f"- {meta['archs']} architectures sampled at random (seed {meta['seed']}), each trained from the same "

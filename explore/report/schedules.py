@@ -1,6 +1,6 @@
 """The schedule comparison's report: hypervolume vs training spent, the runs, the fronts at the long budget.
 
-Works from the tables of :func:`explore.analysis.schedules.compare_schedules` (never live models).
+Works from the tables of :func:`explore.search.schedule_comparison.compare_schedules` (never live models).
 """
 
 from __future__ import annotations
@@ -8,12 +8,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from explore.records import CONFIG_HASH
 from explore.report.common import pyplot, save_figure, table_block
+from explore.stats import mean_std
+
+if TYPE_CHECKING:  # the result's type, for annotations only: the report never runs a study
+    from explore.search.schedule_comparison import Comparison
 
 __all__ = ["SchedulePaths", "mean_curves", "summary_table", "render_schedules", "write_schedules_report"]
 
@@ -43,8 +48,9 @@ def mean_curves(curves: pd.DataFrame, points: int = 200) -> pd.DataFrame:
             for run in runs:
                 seen = run[run["spent_epochs"] <= budget + 1e-9]
                 values.append(float(seen["hv"].iloc[-1]) if len(seen) else 0.0)
-            rows.append({"schedule": schedule, "spent_epochs": budget, "hv_mean": float(np.mean(values)),
-                         "hv_std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0})
+            mean, std = mean_std(values)
+            rows.append({"schedule": schedule, "spent_epochs": budget, "hv_mean": mean,
+                         "hv_std": std if len(values) > 1 else 0.0})
     return pd.DataFrame(rows)
 
 
@@ -135,7 +141,7 @@ def render_schedules(runs: pd.DataFrame, fronts: pd.DataFrame, summary: pd.DataF
         "",
         table_block(fronts.assign(study_top1=fronts["study_top1"].round(2), long_top1=fronts["long_top1"].round(2),
                                   study_latency_ms=fronts["study_latency_ms"].round(4),
-                                  latency_ms=fronts["latency_ms"].round(4)).drop(columns=["config_hash"])),
+                                  latency_ms=fronts["latency_ms"].round(4)).drop(columns=[CONFIG_HASH])),
         "Files: `runs.csv`, `curves.csv` (HV after every job), `fronts.csv`, `hv_vs_budget.png`; the studies in "
         "`runs/` (each `explore report runs/<schedule>-seed<seed>` for its own report).",
         "",
@@ -143,11 +149,11 @@ def render_schedules(runs: pd.DataFrame, fronts: pd.DataFrame, summary: pd.DataF
     return "\n".join(lines)
 
 
-def write_schedules_report(comparison: Any, out_dir: Path, command: str) -> SchedulePaths:
+def write_schedules_report(comparison: Comparison, out_dir: Path, command: str) -> SchedulePaths:
     """Write ``summary.md``, ``hv_vs_budget.png``, ``runs.csv``, ``curves.csv`` and ``fronts.csv``.
 
     Args:
-        comparison: a :class:`explore.analysis.schedules.Comparison`.
+        comparison: what ``explore compare-schedules`` found.
         out_dir: target folder (created).
         command: the command that made it.
     """

@@ -191,7 +191,7 @@ def plot_pareto(frame: pd.DataFrame, path: Path, title: str, latency_label: str 
 
 def front_seeds_block(front: pd.DataFrame) -> list[str]:
     """Markdown lines of the front re-trained with common seeds (a table of
-    :func:`explore.analysis.front_seeds.front_table`)."""
+    :func:`explore.search.front_seeds.front_table`)."""
     seeds = sorted({int(n) for n in front["seeds"]})
     shown = pd.DataFrame({
         "trial": front["trial"].astype(int),
@@ -359,7 +359,7 @@ def write_report(frame: pd.DataFrame, out_dir: Path, meta: Mapping[str, Any], co
         meta: study name, space and settings (see :func:`explore.search.study_meta`).
         command: the command line that made the report (written into the summary).
         front: the front re-trained with common seeds
-            (:func:`explore.analysis.front_seeds.front_table`), or None.
+            (:func:`explore.search.front_seeds.front_table`), or None.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     with_front = front is not None and not front.empty

@@ -1,10 +1,25 @@
 """The study's objective: one trial, from the surplus and duplicate checks to the proxy top-1.
 
-No architecture is trained twice: a trial whose sampled architecture (config hash) another trial
-holds COMPLETE or RUNNING is PRUNED (``pruned_reason = "duplicate: same architecture as trial
-#k"``) before anything is built. Exactly ``trials`` COMPLETE: a trial that finds COMPLETE +
-(RUNNING trials with a smaller number) >= ``trials`` is surplus and PRUNED at once. Faults inside
-a trial never stop the study; the trial keeps the reason (see :mod:`explore.search.run`).
+A trial runs these steps, each a function of this module that can be called (and tested) alone:
+
+1. **surplus** (:func:`surplus_reason`): exactly ``trials`` COMPLETE: a trial that finds COMPLETE +
+   (RUNNING trials with a smaller number) >= ``trials`` is surplus and PRUNED at once;
+2. **sample** (:func:`sample_config`): the space's point, as the task trains it; an infeasible
+   point is PRUNED (``infeasible: ...``);
+3. **deduplicate** (:func:`duplicate_reason`): no architecture is trained twice: a trial whose
+   architecture (config hash) another trial holds COMPLETE or RUNNING is PRUNED (``duplicate: same
+   architecture as trial #k``) before anything is built;
+4. **cache** (:class:`MeasuredLatency`, or :class:`PredictedLatency` with a latency table): the
+   latency is looked up in the study's cache (or predicted) before anything is timed, and a trial
+   over ``--max-latency-ms`` is PRUNED before training (:func:`check_budget`);
+5. **evaluate** (:func:`train_candidate`): build -> count -> time -> train
+   (:func:`explore.evaluate.evaluate_candidate`), a schedule's job from its parent's state
+   (:func:`schedule_job`);
+6. **record**: every step writes its figures through one :class:`explore.records.RecordWriter`
+   as it comes (the trial record's schema is :mod:`explore.records`).
+
+:class:`Objective` (built by :func:`make_objective`) runs them in order. Faults inside a trial never
+stop the study; the trial keeps the reason (see :mod:`explore.search.run`).
 """
 
 from __future__ import annotations
@@ -24,33 +39,25 @@ from explore.arch import ArchConfig
 from explore.device import is_out_of_memory, release_memory
 from explore.errors import ConfigError, ExploreError, NonFiniteLossError
 from explore.evaluate import Evaluation, Step, evaluate_candidate
-from explore.measure import Measurement, device_name
-from explore.resources import display_path, write_atomically
+from explore.measure import Measurement, Protocol, device_name
+from explore.records import (CHECKPOINT, LATENCY_EXCESS, LATENCY_MS, PROMOTES, PROXY_THREADS, TRAIN_IMAGES, RecordWriter,
+                             TrialRecord)
+from explore.resources import write_atomically
 from explore.search.cache import LatencyCache, LatencyKey
 from explore.search.faults import inject_fault
-from explore.search.sampler import LATENCY_EXCESS
-from explore.search.schedule import (
-    ARCH,
-    BRACKET,
-    HISTORY,
-    PROMOTES,
-    RUNG,
-    TRAIN_IMAGES,
-    is_promotion,
-    promotion_claimed,
-)
+from explore.search.schedule import Schedule, is_promotion, promotion_claimed
 from explore.search.settings import LATENCY_WARMUP, StudySettings
 from explore.search.storage import scrub
 from explore.space import SearchSpace
-from explore.train import DatasetBundle
+from explore.train import DatasetBundle, ProxyRecipe
 
 CHECKPOINTS = "checkpoints"
 """Folder of the run folder where jobs of a schedule store their training state."""
-CHECKPOINT_ATTR = "checkpoint"
-"""User attribute: the job's stored state, relative to the run folder."""
 
-__all__ = ["CHECKPOINTS", "CHECKPOINT_ATTR", "DUPLICATE", "DUPLICATE_STREAK", "make_objective", "same_architecture", "training_threads",
-           "with_failure_reason", "worker_id", "first_line"]
+__all__ = ["CHECKPOINTS", "DUPLICATE", "DUPLICATE_STREAK", "Objective", "make_objective", "surplus_reason",
+           "sample_config", "duplicate_reason", "same_architecture", "check_budget", "OverBudget", "MeasuredLatency",
+           "PredictedLatency", "Job", "schedule_job", "train_candidate", "training_threads", "with_failure_reason",
+           "worker_id", "first_line"]
 
 DUPLICATE = "duplicate"
 """The start of a duplicate trial's ``pruned_reason``."""
@@ -69,6 +76,34 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+# --------------------------------------------------------------------------------------------------
+# 1-3: surplus, sample, deduplicate
+def surplus_reason(study: optuna.Study, number: int, trials: int) -> str | None:
+    """Why trial ``number`` is surplus, or None: ``trials`` first jobs are COMPLETE, or RUNNING with
+    a smaller number (another worker started at the same time); promotions do not count."""
+    running = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+    ahead = sum(1 for t in running if (t.state == TrialState.COMPLETE or t.number < number) and not is_promotion(t))
+    if ahead < trials:
+        return None
+    return f"surplus: {trials} trials are complete or running ahead of this one (another worker started at the same time)"
+
+
+def sample_config(trial: optuna.Trial, space: SearchSpace, data: DatasetBundle, settings: StudySettings,
+                  record: RecordWriter) -> ArchConfig:
+    """The trial's architecture: the space's point for the data's channels and classes, as the task
+    trains it (:meth:`explore.evaluate.TrainBudget.task_config`); its hash is recorded at once.
+
+    Raises:
+        optuna.TrialPruned: an infeasible point (``pruned_reason = "infeasible: ..."``).
+    """
+    try:
+        config = settings.task_config(space.sample(trial, in_chans=data.in_chans, num_classes=data.num_classes))
+    except ConfigError as exc:
+        raise record.prune(f"infeasible: {exc}") from None
+    record.architecture(config_hash=config.config_hash())  # before the check: see same_architecture
+    return config
+
+
 def same_architecture(study: optuna.Study, number: int, config_hash: str) -> int | None:
     """The first other trial that holds architecture ``config_hash`` and is COMPLETE or RUNNING.
 
@@ -79,220 +114,130 @@ def same_architecture(study: optuna.Study, number: int, config_hash: str) -> int
     re-runs its FAIL original's parameters).
     """
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
-    same = [t.number for t in trials if t.number != number and t.user_attrs.get("config_hash") == config_hash]
+    same = [t.number for t in trials if t.number != number and TrialRecord.of(t).config_hash == config_hash]
     return min(same) if same else None
 
 
-def make_objective(space: SearchSpace, data: DatasetBundle, settings: StudySettings, device: Any,
-                   *, train_seed: int | None = None) -> Callable[[optuna.Trial], tuple[float, float]]:
-    """The Optuna objective: surplus check -> sample -> validate -> duplicate check -> the candidate's
-    evaluation (:func:`explore.evaluate.evaluate_candidate`: build -> params/MACs -> latency, looked up
-    in the study's cache first -> the fault-injection seam -> proxy top-1).
+def duplicate_reason(trial: optuna.Trial, config_hash: str, parent: int | None) -> str | None:
+    """Why the trial repeats work, or None: a promotion another job already continues (two workers
+    promoted the same job at once, see :func:`explore.search.schedule.promotion_claimed`), or a
+    first job of an architecture another trial holds COMPLETE or RUNNING (:func:`same_architecture`)."""
+    if parent is not None:
+        other = promotion_claimed(trial.study, trial, parent)
+        return None if other is None else f"{DUPLICATE} promotion: job #{other} continues #{parent}"
+    original = same_architecture(trial.study, trial.number, config_hash)
+    return None if original is None else f"{DUPLICATE}: same architecture as trial #{original}"
+
+
+# --------------------------------------------------------------------------------------------------
+# 4: latency, from the cache or timed, or predicted by a table; the budget
+class OverBudget(Exception):
+    """A trial's latency exceeds ``--max-latency-ms``: it is pruned before training."""
+
+
+def check_budget(record: RecordWriter, latency_ms: float, source: str, max_latency_ms: float | None) -> None:
+    """Record the trial's excess over ``max_latency_ms`` (ms/img) as an attribute and as an Optuna
+    constraint (TPE and NSGA-II treat > 0 as infeasible); nothing without a budget.
+
+    Raises:
+        OverBudget: the excess is > 0.
+    """
+    if max_latency_ms is None:
+        return
+    excess = latency_ms - max_latency_ms
+    record.set(LATENCY_EXCESS, excess)
+    record.trial.set_constraint(LATENCY_EXCESS, excess)
+    if excess > 0:
+        raise OverBudget(f"over the latency budget: {latency_ms:.4f} ms/img {source} > --max-latency-ms "
+                         f"{max_latency_ms:g}")
+
+
+class MeasuredLatency:
+    """Latency timed on this device, through the study's cache (:class:`explore.search.LatencyCache`):
+    an architecture timed once with a protocol is not timed again by any trial of the study.
 
     Args:
-        space: what to sample.
-        data: what to train on.
-        settings: the study's settings.
-        device: what to train and measure on.
-        train_seed: trial k trains with ``train_seed + k`` (default ``settings.seed``).
-
-    Raises (inside the trial, handled by Optuna):
-        optuna.TrialPruned: surplus trial, infeasible point, duplicate (an architecture that another
-            trial of the study holds COMPLETE or RUNNING: ``duplicate: same architecture as trial
-            #k``, nothing built), out of memory or non-finite training loss (reason stored on the
-            trial as ``pruned_reason``).
+        settings: the study's settings (protocol, threads, repeats, budget).
+        device: the device the latency is measured on.
     """
-    recipe = settings.proxy_recipe()
-    plan = settings.plan
-    base_seed = settings.seed if train_seed is None else train_seed
-    predictor = None
-    if settings.latency_table is not None:
+
+    def __init__(self, settings: StudySettings, device: Any) -> None:
+        self.settings = settings
+        self.device = device
+
+    def lookup(self, trial: optuna.Trial, config: ArchConfig) -> tuple[LatencyCache, LatencyKey, Protocol,
+                                                                        dict[str, Any] | None]:
+        """The study's cache, the key of ``config``'s measurement, its protocol, and the cached entry (None: time it)."""
+        cache = LatencyCache(trial.study)
+        protocol = self.settings.latency_protocol(config.img_size, config.in_chans)
+        key = LatencyKey(config_hash=config.config_hash(), batch_size=protocol.batch_size,
+                         threads=self.settings.latency_threads, warmup=LATENCY_WARMUP,
+                         repeats=self.settings.latency_repeats, device=device_name(self.device),
+                         protocol=protocol.name, mode=protocol.mode)
+        return cache, key, protocol, cache.get(key)
+
+    def record(self, record: RecordWriter, cache: LatencyCache, key: LatencyKey, cached: dict[str, Any] | None,
+               result: Measurement | None) -> float:
+        """Store the latency attributes (the cache's entry, or the new measurement, filed in the cache);
+        returns ms/img (:func:`check_budget` follows)."""
+        attrs, measured_by = cached_or_filed(record.trial.number, cache, key, cached, result)
+        record.measured_latency(attrs, cached=cached is not None, measured_by=measured_by)
+        return float(attrs[LATENCY_MS])
+
+
+def cached_or_filed(number: int, cache: LatencyCache, key: LatencyKey, cached: dict[str, Any] | None,
+                    result: Measurement | None) -> tuple[dict[str, Any], int | None]:
+    """Trial ``number``'s latency attributes (:meth:`explore.measure.Measurement.as_attrs`) and the
+    trial that measured them: the cache's entry, or the new measurement (then filed in the cache
+    under ``key``, and also under the batch it timed when out of memory halved it)."""
+    if cached is not None:
+        return dict(cached["attrs"]), cached.get("measured_by_trial")
+    attrs = result.as_attrs()
+    cache.put(key, attrs, trial_number=number, worker=worker_id())
+    if result.batch_size != key.batch_size:  # halved after out of memory: also file it under what was timed
+        cache.put(dataclasses.replace(key, batch_size=result.batch_size), attrs, trial_number=number,
+                  worker=worker_id())
+    return attrs, number
+
+
+class PredictedLatency:
+    """Latency predicted by a latency table (``--latency-table``) for the table's device: nothing is
+    timed here (:mod:`explore.measure.latency_table`).
+
+    Args:
+        path: the table file.
+    """
+
+    def __init__(self, path: str) -> None:
         from explore.measure.latency_table import LatencyTable, fit_predictor
 
-        predictor = fit_predictor(LatencyTable.load(settings.latency_table))
+        self.path = path
+        self.predictor = fit_predictor(LatencyTable.load(path))
 
-    def objective(trial: optuna.Trial) -> tuple[float, float] | float:
-        study = trial.study
-        parent = trial.user_attrs.get(PROMOTES)
-        trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
-        ahead = sum(1 for t in trials if (t.state == TrialState.COMPLETE or t.number < trial.number)
-                    and not is_promotion(t))
-        if parent is None and ahead >= settings.trials:
-            reason = (f"surplus: {settings.trials} trials are complete or running ahead of this one "
-                      "(another worker started at the same time)")
-            trial.set_user_attr("pruned_reason", reason)
-            raise optuna.TrialPruned(reason)
-        trial.set_user_attr("worker", worker_id())
-        try:
-            config = settings.task_config(space.sample(trial, in_chans=data.in_chans, num_classes=data.num_classes))
-        except ConfigError as exc:
-            trial.set_user_attr("pruned_reason", f"infeasible: {exc}")
-            raise optuna.TrialPruned(str(exc)) from None
-        trial.set_user_attr("config_hash", config.config_hash())  # before the check: see same_architecture
-        if parent is not None:
-            other = promotion_claimed(study, trial, parent)
-            if other is not None:  # two workers promoted the same job at once (see explore.search.schedule)
-                reason = f"{DUPLICATE} promotion: job #{other} continues #{parent}"
-                trial.set_user_attr("pruned_reason", reason)
-                raise optuna.TrialPruned(reason)
-        original = None if parent is not None else same_architecture(study, trial.number, config.config_hash())
-        if original is not None:
-            reason = f"{DUPLICATE}: same architecture as trial #{original}"
-            trial.set_user_attr("pruned_reason", reason)
-            raise optuna.TrialPruned(reason)
-        oom = None
-        try:
-            return _measure_and_train(trial, config)
-        except _OverBudget as exc:
-            trial.set_user_attr("pruned_reason", str(exc))
-            raise optuna.TrialPruned(str(exc)) from None
-        except NonFiniteLossError as exc:
-            trial.set_user_attr("pruned_reason", f"non-finite loss: {exc}")
-            raise optuna.TrialPruned(str(exc)) from None
-        except Exception as exc:
-            if not is_out_of_memory(exc):
-                raise
-            oom = first_line(exc)
-        release_memory()  # the failed trial's tensors are unreachable once the except block is left
-        trial.set_user_attr("pruned_reason", f"out of memory: {oom}")
-        raise optuna.TrialPruned(f"out of memory: {oom}")
-
-    def _check_budget(trial: optuna.Trial, latency_ms: float, source: str) -> None:
-        """Record the trial's excess over ``--max-latency-ms``; raise :class:`_OverBudget` when > 0."""
-        if settings.max_latency_ms is None:
-            return
-        excess = latency_ms - settings.max_latency_ms
-        trial.set_user_attr(LATENCY_EXCESS, excess)
-        trial.set_constraint(LATENCY_EXCESS, excess)  # TPE and NSGA-II treat > 0 as infeasible
-        if excess > 0:
-            raise _OverBudget(f"over the latency budget: {latency_ms:.4f} ms/img {source} > "
-                              f"--max-latency-ms {settings.max_latency_ms:g}")
-
-    def _predict_and_train(trial: optuna.Trial, config: ArchConfig) -> tuple[float, float] | float:
-        """With a latency table: the predicted latency is the objective; nothing is timed here."""
-        assert predictor is not None
-        predicted = predictor.predict(config)
-        table = predictor.table
-        attrs = {f"latency_protocol_{k}": v for k, v in table.protocol.items()}
-        attrs.update({"latency_ms_per_img": predicted, "latency_predicted_ms": predicted, "latency_source": "table",
-                      "latency_table_file": os.path.basename(settings.latency_table or ""),
-                      "latency_table_regressor": predictor.regressor, "latency_device_name": table.device_name,
-                      "latency_batch_size": table.batch_size})
-        for name, value in attrs.items():
-            trial.set_user_attr(name, value)
-        _check_budget(trial, predicted, "predicted")
-
-        def record(step: Step, evaluation: Evaluation) -> None:
-            if step == "counted":
-                trial.set_user_attr("params", evaluation.params)
-                trial.set_user_attr("macs", evaluation.macs)
-
-        evaluation = _train(trial, config, None, record)
-        if settings.objective == "top1":
-            return evaluation.proxy.score
-        return evaluation.proxy.score, predicted
-
-    def _train(trial: optuna.Trial, config: ArchConfig, protocol: Any,
-               record: Callable[[Step, Evaluation], None]) -> Evaluation:
-        threads = None
-        if torch.device(device).type == "cpu":
-            threads = settings.train_threads or training_threads(settings.workers)
-            trial.set_user_attr("proxy_threads", threads)
-        job = _job(trial, config) if plan.staged else None
-        evaluation = evaluate_candidate(
-            config, seed=base_seed + (job.arch if job else trial.number), protocol=protocol, data=data, recipe=recipe,
-            device=device, threads=threads, on_epoch_end=_pruning_report(trial) if settings.objective == "top1" else None,
-            on_step=record, until_epochs=job.until if job else None, resume=job.resume if job else None,
-            on_checkpoint=job.save if job else None)
-        for name, value in asdict(evaluation.proxy).items():
-            trial.set_user_attr(f"proxy_{name}", value)
-        images = evaluation.proxy.steps * min(recipe.batch_size, len(data.train))
-        trial.set_user_attr(TRAIN_IMAGES, images)
-        if job is not None:
-            entry = {"rung": job.rung, "epochs": plan.rungs[job.rung], "top1": evaluation.proxy.score,
-                     "train_seconds": evaluation.proxy.train_seconds, "train_images": images, "trial": trial.number}
-            trial.set_user_attr(HISTORY, [*job.history, entry])
-        return evaluation
-
-    def _job(trial: optuna.Trial, config: ArchConfig) -> _Job:
-        """The rung this job trains to, the state it continues from and where it stores its own."""
-        parent_number = trial.user_attrs.get(PROMOTES)
-        folder = settings.run_dir / CHECKPOINTS
-        if parent_number is None:
-            bracket = plan.bracket_for(base_seed, trial.number)
-            job = _Job(arch=trial.number, rung=bracket, bracket=bracket, until=plan.rungs[bracket])
-        else:
-            parent = trial.study.get_trials(deepcopy=False)[int(parent_number)]
-            if parent.user_attrs.get("config_hash") != config.config_hash():
-                raise ExploreError("promotes", parent_number, "expected a job of the same architecture")
-            rung = int(parent.user_attrs[RUNG]) + 1
-            stored = settings.run_dir / parent.user_attrs.get(CHECKPOINT_ATTR, "")
-            if not stored.is_file():
-                raise ExploreError("checkpoint", display_path(stored), f"the state of job #{parent_number} is missing "
-                                   "(checkpoints live in the run folder; workers need it shared)")
-            job = _Job(arch=int(parent.user_attrs[ARCH]), rung=rung, bracket=int(parent.user_attrs[BRACKET]),
-                       until=plan.rungs[rung], resume=torch.load(stored, map_location="cpu", weights_only=True),
-                       history=list(parent.user_attrs.get(HISTORY, [])))
-        for name, value in ((RUNG, job.rung), (BRACKET, job.bracket), (ARCH, job.arch)):
-            trial.set_user_attr(name, value)
-        if job.rung < plan.top:  # a promotion may continue from it
-            path = folder / f"trial_{trial.number}.pt"
-
-            def save(state: dict) -> None:
-                write_atomically(path, lambda tmp: torch.save(state, tmp))  # never a half-written state
-                trial.set_user_attr(CHECKPOINT_ATTR, f"{CHECKPOINTS}/{path.name}")
-
-            job.save = save
-        return job
-
-    def _measure_and_train(trial: optuna.Trial, config: ArchConfig) -> tuple[float, float] | float:
-        trial.set_user_attr("config", config.to_json(sort_keys=True))
-        if predictor is not None:
-            return _predict_and_train(trial, config)
-        cache = LatencyCache(trial.study)
-        protocol = settings.latency_protocol(config.img_size, config.in_chans)
-        key = LatencyKey(config_hash=config.config_hash(), batch_size=protocol.batch_size,
-                         threads=settings.latency_threads, warmup=LATENCY_WARMUP,
-                         repeats=settings.latency_repeats, device=device_name(device),
-                         protocol=protocol.name, mode=protocol.mode)
-        cached = cache.get(key)
-        latency: dict[str, Any] = {}
-
-        def record(step: Step, evaluation: Evaluation) -> None:
-            if step == "counted":
-                trial.set_user_attr("params", evaluation.params)
-                trial.set_user_attr("macs", evaluation.macs)
-            elif step == "timed":
-                latency.update(_latency_attrs(trial, cache, key, cached, evaluation.latency))
-                latency["latency_source"] = "measured"
-                for name, value in latency.items():
-                    trial.set_user_attr(name, value)
-                inject_fault(trial.number, evaluation.model)  # the test-only seam (explore.search.faults)
-                _check_budget(trial, float(latency["latency_ms_per_img"]), "measured")
-
-        evaluation = _train(trial, config, None if cached else protocol, record)
-        if settings.objective == "top1":
-            return evaluation.proxy.score
-        return evaluation.proxy.score, float(latency["latency_ms_per_img"])
-
-    def _pruning_report(trial: optuna.Trial) -> Callable[[int, float], None]:
-        """Report each epoch's top-1 to Optuna; stop the trial when the pruner says so."""
-
-        def report(epoch: int, top1: float) -> None:
-            trial.report(top1, epoch)
-            if trial.should_prune():
-                reason = f"pruned by the median rule after epoch {epoch + 1} (top-1 {top1:.2f} %)"
-                trial.set_user_attr("pruned_reason", reason)
-                raise optuna.TrialPruned(reason)
-
-        return report
-
-    return objective
+    def record(self, record: RecordWriter, config: ArchConfig) -> float:
+        """Predict ``config``'s latency (ms/img) and store it with the table's protocol and device."""
+        predicted = self.predictor.predict(config)
+        table = self.predictor.table
+        record.predicted_latency(predicted, protocol=table.protocol, table_file=os.path.basename(self.path),
+                                 regressor=self.predictor.regressor, device=table.device_name,
+                                 batch_size=table.batch_size)
+        return predicted
 
 
+# --------------------------------------------------------------------------------------------------
+# 5: evaluate (a schedule's job, the proxy training) and record
 @dataclass
-class _Job:
-    """One rung of an architecture under a schedule (see :mod:`explore.search.schedule`)."""
+class Job:
+    """One rung of an architecture under a schedule (see :mod:`explore.search.schedule`).
+
+    Attributes:
+        arch: the architecture's first job (its number); its seed is the study's + arch.
+        rung, bracket: the rung this job trains to, the architecture's first rung.
+        until: epochs (cumulative) at the end of this job.
+        resume: the training state it continues from (None: a first job).
+        history: the rungs the architecture reached before.
+        save: stores the state at the end of the job (None at the top rung: nothing continues it).
+    """
 
     arch: int
     rung: int
@@ -303,22 +248,174 @@ class _Job:
     save: Callable[[dict], None] | None = None
 
 
-class _OverBudget(Exception):
-    """A trial's latency exceeds ``--max-latency-ms``: it is pruned before training."""
+def schedule_job(trial: optuna.Trial, record: RecordWriter, config: ArchConfig, plan: Schedule,
+                 settings: StudySettings, base_seed: int) -> Job:
+    """The rung this job trains to, the state it continues from and where it stores its own.
+
+    A first job draws its bracket from (``base_seed``, its number); a promotion continues its parent's
+    stored state (``checkpoint``) at the next rung. Records the job's rung, bracket and architecture.
+
+    Raises:
+        ExploreError: the parent is another architecture (field ``promotes``), or its stored state
+            is missing (field ``checkpoint``).
+    """
+    parent_number = TrialRecord.of(trial).promotes
+    if parent_number is None:
+        bracket = plan.bracket_for(base_seed, trial.number)
+        job = Job(arch=trial.number, rung=bracket, bracket=bracket, until=plan.rungs[bracket])
+    else:
+        parent = TrialRecord.of(trial.study.get_trials(deepcopy=False)[parent_number])
+        if parent.config_hash != config.config_hash():
+            raise ExploreError(PROMOTES, parent_number, "expected a job of the same architecture")
+        stored = settings.run_dir / (parent.checkpoint or "")
+        if not stored.is_file():
+            raise ExploreError(CHECKPOINT, parent.checkpoint, f"the state of job #{parent_number} in the run folder "
+                               f"{settings.run_dir}; it is missing (workers need the run folder shared)")
+        rung = int(parent.rung or 0) + 1
+        job = Job(arch=int(parent.arch_trial), rung=rung, bracket=int(parent.bracket), until=plan.rungs[rung],
+                  resume=torch.load(stored, map_location="cpu", weights_only=True), history=parent.rung_history)
+    record.job(job.rung, job.bracket, job.arch)
+    if job.rung < plan.top:  # a promotion may continue from it
+        path = settings.run_dir / CHECKPOINTS / f"trial_{trial.number}.pt"
+
+        def save(state: dict) -> None:
+            write_atomically(path, lambda tmp: torch.save(state, tmp))  # never a half-written state
+            record.set(CHECKPOINT, f"{CHECKPOINTS}/{path.name}")
+
+        job.save = save
+    return job
 
 
-def _latency_attrs(trial: optuna.Trial, cache: LatencyCache, key: LatencyKey, cached: dict[str, Any] | None,
-                   result: Measurement | None) -> dict[str, Any]:
-    """The trial's latency attributes: the cache's entry, or the new measurement (then filed in the
-    cache under ``key``, and also under the batch it timed when out of memory halved it)."""
-    if cached is not None:
-        return {**cached["attrs"], "latency_cached": True, "latency_measured_by_trial": cached.get("measured_by_trial")}
-    attrs = result.as_attrs()
-    cache.put(key, attrs, trial_number=trial.number, worker=worker_id())
-    if result.batch_size != key.batch_size:  # halved after out of memory: also file it under what was timed
-        cache.put(dataclasses.replace(key, batch_size=result.batch_size), attrs, trial_number=trial.number,
-                  worker=worker_id())
-    return {**attrs, "latency_cached": False, "latency_measured_by_trial": trial.number}
+def train_candidate(record: RecordWriter, config: ArchConfig, *, seed: int, data: DatasetBundle, recipe: ProxyRecipe,
+                    device: Any, threads: int | None, protocol: Protocol | None, job: Job | None, plan: Schedule,
+                    on_step: Callable[[Step, Evaluation], None],
+                    on_epoch_end: Callable[[int, float], None] | None = None) -> Evaluation:
+    """Evaluate the candidate (build -> count -> time with ``protocol`` unless None -> train one rung
+    of ``job``, or the whole budget) and record the proxy's figures, the training images and the
+    job's rung history.
+
+    Raises:
+        Exception: whatever :func:`explore.evaluate.evaluate_candidate` raises (after the steps before
+            it were passed to ``on_step``).
+    """
+    if threads is not None:
+        record.set(PROXY_THREADS, threads)
+    evaluation = evaluate_candidate(
+        config, seed=seed, protocol=protocol, data=data, recipe=recipe, device=device, threads=threads,
+        on_epoch_end=on_epoch_end, on_step=on_step, until_epochs=job.until if job else None,
+        resume=job.resume if job else None, on_checkpoint=job.save if job else None)
+    record.proxy(asdict(evaluation.proxy))
+    images = evaluation.proxy.steps * min(recipe.batch_size, len(data.train))
+    record.set(TRAIN_IMAGES, images)
+    if job is not None:
+        record.rung_reached(job.history, rung=job.rung, epochs=plan.rungs[job.rung], top1=evaluation.proxy.score,
+                            train_seconds=evaluation.proxy.train_seconds, train_images=images)
+    return evaluation
+
+
+def _pruning_report(record: RecordWriter) -> Callable[[int, float], None]:
+    """Report each epoch's top-1 to Optuna; stop the trial when the (median) pruner says so."""
+
+    def report(epoch: int, top1: float) -> None:
+        record.trial.report(top1, epoch)
+        if record.trial.should_prune():
+            raise record.prune(f"pruned by the median rule after epoch {epoch + 1} (top-1 {top1:.2f} %)")
+
+    return report
+
+
+# --------------------------------------------------------------------------------------------------
+# the objective: the steps in order
+class Objective:
+    """The Optuna objective of a study: surplus -> sample -> deduplicate -> latency (cache or table)
+    -> evaluate, each step recorded (see the module docstring).
+
+    Args:
+        space: what to sample.
+        data: what to train on.
+        settings: the study's settings.
+        device: what to train and measure on.
+        base_seed: trial k trains with ``base_seed + k`` (a schedule's job: + its architecture's first job).
+
+    Calling it with a trial returns (score, latency ms/img), or the score alone for ``--objective top1``.
+
+    Raises (inside the trial, handled by Optuna):
+        optuna.TrialPruned: surplus trial, infeasible point, duplicate, over the latency budget, out of
+            memory or non-finite training loss (reason stored on the trial as ``pruned_reason``).
+    """
+
+    def __init__(self, space: SearchSpace, data: DatasetBundle, settings: StudySettings, device: Any,
+                 base_seed: int) -> None:
+        self.space, self.data, self.settings, self.device, self.base_seed = space, data, settings, device, base_seed
+        self.recipe = settings.proxy_recipe()
+        self.plan = settings.plan
+        self.latency = (PredictedLatency(settings.latency_table) if settings.latency_table is not None
+                        else MeasuredLatency(settings, device))
+
+    def __call__(self, trial: optuna.Trial) -> tuple[float, float] | float:
+        record = RecordWriter(trial)
+        parent = TrialRecord.of(trial).promotes
+        reason = surplus_reason(trial.study, trial.number, self.settings.trials) if parent is None else None
+        if reason is not None:
+            raise record.prune(reason)
+        record.start(worker_id())
+        config = sample_config(trial, self.space, self.data, self.settings, record)
+        reason = duplicate_reason(trial, config.config_hash(), parent)
+        if reason is not None:
+            raise record.prune(reason)
+        oom = None
+        try:
+            return self._evaluate(record, config)
+        except OverBudget as exc:
+            raise record.prune(str(exc)) from None
+        except NonFiniteLossError as exc:
+            raise record.prune(f"non-finite loss: {exc}") from None
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            oom = first_line(exc)
+        release_memory()  # the failed trial's tensors are unreachable once the except block is left
+        raise record.prune(f"out of memory: {oom}")
+
+    def _evaluate(self, record: RecordWriter, config: ArchConfig) -> tuple[float, float] | float:
+        """Latency (predicted, cached or timed; the budget checked) and the proxy training."""
+        record.architecture(config_json=config.to_json(sort_keys=True))
+        latency: list[float] = []
+        if isinstance(self.latency, PredictedLatency):
+            latency.append(self.latency.record(record, config))
+            check_budget(record, latency[0], "predicted", self.settings.max_latency_ms)
+            protocol = None
+            lookup = None
+        else:
+            lookup = self.latency.lookup(record.trial, config)
+            protocol = None if lookup[3] else lookup[2]
+
+        def on_step(step: Step, evaluation: Evaluation) -> None:
+            if step == "counted":
+                record.counts(evaluation.params, evaluation.macs)
+            elif step == "timed" and lookup is not None:
+                cache, key, _, cached = lookup
+                latency.append(self.latency.record(record, cache, key, cached, evaluation.latency))
+                inject_fault(record.trial.number, evaluation.model)  # the test-only seam (explore.search.faults)
+                check_budget(record, latency[0], "measured", self.settings.max_latency_ms)
+
+        evaluation = self._train(record, config, protocol, on_step)
+        if self.settings.objective == "top1":
+            return evaluation.proxy.score
+        return evaluation.proxy.score, latency[0]
+
+    def _train(self, record: RecordWriter, config: ArchConfig, protocol: Protocol | None,
+               on_step: Callable[[Step, Evaluation], None]) -> Evaluation:
+        """The proxy training of the trial (one rung of a schedule's job), on the study's threads."""
+        threads = None
+        if torch.device(self.device).type == "cpu":
+            threads = self.settings.train_threads or training_threads(self.settings.workers)
+        job = schedule_job(record.trial, record, config, self.plan, self.settings, self.base_seed) \
+            if self.plan.staged else None
+        return train_candidate(
+            record, config, seed=self.base_seed + (job.arch if job else record.trial.number), data=self.data,
+            recipe=self.recipe, device=self.device, threads=threads, protocol=protocol, job=job, plan=self.plan,
+            on_step=on_step, on_epoch_end=_pruning_report(record) if self.settings.objective == "top1" else None)
 
 
 def training_threads(workers: int = 1, sample_s: float = 0.3) -> int:
@@ -349,10 +446,27 @@ def with_failure_reason(objective: Callable[[optuna.Trial], Any], storage: str |
         except optuna.TrialPruned:
             raise
         except KeyboardInterrupt:
-            trial.set_user_attr("fail_reason", "interrupted (KeyboardInterrupt)")
+            RecordWriter(trial).fail("interrupted (KeyboardInterrupt)")
             raise
         except Exception as exc:
-            trial.set_user_attr("fail_reason", scrub(f"{type(exc).__name__}: {exc}", storage))
+            RecordWriter(trial).fail(scrub(f"{type(exc).__name__}: {exc}", storage))
             raise
 
     return wrapped
+
+
+def make_objective(space: SearchSpace, data: DatasetBundle, settings: StudySettings, device: Any,
+                   *, train_seed: int | None = None) -> Objective:
+    """The study's :class:`Objective`.
+
+    Args:
+        space: what to sample.
+        data: what to train on.
+        settings: the study's settings.
+        device: what to train and measure on.
+        train_seed: trial k trains with ``train_seed + k`` (default ``settings.seed``).
+
+    Raises:
+        ExploreError: a latency table that cannot be read (``settings.latency_table``).
+    """
+    return Objective(space, data, settings, device, settings.seed if train_seed is None else train_seed)

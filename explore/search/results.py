@@ -18,8 +18,9 @@ from optuna.trial import TrialState
 
 from explore.arch import ArchConfig
 from explore.errors import ExploreError, SpaceError
-from explore.evaluate import evaluate_candidate, time_rounds
-from explore.measure import Protocol, device_name
+from explore.evaluate import evaluate_candidate
+from explore.measure import Protocol, device_name, time_rounds
+from explore.records import CONFIG, FAIL_REASON, MACS, PARAMS, TrialRecord
 from explore.search.objective import worker_id
 from explore.search.schedule import pareto_mask
 from explore.search.storage import default_storage, is_journal, make_storage, mask_password
@@ -32,11 +33,10 @@ REMEASURED_PREFIX = "latency_remeasured:"
 """Study attributes holding the end-of-study latency re-measurements of COMPLETE trials, by trial number."""
 
 
-def _trial_protocol(attrs: dict[str, Any], device: torch.device) -> Protocol:
+def _trial_protocol(record: TrialRecord, device: torch.device) -> Protocol:
     """The latency protocol a trial was measured with (from its ``latency_protocol_*`` attributes), on ``device``."""
     fields = {f.name for f in dataclasses.fields(Protocol)}
-    stored = {k[len("latency_protocol_"):]: v for k, v in attrs.items() if k.startswith("latency_protocol_")}
-    stored = {k: v for k, v in stored.items() if k in fields}
+    stored = {k: v for k, v in record.latency_protocol.items() if k in fields}
     return dataclasses.replace(Protocol(**stored), device=str(device))
 
 
@@ -54,7 +54,7 @@ def remeasure_latencies(study: optuna.Study, device: Any,
     off, and the front with it. Each COMPLETE trial measured on this device model and not yet
     re-measured is rebuilt from its config once (trials of one architecture and protocol share one
     model and its figures), then measured ``rounds`` times with its own protocol
-    (:func:`explore.evaluate.time_model`, under the device's exclusive lock), round-robin over the
+    (:func:`explore.measure.time_model`, under the device's exclusive lock), round-robin over the
     trials, so a slow spell of the machine falls on different trials in different rounds instead of
     on all the repeats of one. The fastest round is stored as the study attribute
     ``latency_remeasured:<number>`` and :func:`trials_frame` takes the lower of that and the trial's
@@ -77,14 +77,15 @@ def remeasure_latencies(study: optuna.Study, device: Any,
     done = set(remeasured_latencies(study))
     trials = [t for t in study.get_trials(deepcopy=False)
               if t.state == TrialState.COMPLETE and len(t.values or ()) > 1 and t.number not in done
-              and t.user_attrs.get("latency_device_name") == here and t.user_attrs.get("config")
-              and t.user_attrs.get("latency_source") != "table"]
+              and TrialRecord.of(t).latency_device_name == here and TrialRecord.of(t).config
+              and TrialRecord.of(t).latency_source != "table"]
     if not trials:
         return []
     # one model per architecture and protocol: trials that share one (a retry, an enqueued config) share its figures
     groups: dict[tuple[str, Protocol], list[optuna.trial.FrozenTrial]] = {}
     for t in trials:
-        groups.setdefault((t.user_attrs["config"], _trial_protocol(t.user_attrs, dev)), []).append(t)
+        record = TrialRecord.of(t)
+        groups.setdefault((record.config, _trial_protocol(record, dev)), []).append(t)
     keys = list(groups)
     timed = time_rounds([(evaluate_candidate(ArchConfig.from_json(config), count=False).model, protocol)
                          for config, protocol in keys], rounds)
@@ -169,28 +170,29 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     retries = _retries(study)
     rows = []
     for t in study.get_trials(deepcopy=False):
-        attrs = t.user_attrs
+        record = TrialRecord.of(t)
+        latency = record.latency_ms_per_img
         row: dict[str, Any] = {
             "number": t.number,
             "state": t.state.name,
             "top1": t.values[0] if t.values else float("nan"),
-            "latency_ms": (t.values[1] if len(t.values) > 1 else attrs.get("latency_ms_per_img", float("nan")))
+            "latency_ms": (t.values[1] if len(t.values) > 1 else (float("nan") if latency is None else latency))
             if t.values else float("nan"),
             "pareto": False,
-            "params": attrs.get("params"),
-            "macs": attrs.get("macs"),
+            PARAMS: record.params,
+            MACS: record.macs,
         }
-        for key in sorted(attrs):
-            if key not in row and key != "config":
-                row[key] = attrs[key]
-        if t.state == TrialState.FAIL and not attrs.get("fail_reason"):
+        for key in sorted(record.attrs):  # one column per stored attribute (explore.records.FIELDS)
+            if key not in row and key != CONFIG:
+                row[key] = record.attrs[key]
+        if t.state == TrialState.FAIL and not record.fail_reason:
             again = f"retried as #{retries[t.number]}" if t.number in retries else "not retried"
-            row["fail_reason"] = f"stale: its process stopped sending heartbeats (killed or lost); {again}"
+            row[FAIL_REASON] = f"stale: its process stopped sending heartbeats (killed or lost); {again}"
         original = t.system_attrs.get("failed_trial")
         row["retry_of"] = int(original) if original is not None else None
-        config = attrs.get("config")
+        config = record.config
         row["summary"] = ArchConfig.from_json(config).summary() if config else ""
-        row["config"] = config
+        row[CONFIG] = config
         row["duration_s"] = t.duration.total_seconds() if t.duration else float("nan")
         row.update({f"p.{k}": v for k, v in t.params.items()})
         if t.values and len(t.values) > 1:
@@ -289,7 +291,7 @@ def trial_config(run_dir: str, number: int) -> ArchConfig:
     trial = {t.number: t for t in trials}.get(number)
     if trial is None:
         raise ExploreError("STUDY", run_dir, f"no trial {number} in {run_dir} (it has {len(trials)} trials)")
-    config_json = trial.user_attrs.get("config")
+    config_json = TrialRecord.of(trial).config
     if not config_json:
         raise ExploreError("STUDY", run_dir, f"trial {number} stored no config (state {trial.state.name})")
     return ArchConfig.from_json(config_json, source=f"{run_dir}:{number}")

@@ -60,11 +60,12 @@ from optuna.trial import FrozenTrial, TrialState
 
 from explore.device import resolve_device
 from explore.errors import DeviceError, ExploreError
+from explore.records import TrialRecord, promotion_attrs
 from explore.resources import display_path
 from explore.search.objective import DUPLICATE, DUPLICATE_STREAK, make_objective, with_failure_reason
 from explore.search.results import remeasure_latencies
 from explore.search.sampler import make_sampler
-from explore.search.schedule import PROMOTES, is_promotion, next_promotion
+from explore.search.schedule import is_promotion, next_promotion
 from explore.search.settings import DIRECTIONS, OBJECTIVES, StudySettings, StudySummary
 from explore.search.storage import DEFAULT_HEARTBEAT_S, MAX_RETRY, make_storage, mask_password, scrub
 from explore.space import SearchSpace, load_space
@@ -203,7 +204,7 @@ def fail_stale(study: optuna.Study, heartbeat_s: int = DEFAULT_HEARTBEAT_S) -> N
         now = datetime.now()
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             started = trial.datetime_start
-            if "worker" in trial.user_attrs or started is None or (now - started).total_seconds() < orphan_age:
+            if TrialRecord.of(trial).worker is not None or started is None or (now - started).total_seconds() < orphan_age:
                 continue
             try:
                 failed = study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
@@ -224,7 +225,7 @@ class _DuplicateStreak:
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         if is_promotion(trial):
             return
-        reason = trial.user_attrs.get("pruned_reason", "")
+        reason = TrialRecord.of(trial).pruned_reason or ""
         if reason.startswith(DUPLICATE):
             self.count += 1
         elif not reason.startswith("surplus"):
@@ -273,7 +274,7 @@ def _work_scheduled(study: optuna.Study, objective: Callable[[optuna.Trial], Any
         fail_stale(study, settings.heartbeat_s)
         parent = next_promotion(study, plan)
         if parent is not None:
-            study.enqueue_trial(parent.params, user_attrs={PROMOTES: parent.number})
+            study.enqueue_trial(parent.params, user_attrs=promotion_attrs(parent.number))
         else:
             trials = study.get_trials(deepcopy=False)
             waiting = any(t.state == TrialState.WAITING for t in trials)
@@ -297,7 +298,7 @@ def _exhausted_note(study: optuna.Study, settings: StudySettings) -> str:
         return ""
     streak = 0
     for trial in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number, reverse=True):
-        reason = trial.user_attrs.get("pruned_reason", "")
+        reason = TrialRecord.of(trial).pruned_reason or ""
         if not trial.state.is_finished() or reason.startswith("surplus"):
             continue
         if not reason.startswith(DUPLICATE):
@@ -305,7 +306,7 @@ def _exhausted_note(study: optuna.Study, settings: StudySettings) -> str:
         streak += 1
     if streak < DUPLICATE_STREAK:
         return ""
-    distinct = len({t.user_attrs.get("config_hash") for t in complete})
+    distinct = len({TrialRecord.of(t).config_hash for t in complete})
     return (f"the last {streak} draws were all architectures already complete or running: the space seems to "
             f"hold only {distinct} distinct feasible architectures, fewer than --trials {settings.trials}; "
             "lower --trials or widen the space")

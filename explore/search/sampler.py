@@ -12,7 +12,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from explore.search.settings import StudySettings
 
-__all__ = ["LATENCY_EXCESS", "TrialSeededSampler", "make_sampler"]
+__all__ = ["TrialSeededSampler", "make_sampler"]
 
 
 class TrialSeededSampler(optuna.samplers.BaseSampler):
@@ -88,13 +88,6 @@ class TrialSeededSampler(optuna.samplers.BaseSampler):
 
     def reseed_rng(self) -> None:
         """Nothing to do: every trial already has its own seed (Optuna calls this for ``n_jobs > 1``)."""
-
-
-LATENCY_EXCESS = "latency_excess_ms"
-"""Trial attribute and Optuna constraint (``Trial.set_constraint``) of a latency budget: the
-trial's latency minus ``--max-latency-ms`` (ms/img; > 0: over the budget, infeasible). TPE and
-NSGA-II read trials' constraints and steer away from infeasible points; random sampling does not
-(its over-budget trials are still pruned before training)."""
 
 
 def make_sampler(settings: StudySettings) -> optuna.samplers.BaseSampler:

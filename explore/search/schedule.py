@@ -41,27 +41,15 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from explore.errors import ExploreError
+from explore.records import TrialRecord
 
-__all__ = ["SCHEDULES", "Schedule", "PROMOTES", "RUNG", "BRACKET", "ARCH", "HISTORY", "TRAIN_IMAGES",
-           "is_promotion", "nondominated_order", "hypervolume_2d", "job_of", "next_promotion", "promotion_claimed",
+__all__ = ["SCHEDULES", "Schedule", "is_promotion", "nondominated_order", "hypervolume_2d", "job_of", "next_promotion", "promotion_claimed",
            "pareto_mask"]
 
 SCHEDULES = ("full", "sha", "hyperband")
 """``full``: every architecture trained for ``--epochs``; ``sha``: asynchronous successive halving
 over ``--rungs``; ``hyperband``: several brackets of it, starting at each rung."""
 
-PROMOTES = "promotes"
-"""User attribute of a promotion job: the number of the job it continues."""
-RUNG = "rung"
-"""User attribute: the rung (index into the rungs) a job trains to."""
-BRACKET = "bracket"
-"""User attribute: the bracket of the architecture (its first rung)."""
-ARCH = "arch_trial"
-"""User attribute: the number of the architecture's first job (its name in reports)."""
-HISTORY = "rung_history"
-"""User attribute: per rung reached so far, {rung, epochs, top1, train_seconds, train_images, trial}."""
-TRAIN_IMAGES = "train_images"
-"""User attribute: training images this job processed (its share of the study's training budget)."""
 _ALIVE = (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE)
 """States of a job that holds its promotion (a FAIL one does not: its retry takes over)."""
 
@@ -155,7 +143,7 @@ class Schedule:
 
 def is_promotion(trial: FrozenTrial) -> bool:
     """True for a job that continues another one (see the module docstring)."""
-    return trial.user_attrs.get(PROMOTES) is not None
+    return TrialRecord.of(trial).is_promotion
 
 
 def nondominated_order(top1: Sequence[float], latency: Sequence[float]) -> list[int]:
@@ -204,14 +192,15 @@ def hypervolume_2d(top1: Sequence[float], latency: Sequence[float], ref_top1: fl
 
 def job_of(trial: FrozenTrial) -> dict[str, Any]:
     """A COMPLETE job's (rung, bracket, top-1, latency, arch trial)."""
-    return {"number": trial.number, "rung": int(trial.user_attrs.get(RUNG, 0)),
-            "bracket": int(trial.user_attrs.get(BRACKET, 0)), "top1": float(trial.values[0]),
-            "latency": float(trial.values[1]), "arch": int(trial.user_attrs.get(ARCH, trial.number))}
+    record = TrialRecord.of(trial)
+    return {"number": trial.number, "rung": record.rung or 0, "bracket": record.bracket or 0,
+            "top1": float(trial.values[0]), "latency": float(trial.values[1]),
+            "arch": trial.number if record.arch_trial is None else record.arch_trial}
 
 
 def _claims(trials: Sequence[FrozenTrial]) -> set[int]:
     """Parent job numbers already promoted (a promotion job waiting, running or done)."""
-    return {int(t.user_attrs[PROMOTES]) for t in trials if t.state in _ALIVE and is_promotion(t)}
+    return {TrialRecord.of(t).promotes for t in trials if t.state in _ALIVE and is_promotion(t)}
 
 
 def next_promotion(study: optuna.Study, schedule: Schedule) -> FrozenTrial | None:
@@ -230,7 +219,7 @@ def next_promotion(study: optuna.Study, schedule: Schedule) -> FrozenTrial | Non
     trials = study.get_trials(deepcopy=False)
     claimed = _claims(trials)
     jobs = [job_of(t) for t in trials if t.state == TrialState.COMPLETE and t.values and len(t.values) > 1
-            and RUNG in t.user_attrs]
+            and TrialRecord.of(t).rung is not None]
     by_number = {t.number: t for t in trials}
     for rung in range(schedule.top - 1, -1, -1):
         for bracket in range(rung + 1):
@@ -255,6 +244,6 @@ def promotion_claimed(study: optuna.Study, trial: optuna.Trial, parent: int) -> 
     (every worker runs WAITING jobs first). A FAIL job does not count: its retry (a later number)
     takes over."""
     for t in study.get_trials(deepcopy=False, states=_ALIVE):
-        if t.number < trial.number and t.user_attrs.get(PROMOTES) == parent:
+        if t.number < trial.number and TrialRecord.of(t).promotes == parent:
             return t.number
     return None

@@ -10,9 +10,9 @@ from explore.errors import ExploreError
 from explore.evaluate import RunBudget
 from explore.measure import Protocol, get_protocol
 from explore.search.schedule import Schedule
-from explore.search.storage import DEFAULT_HEARTBEAT_S, default_storage, mask_password
+from explore.search.storage import DEFAULT_HEARTBEAT_S, check_driver, default_storage, mask_password
 
-__all__ = ["TASKS", "OBJECTIVE_MODES", "OBJECTIVES", "DIRECTIONS", "SAMPLERS", "LATENCY_WARMUP", "DEFAULT_LATENCY_MODE",
+__all__ = ["TASKS", "TASK_DEFAULTS", "OBJECTIVE_MODES", "OBJECTIVES", "DIRECTIONS", "SAMPLERS", "LATENCY_WARMUP", "DEFAULT_LATENCY_MODE",
            "StudySettings", "StudySummary"]
 
 TASKS = ("classification", "segmentation")
@@ -34,6 +34,11 @@ papers' deploy form (BN folded, eager). On CUDA, the same fused model replayed a
 small models a study samples, at its small resolutions, spend much of an eager pass launching
 kernels, so an eager figure would rank the host's launch overhead; a replayed graph times the GPU's
 work, as a deployed (graph-captured or TensorRT) model runs."""
+TASK_DEFAULTS: dict[str, dict[str, object]] = {
+    "segmentation": {"dataset": "fashion_scenes", "max_train": 1000, "max_val": 200, "batch_size": 16},
+}
+"""The budget defaults of a task where they differ from the fields' own (classification's):
+segmentation trains on 1000 composed scenes (200 held out) in batches of 16."""
 _PROTOCOL_OPTIONS = {"--mode": "--latency-mode", "--batch-size": "--latency-batch", "--repeats": "--latency-repeats"}
 """get_protocol's field names -> the study options that set them."""
 _MAX_WORKERS = 64
@@ -120,6 +125,25 @@ class StudySettings(RunBudget):
     schedule: str = "full"
     rungs: tuple[float, ...] | None = None
     eta: int = 3
+
+    @classmethod
+    def for_task(cls, **fields: object) -> StudySettings:
+        """Settings from the fields a user gave (the others keep their defaults), with the defaults
+        of the study's task: :data:`TASK_DEFAULTS` for the budget fields not given (segmentation's
+        ``fashion_mnist`` is its composed scenes, ``fashion_scenes``), ``epochs`` the last of the
+        ``rungs`` when only those are given, and ``study_name`` (None or not given) the space's
+        file name without its suffix."""
+        task = str(fields.get("task", "classification"))
+        for name, value in TASK_DEFAULTS.get(task, {}).items():
+            fields.setdefault(name, value)
+        if task == "segmentation" and fields.get("dataset") == "fashion_mnist":
+            fields["dataset"] = "fashion_scenes"  # the task's own form of the default data
+        rungs = fields.get("rungs")
+        if "epochs" not in fields and rungs:
+            fields["epochs"] = float(rungs[-1])  # type: ignore[index]
+        if fields.get("study_name") is None:
+            fields["study_name"] = Path(str(fields.get("space", "cga"))).stem
+        return cls(**fields)  # type: ignore[arg-type]
 
     @property
     def plan(self) -> Schedule:
@@ -219,6 +243,8 @@ class StudySettings(RunBudget):
             raise ExploreError("--heartbeat-interval", self.heartbeat_s, "expected >= 1 (seconds)")
         if self.storage is not None and not self.storage.strip():
             raise ExploreError("--storage", self.storage, "expected an Optuna storage URL or a journal file path")
+        if self.storage is not None:
+            check_driver(self.storage)  # postgresql:// without its driver: say which extra to install
         url = self.storage_url
         if self.workers > 1 and url.startswith("sqlite"):
             raise ExploreError("--workers", self.workers,

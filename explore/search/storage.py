@@ -41,6 +41,8 @@ from optuna.trial import FrozenTrial, TrialState
 from explore.errors import ExploreError
 
 __all__ = [
+    "POSTGRES_INSTALL",
+    "check_driver",
     "DEFAULT_HEARTBEAT_S",
     "MAX_RETRY",
     "HeartbeatJournalStorage",
@@ -161,6 +163,31 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
         return self._stale_trial_callback
 
 
+POSTGRES_INSTALL = "pip install 'explore[postgres]'"
+"""How to install the PostgreSQL driver (the ``postgres`` extra: psycopg 3, the driver SQLAlchemy 2.1
+uses for ``postgresql://``)."""
+
+
+def check_driver(storage: str) -> None:
+    """Refuse a ``postgresql://`` storage when no PostgreSQL driver (psycopg 3, or psycopg2) can be
+    imported, naming the extra to install (instead of SQLAlchemy's import error).
+
+    Raises:
+        ExploreError: field ``--storage`` (password masked).
+    """
+    scheme = storage.split("://", 1)[0].lower()
+    if is_journal(storage) or not scheme.startswith("postgresql"):
+        return
+    if scheme == "postgresql" or scheme == "postgresql+psycopg":
+        wanted = ("psycopg", "psycopg2") if scheme == "postgresql" else ("psycopg",)
+    else:
+        wanted = (scheme.split("+", 1)[1],)
+    if any(importlib.util.find_spec(name) is not None for name in wanted):
+        return
+    raise ExploreError("--storage", mask_password(storage), f"needs a PostgreSQL driver ({' or '.join(wanted)}), which "
+                                                            f"is not installed; install it with: {POSTGRES_INSTALL}")
+
+
 def driver_url(url: str) -> str:
     """``postgresql://`` with the driver that is installed: SQLAlchemy 2.1 means psycopg 3 by it,
     2.0 meant psycopg2; pick psycopg 3 explicitly when psycopg2 is absent."""
@@ -201,6 +228,7 @@ def make_storage(storage: str, *, heartbeat_s: int | None = None, create_journal
                 return JournalStorage(backend)
             except OSError as exc:
                 raise ExploreError("--storage", storage, f"cannot open the journal file: {exc}") from None
+        check_driver(storage)
         url = driver_url(storage)
         engine_kwargs: dict[str, Any] = (
             {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
@@ -210,10 +238,12 @@ def make_storage(storage: str, *, heartbeat_s: int | None = None, create_journal
                 return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s,
                                   grace_period=3 * heartbeat_s if heartbeat_s else None,
                                   heartbeat_stale_trial_callback=retry)
-            except ModuleNotFoundError as exc:
+            except ImportError as exc:  # Optuna re-raises SQLAlchemy's ImportError of a missing driver
+                cause = exc.__cause__ if isinstance(exc.__cause__, ImportError) else exc
+                name = getattr(cause, "name", None) or "the database driver"
                 raise ExploreError("--storage", mask_password(storage),
-                                   f"the database driver is not installed ({exc.name}); for PostgreSQL: "
-                                   "pip install 'explore[postgres]'") from None
+                                   f"needs a database driver that imports ({name} does not); for PostgreSQL, "
+                                   f"install it with: {POSTGRES_INSTALL}") from None
             except Exception as exc:  # noqa: BLE001 - SQLAlchemy/driver errors: one clear line, no password
                 # workers that meet a new database at once race to create its tables: try again
                 text = str(exc).lower()

@@ -335,7 +335,7 @@ def test_cga_table6_rows_equal_the_shared_paper_tables():
 
 
 def test_sequential_seeds_are_added_only_to_open_rows_and_resume(tmp_path):
-    from explore.analysis.ablation.paired import ACC_MIN_EFFECT, decision, paired_delta
+    from explore.stats import ACC_MIN_EFFECT, decision, paired_delta
 
     recipe = ab.load_recipe(_write(tmp_path, TINY.replace("seeds = [0, 1]", 'seeds = "auto:4"')))
     assert recipe.budget.max_seeds == 4 and recipe.budget.seeds == (0, 1)

@@ -8,7 +8,8 @@ from typer.testing import CliRunner
 
 from explore.cli import app
 from explore.errors import ExploreError
-from explore.analysis import sample_architectures, validate_proxy
+from explore.analysis import validate_proxy
+from explore.space import sample_architectures
 from tests.conftest import needs_fashion_mnist
 
 

@@ -10,6 +10,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 import explore.evaluate as evaluate_module
+import explore.measure.timing as timing_module
 import explore.search.run as search_run
 from explore.search import CACHE_PREFIX, LatencyCache
 from explore.errors import ExploreError
@@ -54,7 +55,7 @@ def test_a_real_allocator_error_is_an_out_of_memory_prune(tmp_path, monkeypatch,
 
 def test_latency_is_measured_once_per_config_and_protocol(tmp_path, monkeypatch, one_thread):  # noqa: F811
     calls = []
-    real = evaluate_module.measure
+    real = timing_module.measure
 
     def counting(*args, **kwargs):
         calls.append(kwargs)
@@ -63,7 +64,7 @@ def test_latency_is_measured_once_per_config_and_protocol(tmp_path, monkeypatch,
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt  # Ctrl-C while the trial trains, after its latency is measured
 
-    monkeypatch.setattr(evaluate_module, "measure", counting)
+    monkeypatch.setattr(timing_module, "measure", counting)  # what time_model calls
     space = str(write_space(tmp_path, FIXED_SPACE, "fixed.toml"))  # one architecture
     with monkeypatch.context() as patch:
         patch.setattr(evaluate_module, "train_proxy", interrupted)

@@ -8,12 +8,12 @@ import pytest
 from typer.testing import CliRunner
 
 import explore.evaluate as evaluate_module
-from explore.analysis.latency_table import build_table
+from explore.measure.latency_table_jobs import build_table
 from explore.cli import app
 from explore.errors import ExploreError
 from explore.measure import get_protocol
 from explore.search import open_study, run_study, trials_frame
-from explore.search.sampler import LATENCY_EXCESS
+from explore.records import LATENCY_EXCESS
 from tests.study_helpers import FIXED_SPACE, TINY_ARGS, one_thread, tiny_settings, write_space  # noqa: F401 - fixture
 
 runner = CliRunner()

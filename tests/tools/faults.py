@@ -36,23 +36,8 @@ from pathlib import Path
 
 __all__ = ["FaultReport", "run_faults", "main", "TINY_SPACE"]
 
-TINY_SPACE = """\
-[space]
-name = "faults"
-description = "a tiny CGA space for fault injection (every point feasible, a few seconds a trial)"
-stages = 2
-
-[model]
-img_size = { value = 32 }
-
-[stage]
-width = [{ choices = [16, 32] }, { choices = [32, 48] }]
-depth = { value = 1 }
-heads = { value = 2 }
-qk_dim = { value = 8 }
-kernel = { choices = [3, 5] }
-window_size = { value = 4 }
-"""
+TINY_SPACE = (Path(__file__).resolve().parents[1] / "fixtures" / "spaces" / "tiny.toml").read_text(encoding="utf-8")
+"""The tiny space the faults run on (``tests/fixtures/spaces/tiny.toml``)."""
 
 _BUDGET = ["--dataset", "synthetic", "--max-train", "64", "--max-val", "32", "--batch-size", "32",
            "--epochs", "1", "--latency-repeats", "5", "--heartbeat-interval", "1", "--no-report"]

@@ -18,7 +18,7 @@ from explore.analysis.ablation.recipe import (
     with_overrides,
 )
 from explore.analysis.ablation.runner import AblationRun, run_recipe
-from explore.analysis.ablation.stats import SPEED_MIN_EFFECT_PCT, check_findings, report_meta, summarise
+from explore.analysis.ablation.summary import SPEED_MIN_EFFECT_PCT, check_findings, report_meta, summarise
 from explore.arch import PAPER_SPEED_COLUMNS
 
 __all__ = [

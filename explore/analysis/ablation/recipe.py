@@ -124,7 +124,7 @@ class Budget(TrainBudget):
     data subset is drawn once with ``data_seed``, so every variant sees the same images).
     ``max_seeds`` (from ``seeds = "auto:MAX"``): sequential seeds: every row starts with ``seeds``
     (0 and 1), and seeds 2, 3, ... are added only to rows whose paired interval is still open, up to
-    ``max_seeds`` (:func:`explore.analysis.ablation.paired.open_rows`).
+    ``max_seeds`` (:func:`explore.stats.open_rows`).
     """
 
     max_train: int | None = 5000
@@ -469,16 +469,8 @@ def load_recipe(recipe: str | Path) -> Recipe:
         raise RecipeError(str(path), "(file)", str(exc)) from None
 
 
-def _parse(data: Mapping[str, Any], path: Path) -> Recipe:
-    _unknown(data, ["recipe", "paper", "base", "budget", "measure", "variant", "sweep", "match_macs", "finding"], "")
-    head = _table(data, "recipe", "", required=True)
-    _unknown(head, ["name", "title", "description"], "[recipe]")
-    if not isinstance(head.get("name"), str) or not head["name"]:
-        raise RecipeError("[recipe].name", head.get("name"), "expected a non-empty name")
-    paper = _table(data, "paper", "")
-    _unknown(paper, ["source", "note", "accuracy"], "[paper]")
-
-    base_raw = _table(data, "base", "", required=True)
+def _parse_base(base_raw: Mapping[str, Any]) -> ArchConfig:
+    """``[base]``: a preset or a config, with the ``model``/``stage``/``stages`` changes applied."""
     _unknown(base_raw, ["preset", "config", "model", "stage", "stages"], "[base]")
     if ("preset" in base_raw) == ("config" in base_raw):
         raise RecipeError("[base]", sorted(base_raw), "expected exactly one of preset = NAME or config = {...}")
@@ -492,29 +484,18 @@ def _parse(data: Mapping[str, Any], path: Path) -> Recipe:
             base = ArchConfig.from_dict(base_raw["config"], source="[base].config")
         except ConfigError as exc:
             raise RecipeError(f"[base].config.{exc.field}", exc.value, exc.expected) from None
-    base = _apply(base, base_raw, "[base]")
+    return _apply(base, base_raw, "[base]")
 
+
+def _parse_variants(data: Mapping[str, Any], base: ArchConfig) -> list[Variant]:
+    """``[[variant]]`` and ``[[sweep]]``: at least two rows of unique names and one baseline (several
+    sweeps may each mark the base's own value: they are one row then)."""
     variants: list[Variant] = []
     raw_variants = data.get("variant", [])
     if not isinstance(raw_variants, list):
         raise RecipeError("[[variant]]", raw_variants, "expected an array of tables [[variant]]")
     for i, raw in enumerate(raw_variants):
-        where = f"variant[{i}]"
-        if not isinstance(raw, Mapping):
-            raise RecipeError(where, raw, "expected a table")
-        _unknown(raw, ["name", "label", "baseline", "model", "stage", "stages", "x", "paper"], where)
-        name = raw.get("name")
-        if not isinstance(name, str) or not name:
-            raise RecipeError(f"{where}.name", name, "expected a non-empty name")
-        x = raw.get("x")
-        if x is not None:
-            _number(x, f"{where}.x")
-        if not isinstance(raw.get("baseline", False), bool):
-            raise RecipeError(f"{where}.baseline", raw.get("baseline"), "expected true or false")
-        overrides = {k: raw[k] for k in ("model", "stage", "stages") if k in raw}
-        variants.append(Variant(name=name, label=str(raw.get("label", name)), config=_apply(base, raw, where),
-                                overrides=overrides, baseline=raw.get("baseline", False),
-                                x=None if x is None else float(x), paper=_paper_values(raw.get("paper"), f"{where}.paper")))
+        variants.append(_parse_variant(raw, f"variant[{i}]", base))
     raw_sweeps = data.get("sweep", [])
     if not isinstance(raw_sweeps, list):
         raise RecipeError("[[sweep]]", raw_sweeps, "expected an array of tables [[sweep]]")
@@ -526,7 +507,6 @@ def _parse(data: Mapping[str, Any], path: Path) -> Recipe:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise RecipeError("variant.name", dupes[0], "variant names must be unique")
-    # one baseline: several sweeps may each mark the base's own value; they are one row then
     baselines = [v for v in variants if v.baseline]
     if not baselines:
         raise RecipeError("baseline", None, "expected one variant with baseline = true")
@@ -536,6 +516,49 @@ def _parse(data: Mapping[str, Any], path: Path) -> Recipe:
             raise RecipeError(f"{other.name}.baseline", True, f"a second baseline differs from {first.name!r}")
     if len(baselines) > 1:
         variants = [v if v is first or not v.baseline else dataclasses.replace(v, baseline=False) for v in variants]
+    return variants
+
+
+def _parse_variant(raw: Any, where: str, base: ArchConfig) -> Variant:
+    """One ``[[variant]]`` table."""
+    if not isinstance(raw, Mapping):
+        raise RecipeError(where, raw, "expected a table")
+    _unknown(raw, ["name", "label", "baseline", "model", "stage", "stages", "x", "paper"], where)
+    name = raw.get("name")
+    if not isinstance(name, str) or not name:
+        raise RecipeError(f"{where}.name", name, "expected a non-empty name")
+    x = raw.get("x")
+    if x is not None:
+        _number(x, f"{where}.x")
+    if not isinstance(raw.get("baseline", False), bool):
+        raise RecipeError(f"{where}.baseline", raw.get("baseline"), "expected true or false")
+    overrides = {k: raw[k] for k in ("model", "stage", "stages") if k in raw}
+    return Variant(name=name, label=str(raw.get("label", name)), config=_apply(base, raw, where),
+                   overrides=overrides, baseline=raw.get("baseline", False),
+                   x=None if x is None else float(x), paper=_paper_values(raw.get("paper"), f"{where}.paper"))
+
+
+def _parse_match(match: Mapping[str, Any]) -> tuple[str | None, float]:
+    """``[match_macs]``: the float stage field scaled to match the baseline's MACs, and the tolerance."""
+    _unknown(match, ["field", "tolerance"], "[match_macs]")
+    match_field = match.get("field")
+    if match and match_field not in ("expand_ratio", "ffn_ratio", "v_ratio"):
+        raise RecipeError("[match_macs].field", match_field, "expected a float stage field: expand_ratio, ffn_ratio or v_ratio")
+    return match_field, float(_number(match.get("tolerance", 0.02), "[match_macs].tolerance", 1e-6))
+
+
+def _parse(data: Mapping[str, Any], path: Path) -> Recipe:
+    _unknown(data, ["recipe", "paper", "base", "budget", "measure", "variant", "sweep", "match_macs", "finding"], "")
+    head = _table(data, "recipe", "", required=True)
+    _unknown(head, ["name", "title", "description"], "[recipe]")
+    if not isinstance(head.get("name"), str) or not head["name"]:
+        raise RecipeError("[recipe].name", head.get("name"), "expected a non-empty name")
+    paper = _table(data, "paper", "")
+    _unknown(paper, ["source", "note", "accuracy"], "[paper]")
+
+    base = _parse_base(_table(data, "base", "", required=True))
+    variants = _parse_variants(data, base)
+    names = [v.name for v in variants]
 
     budget = _parse_budget(_table(data, "budget", ""), "[budget]")
     measure_spec = _parse_measure(_table(data, "measure", ""), "[measure]")
@@ -548,12 +571,7 @@ def _parse(data: Mapping[str, Any], path: Path) -> Recipe:
                 raise RecipeError(f"{v.name}.paper.{key}", v.paper[key],
                                   f"unknown column; expected {accuracy} or one of {', '.join(PAPER_SPEED_COLUMNS)}")
 
-    match = _table(data, "match_macs", "")
-    _unknown(match, ["field", "tolerance"], "[match_macs]")
-    match_field = match.get("field")
-    if match and match_field not in ("expand_ratio", "ffn_ratio", "v_ratio"):
-        raise RecipeError("[match_macs].field", match_field, "expected a float stage field: expand_ratio, ffn_ratio or v_ratio")
-    tolerance = float(_number(match.get("tolerance", 0.02), "[match_macs].tolerance", 1e-6))
+    match_field, tolerance = _parse_match(_table(data, "match_macs", ""))
 
     raw_findings = data.get("finding", [])
     if not isinstance(raw_findings, list):

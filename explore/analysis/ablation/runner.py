@@ -14,15 +14,16 @@ from typing import Any, Callable, Mapping
 
 import pandas as pd
 
-from explore.analysis.ablation.paired import ACC_MIN_EFFECT, open_rows
 from explore.analysis.ablation.recipe import Recipe, Variant
 from explore.arch import ArchConfig
 from explore.device import resolve_device
 from explore.errors import ConfigError, NonFiniteLossError
 from explore.evaluate import evaluate_candidate
 from explore.measure import PROTOCOLS, get_protocol
+from explore.records import CONFIG_HASH
 from explore.resolution import resolution, resolution_label
 from explore.resources import display_path, write_atomically
+from explore.stats import ACC_MIN_EFFECT, open_rows
 
 __all__ = ["AblationRun", "run_recipe"]
 
@@ -84,7 +85,7 @@ def _top1_by_seed(variants: list[Variant], hashes: Mapping[str, str], train_key:
     names = {hashes[v.name]: v.name for v in variants}
     out: dict[str, dict[int, float]] = {v.name: {} for v in variants}
     for r in rows:
-        name = names.get(str(r["config_hash"]))
+        name = names.get(str(r[CONFIG_HASH]))
         if str(r["key"]) == train_key and name is not None and str(r["variant"]) == name and r.get("status") == "ok":
             out[name][int(r["seed"])] = float(r["top1"])
     return out
@@ -95,7 +96,7 @@ def _sequential_step(recipe: Recipe, variants: list[Variant], hashes: Mapping[st
                                                                         dict[str, dict[str, Any]]]:
     """Sequential seeds, one step: the next seed of every row still open (and of the baseline where
     it lacks it), and per non-baseline variant its decision
-    (:func:`~explore.analysis.ablation.paired.open_rows`) and the seeds it used.
+    (:func:`~explore.stats.open_rows`) and the seeds it used.
 
     ``done`` holds the (key, variant, config hash, seed) of every row already run, failed ones
     included, so a seed whose run failed is not tried again.
@@ -161,8 +162,23 @@ def run_recipe(recipe: Recipe, out: str | Path, *, device: str = "cpu",
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
+    variants, variants_frame = _variants(recipe, say)
+    variants_frame.to_csv(out / "variants.csv", index=False)
+    hashes = {v.name: v.config.config_hash() for v in variants}
+    used_training, data_meta = _training(recipe, variants, hashes, out / "training.csv", dev, say)
+    used_measurements, skipped = _measurements(recipe, variants, hashes, out / "measurements.csv", dev, remeasure, say)
+    meta = {
+        "recipe": recipe.name, "title": recipe.title, "recipe_file": display_path(recipe.path, "studies"), "fingerprint": recipe.fingerprint(),
+        "device": str(dev), "budget": dataclasses.asdict(recipe.budget), "measure": dataclasses.asdict(recipe.measure),
+        "skipped_protocols": skipped, "seconds": round(time.time() - started, 1), **data_meta,
+    }
+    (out / "run.json").write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
+    return AblationRun(recipe, variants_frame, pd.DataFrame(used_training), pd.DataFrame(used_measurements), meta)
 
-    # variants: MAC matching, params, MACs (at the first measurement resolution)
+
+def _variants(recipe: Recipe, say: Callable[[str], None]) -> tuple[list[Variant], pd.DataFrame]:
+    """The variants as run (MACs matched to the baseline's where the recipe asks) and their rows:
+    params and MACs at the first measurement resolution, attention share, match factor, config."""
     img0 = recipe.measure.img_sizes[0]
     variants = list(recipe.variants)
     factors = {v.name: 1.0 for v in variants}
@@ -184,69 +200,80 @@ def run_recipe(recipe: Recipe, out: str | Path, *, device: str = "cpu",
             "overrides": json.dumps(v.overrides, sort_keys=True), "config": v.config.to_json(sort_keys=True),
             "paper": json.dumps(v.paper, sort_keys=True),
         })
-    variants_frame = pd.DataFrame(variant_rows)
-    variants_frame.to_csv(out / "variants.csv", index=False)
+    return variants, pd.DataFrame(variant_rows)
 
-    hashes = {v.name: v.config.config_hash() for v in variants}
 
-    # proxy training
+_TRAIN_FIELDS = ("key", "variant", CONFIG_HASH, "seed")
+_MEASURE_FIELDS = ("key", "variant", CONFIG_HASH, "protocol", "img_size")
+
+
+def _training(recipe: Recipe, variants: list[Variant], hashes: Mapping[str, str], path: Path, dev: Any,
+              say: Callable[[str], None]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Proxy-train every variant x seed not in ``path`` yet (seeds added sequentially where the recipe
+    asks); returns this budget's rows and what the run says about its data (and sequential states)."""
     train_key = recipe.training_key()
-    training_rows = _read_rows(out / "training.csv")
-    train_fields = ("key", "variant", "config_hash", "seed")
-    done = {_row_key(r, *train_fields) for r in training_rows}
+    training_rows = _read_rows(path)
+    done = {_row_key(r, *_TRAIN_FIELDS) for r in training_rows}
     wanted = {(train_key, v.name, hashes[v.name], seed) for v in variants for seed in recipe.budget.seeds}
-    data_meta: dict[str, Any] = {}
-    if recipe.budget.train:
-        b = recipe.budget
-        data = b.load_data(b.data_seed)
-        data_meta = {"dataset": b.dataset, "train_images": len(data.train), "val_images": len(data.val),
-                     "task": b.task}
-        metric = "mIoU" if b.task == "segmentation" else "top-1"
-        proxy = b.proxy_recipe()
-        todo = [(v, seed) for v in variants for seed in b.seeds]
-        while todo:
-            for v, seed in todo:
-                wanted.add((train_key, v.name, hashes[v.name], seed))
-                if (train_key, v.name, hashes[v.name], seed) in done:
-                    continue
-                config = recipe.train_config(v, data.in_chans, data.num_classes)
-                row = {"key": train_key, "variant": v.name, "config_hash": hashes[v.name], "seed": seed,
-                       "img_size": config.img_size}
-                try:
-                    result = evaluate_candidate(config, seed=seed, count=False, data=data, recipe=proxy,
-                                                device=dev).proxy
-                    # the accuracy column: top-1, or mIoU for segmentation
-                    row.update(status="ok", top1=result.score, train_seconds=result.train_seconds,
-                               train_img_s=result.train_img_s, steps=result.steps)
-                except NonFiniteLossError as exc:
-                    row.update(status="non-finite loss", top1=float("nan"), train_seconds=float("nan"),
-                               train_img_s=float("nan"), steps=exc.step)
-                training_rows.append(row)
-                done.add((train_key, v.name, hashes[v.name], seed))
-                _write_rows(out / "training.csv", training_rows)
-                say(f"{v.name} seed {seed}: {metric} {row['top1']:.2f} % ({row['status']})")
-            todo = []
-            if b.max_seeds:
-                todo, data_meta["sequential"] = _sequential_step(recipe, variants, hashes, train_key,
-                                                                 training_rows, done)
-    if recipe.budget.train and recipe.budget.max_seeds:  # rows of seeds a resumed run added earlier
-        wanted |= {_row_key(r, *train_fields) for r in training_rows if str(r["key"]) == train_key
-                   and str(r["config_hash"]) == hashes.get(str(r["variant"])) and int(r["seed"]) < recipe.budget.max_seeds}
-    used_training = [r for r in training_rows if _row_key(r, *train_fields) in wanted] if recipe.budget.train else []
+    if not recipe.budget.train:
+        return [], {}
+    b = recipe.budget
+    data = b.load_data(b.data_seed)
+    data_meta: dict[str, Any] = {"dataset": b.dataset, "train_images": len(data.train), "val_images": len(data.val),
+                                 "task": b.task}
+    todo = [(v, seed) for v in variants for seed in b.seeds]
+    while todo:
+        for v, seed in todo:
+            wanted.add((train_key, v.name, hashes[v.name], seed))
+            if (train_key, v.name, hashes[v.name], seed) in done:
+                continue
+            training_rows.append(_train_row(recipe, v, seed, hashes[v.name], data, dev))
+            done.add((train_key, v.name, hashes[v.name], seed))
+            _write_rows(path, training_rows)
+            row = training_rows[-1]
+            say(f"{v.name} seed {seed}: {'mIoU' if b.task == 'segmentation' else 'top-1'} {row['top1']:.2f} % "
+                f"({row['status']})")
+        todo = []
+        if b.max_seeds:
+            todo, data_meta["sequential"] = _sequential_step(recipe, variants, hashes, train_key, training_rows, done)
+    if b.max_seeds:  # rows of seeds a resumed run added earlier
+        wanted |= {_row_key(r, *_TRAIN_FIELDS) for r in training_rows if str(r["key"]) == train_key
+                   and str(r[CONFIG_HASH]) == hashes.get(str(r["variant"])) and int(r["seed"]) < b.max_seeds}
+    return [r for r in training_rows if _row_key(r, *_TRAIN_FIELDS) in wanted], data_meta
 
-    # latency / throughput
+
+def _train_row(recipe: Recipe, v: Variant, seed: int, config_hash: str, data: Any, dev: Any) -> dict[str, Any]:
+    """One training row: the accuracy column (top-1, or mIoU for segmentation), seconds, throughput, steps."""
+    config = recipe.train_config(v, data.in_chans, data.num_classes)
+    row = {"key": recipe.training_key(), "variant": v.name, CONFIG_HASH: config_hash, "seed": seed,
+           "img_size": config.img_size}
+    try:
+        result = evaluate_candidate(config, seed=seed, count=False, data=data, recipe=recipe.budget.proxy_recipe(),
+                                    device=dev).proxy
+        row.update(status="ok", top1=result.score, train_seconds=result.train_seconds,
+                   train_img_s=result.train_img_s, steps=result.steps)
+    except NonFiniteLossError as exc:
+        row.update(status="non-finite loss", top1=float("nan"), train_seconds=float("nan"),
+                   train_img_s=float("nan"), steps=exc.step)
+    return row
+
+
+def _measurements(recipe: Recipe, variants: list[Variant], hashes: Mapping[str, str], path: Path, dev: Any,
+                  remeasure: bool, say: Callable[[str], None]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Measure every variant with every protocol at every resolution not in ``path`` yet (all of this
+    run's again with ``remeasure``); returns this run's rows and the protocols skipped (CUDA ones on a
+    CPU run)."""
     measure_key = recipe.measurement_key()
-    measurement_rows = _read_rows(out / "measurements.csv")
-    measure_fields = ("key", "variant", "config_hash", "protocol", "img_size")
+    measurement_rows = _read_rows(path)
     if remeasure:
         this_run = {(measure_key, v.name, hashes[v.name], p, resolution_label(img)) for v in variants
                     for p in recipe.measure.protocols for img in recipe.measure.img_sizes}
-        measurement_rows = [r for r in measurement_rows if _row_key(r, *measure_fields) not in this_run]
-    measured = {_row_key(r, *measure_fields) for r in measurement_rows}
+        measurement_rows = [r for r in measurement_rows if _row_key(r, *_MEASURE_FIELDS) not in this_run]
+    measured = {_row_key(r, *_MEASURE_FIELDS) for r in measurement_rows}
     cuda = {name for name in recipe.measure.protocols if PROTOCOLS[name].device.startswith("cuda")}
     skipped = [name for name in recipe.measure.protocols if name in cuda and dev.type != "cuda"]
     runnable = [name for name in recipe.measure.protocols if name not in skipped]
-    wanted_measures = set()
+    wanted = set()
     for img in recipe.measure.img_sizes:
         height, width = resolution(img)
         protocols = {name: get_protocol(name, img_size=height, img_width=width if width != height else None,
@@ -257,24 +284,17 @@ def run_recipe(recipe: Recipe, out: str | Path, *, device: str = "cpu",
         for v in variants:
             for name, protocol in protocols.items():
                 row_key = (measure_key, v.name, hashes[v.name], name, label)
-                wanted_measures.add(row_key)
+                wanted.add(row_key)
                 if row_key in measured:
                     continue
                 result = evaluate_candidate(recipe.measure_config(v, img), count=False, protocol=protocol).latency
                 measurement_rows.append({
-                    "key": measure_key, "variant": v.name, "config_hash": hashes[v.name], "protocol": name,
+                    "key": measure_key, "variant": v.name, CONFIG_HASH: hashes[v.name], "protocol": name,
                     "img_size": label, "batch_size": result.batch_size, "median_ms": result.median_ms,
                     "iqr_ms": result.iqr_ms, "throughput_img_s": result.throughput_img_s,
                     "latency_ms_per_img": result.latency_ms_per_img, "device_name": result.device_name,
                 })
-                _write_rows(out / "measurements.csv", measurement_rows)
+                _write_rows(path, measurement_rows)
                 say(f"{v.name} {name} @{label}: {result.median_ms:.2f} ms/batch of {result.batch_size}, "
                     f"{result.throughput_img_s:.1f} img/s")
-    used_measurements = [r for r in measurement_rows if _row_key(r, *measure_fields) in wanted_measures]
-    meta = {
-        "recipe": recipe.name, "title": recipe.title, "recipe_file": display_path(recipe.path, "studies"), "fingerprint": recipe.fingerprint(),
-        "device": str(dev), "budget": dataclasses.asdict(recipe.budget), "measure": dataclasses.asdict(recipe.measure),
-        "skipped_protocols": skipped, "seconds": round(time.time() - started, 1), **data_meta,
-    }
-    (out / "run.json").write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
-    return AblationRun(recipe, variants_frame, pd.DataFrame(used_training), pd.DataFrame(used_measurements), meta)
+    return [r for r in measurement_rows if _row_key(r, *_MEASURE_FIELDS) in wanted], skipped

@@ -22,8 +22,7 @@ import torch
 
 from explore.arch import StageConfig
 from explore.device import resolve_device
-from explore.evaluate import time_model
-from explore.measure import get_protocol
+from explore.measure import get_protocol, time_model
 from explore.nn import make_token_mixer
 
 __all__ = ["KINDS", "build_mixer", "run", "growth_exponent", "growth_exponents"]

@@ -18,7 +18,7 @@ from torch import nn
 
 from explore.arch import PRESETS, paper_throughput
 from explore.errors import ExploreError
-from explore.evaluate import time_model
+from explore.measure import time_model
 from explore.measure import MODES, Measurement, get_protocol
 from explore.nn import build
 

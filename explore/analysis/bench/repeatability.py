@@ -25,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from explore.errors import ExploreError
+from explore.records import CONFIG_HASH
 from explore.search import open_study, trials_frame
 
 __all__ = ["Repeatability", "compare", "run_repeatability"]
@@ -53,12 +54,12 @@ def _study(runs: Path, name: str, extra: list[str]) -> tuple[pd.DataFrame, float
 def compare(quiet: pd.DataFrame, loaded: pd.DataFrame) -> pd.DataFrame:
     """Per architecture (config hash) in both runs: top-1, final latency (ms/img), ratio loaded/quiet,
     the first-measured latencies, on-front flags and the loaded run's contention figures."""
-    cols = ["config_hash", "summary", "top1", "latency_ms", "latency_first_ms", "pareto",
+    cols = [CONFIG_HASH, "summary", "top1", "latency_ms", "latency_first_ms", "pareto",
             "latency_contention_ratio", "latency_clean_share", "latency_contended"]
 
     def pick(frame: pd.DataFrame) -> pd.DataFrame:
         done = frame[frame["state"] == "COMPLETE"]
-        return done[[c for c in cols if c in done]].set_index("config_hash")
+        return done[[c for c in cols if c in done]].set_index(CONFIG_HASH)
 
     q, lo = pick(quiet), pick(loaded)
     both = pd.merge(q, lo, left_index=True, right_index=True, how="inner", suffixes=("_quiet", "_loaded"))

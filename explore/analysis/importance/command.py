@@ -22,9 +22,10 @@ from explore.analysis.importance.units import Unit, find_units
 from explore.arch import ArchConfig, ModelSpec, resolve_arch
 from explore.device import resolve_device
 from explore.errors import ExploreError
-from explore.evaluate import RunBudget, count_model, evaluate_candidate, time_model
-from explore.measure import device_name, get_protocol
+from explore.evaluate import RunBudget, evaluate_candidate
+from explore.measure import count_model, device_name, get_protocol, time_model
 from explore.nn import FFN, CascadedGroupAttention, MBConv, MultiHeadSelfAttention, build
+from explore.records import importance_attrs
 from explore.reproduce import command_line as _command_line
 from explore.resources import safe_name
 from explore.search import open_study, study_space, trial_config
@@ -241,20 +242,8 @@ def run_importance(settings: ImportanceSettings, prepared: PreparedImportance,
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     data = settings.load_data(settings.seed, img_size=config.img_size)
-    recipe = settings.proxy_recipe()
-    loaded = prepared.state_dict is not None
-    original = evaluate_candidate(config, seed=settings.seed, count=False, data=None if loaded else data,
-                                  recipe=recipe, device=device)
-    model = original.model
-    if loaded:
-        model.load_state_dict(prepared.state_dict)
-        top1 = evaluate(model, data.val, img_size=config.img_size, mean=data.mean, std=data.std, device=device)
-        log(f"loaded {settings.checkpoint}: top-1 {top1:.2f}%")
-    else:
-        top1 = original.proxy.top1
-        log(f"trained {prepared.name}: top-1 {top1:.2f}% in {original.proxy.train_seconds:.0f} s")
+    model, top1 = _train_or_load(settings, prepared, data, device, log)
     seconds["train"] = time.perf_counter() - t0
-    model.to(device)
 
     t0 = time.perf_counter()
     units = find_units(model, config.img_size, config.in_chans)
@@ -272,6 +261,43 @@ def run_importance(settings: ImportanceSettings, prepared: PreparedImportance,
         f"{plan.removed_params:,} of {plan.prunable_params:,} prunable params")
 
     t0 = time.perf_counter()
+    rows = _comparison(settings, prepared, (model, top1), pruned.model, suggested, data, device, log)
+    seconds["measure_retrain"] = time.perf_counter() - t0
+    enqueued, enqueue_error = _enqueue(settings, prepared, suggested, log)
+    trained_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()} if settings.save_checkpoint else None
+    return ImportanceResult(
+        settings=settings, config=config, name=prepared.name, units=units, scores=scores, plan=plan,
+        retained=retained, backends=pruned.backends, suggested=suggested, comparison=pd.DataFrame(rows),
+        trend=trend, sensitivity=sensitivity, device_name=device_name(device), seconds=seconds, enqueued=enqueued, enqueue_error=enqueue_error,
+        trained_state=trained_state)
+
+
+def _train_or_load(settings: ImportanceSettings, prepared: PreparedImportance, data: Any, device: torch.device,
+                   log: Callable[[str], None]) -> tuple[nn.Module, float]:
+    """The model to analyse and its top-1 (%): proxy-trained with the command's budget and seed, or
+    the ``--checkpoint`` loaded (then evaluated); on ``device``."""
+    config = prepared.config
+    loaded = prepared.state_dict is not None
+    original = evaluate_candidate(config, seed=settings.seed, count=False, data=None if loaded else data,
+                                  recipe=settings.proxy_recipe(), device=device)
+    model = original.model
+    if loaded:
+        model.load_state_dict(prepared.state_dict)
+        top1 = evaluate(model, data.val, img_size=config.img_size, mean=data.mean, std=data.std, device=device)
+        log(f"loaded {settings.checkpoint}: top-1 {top1:.2f}%")
+    else:
+        top1 = original.proxy.top1
+        log(f"trained {prepared.name}: top-1 {top1:.2f}% in {original.proxy.train_seconds:.0f} s")
+    model.to(device)
+    return model, top1
+
+
+def _comparison(settings: ImportanceSettings, prepared: PreparedImportance, original: tuple[nn.Module, float],
+                pruned: nn.Module, suggested: ArchConfig, data: Any, device: torch.device,
+                log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Rows original / pruned (no fine-tuning) / suggested (trained from scratch unless ``retrain`` is
+    off): params, MACs, latency (``cpu-latency``: CPU, batch 16, one thread, BN fused; ms), top-1 (%)."""
+    config = prepared.config
     protocol = get_protocol("cpu-latency", img_size=config.img_size, in_chans=config.in_chans,
                             repeats=settings.latency_repeats, warmup=min(5, settings.latency_repeats))
     rows = []
@@ -283,11 +309,11 @@ def run_importance(settings: ImportanceSettings, prepared: PreparedImportance,
         rows.append({"model": label, "params": params, "macs": macs, "latency_ms": latency.median_ms,
                      "latency_iqr_ms": latency.iqr_ms, "top1": float("nan") if top is None else top, "note": note})
 
-    add_row("original", model, top1, "trained" if prepared.state_dict is None else "checkpoint")
-    pruned_top1 = evaluate(pruned.model, data.val, img_size=config.img_size, mean=data.mean, std=data.std, device=device)
-    add_row("pruned", pruned.model, pruned_top1, "no fine-tuning")
+    add_row("original", original[0], original[1], "trained" if prepared.state_dict is None else "checkpoint")
+    pruned_top1 = evaluate(pruned, data.val, img_size=config.img_size, mean=data.mean, std=data.std, device=device)
+    add_row("pruned", pruned, pruned_top1, "no fine-tuning")
     realloc = evaluate_candidate(suggested, seed=settings.seed, protocol=protocol,
-                                 data=data if settings.retrain else None, recipe=recipe, device=device)
+                                 data=data if settings.retrain else None, recipe=settings.proxy_recipe(), device=device)
     suggested_top1 = realloc.proxy.top1 if realloc.proxy is not None else None
     if suggested_top1 is not None:
         log(f"trained the suggested architecture: top-1 {suggested_top1:.2f}%")
@@ -295,27 +321,25 @@ def run_importance(settings: ImportanceSettings, prepared: PreparedImportance,
                  "latency_ms": realloc.latency.median_ms, "latency_iqr_ms": realloc.latency.iqr_ms,
                  "top1": float("nan") if suggested_top1 is None else suggested_top1,
                  "note": "trained from scratch" if settings.retrain else "not trained"})
-    seconds["measure_retrain"] = time.perf_counter() - t0
+    return rows
 
-    enqueued = enqueue_error = None
-    if prepared.study is not None:
-        space = study_space(prepared.study, settings.enqueue)
-        try:
-            params, built, notes = space_params(suggested, space, in_chans=config.in_chans,
-                                                num_classes=config.num_classes)
-        except ExploreError as exc:  # the report is worth keeping: say why, enqueue nothing
-            enqueue_error = str(exc)
-        else:
-            prepared.study.enqueue_trial(params, user_attrs={"enqueued_by": "explore importance",
-                                                             "importance_of": prepared.name}, skip_if_exists=True)
-            enqueued = {"run_dir": settings.enqueue, "params": params, "notes": notes, "config": built.to_dict()}
-            log(f"enqueued into {settings.enqueue} ({len(notes)} values snapped)")
-    trained_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()} if settings.save_checkpoint else None
-    return ImportanceResult(
-        settings=settings, config=config, name=prepared.name, units=units, scores=scores, plan=plan,
-        retained=retained, backends=pruned.backends, suggested=suggested, comparison=pd.DataFrame(rows),
-        trend=trend, sensitivity=sensitivity, device_name=device_name(device), seconds=seconds, enqueued=enqueued, enqueue_error=enqueue_error,
-        trained_state=trained_state)
+
+def _enqueue(settings: ImportanceSettings, prepared: PreparedImportance, suggested: ArchConfig,
+             log: Callable[[str], None]) -> tuple[dict[str, Any] | None, str | None]:
+    """Enqueue the suggested architecture into the ``--enqueue`` study (``skip_if_exists``): (what was
+    enqueued, None), or (None, why the study's space cannot hold it: the report is still worth keeping),
+    or (None, None) without ``--enqueue``."""
+    if prepared.study is None:
+        return None, None
+    config = prepared.config
+    space = study_space(prepared.study, settings.enqueue)
+    try:
+        params, built, notes = space_params(suggested, space, in_chans=config.in_chans, num_classes=config.num_classes)
+    except ExploreError as exc:
+        return None, str(exc)
+    prepared.study.enqueue_trial(params, user_attrs=importance_attrs(prepared.name), skip_if_exists=True)
+    log(f"enqueued into {settings.enqueue} ({len(notes)} values snapped)")
+    return {"run_dir": settings.enqueue, "params": params, "notes": notes, "config": built.to_dict()}, None
 
 
 def command_line(settings: ImportanceSettings) -> str:

@@ -16,8 +16,8 @@ import pandas as pd
 
 from explore.analysis.importance.plan import RANKINGS, PruningPlan, plan_pruning
 from explore.analysis.importance.units import AttentionUnit, Unit
-from explore.analysis.ranks import spearman_rho
 from explore.arch import ArchConfig
+from explore.stats import spearman_rho
 
 __all__ = ["retained_frame", "suggest_config", "paper_trend", "sensitivity_frame"]
 

@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from explore.analysis.front_seeds import FRONT_SEED_OFFSET, front_runs, front_table, retrain_front
 from explore.cli import app
 from explore.errors import ExploreError
 from explore.search import open_study, run_study, trials_frame
+from explore.search.front_seeds import FRONT_SEED_OFFSET, front_runs, front_table, retrain_front
 from tests.study_helpers import one_thread, tiny_settings  # noqa: F401 - fixture
 
 runner = CliRunner()

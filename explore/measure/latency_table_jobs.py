@@ -29,12 +29,9 @@ from typing import Any
 
 import pandas as pd
 
-from explore.analysis.proxy_validity import sample_architectures
-from explore.analysis.ranks import kendall_tau
 from explore.arch import ArchConfig
 from explore.errors import ExploreError
-from explore.evaluate import count_model, time_model, time_rounds
-from explore.measure import Measurement, Protocol, device_name, library_versions
+from explore.measure.counting import count_model
 from explore.measure.latency_table import (
     LatencyTable,
     choose_regressor,
@@ -46,9 +43,12 @@ from explore.measure.latency_table import (
     unit_features,
     unit_key,
 )
+from explore.measure.protocols import Measurement, Protocol, device_name, library_versions
+from explore.measure.timing import time_model, time_rounds
 from explore.nn import build
 from explore.resources import display_path
-from explore.space import load_space
+from explore.space import load_space, sample_architectures
+from explore.stats import kendall_tau
 
 __all__ = ["ROUNDS", "TableEvaluation", "build_table", "evaluate_table", "prediction_stats"]
 
@@ -98,55 +98,83 @@ def build_table(space: str, protocol: Protocol, out: str | Path, *, archs: int =
         raise ExploreError("--rounds", rounds, "expected >= 1 measurement round")
     if not 0 <= calibration <= archs:
         raise ExploreError("--calibration", calibration, f"expected 0..{archs} (at most --archs)")
-    loaded = load_space(space)
     sampling = {"method": "random sampler over the space's knobs, infeasible points skipped; every distinct unit "
                           "of the sampled architectures measured alone, the first `calibration` also whole",
                 "archs": archs, "calibration": calibration, "seed": seed, "rounds": rounds}
-    here = device_name(protocol.device)
     out = Path(out)
-    if out.exists():
-        table = LatencyTable.load(out, field="--out")
-        differences = table_differences(table, protocol, protocol.device)
-        if table.space.get("name") != loaded.name:
-            differences.append(f"space {table.space.get('name')!r} in the file, {loaded.name!r} asked")
-        if table.sampling != sampling or (table.in_chans, table.num_classes) != (in_chans, num_classes):
-            differences.append("other sampling settings (--archs, --calibration, --seed, --in-chans, --num-classes)")
-        if differences:
-            raise ExploreError("--out", str(out), "a new file, or the table this command wrote before (to resume); "
-                                                  "it differs: " + "; ".join(differences))
-    else:
-        table = LatencyTable(protocol=protocol.key(), device_name=here, versions=library_versions(protocol.onnx),
-                             space={"name": loaded.name, "file": display_path(loaded.path, "search_spaces"),
-                                    "toml": Path(loaded.path).read_text(encoding="utf-8")},
-                             sampling=sampling, in_chans=in_chans, num_classes=num_classes)
+    table = _open_table(out, space, protocol, sampling, in_chans, num_classes)
     configs = sample_architectures(space, archs, in_chans=in_chans, num_classes=num_classes, seed=seed)
-    plans = []
-    for config in configs:
-        units = model_units(build(config))
-        plans.append((config, [(unit_key(u), u) for u in units]))
+    jobs = _table_jobs(table, configs[:calibration], configs, protocol)
+    _measure_rounds(jobs, rounds, lambda: table.save(out), on_progress)
+    table.predictor = choose_regressor(table)  # once here, not at every load
+    table.save(out)
+    return table
+
+
+def _open_table(out: Path, space: str, protocol: Protocol, sampling: dict[str, Any], in_chans: int,
+                num_classes: int) -> LatencyTable:
+    """The table to fill: the one in ``out`` (resumed) when it is of the same space, protocol, device
+    and sampling, else a new one.
+
+    Raises:
+        ExploreError: field ``--out``: a table of other settings, or a file that is not a table.
+        SpaceError: unknown or invalid space.
+    """
+    loaded = load_space(space)
+    if not out.exists():
+        return LatencyTable(protocol=protocol.key(), device_name=device_name(protocol.device),
+                            versions=library_versions(protocol.onnx),
+                            space={"name": loaded.name, "file": display_path(loaded.path, "search_spaces"),
+                                   "toml": Path(loaded.path).read_text(encoding="utf-8")},
+                            sampling=sampling, in_chans=in_chans, num_classes=num_classes)
+    table = LatencyTable.load(out, field="--out")
+    differences = table_differences(table, protocol, protocol.device)
+    if table.space.get("name") != loaded.name:
+        differences.append(f"space {table.space.get('name')!r} in the file, {loaded.name!r} asked")
+    if table.sampling != sampling or (table.in_chans, table.num_classes) != (in_chans, num_classes):
+        differences.append("other sampling settings (--archs, --calibration, --seed, --in-chans, --num-classes)")
+    if differences:
+        raise ExploreError("--out", str(out), "a new file, or the table this command wrote before (to resume); "
+                                              "it differs: " + "; ".join(differences))
+    return table
+
+
+_Job = tuple[dict[str, Any], Callable[[], Measurement], str]
+"""A table entry to measure: its record in the table, the measurement, and what it is (for progress)."""
+
+
+def _table_jobs(table: LatencyTable, calibration: list[ArchConfig], configs: list[ArchConfig],
+                protocol: Protocol) -> list[_Job]:
+    """Add the entries ``configs`` need to ``table`` (every distinct unit, and each calibration model
+    whole) and return a measurement job per entry (entries measured before keep their rounds)."""
+    plans = [(config, [(unit_key(u), u) for u in model_units(build(config))]) for config in configs]
     distinct = {key: unit for _, units in plans for key, unit in units}
     for key, unit in distinct.items():
         if key not in table.units:
             table.units[key] = {"kind": unit.kind, "in_chans": unit.in_chans, "side": unit.side,
                                 "features": unit_features(unit), "rounds": [], "median_ms": None}
     calibrated = {m["config"]: m for m in table.models}
-    for config, units in plans[:calibration]:
+    for config, units in plans[:len(calibration)]:
         text = config.to_json(sort_keys=True)
         if text not in calibrated:
-            model = build(config)
-            params, macs = count_model(model, config.img_size, config.in_chans)
+            params, macs = count_model(build(config), config.img_size, config.in_chans)
             calibrated[text] = {"config": text, "summary": config.summary(), "units": [key for key, _ in units],
                                 "params": params, "macs": macs, "rounds": [], "median_ms": None}
             table.models.append(calibrated[text])
-    # every entry once per round, round-robin: a slow spell of the machine falls on different entries
-    # in different rounds instead of on all the repeats of one; each entry keeps its fastest round
-    jobs: list[tuple[dict[str, Any], Callable[[], Measurement], str]] = []
-    for key, unit in distinct.items():
-        jobs.append((table.units[key], lambda unit=unit: measure_unit(unit, protocol), f"unit {unit.kind} @{unit.side}"))
-    for config, _ in plans[:calibration]:
+    jobs: list[_Job] = [(table.units[key], lambda unit=unit: measure_unit(unit, protocol), f"unit {unit.kind} @{unit.side}")
+                        for key, unit in distinct.items()]
+    for config in calibration:
         model_protocol = dataclasses.replace(protocol, img_size=config.img_size, in_chans=config.in_chans)
         jobs.append((calibrated[config.to_json(sort_keys=True)],
                      lambda config=config, mp=model_protocol: time_model(build(config), mp), f"model {config.summary()}"))
+    return jobs
+
+
+def _measure_rounds(jobs: list[_Job], rounds: int, save: Callable[[], None],
+                    on_progress: Callable[[str, int, int], None] | None) -> None:
+    """Every entry once per round, round-robin, until it has ``rounds`` rounds: a slow spell of the
+    machine falls on different entries in different rounds instead of on all the repeats of one;
+    each entry keeps its fastest round. The table is saved after every measurement (resumable)."""
     total = len(jobs) * rounds
     done = sum(min(len(entry["rounds"]), rounds) for entry, _, _ in jobs)
     for r in range(rounds):
@@ -156,13 +184,10 @@ def build_table(space: str, protocol: Protocol, out: str | Path, *, archs: int =
             entry["rounds"].append(_timing(run()))
             best = min(entry["rounds"], key=lambda t: t["median_ms"])
             entry.update({k: best[k] for k in ("median_ms", "iqr_ms", "batch_size", "contended", "latency_ms_per_img")})
-            table.save(out)
+            save()
             done += 1
             if on_progress is not None:
                 on_progress(what, done, total)
-    table.predictor = choose_regressor(table)  # once here, not at every load
-    table.save(out)
-    return table
 
 
 @dataclass(frozen=True)
@@ -261,45 +286,21 @@ def evaluate_table(path: str | Path, archs: int = 30, *, seed: int = 1000, regre
     differences = table_differences(table, None, protocol.device)
     choice: dict[str, float] = {}
     predictor = fit_predictor(table, regressor, on_choice=choice.update)
-    a, b = _macs_fit(table)
+    macs_fit = _macs_fit(table)  # raises before anything is measured (too few calibration models)
     seen = {ArchConfig.from_json(m["config"]).config_hash() for m in table.models}
     from_sample = configs is None
     configs = list(configs) if configs is not None else _held_out(table, archs, seed, seen)
-    # the calibration models are measured again with the held-out ones: how far this session's figures
-    # are from the table's for the same models (the machine's drift between sessions) bounds what any
-    # predictor can reach here
-    every = configs + [ArchConfig.from_json(m["config"]) for m in table.models]
-    models = [build(config) for config in every]
-    timed = time_rounds([(model, dataclasses.replace(protocol, img_size=config.img_size, in_chans=config.in_chans))
-                         for config, model in zip(every, models)], rounds, on_measured)
-    best = [min(rounds_of_one, key=lambda m: m.median_ms) for rounds_of_one in timed]  # as the table's entries
-    calibration_now = best[len(configs):]
-    table_ms = [float(m["latency_ms_per_img"]) for m in table.models]
-    drift = prediction_stats([m.latency_ms_per_img for m in calibration_now], table_ms)
-    drift["mean_signed"] = (sum(then / now.latency_ms_per_img - 1 for then, now in zip(table_ms, calibration_now))
-                            / max(1, len(calibration_now)) * 100.0)
+    measured, calibration_now = _measure_with_calibration(table, configs, protocol, rounds, on_measured)
+    drift = _drift(table, calibration_now)
     # the same predictor with its correction fitted on this session's figures of the calibration models:
     # what the table predicts once the machine's state of the day is known (no held-out figure is used)
     session = copy.copy(predictor)
     session.calibrate_on_models([m.median_ms for m in calibration_now])
     rows = []
-    for i, (config, model) in enumerate(zip(configs, models[:len(configs)])):
-        measured = best[i]
-        params, macs = count_model(model, config.img_size, config.in_chans)
-        units = config_units(config)
-        predicted = predictor.predict_units(units)
-        recalibrated = session.predict_units(units)
-        by_macs = a * macs + b
-        row = {"arch": i, "summary": config.summary(), "params": params, "macs": macs,
-               "measured (ms/img)": measured.latency_ms_per_img, "predicted (ms/img)": predicted,
-               "error (%)": (predicted / measured.latency_ms_per_img - 1) * 100.0,
-               "recalibrated (ms/img)": recalibrated,
-               "recalibrated error (%)": (recalibrated / measured.latency_ms_per_img - 1) * 100.0,
-               "MACs fit (ms/img)": by_macs, "MACs error (%)": (by_macs / measured.latency_ms_per_img - 1) * 100.0,
-               "contended": measured.contended, "config": config.to_json(sort_keys=True)}
-        rows.append(row)
+    for i, (config, timed) in enumerate(zip(configs, measured)):
+        rows.append(_row(i, config, timed, predictor, session, macs_fit))
         if on_arch is not None:
-            on_arch(row)
+            on_arch(rows[-1])
     frame = pd.DataFrame(rows)
     measured_list = frame["measured (ms/img)"].tolist()
     stats = {"predictor": prediction_stats(measured_list, frame["predicted (ms/img)"].tolist()),
@@ -312,3 +313,44 @@ def evaluate_table(path: str | Path, archs: int = 30, *, seed: int = 1000, regre
             "table_units": len(table.units), "table_models": len(table.models), "sampling": table.sampling,
             "versions": table.versions}
     return TableEvaluation(frame, stats, predictor.regressor, choice, differences, meta)
+
+
+def _measure_with_calibration(table: LatencyTable, configs: list[ArchConfig], protocol: Protocol, rounds: int,
+                              on_measured: Callable[[int, int], None] | None) -> tuple[list[Measurement],
+                                                                                         list[Measurement]]:
+    """The fastest round of each of ``configs`` and of the table's calibration models, measured together
+    in interleaved rounds (as the table's entries were). The calibration models are measured again
+    with the held-out ones: how far this session's figures are from the table's for the same models
+    (the machine's drift between sessions) bounds what any predictor can reach here."""
+    every = configs + [ArchConfig.from_json(m["config"]) for m in table.models]
+    timed = time_rounds([(build(config), dataclasses.replace(protocol, img_size=config.img_size,
+                                                             in_chans=config.in_chans)) for config in every],
+                        rounds, on_measured)
+    best = [min(rounds_of_one, key=lambda m: m.median_ms) for rounds_of_one in timed]
+    return best[:len(configs)], best[len(configs):]
+
+
+def _drift(table: LatencyTable, calibration_now: list[Measurement]) -> dict[str, float]:
+    """The table's figures of its calibration models against this session's: :func:`prediction_stats`
+    and ``mean_signed`` (%, table over now), the noise floor between sessions."""
+    table_ms = [float(m["latency_ms_per_img"]) for m in table.models]
+    drift = prediction_stats([m.latency_ms_per_img for m in calibration_now], table_ms)
+    drift["mean_signed"] = (sum(then / now.latency_ms_per_img - 1 for then, now in zip(table_ms, calibration_now))
+                            / max(1, len(calibration_now)) * 100.0)
+    return drift
+
+
+def _row(i: int, config: ArchConfig, measured: Measurement, predictor: Any, session: Any,
+         macs_fit: tuple[float, float]) -> dict[str, Any]:
+    """One held-out architecture: measured, predicted, recalibrated and MACs-fit latency (ms/img) and errors (%)."""
+    params, macs = count_model(build(config), config.img_size, config.in_chans)
+    units = config_units(config)
+    predicted = predictor.predict_units(units)
+    recalibrated = session.predict_units(units)
+    by_macs = macs_fit[0] * macs + macs_fit[1]
+    ms = measured.latency_ms_per_img
+    return {"arch": i, "summary": config.summary(), "params": params, "macs": macs,
+            "measured (ms/img)": ms, "predicted (ms/img)": predicted, "error (%)": (predicted / ms - 1) * 100.0,
+            "recalibrated (ms/img)": recalibrated, "recalibrated error (%)": (recalibrated / ms - 1) * 100.0,
+            "MACs fit (ms/img)": by_macs, "MACs error (%)": (by_macs / ms - 1) * 100.0,
+            "contended": measured.contended, "config": config.to_json(sort_keys=True)}

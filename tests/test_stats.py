@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from explore.analysis.ablation.paired import decision, open_rows, paired_delta
+from explore.stats import decision, open_rows, paired_delta
 
 
 def _runs(effect: float, seeds: int, seed_sd: float, noise_sd: float, rng: random.Random):

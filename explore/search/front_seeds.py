@@ -12,19 +12,18 @@ them and an interrupted one resumes.
 
 :func:`front_table` then compares each member with the most accurate *faster* member (by mean
 top-1 over the common seeds) with the paired interval of
-:func:`explore.analysis.ablation.paired.paired_delta`: a slower member is *distinguishable* when
+:func:`explore.stats.paired_delta`: a slower member is *distinguishable* when
 its interval lies above 0 (the extra latency buys top-1 that seeds cannot explain); where the
 interval lies below 0 the member is dominated, where it lies inside ±margin the two are equally
 accurate, and otherwise more seeds are needed.
 
-Follows: the paired design of :mod:`explore.analysis.ablation.paired` applied to the front of
+Follows: the paired design of :mod:`explore.stats` applied to the front of
 arXiv:2305.07027-style accuracy/latency searches.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -32,11 +31,11 @@ from typing import Any
 import optuna
 import pandas as pd
 
-from explore.analysis.ablation.paired import ACC_MIN_EFFECT, decision, paired_delta, t_interval
 from explore.arch import ArchConfig
 from explore.errors import ExploreError
 from explore.evaluate import TrainBudget, evaluate_candidate
-from explore.search import trials_frame
+from explore.search.results import trials_frame
+from explore.stats import ACC_MIN_EFFECT, decision, mean_interval, paired_delta
 
 __all__ = ["FRONT_SEED_PREFIX", "FRONT_SEED_OFFSET", "front_runs", "front_members", "retrain_front", "front_table"]
 
@@ -130,25 +129,13 @@ def retrain_front(study: optuna.Study, seeds: int, *, device: str = "cpu", threa
     return trained
 
 
-def _mean_interval(values: list[float], level: float) -> tuple[float, float, float, float]:
-    """(mean, sample std, t-interval low, high) of ``values`` (NaN where undefined)."""
-    n = len(values)
-    if n == 0:
-        return (float("nan"),) * 4
-    mean = sum(values) / n
-    if n < 2:
-        return mean, float("nan"), float("nan"), float("nan")
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    return (mean, sd, *t_interval(mean, sd / math.sqrt(n), n - 1, level))
-
-
 def front_table(frame: pd.DataFrame, runs: Mapping[int, Mapping[int, float]], margin: float = ACC_MIN_EFFECT,
                 level: float = 0.95) -> pd.DataFrame:
     """Which front members are distinguishable, from the common-seed runs of :func:`retrain_front`.
 
     Each member (fastest first) is compared with the faster member of highest mean top-1 over the
     seeds both ran (the one it must beat to be worth its latency): Δ = member − reference per
-    common seed, its paired interval and :func:`~explore.analysis.ablation.paired.decision`.
+    common seed, its paired interval and :func:`~explore.stats.decision`.
 
     Args:
         frame: :func:`explore.search.trials_frame` of the study.
@@ -170,7 +157,7 @@ def front_table(frame: pd.DataFrame, runs: Mapping[int, Mapping[int, float]], ma
     for row in front.itertuples(index=False):
         number = int(row.number)
         mine = dict(runs.get(number, {}))
-        mean, sd, low, high = _mean_interval(list(mine.values()), level)
+        mean, sd, low, high = mean_interval(list(mine.values()), level)
         entry: dict[str, Any] = {
             "trial": number, "architecture": row.summary, "latency (ms/img)": float(row.latency_ms),
             "search top-1 (%)": float(row.top1), "seeds": len(mine), "mean top-1 (%)": mean, "std": sd,

@@ -19,7 +19,7 @@ Then, per run:
 * the **final front at the long budget**: every member of every run's final front is trained again
   for ``long_epochs`` with one common seed and data subset (each distinct architecture once; stored
   in ``<out>/long_runs.json``), and their latencies are measured again together, in interleaved
-  rounds (:func:`explore.evaluate.time_rounds`, the fastest kept); each run's front then gets a
+  rounds (:func:`explore.measure.time_rounds`, the fastest kept); each run's front then gets a
   hypervolume from those figures.
 
 Hypervolumes use one fixed reference point for the whole comparison: top-1 at chance (100 / classes)
@@ -38,7 +38,6 @@ import dataclasses
 import json
 import math
 import shutil
-import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,23 +47,25 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from explore.analysis.ranks import kendall_tau
 from explore.arch import ArchConfig
 from explore.errors import ExploreError
-from explore.evaluate import TrainBudget, evaluate_candidate, time_rounds
+from explore.evaluate import TrainBudget, evaluate_candidate
+from explore.measure import time_rounds
+from explore.records import CONFIG_HASH, TrialRecord
 from explore.resources import write_atomically
-from explore.search import StudySettings, open_study, prepare_study, run_study
 from explore.search.objective import CHECKPOINTS
+from explore.search.results import open_study
+from explore.search.run import prepare_study, run_study
 from explore.search.schedule import (
-    HISTORY,
     SCHEDULES,
-    TRAIN_IMAGES,
     Schedule,
     hypervolume_2d,
     is_promotion,
     job_of,
     pareto_mask,
 )
+from explore.search.settings import StudySettings
+from explore.stats import kendall_tau, mean_std
 
 __all__ = ["CompareSettings", "Comparison", "architectures_for", "compare_schedules", "hv_curve", "budget_ratio",
            "rung_agreement"]
@@ -161,8 +162,9 @@ def _jobs(study: optuna.Study) -> pd.DataFrame:
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         job = job_of(t)
         job["latency_ms"] = job.pop("latency")
-        rows.append({**job, "config": t.user_attrs.get("config"), "config_hash": t.user_attrs.get("config_hash"),
-                     "images": float(t.user_attrs.get(TRAIN_IMAGES, 0)), "done": t.datetime_complete})
+        record = TrialRecord.of(t)
+        rows.append({**job, "config": record.config, CONFIG_HASH: record.config_hash,
+                     "images": float(record.train_images or 0), "done": t.datetime_complete})
     frame = pd.DataFrame(rows)
     return frame.sort_values(["done", "number"]).reset_index(drop=True) if not frame.empty else frame
 
@@ -194,7 +196,7 @@ def budget_ratio(curves: Sequence[pd.DataFrame], target_hv: float, full_budget: 
     reaches ``target_hv``, over ``full_budget``; None when it never does."""
     grid = sorted({float(b) for c in curves for b in c["spent_epochs"]})
     for budget in grid:
-        if statistics.fmean(_hv_at(c, budget) for c in curves) >= target_hv - 1e-12:
+        if mean_std([_hv_at(c, budget) for c in curves])[0] >= target_hv - 1e-12:
             return budget / full_budget
     return None
 
@@ -274,13 +276,13 @@ def compare_schedules(settings: CompareSettings, *, on_event: Callable[[str], No
         for job, on_front in zip(final.itertuples(index=False), mask):
             if on_front:
                 front_rows.append({"schedule": schedule, "seed": seed, "trial": job.number, "arch_trial": job.arch,
-                                   "config_hash": job.config_hash, "config": job.config, "study_top1": job.top1,
+                                   CONFIG_HASH: job.config_hash, "config": job.config, "study_top1": job.top1,
                                    "study_latency_ms": job.latency_ms})
     fronts = pd.DataFrame(front_rows)
     long_top1 = _train_long(settings, fronts, out, say)
     latency = _measure_fronts(settings, fronts, out, say)
-    fronts["long_top1"] = fronts["config_hash"].map(long_top1)
-    fronts["latency_ms"] = fronts["config_hash"].map(latency)
+    fronts["long_top1"] = fronts[CONFIG_HASH].map(long_top1)
+    fronts["latency_ms"] = fronts[CONFIG_HASH].map(latency)
 
     run_rows = []
     for (schedule, seed), frame in jobs.items():
@@ -313,7 +315,7 @@ def rung_agreement(studies: dict[tuple[str, int], optuna.Study], settings: Compa
         pairs: dict[tuple[float, float], list[tuple[float, float]]] = {}
         for seed in settings.seeds:
             for t in studies[(schedule, seed)].get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-                history = t.user_attrs.get(HISTORY) or []
+                history = TrialRecord.of(t).rung_history
                 if not is_promotion(t) or len(history) < 2:
                     continue
                 low, high = history[-2], history[-1]
@@ -334,8 +336,7 @@ def _summarise(runs: pd.DataFrame, curves: dict[tuple[str, int], pd.DataFrame], 
         mine = runs[runs["schedule"] == schedule]
 
         def stat(column: str, mine: pd.DataFrame = mine) -> tuple[float, float]:
-            values = mine[column].astype(float).tolist()
-            return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else float("nan"))
+            return mean_std(mine[column].astype(float).tolist())
 
         mine_curves = [curves[(schedule, s)] for s in settings.seeds]
         ratio = budget_ratio(mine_curves, target, full_budget)
@@ -360,8 +361,8 @@ def _train_long(settings: CompareSettings, fronts: pd.DataFrame, out: Path, say:
     stored = _load_json(path)
     key = f"{settings.long_epochs:g}ep-seed{settings.long_seed}-train{settings.max_train}-val{settings.max_val}"
     runs = stored.setdefault(key, {})
-    todo = fronts.drop_duplicates("config_hash")
-    todo = todo[~todo["config_hash"].isin(runs)]
+    todo = fronts.drop_duplicates(CONFIG_HASH)
+    todo = todo[~todo[CONFIG_HASH].isin(runs)]
     if len(todo):
         budget = _long_budget(settings)
         data = budget.load_data(settings.long_seed)
@@ -383,8 +384,8 @@ def _measure_fronts(settings: CompareSettings, fronts: pd.DataFrame, out: Path, 
     with the studies' protocol (stored; architectures measured before are not measured again)."""
     path = out / FRONT_LATENCY
     stored = _load_json(path)
-    todo = fronts.drop_duplicates("config_hash")
-    todo = todo[~todo["config_hash"].isin(stored)]
+    todo = fronts.drop_duplicates(CONFIG_HASH)
+    todo = todo[~todo[CONFIG_HASH].isin(stored)]
     if len(todo):
         study = settings.study("full", settings.seeds[0])
         jobs, hashes = [], []

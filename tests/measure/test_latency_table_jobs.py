@@ -7,8 +7,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-import explore.analysis.latency_table as lt
-from explore.analysis.latency_table import build_table, evaluate_table
+import explore.measure.latency_table_jobs as lt
+from explore.measure.latency_table_jobs import build_table, evaluate_table
 from explore.cli import app
 from explore.errors import ExploreError
 from explore.measure import get_protocol

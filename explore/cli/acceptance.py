@@ -1,4 +1,5 @@
-"""One acceptance command for a machine: run every path of the device for real, write one report.
+"""``explore acceptance``: run every path of a device for real, write one report. A tool over the
+other commands (it runs them in subprocesses and checks what they wrote), so it lives with the CLI.
 
     explore acceptance --device cuda --out reports/gpu_<device>     # an H100-class GPU, <= 10 min
     explore acceptance --device cpu --out runs/acceptance_cpu       # CI: the same checks, small sizes
@@ -40,14 +41,20 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Optional
 
+import typer
+
+from explore.cli.common import app, fail, names
+from explore.cli.options import DEVICE
 from explore.device import resolve_device
+from explore.errors import ExploreError
+from explore.records import CONFIG_HASH
+from explore.report.acceptance import AcceptanceRun, CheckResult
 from explore.reproduce import command_line
 
-__all__ = ["CheckResult", "AcceptanceRun", "SIZES", "run_acceptance"]
+__all__ = ["SIZES", "run_acceptance", "acceptance"]
 
 M0, M4, B1 = "efficientvit_m0", "efficientvit_m4", "efficientvit_b1"
 
@@ -88,32 +95,6 @@ SIZES: dict[str, dict[str, Any]] = {
 }
 """Sizes of the checks by device type: ``cuda`` fits in about 10 minutes of one H100-class GPU, ``cpu`` in
 a few minutes of a 2-core CI machine."""
-
-
-@dataclass
-class CheckResult:
-    """The outcome of one check.
-
-    Attributes:
-        name: the check's name (``study``, ``bench-throughput`` ...).
-        status: ``PASS``, ``FAIL`` or ``SKIP`` (not applicable on this device; not a failure).
-        seconds: wall-clock time of the check (s).
-        summary: one line of what was measured or what went wrong.
-        command: the command line the check ran (paths relative to the working directory).
-        details: figures for the report (a table as a list of dicts, or key/values).
-    """
-
-    name: str
-    status: str
-    seconds: float
-    summary: str
-    command: str = ""
-    details: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def line(self) -> str:
-        """The check's one line: status, name, seconds, summary."""
-        return f"{self.status:4} {self.name:17} {self.seconds:6.1f} s  {self.summary}"
 
 
 class CheckFailed(Exception):
@@ -209,7 +190,7 @@ def _check_study(runner: _Runner, args: list[str], device: str, limit_s: float) 
     runner.run("study-report", _explore("report", "runs/acceptance", "--out", "study"), 120)
     rows = [r for r in _read_csv(report_dir / "trials.csv") if r["state"] == "COMPLETE"]
     trials = int(args[args.index("--trials") + 1])
-    hashes = {r["config_hash"] for r in rows}
+    hashes = {r[CONFIG_HASH] for r in rows}
     if len(rows) != trials or len(hashes) != trials:
         raise CheckFailed(f"{len(rows)} COMPLETE trials with {len(hashes)} distinct architectures; expected {trials}")
     for row in rows:
@@ -320,24 +301,6 @@ def _environment(device: str) -> dict[str, str]:
     return env
 
 
-@dataclass(frozen=True)
-class AcceptanceRun:
-    """What :func:`run_acceptance` found: the checks, the machine, the command, the wall time (s) and
-    the report folder (:func:`explore.report.write_acceptance_report` writes ``report.md`` and
-    ``checks.csv`` there)."""
-
-    results: list[CheckResult]
-    environment: dict[str, str]
-    command: str
-    wall_s: float
-    out: Path
-
-    @property
-    def failed(self) -> int:
-        """Checks that failed (a SKIP is not a failure)."""
-        return sum(r.status == "FAIL" for r in self.results)
-
-
 def run_acceptance(device: str, out: str | Path, *, budget_s: float | None = None,
                    only: list[str] | None = None, echo: Callable[[str], None] = print) -> AcceptanceRun:
     """Run the checks for ``device`` (``cuda[:N]`` or ``cpu``) in ``out``, with a line per check.
@@ -398,3 +361,28 @@ def run_acceptance(device: str, out: str | Path, *, budget_s: float | None = Non
     command = command_line(["explore", "acceptance"], [("--device", device), ("--out", shown_out),
                                                        ("--only", ",".join(only) if only else None)])
     return AcceptanceRun(results, _environment(device), command, wall, out)
+
+
+@app.command()
+def acceptance(
+    *,
+    device: DEVICE.option("cuda") = "cuda",
+    out: Annotated[Optional[str], typer.Option(help="Report folder; default runs/acceptance_<device>.")] = None,
+    budget_s: Annotated[Optional[float], typer.Option(help="Time budget for all checks (s).")] = None,
+    only: Annotated[Optional[str], typer.Option(help="Comma-separated check names (study, bench-throughput, ...).")] = None,
+) -> None:
+    """Run every path of a device for real (bench vs timm in every mode, a study, validate-proxy, an ablation,
+    the proxy benchmark, peak memory and out-of-memory halving on CUDA) and write one report; exit 1 on a failure."""
+    from explore.report import write_acceptance_report
+
+    folder = out or f"runs/acceptance_{device.replace(':', '')}"
+    try:
+        run = run_acceptance(device, folder, budget_s=budget_s, only=names(only) if only else None,
+                             echo=lambda line: print(line, flush=True))
+    except ExploreError as exc:
+        raise fail(exc) from None
+    path = write_acceptance_report(run)
+    print(f"acceptance {'FAILED' if run.failed else 'PASSED'}: {len(run.results) - run.failed} of {len(run.results)} "
+          f"checks passed or skipped in {run.wall_s:.0f} s; report {path}", flush=True)
+    if run.failed:
+        raise typer.Exit(code=1)

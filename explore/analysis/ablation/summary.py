@@ -10,12 +10,11 @@ from typing import Any
 
 import pandas as pd
 
-from explore.analysis.ablation.paired import ACC_MIN_EFFECT, decision, paired_delta
 from explore.analysis.ablation.recipe import Recipe
 from explore.analysis.ablation.runner import AblationRun
-from explore.analysis.ranks import kendall_tau
 from explore.arch import PAPER_SPEED_COLUMNS
 from explore.resolution import resolution_label, resolution_pixels
+from explore.stats import ACC_MIN_EFFECT, decision, difference_se, kendall_tau, paired_delta
 
 __all__ = ["SPEED_MIN_EFFECT_PCT", "ACC_MIN_EFFECT", "summarise", "paired_columns", "check_findings", "report_meta"]
 
@@ -26,7 +25,7 @@ in three invocations on an otherwise idle 2-core CPU (within-run IQRs are smalle
 
 def paired_columns(ok: pd.DataFrame, baseline: str, level: float = 0.95) -> pd.DataFrame:
     """Per variant (index): the paired Δ top-1 vs the baseline and its interval, the unpaired interval,
-    the variance reduction and the decision (:mod:`explore.analysis.ablation.paired`).
+    the variance reduction and the decision (:mod:`explore.stats`).
 
     Args:
         ok: training rows with ``variant``, ``seed`` and ``top1`` (successful runs only).
@@ -77,15 +76,22 @@ def summarise(run: AblationRun) -> tuple[pd.DataFrame, dict[str, float]]:
         The table, and Kendall τ between our Δs and the paper's over the non-baseline rows
         (keys ``acc`` and each speed column; NaN with fewer than 3 rows).
     """
-    recipe = run.recipe
     table = run.variants[["variant", "label", "baseline", "x", "params", "macs", "attention_share"]].copy()
     table["params_m"] = table.pop("params") / 1e6
     table["macs_m"] = table.pop("macs") / 1e6
+    taus: dict[str, float] = {}
+    _accuracy_columns(table, run, taus)
+    _speed_columns(table, run, taus)
+    table = table.drop(columns=[c for c in table.columns if c.startswith("_")])
+    return table, taus
+
+
+def _accuracy_columns(table: pd.DataFrame, run: AblationRun, taus: dict[str, float]) -> None:
+    """Add the accuracy columns of :func:`summarise` to ``table`` (in place) and the accuracy τ to ``taus``."""
+    recipe = run.recipe
     base = recipe.baseline.name
     papers = {v.name: v.paper for v in recipe.variants}
     acc_key = recipe.paper_accuracy
-    taus: dict[str, float] = {}
-
     train = run.training
     if not train.empty:
         ok = train[train["status"] == "ok"]
@@ -94,9 +100,9 @@ def summarise(run: AblationRun) -> tuple[pd.DataFrame, dict[str, float]]:
         table["top1_std"] = table["variant"].map(grouped.std(ddof=1))
         table["seeds"] = table["variant"].map(grouped.count()).fillna(0).astype(int)
         is_base = table["variant"] == base
-        sem2 = table["top1_std"].fillna(0) ** 2 / table["seeds"].clip(lower=1)  # squared standard error
         table["d_top1"] = table["top1_mean"] - table.loc[is_base, "top1_mean"].item()
-        table["d_top1_se"] = (sem2 + sem2[is_base].item()) ** 0.5
+        base_sd, base_n = table.loc[is_base, "top1_std"].item(), table.loc[is_base, "seeds"].item()
+        table["d_top1_se"] = [difference_se(sd, n, base_sd, base_n) for sd, n in zip(table["top1_std"], table["seeds"])]
         paired = paired_columns(ok, base)
         for column in paired.columns:
             table[column] = table["variant"].map(paired[column])
@@ -112,6 +118,13 @@ def summarise(run: AblationRun) -> tuple[pd.DataFrame, dict[str, float]]:
         if math.isfinite(tau):
             taus["acc"] = tau
 
+
+def _speed_columns(table: pd.DataFrame, run: AblationRun, taus: dict[str, float]) -> None:
+    """Add the speed columns of :func:`summarise` (at the first resolution) to ``table`` (in place)
+    and each paper speed column's τ to ``taus``."""
+    recipe = run.recipe
+    base = recipe.baseline.name
+    papers = {v.name: v.paper for v in recipe.variants}
     meas = run.measurements
     img0 = recipe.measure.img_sizes[0]
     measured_protocols = []
@@ -140,8 +153,6 @@ def summarise(run: AblationRun) -> tuple[pd.DataFrame, dict[str, float]]:
             tau = kendall_tau(rest[f"d_{protocol}_pct"].tolist(), rest[f"paper_d_{col}_pct"].tolist())
             if math.isfinite(tau):
                 taus[col] = tau
-    table = table.drop(columns=[c for c in table.columns if c.startswith("_")])
-    return table, taus
 
 
 def check_findings(run: AblationRun, table: pd.DataFrame) -> list[dict[str, str]]:
@@ -172,8 +183,7 @@ def check_findings(run: AblationRun, table: pd.DataFrame) -> list[dict[str, str]
                 if not inside.empty:
                     near = inside.loc[inside["top1_mean"].idxmax()]
                     gap = best["top1_mean"] - near["top1_mean"]
-                    se = math.sqrt(sum((r["top1_std"] if math.isfinite(r["top1_std"]) else 0.0) ** 2 / max(1, r["seeds"])
-                                       for r in (best, near)))
+                    se = difference_se(best["top1_std"], best["seeds"], near["top1_std"], near["seeds"])
                     observed += f"; best in range {near['top1_mean']:.2f} % ({near['label']}), gap {gap:.2f} ± {se:.2f}"
                     if gap < max(0.2, 2 * se):
                         verdict = "unclear"

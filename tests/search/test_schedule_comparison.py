@@ -9,9 +9,9 @@ import subprocess
 import pandas as pd
 import pytest
 
-from explore.analysis.schedules import CompareSettings, architectures_for, budget_ratio, hv_curve
 from explore.errors import ExploreError
 from explore.search import open_study
+from explore.search.schedule_comparison import CompareSettings, architectures_for, budget_ratio, hv_curve
 from tests.study_helpers import explore_command, subprocess_env, write_space
 
 

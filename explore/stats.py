@@ -1,5 +1,15 @@
-"""Paired statistics of an ablation: Δ vs the baseline per seed, its confidence interval, and when a
-row is decided.
+"""Statistics, in one place: rank agreement of two lists (Kendall's tau, Spearman's rho), the paired
+and the unpaired (Welch) interval of a Δ top-1, and when a row is decided.
+
+A base module: search (front seeds, the schedule comparison), measure (latency tables) and analysis
+(ablations, proxy validity, importance) use it; it imports only scipy.
+
+Rank agreement (:func:`kendall_tau`, :func:`spearman_rho`) is taken over the finite pairs of two
+lists: the proxy against a longer budget (validate-proxy), our ablation Δs against the paper's, the
+FFN's retained share against the block index (importance), predicted against measured latency
+(latency tables) and one rung's top-1 against the next (schedule comparison).
+
+Paired statistics: Δ vs the baseline per seed, its confidence interval, and when a row is decided.
 
 In the paired design every variant is trained once per seed, and a seed fixes the data order, the
 augmentation draws and (where shapes agree) the initial weights (:func:`explore.train.train_proxy`
@@ -15,18 +25,20 @@ two-one-sided-tests sense, at the same level); otherwise more seeds may decide i
 (:func:`open_rows`).
 
 Follows: the paired t interval (Student 1908; e.g. Wasserman, *All of Statistics*, §10) via scipy;
-the equivalence rule of Schuirmann (1987).
+the equivalence rule of Schuirmann (1987); Kendall's tau-b and Spearman's rho via scipy.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from scipy import stats
 
-__all__ = ["ACC_MIN_EFFECT", "DeltaCI", "t_interval", "paired_delta", "decision", "open_rows"]
+__all__ = ["kendall_tau", "spearman_rho", "mean_std", "mean_interval", "difference_se", "ACC_MIN_EFFECT", "DeltaCI",
+           "t_interval", "paired_delta", "decision", "open_rows"]
 
 ACC_MIN_EFFECT = 0.2
 """Smallest top-1 change (points) an ablation verdict calls; also the equivalence margin of
@@ -64,6 +76,36 @@ def t_interval(mean: float, se: float, dof: float, level: float) -> tuple[float,
         return float("nan"), float("nan")
     half = float(stats.t.ppf(0.5 + level / 2, dof)) * se
     return mean - half, mean + half
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """(mean, sample standard deviation) of ``values``; the std is NaN for fewer than 2 values, and
+    both are NaN for none."""
+    n = len(values)
+    if n == 0:
+        return float("nan"), float("nan")
+    mean = sum(values) / n
+    if n < 2:
+        return mean, float("nan")
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+
+
+def mean_interval(values: Sequence[float], level: float) -> tuple[float, float, float, float]:
+    """(mean, sample std, t-interval low, high) of ``values`` at confidence ``level`` (NaN where undefined:
+    the interval needs 2 values)."""
+    mean, sd = mean_std(values)
+    if not len(values) >= 2:
+        return mean, sd, float("nan"), float("nan")
+    return (mean, sd, *t_interval(mean, sd / math.sqrt(len(values)), len(values) - 1, level))
+
+
+def difference_se(sd_a: float, n_a: int, sd_b: float, n_b: int) -> float:
+    """Standard error of the difference of two means (Welch): sqrt(sd_a² / n_a + sd_b² / n_b); a std
+    that is undefined (one run: NaN) counts as 0, and a count below 1 as 1."""
+    def term(sd: float, n: int) -> float:
+        return (sd if math.isfinite(sd) else 0.0) ** 2 / max(1, n)
+
+    return math.sqrt(term(sd_a, n_a) + term(sd_b, n_b))
 
 
 def paired_delta(baseline: Mapping[int, float], variant: Mapping[int, float], level: float = 0.95) -> DeltaCI:
@@ -161,3 +203,28 @@ def open_rows(results: Mapping[str, Mapping[int, float]], baseline: str, margin:
             state = "max seeds"
         out[name] = state
     return out
+
+
+def _pairs(a: Sequence[float | None], b: Sequence[float | None]) -> tuple[list[float], list[float]]:
+    kept = [(float(x), float(y)) for x, y in zip(a, b) if x is not None and y is not None
+            and math.isfinite(x) and math.isfinite(y)]
+    return [x for x, _ in kept], [y for _, y in kept]
+
+
+def kendall_tau(a: Sequence[float | None], b: Sequence[float | None], min_points: int = 3) -> float:
+    """Kendall's tau-b of the finite pairs; NaN with fewer than ``min_points`` pairs or a constant side."""
+    xs, ys = _pairs(a, b)
+    if len(xs) < min_points:
+        return float("nan")
+    with warnings.catch_warnings():  # a constant side: scipy warns and returns NaN
+        warnings.simplefilter("ignore")
+        return float(stats.kendalltau(xs, ys).statistic)
+
+
+def spearman_rho(a: Sequence[float | None], b: Sequence[float | None], min_points: int = 2) -> float:
+    """Spearman's rho (Pearson on average ranks) of the finite pairs; NaN with fewer than
+    ``min_points`` pairs or a constant side."""
+    xs, ys = _pairs(a, b)
+    if len(xs) < min_points or len(set(xs)) < 2 or len(set(ys)) < 2:
+        return float("nan")
+    return float(stats.spearmanr(xs, ys).statistic)

@@ -1,0 +1,65 @@
+"""Timing a model on a shared machine: under the device's exclusive lock, and in interleaved rounds.
+
+The protocols (:mod:`explore.measure.protocols`) are the only timer; this module adds the two
+conventions every caller that times a model follows (a study's trials, the end-of-study
+re-measurement, latency tables, the ablations and the benchmarks):
+
+* a model is timed under the exclusive lock of the protocol's device
+  (:func:`explore.device.device_lock`): no process of this machine times a device while another
+  trains on it;
+* several models are timed round-robin, ``rounds`` times (:func:`time_rounds`): a slow spell of a
+  shared machine then falls on different models in different rounds instead of on all the
+  repeats of one, and callers keep each model's fastest round.
+
+Follows: the latency measurement of arXiv:2305.07027 §4.1 (BN fused, batch 16 on one CPU thread
+for the CPU figure), which the protocols implement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from torch import nn
+
+from explore.device import device_lock
+from explore.measure.protocols import Measurement, Protocol, measure
+
+__all__ = ["time_model", "time_rounds"]
+
+
+def time_model(model: nn.Module, protocol: Protocol) -> Measurement:
+    """Measure ``model`` with ``protocol`` under the exclusive lock of the protocol's device: waits
+    until no process of this machine trains there (see :func:`explore.device.device_lock`).
+
+    Raises:
+        DeviceError, ExploreError: as :func:`explore.measure.measure`.
+    """
+    with device_lock(protocol.device, exclusive=True):
+        return measure(model, protocol)
+
+
+def time_rounds(jobs: Sequence[tuple[nn.Module, Protocol]], rounds: int,
+                on_measured: Callable[[int, int], None] | None = None) -> list[list[Measurement]]:
+    """Time every (model, protocol) once per round, round-robin over the jobs, ``rounds`` times
+    (:func:`time_model`): a slow spell of a shared machine then falls on different jobs in different
+    rounds instead of on all the repeats of one. Callers keep the fastest round of each job.
+
+    Args:
+        jobs: (model, protocol) pairs.
+        rounds: rounds (>= 1).
+        on_measured: called with (measurements done, total) after each.
+
+    Returns:
+        Per job, its measurements in round order.
+
+    Raises:
+        DeviceError: as :func:`time_model`, as is ``ExploreError``.
+    """
+    results: list[list[Measurement]] = [[] for _ in jobs]
+    total = max(1, rounds) * len(jobs)
+    for r in range(max(1, rounds)):
+        for i, (model, protocol) in enumerate(jobs):
+            results[i].append(time_model(model, protocol))
+            if on_measured is not None:
+                on_measured(r * len(jobs) + i + 1, total)
+    return results
