@@ -38,7 +38,7 @@ def compare_schedules(
     batch_size: BATCH_SIZE.option(128) = None,
     device: DEVICE.option("cpu") = None,
     sampler: Annotated[str, typer.Option(help="tpe | nsga2 | random")] = "tpe",
-    train_threads: Annotated[int, typer.Option(help="CPU threads of training (0 = the free cores).")] = 0,
+    train_threads: Annotated[int, typer.Option(help="CPU threads of training (0 = the usable cores, shared by the workers).")] = 0,
     out: Annotated[str, typer.Option(help="Folder of the comparison: its runs, stored results and report.")] =
         "reports/compare_schedules",
 ) -> None:

@@ -83,7 +83,10 @@ def study(
         hidden=True, help="Seconds between trial heartbeats; a trial is stale after 3x that.")] = 10,
     report: Annotated[bool, typer.Option(help="Write the report into <run>/report at the end.")] = True,
     train_threads: Annotated[int, typer.Option(
-        help="CPU threads of proxy training (0 = the cores free at each trial's start).")] = 0,
+        help="CPU threads of proxy training (0 = the cores this process may use, shared by the workers).")] = 0,
+    train_threads_from_load: Annotated[bool, typer.Option(
+        help="With --train-threads 0: the cores free at each trial's start instead (faster beside other jobs; "
+             "top-1 then depends on the load).")] = False,
     remeasure_front: Annotated[bool, typer.Option(
         help="At the end, measure every complete trial's latency again, 3 interleaved rounds (the front uses the lowest figure).")] = True,
     latency_table: Annotated[Optional[str], typer.Option(
@@ -112,7 +115,8 @@ def study(
         devices=tuple(int_list(devices, "--devices")) if devices else None, sampler=sampler,
         latency_batch=latency_batch or None, latency_mode=latency_mode, objective=objective,
         latency_threads=latency_threads or None, latency_repeats=latency_repeats, heartbeat_s=heartbeat_interval,
-        remeasure_front=remeasure_front, train_threads=train_threads or None, latency_table=latency_table,
+        remeasure_front=remeasure_front, train_threads=train_threads or None,
+        train_threads_from_load=train_threads_from_load, latency_table=latency_table,
         max_latency_ms=max_latency_ms, schedule=schedule, rungs=tuple(rung_list) if rung_list else None, eta=eta,
         task=task, seg_size=seg_size, seg_head_width=seg_head_width, seg_head_depth=seg_head_depth,
         **given(ctx, STORAGE, *BUDGET))

@@ -56,7 +56,7 @@ CHECKPOINTS = "checkpoints"
 
 __all__ = ["CHECKPOINTS", "DUPLICATE", "DUPLICATE_STREAK", "Objective", "make_objective", "surplus_reason",
            "sample_config", "duplicate_reason", "same_architecture", "check_budget", "OverBudget", "MeasuredLatency",
-           "PredictedLatency", "Job", "schedule_job", "train_candidate", "training_threads", "with_failure_reason",
+           "PredictedLatency", "Job", "schedule_job", "train_candidate", "training_threads", "usable_cores", "with_failure_reason",
            "worker_id", "first_line"]
 
 DUPLICATE = "duplicate"
@@ -409,7 +409,8 @@ class Objective:
         """The proxy training of the trial (one rung of a schedule's job), on the study's threads."""
         threads = None
         if torch.device(self.device).type == "cpu":
-            threads = self.settings.train_threads or training_threads(self.settings.workers)
+            threads = self.settings.train_threads or training_threads(
+                self.settings.workers, from_load=self.settings.train_threads_from_load)
         job = schedule_job(record.trial, record, config, self.plan, self.settings, self.base_seed) \
             if self.plan.staged else None
         return train_candidate(
@@ -418,23 +419,38 @@ class Objective:
             on_step=on_step, on_epoch_end=_pruning_report(record) if self.settings.objective == "top1" else None)
 
 
-def training_threads(workers: int = 1, sample_s: float = 0.3) -> int:
-    """CPU threads for one worker's proxy training: the cores free right now, shared by the workers.
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity; ``os.cpu_count()`` where there is none)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
-    Cores this process may run on (its affinity) are sampled for ``sample_s`` seconds with psutil
-    while this process is idle between trials; a core more than half busy belongs to someone else
-    (another job, or another worker training). On a machine others share, training with more threads
-    than free cores only makes every thread wait (involuntary context switches).
+
+def training_threads(workers: int = 1, *, from_load: bool = False, sample_s: float = 0.3) -> int:
+    """CPU threads for one worker's proxy training.
+
+    By default they depend on the machine only: the cores this process may run on (its affinity),
+    shared by the workers. Training on the CPU is bit-exact for one seed and one thread count, so
+    this keeps the same command and seed at the same top-1 whether the machine is idle or loaded
+    (issue 30; the count is stored on every trial as ``proxy_threads``).
+
+    With ``from_load`` (``explore study --train-threads-from-load``) they follow the momentary load
+    instead: the usable cores are sampled for ``sample_s`` seconds with psutil while this process is
+    idle between trials, and a core more than half busy belongs to someone else. That trains faster
+    beside other jobs (no thread waits for a taken core), but top-1 then changes with the load.
 
     Returns:
-        ``max(1, min(free cores, usable cores // workers))``.
+        ``max(1, usable cores // workers)``; with ``from_load``, at most the free cores.
     """
+    share = max(1, usable_cores() // max(1, workers))
+    if not from_load:
+        return share
     import psutil
 
     usable = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
     busy = psutil.cpu_percent(interval=sample_s, percpu=True)
     free = sum(1 for core in usable if core < len(busy) and busy[core] < 50.0)
-    return max(1, min(free, len(usable) // max(1, workers)))
+    return max(1, min(free, share))
 
 
 def with_failure_reason(objective: Callable[[optuna.Trial], Any], storage: str | None) -> Callable[[optuna.Trial], Any]:

@@ -75,9 +75,12 @@ class StudySettings(RunBudget):
             ``cuda-graph`` (see :mod:`explore.measure.protocols`); None (default) takes ``fused`` on the CPU
             and ``cuda-graph`` on CUDA, where graph replay removes the host's kernel-launch cost that
             would otherwise be timed for small models (see :data:`DEFAULT_LATENCY_MODE`).
-        train_threads: CPU threads of proxy training; None (default) takes the cores free at the start
-            of each trial (:func:`training_threads`). Results on the CPU are reproducible for the same
-            seed and the same number of training threads (``proxy_threads`` on every trial).
+        train_threads: CPU threads of proxy training; None (default): the cores this process may run
+            on, shared by the workers (:func:`explore.search.training_threads`), a property of the
+            machine, not of its momentary load. Results on the CPU are reproducible for the same seed
+            and the same number of training threads (``proxy_threads`` on every trial).
+        train_threads_from_load: with ``train_threads`` None, take the cores free at the start of
+            each trial instead (faster beside other jobs; top-1 then depends on the load).
         remeasure_front: at the end, measure every COMPLETE trial's latency again, in interleaved
             rounds, and compute the front from the lower figures
             (:func:`~explore.search.results.remeasure_latencies`).
@@ -119,6 +122,7 @@ class StudySettings(RunBudget):
     devices: tuple[int, ...] | None = None
     remeasure_front: bool = True
     train_threads: int | None = None
+    train_threads_from_load: bool = False
     heartbeat_s: int = DEFAULT_HEARTBEAT_S
     latency_table: str | None = None
     max_latency_ms: float | None = None
@@ -218,7 +222,7 @@ class StudySettings(RunBudget):
             if not self.devices or any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in self.devices):
                 raise ExploreError("--devices", self.devices, "expected CUDA device indices, e.g. 0,1,2,3")
         if self.train_threads is not None and (isinstance(self.train_threads, bool) or self.train_threads < 1):
-            raise ExploreError("--train-threads", self.train_threads, "expected >= 1, or 0 for the free cores")
+            raise ExploreError("--train-threads", self.train_threads, "expected >= 1, or 0 for the usable cores shared by the workers")
         if self.max_latency_ms is not None and not self.max_latency_ms > 0:
             raise ExploreError("--max-latency-ms", self.max_latency_ms, "expected a budget > 0 (ms per image)")
         if self.latency_table is not None and not Path(self.latency_table).is_file():

@@ -100,15 +100,24 @@ def test_measurement_records_contention(one_thread):
     assert attrs["latency_attempts"] >= 1 and attrs["latency_contended"] in (True, False)
 
 
-def test_training_threads_follow_the_free_cores(monkeypatch):
+def test_training_threads_depend_on_the_machine_not_its_load(monkeypatch):
     import psutil
 
     monkeypatch.setattr(objective_module.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
-    monkeypatch.setattr(psutil, "cpu_percent", lambda interval, percpu: [95.0, 10.0, 80.0, 5.0])
-    assert objective_module.training_threads(1) == 2  # two of four cores are taken by others
-    assert objective_module.training_threads(4) == 1
-    monkeypatch.setattr(psutil, "cpu_percent", lambda interval, percpu: [99.0] * 4)
-    assert objective_module.training_threads(1) == 1  # never below one
+    idle, loaded = [5.0, 10.0, 0.0, 5.0], [95.0, 10.0, 80.0, 5.0]
+    readings: list[list[float]] = []
+    monkeypatch.setattr(psutil, "cpu_percent", lambda interval, percpu: readings.pop(0))
+    # the default: the same count idle and loaded, the load never sampled
+    readings[:] = [idle, loaded]
+    assert objective_module.training_threads(1) == objective_module.training_threads(1) == 4
+    assert objective_module.training_threads(4) == 1 and len(readings) == 2
+    # --train-threads-from-load: the cores free right now
+    readings[:] = [idle, loaded, loaded, [99.0] * 4]
+    assert objective_module.training_threads(1, from_load=True) == 4
+    assert objective_module.training_threads(1, from_load=True) == 2  # two of four cores taken by others
+    assert objective_module.training_threads(4, from_load=True) == 1
+    assert objective_module.training_threads(1, from_load=True) == 1  # never below one
+    assert not readings
 
 
 def test_every_complete_trial_is_measured_again_at_the_end(tmp_path, monkeypatch, one_thread):
