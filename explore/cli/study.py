@@ -170,14 +170,16 @@ def _header(settings, prepared) -> str:  # noqa: ANN001 - StudySettings, (Search
             + (f" · {settings.workers} workers" if settings.workers > 1 else ""))
 
 
-def _trial_line(settings, trial) -> str:  # noqa: ANN001 - StudySettings, FrozenTrial
-    """One line per finished trial: its accuracy, latency and params, or why it did not complete."""
+def trial_line(settings, study, trial) -> str:  # noqa: ANN001 - StudySettings, Study, FrozenTrial
+    """One line per finished trial: its accuracy, latency and params, or why it did not complete
+    (:func:`explore.search.results.state_reason`: never empty)."""
     from explore.records import TrialRecord
     from explore.report import accuracy_name
+    from explore.search.results import state_reason
 
     record = TrialRecord.of(trial)
     if trial.state.name != "COMPLETE":
-        return f"#{trial.number} {trial.state.name}: {record.reason}"
+        return f"#{trial.number} {trial.state.name}: {state_reason(study, trial)}"
     cached = " (cached)" if record.latency_cached else ""
     latency_ms = float("nan") if record.latency_ms_per_img is None else record.latency_ms_per_img
     where = "" if record.rung is None else (f" rung {record.rung} ({settings.plan.rungs[record.rung]:g} ep) of "
@@ -200,7 +202,7 @@ def _run_with_progress(settings, prepared):  # noqa: ANN001, ANN202 - StudySetti
             done = sum(1 for t in study_obj.get_trials(deepcopy=False) if t.state.name == "COMPLETE"
                        and not is_promotion(t))
             progress.update(bar, completed=min(done, settings.trials))
-            progress.console.print(_trial_line(settings, trial), highlight=False, soft_wrap=True)
+            progress.console.print(trial_line(settings, study_obj, trial), highlight=False, soft_wrap=True)
 
         def on_data(info: dict) -> None:
             progress.console.print(f"data: {escape(dataset_line(info))}", highlight=False, soft_wrap=True)

@@ -14,7 +14,7 @@ from typing import Any
 import optuna
 import pandas as pd
 import torch
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from explore.arch import ArchConfig
 from explore.errors import ExploreError, SpaceError
@@ -144,6 +144,30 @@ def _retries(study: optuna.Study) -> dict[int, int]:
     return out
 
 
+def state_reason(study: optuna.Study, trial: FrozenTrial, retries: dict[int, int] | None = None) -> str:
+    """Why a trial did not complete, never empty (the console line and ``trials.csv`` say the same).
+
+    Its stored ``pruned_reason`` or ``fail_reason``; a FAIL trial without one was failed as stale
+    (its process died, or stopped sending heartbeats, before it could store a reason), and the text
+    says so and names its retry. A COMPLETE trial has no reason (empty string).
+
+    Args:
+        study: the trial's study (to find its retry).
+        trial: the trial.
+        retries: :func:`_retries` of the study, when the caller has it already.
+    """
+    if trial.state == TrialState.COMPLETE:
+        return ""
+    reason = TrialRecord.of(trial).reason
+    if reason:
+        return reason
+    if trial.state == TrialState.FAIL:
+        retries = _retries(study) if retries is None else retries
+        again = f"retried as #{retries[trial.number]}" if trial.number in retries else "not retried"
+        return f"stale: its process stopped sending heartbeats (killed or lost); {again}"
+    return f"no reason was stored for this {trial.state.name} trial"
+
+
 def remeasured_latencies(study: optuna.Study) -> dict[int, dict[str, Any]]:
     """Trial number -> its end-of-study re-measurement (``ms_per_img``, ``contended``, ...; see
     :func:`remeasure_latencies`), from the study attributes ``latency_remeasured:<number>``."""
@@ -186,8 +210,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
             if key not in row and key != CONFIG:
                 row[key] = record.attrs[key]
         if t.state == TrialState.FAIL and not record.fail_reason:
-            again = f"retried as #{retries[t.number]}" if t.number in retries else "not retried"
-            row[FAIL_REASON] = f"stale: its process stopped sending heartbeats (killed or lost); {again}"
+            row[FAIL_REASON] = state_reason(study, t, retries)
         original = t.system_attrs.get("failed_trial")
         row["retry_of"] = int(original) if original is not None else None
         config = record.config

@@ -180,6 +180,12 @@ def test_stale_trials_get_a_reason_in_the_trials_table(tmp_path):
     assert frame.loc[0, "state"] == "FAIL"
     assert frame.loc[0, "fail_reason"].startswith("stale") and "retried as #1" in frame.loc[0, "fail_reason"]
     assert frame.loc[1, "retry_of"] == 0
+    # the study's console line for that trial gives the same reason (issue 28, item 9: never "#0 FAIL: ")
+    from explore.cli.study import trial_line
+    from explore.search.settings import StudySettings
+
+    line = trial_line(StudySettings(), study, study.trials[0])
+    assert line == f"#0 FAIL: {frame.loc[0, 'fail_reason']}"
 
 
 def test_several_workers_need_a_storage_that_takes_several_writers(tmp_path):
