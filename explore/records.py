@@ -81,9 +81,9 @@ _FIELDS = (
     Field("latency_cached", "", "True: taken from the study's latency cache (another trial timed it)"),
     Field("latency_measured_by_trial", "trial", "the trial whose measurement this is"),
     Field("latency_excess_ms", "ms/img", "latency minus ``--max-latency-ms`` (> 0: over the budget, pruned before "
-                                         "training); also the trial's Optuna constraint (``Trial.set_constraint``), "
-                                         "which TPE and NSGA-II read to steer away from infeasible points (random "
-                                         "sampling does not)"),
+                                         "training); also stored as the trial's Optuna constraint (``Trial.set_constraint``, "
+                                         "for Optuna's tools). TPE steers away from over-budget draws because "
+                                         "they are PRUNED; NSGA-II and random sampling learn nothing from them"),
     Field("latency_predicted_ms", "ms/img", "the latency table's prediction (``latency_source`` = table)"),
     Field("latency_table_file", "", "the latency table's file name"),
     Field("latency_table_regressor", "", "the table predictor's regressor (``linear`` or ``trees``)"),

@@ -137,7 +137,8 @@ class OverBudget(Exception):
 
 def check_budget(record: RecordWriter, latency_ms: float, source: str, max_latency_ms: float | None) -> None:
     """Record the trial's excess over ``max_latency_ms`` (ms/img) as an attribute and as an Optuna
-    constraint (TPE and NSGA-II treat > 0 as infeasible); nothing without a budget.
+    constraint (> 0: infeasible; the trial is then PRUNED, which is what steers TPE away from it);
+    nothing without a budget.
 
     Raises:
         OverBudget: the excess is > 0.

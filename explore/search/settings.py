@@ -94,8 +94,10 @@ class StudySettings(RunBudget):
             the table's prediction for its device and protocol, and nothing is timed here
             (:mod:`explore.measure.latency_table`).
         max_latency_ms: a latency budget (ms/img, predicted with a table, else measured): a trial
-            over it is PRUNED before training, and its excess is an Optuna constraint
-            (``Trial.set_constraint``) that TPE and NSGA-II read, so they steer away from it.
+            over it is PRUNED before training, and its excess is stored as an Optuna constraint
+            (``Trial.set_constraint``). TPE steers away from the pruned draws (it counts PRUNED trials
+            among the bad ones; the constraint changes nothing more for it); NSGA-II builds its
+            populations from COMPLETE trials only, so with it the budget saves the training and no more.
         schedule, rungs, eta: multi-fidelity training (:mod:`explore.search.schedule`): ``full``
             trains every architecture for ``epochs``; ``sha`` / ``hyperband`` train to the rungs
             (cumulative epochs, the last one ``epochs``; None: ``epochs / eta**2, epochs / eta,

@@ -61,7 +61,7 @@ def test_a_study_optimises_the_predicted_latency_and_times_nothing(tmp_path, tab
     assert sorted(pd.read_csv(tmp_path / "check" / "predictions.csv")["predicted (ms/img)"]) == pytest.approx(predicted)
 
 
-def test_a_budget_prunes_predicted_latencies_before_training_and_feeds_the_sampler(tmp_path, table, monkeypatch):
+def test_a_budget_prunes_predicted_latencies_before_training_and_stores_the_constraint(tmp_path, table, monkeypatch):
     trained = []
     real = evaluate_module.train_model
     monkeypatch.setattr(evaluate_module, "train_model", lambda *a, **k: trained.append(1) or real(*a, **k))
@@ -71,7 +71,7 @@ def test_a_budget_prunes_predicted_latencies_before_training_and_feeds_the_sampl
     over = [t for t in study.get_trials() if t.user_attrs.get("pruned_reason", "").startswith("over the latency")]
     assert over and all(t.user_attrs[LATENCY_EXCESS] > 0 for t in over)
     assert all("predicted > --max-latency-ms 1e-06" in t.user_attrs["pruned_reason"] for t in over)
-    assert all(t.constraints == {LATENCY_EXCESS: t.user_attrs[LATENCY_EXCESS]} for t in over)  # what TPE reads
+    assert all(t.constraints == {LATENCY_EXCESS: t.user_attrs[LATENCY_EXCESS]} for t in over)  # stored as the constraint
 
 
 def test_a_budget_on_measured_latency_prunes_after_timing_and_before_training(tmp_path, one_thread, monkeypatch):  # noqa: F811
