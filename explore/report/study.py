@@ -328,7 +328,9 @@ def render_markdown(frame: pd.DataFrame, meta: Mapping[str, Any], command: str,
         complete = int((frame["state"] == "COMPLETE").sum())
         lines += [f"The latencies of {again} of the {complete} complete trials were measured again at the end of the "
                   "study (`again`); `latency` is the lower of the two figures (contention on a shared machine only "
-                  "slows a run down), and the front is computed from it.", ""]
+                  "slows a run down), and the front is computed from it. Optuna's own tools (`optuna best-trials`, "
+                  "optuna-dashboard) show the trial values, which hold the first figures, so their front can differ "
+                  "from this one; `trials.csv` has both (`latency_first_ms`, `latency_remeasured_ms`).", ""]
     if settings.get("schedule", "full") != "full":
         lines += schedule_block(frame, settings, meta)
     if front is not None and not front.empty:

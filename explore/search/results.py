@@ -26,10 +26,17 @@ from explore.search.schedule import pareto_mask
 from explore.search.storage import default_storage, is_journal, make_storage, mask_password
 from explore.space import SearchSpace, load_space
 
-__all__ = ["REMEASURED_PREFIX", "REMEASURE_ROUNDS", "open_study", "trials_frame", "remeasured_latencies", "remeasure_latencies", "study_meta",
+__all__ = ["REMEASURED_PREFIX", "LATENCY_FIGURES_ATTR", "LATENCY_FIGURES_NOTE", "REMEASURE_ROUNDS", "open_study", "trials_frame", "remeasured_latencies", "remeasure_latencies", "study_meta",
            "study_space", "trial_config"]
 
 REMEASURED_PREFIX = "latency_remeasured:"
+LATENCY_FIGURES_ATTR = "latency_figures"
+"""Study attribute (shown by optuna-dashboard) saying which latency Optuna's tools show and which the report."""
+LATENCY_FIGURES_NOTE = (
+    "Optuna's trial values (what `optuna best-trials`, `optuna trials` and optuna-dashboard show) hold each trial's "
+    "first latency measurement; explore's report (`explore report RUN`, trials.csv column latency_ms) ranks by the "
+    "lower of that and the end-of-study re-measurement, stored as the study attribute latency_remeasured:<number>, "
+    "so the two fronts can differ; trials.csv keeps both figures (latency_first_ms, latency_remeasured_ms)")
 """Study attributes holding the end-of-study latency re-measurements of COMPLETE trials, by trial number."""
 
 
@@ -90,6 +97,7 @@ def remeasure_latencies(study: optuna.Study, device: Any,
     timed = time_rounds([(evaluate_candidate(ArchConfig.from_json(config), count=False).model, protocol)
                          for config, protocol in keys], rounds)
     results = dict(zip(keys, timed))
+    study.set_user_attr(LATENCY_FIGURES_ATTR, LATENCY_FIGURES_NOTE)  # Optuna's values cannot be changed afterwards
     for key, t in ((key, t) for key, members in groups.items() for t in members):
         best = min(results[key], key=lambda r: r.latency_ms_per_img)
         study.set_user_attr(f"{REMEASURED_PREFIX}{t.number}", {

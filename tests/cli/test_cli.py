@@ -127,6 +127,11 @@ def test_study_end_to_end_resume_and_report(tmp_path):
     assert complete["pareto"].any()
     summary = (folder / "summary.md").read_text()
     assert "Pareto front" in summary and "top-1 (%)" in summary and "explore report" in summary
+    # which latency Optuna's tools show and which the report ranks by, said in both places (issue 28, item 8)
+    assert "Optuna's own tools (`optuna best-trials`, optuna-dashboard) show the trial values" in summary
+    from explore.search.results import LATENCY_FIGURES_ATTR, LATENCY_FIGURES_NOTE, open_study
+
+    assert open_study(str(out / "t")).user_attrs[LATENCY_FIGURES_ATTR] == LATENCY_FIGURES_NOTE
     png = (folder / "pareto.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
