@@ -135,9 +135,12 @@ def render_ablation_markdown(table: pd.DataFrame, measurements: pd.DataFrame, me
         lines.append("Rank agreement of our Δs with the paper's (Kendall τ over the non-baseline rows): " +
                      ", ".join(f"{'accuracy' if k == 'acc' else k} τ = {fmt(v)}" for k, v in taus.items()))
         lines.append("")
-    lines += ["Verdicts: *reproduced* = our Δ has the paper's sign and exceeds our noise (2 × the standard error "
-              "over seeds and 0.2 points for accuracy; 5 % or 2 × the relative IQR for speed), *not reproduced* = "
-              "the opposite sign beyond the noise, *unclear* = within the noise (or no paper figure).", ""]
+    lines += ["Verdicts (accuracy), from the paired interval of the next section, the one rule that decides a row: "
+              "*reproduced* = the interval excludes 0 with the paper's sign (or lies within ±0.2 points where the "
+              "paper's Δ does too), *not reproduced* = it excludes 0 with the opposite sign (or lies within ±0.2 "
+              "points where the paper reports more), *unclear* = the interval is open (or no paper figure). "
+              "Verdicts (speed): our Δ img/s has the paper's sign beyond 5 % or 2 × the relative IQR (*reproduced*), "
+              "the opposite sign beyond it (*not reproduced*), else *unclear*.", ""]
     if "d_top1_paired" in table and table["d_top1_paired"].notna().any():
         lines += _paired_section(table, meta, m)
     if findings:
@@ -160,7 +163,10 @@ def _settings_lines(meta: Mapping[str, Any], m: str) -> list[str]:
         lines.append(f"- proxy training: `{budget.get('dataset')}` ({meta.get('train_images')} train / "
                      f"{meta.get('val_images')} val {'scenes' if seg else 'images'}), {budget.get('epochs')} epoch(s) at "
                      f"{budget.get('seg_size') if seg else budget.get('img_size')}² px, batch {budget.get('batch_size')}, "
-                     f"lr {budget.get('lr')}, seeds {list(budget.get('seeds', []))}; {m} is mean ± std over the seeds"
+                     f"lr {budget.get('lr')}, " + (
+                         f"sequential seeds (0 and 1, then one at a time up to {budget['max_seeds']} for rows still "
+                         "undecided; each row's n is beside its mean)" if budget.get("max_seeds") else
+                         f"seeds {list(budget.get('seeds', []))}") + f"; {m} is mean ± std over the seeds"
                      + (f"; every variant with the MIT segmentation head (width {budget.get('seg_head_width')}, "
                         f"{budget.get('seg_head_depth')} MBConv)" if seg else ""))
     else:
@@ -228,6 +234,17 @@ def _paired_section(table: pd.DataFrame, meta: Mapping[str, Any], m: str) -> lis
             row["seeds used"] = state["seeds"] if state else "–"
             if state and state["state"] == "max seeds":
                 row["decision"] = "open (max seeds)"
+    looks = max(1, int(budget.get("max_seeds") or 0) - 1)
+    level = 100 * (1 - 0.05 / looks)
+    if looks > 1:  # the intervals are at the level each planned look spends (explore.stats.look_level)
+        for row in paired:
+            row[f"{level:g} % CI (paired)"] = row.pop("95 % CI (paired)")
+            row[f"{level:g} % CI (unpaired)"] = row.pop("95 % CI (unpaired)")
+            row["decision"] = row.pop("decision")
+    spending = (f" With sequential seeds every interval is at {level:g} %: the 5 % error rate is spent over the "
+                f"{looks} planned looks (after 2, 3, ..., {budget.get('max_seeds')} seeds; Bonferroni alpha spending, "
+                "`explore.stats.look_level`), so the procedure as a whole, stopping rule included, decides a row "
+                "without an effect as *effect* at most 5 % of the time." if looks > 1 else "")
     return [f"## Δ {m} per seed (paired)", "", table_block(pd.DataFrame(paired)), "",
             "Every variant trains once per seed, and a seed fixes the data order, the augmentation draws and "
             "(where shapes agree) the initial weights, so Δ is taken per seed: the paired t interval "
@@ -236,7 +253,7 @@ def _paired_section(table: pd.DataFrame, meta: Mapping[str, Any], m: str) -> lis
             "seeds could decide it." + (
                 f" Seeds were sequential (up to {budget.get('max_seeds')}): after seeds 0 and 1, a row got "
                 "the next seed only while its interval was open; *open (max seeds)*: still open at the cap."
-                if budget.get("max_seeds") else ""), ""]
+                if budget.get("max_seeds") else "") + spending, ""]
 
 
 def _resolution_section(measurements: pd.DataFrame) -> list[str]:

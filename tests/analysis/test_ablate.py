@@ -335,8 +335,9 @@ def test_cga_table6_rows_equal_the_shared_paper_tables():
 
 
 def test_sequential_seeds_are_added_only_to_open_rows_and_resume(tmp_path):
-    from explore.stats import ACC_MIN_EFFECT, decision, paired_delta
+    from explore.stats import ACC_MIN_EFFECT, decision, look_level, paired_delta
 
+    level = look_level(0.95, 3)  # auto:4 looks after 2, 3 and 4 seeds: each look spends 5 % / 3
     recipe = ab.load_recipe(_write(tmp_path, TINY.replace("seeds = [0, 1]", 'seeds = "auto:4"')))
     assert recipe.budget.max_seeds == 4 and recipe.budget.seeds == (0, 1)
     small = ab.with_overrides(recipe, variants=["base", "mhsa", "no_dw"], protocols=["cpu-latency"])
@@ -351,16 +352,20 @@ def test_sequential_seeds_are_added_only_to_open_rows_and_resume(tmp_path):
         assert seeds == list(range(len(seeds))) and 2 <= len(seeds) <= 4 and state["seeds"] == len(seeds)
         assert set(seeds) <= set(per_seed["base"])  # the baseline ran every seed a row needed
         base = {s: per_seed["base"][s] for s in seeds}
-        final = decision(paired_delta(base, per_seed[name]), ACC_MIN_EFFECT)
+        final = decision(paired_delta(base, per_seed[name], level), ACC_MIN_EFFECT)
         assert state["state"] == ("max seeds" if final == "open" else final)
         assert final != "open" or len(seeds) == 4  # it stopped because it was decided or at the cap
         if len(seeds) > 2:  # it got its last seed only while undecided
             earlier = {s: per_seed[name][s] for s in seeds[:-1]}
-            assert decision(paired_delta(base, earlier), ACC_MIN_EFFECT) == "open"
+            assert decision(paired_delta(base, earlier, level), ACC_MIN_EFFECT) == "open"
     again = ab.run_recipe(small, out, progress=lambda m: pytest.fail(f"re-ran: {m}") if "top-1" in m else None)
     assert len(again.training) == len(run.training) and again.meta["sequential"] == states
     table, _ = ab.summarise(again)
     assert {"d_top1_low", "d_top1_high", "variance_reduction", "decision"} <= set(table.columns)
+    # the report's intervals are the ones the rule decided with (issue 28, item 2)
+    for name, state in states.items():
+        row = table.set_index("variant").loc[name]
+        assert row["decision"] == ("open" if state["state"] == "max seeds" else state["state"])
 
 
 @pytest.mark.parametrize("seeds, message", [('"auto:1"', "MAX >= 2"), ('"sometimes"', "auto"), ('"auto:x"', "auto")])
@@ -427,3 +432,25 @@ def test_a_latency_recipe_measures_segmentation_models_at_non_square_resolutions
     bad = text.replace('img_sizes = [32, 64, "32x64"]', 'img_sizes = ["32x64", 32]')
     result = runner.invoke(app, ["ablate", str(_write(tmp_path, bad, "bad.toml")), "--out", str(tmp_path / "b")])
     assert result.exit_code == 1 and "img_sizes[0]" in result.output
+
+
+def test_one_rule_decides_a_row_the_verdict_follows_the_paired_decision():
+    """Issue 28, item 1: a row whose paired interval spans 0 is never "reproduced" or "not
+    reproduced", however large its Δ against the unpaired standard error."""
+    from explore.analysis.ablation.summary import accuracy_verdict
+
+    run = _run_from({
+        "base": ([80.0, 81.0, 80.0], 100.0, 70.0),
+        # Δ -1.0 mean, per-seed Δs -0.2, -2.2, -0.6: the paired interval spans 0; the old |Δ| > 2 SE rule called it
+        "noisy_drop": ([79.8, 78.8, 79.4], 100.0, 68.0),
+    })
+    table, _ = ab.summarise(run)
+    row = table.set_index("variant").loc["noisy_drop"]
+    assert row["d_top1_low"] < 0 < row["d_top1_high"] and row["decision"] == "open"
+    assert row["verdict_acc"] == "unclear"
+    assert accuracy_verdict("effect", -1.0, -2.0) == "reproduced"
+    assert accuracy_verdict("effect", 1.0, -2.0) == "not reproduced"
+    assert accuracy_verdict("negligible", 0.05, -2.0) == "not reproduced"  # the paper's effect is not there
+    assert accuracy_verdict("negligible", 0.05, -0.1) == "reproduced"  # no effect, as in the paper
+    assert accuracy_verdict("open", -1.0, -2.0) == "unclear"
+    assert accuracy_verdict("effect", -1.0, float("nan")) == "unclear"

@@ -14,22 +14,26 @@ from explore.analysis.ablation.recipe import Recipe
 from explore.analysis.ablation.runner import AblationRun
 from explore.arch import PAPER_SPEED_COLUMNS
 from explore.resolution import resolution_label, resolution_pixels
-from explore.stats import ACC_MIN_EFFECT, decision, difference_se, kendall_tau, paired_delta
+from explore.stats import (ACC_MIN_EFFECT, decision, difference_se, kendall_tau, look_level, paired_delta,
+                           planned_looks)
 
-__all__ = ["SPEED_MIN_EFFECT_PCT", "ACC_MIN_EFFECT", "summarise", "paired_columns", "check_findings", "report_meta"]
+__all__ = ["SPEED_MIN_EFFECT_PCT", "ACC_MIN_EFFECT", "summarise", "paired_columns", "accuracy_verdict", "check_findings", "report_meta"]
 
 SPEED_MIN_EFFECT_PCT = 5.0
 """Smallest img/s change (%) a speed verdict calls: the same M4 measured 285-306 img/s with onnx-cpu
 in three invocations on an otherwise idle 2-core CPU (within-run IQRs are smaller than that)."""
 
 
-def paired_columns(ok: pd.DataFrame, baseline: str, level: float = 0.95) -> pd.DataFrame:
+def paired_columns(ok: pd.DataFrame, baseline: str, level: float = 0.95, looks: int = 1) -> pd.DataFrame:
     """Per variant (index): the paired Δ top-1 vs the baseline and its interval, the unpaired interval,
     the variance reduction and the decision (:mod:`explore.stats`).
 
     Args:
         ok: training rows with ``variant``, ``seed`` and ``top1`` (successful runs only).
         baseline: the baseline variant's name.
+        level: the confidence level of the whole procedure.
+        looks: the run's planned looks (:func:`explore.stats.planned_looks`); every interval is at
+            ``look_level(level, looks)``, the level the sequential rule decided with.
 
     Returns:
         Columns ``pairs``, ``d_top1_paired``, ``d_top1_low``, ``d_top1_high``, ``d_top1_unpaired_low``,
@@ -43,15 +47,38 @@ def paired_columns(ok: pd.DataFrame, baseline: str, level: float = 0.95) -> pd.D
     for name, runs in per_seed.items():
         if name == baseline or not set(runs) & set(base):
             continue
-        ci = paired_delta(base, runs, level)
+        ci = paired_delta(base, runs, look_level(level, looks))
         out[name] = {"pairs": ci.pairs, "d_top1_paired": ci.mean, "d_top1_low": ci.low, "d_top1_high": ci.high,
                      "d_top1_unpaired_low": ci.unpaired_low, "d_top1_unpaired_high": ci.unpaired_high,
                      "variance_reduction": ci.variance_reduction, "decision": decision(ci, ACC_MIN_EFFECT)}
     return pd.DataFrame.from_dict(out, orient="index")
 
 
+def accuracy_verdict(state: str | float, ours: float, paper: float | None, margin: float = ACC_MIN_EFFECT) -> str:
+    """The accuracy verdict of a row, from its paired decision (the one rule; :func:`explore.stats.decision`).
+
+    *reproduced*: the paired interval excludes 0 with the paper's sign, or lies within ±``margin``
+    where the paper's Δ does too; *not reproduced*: it excludes 0 with the opposite sign, or lies
+    within ±``margin`` where the paper reports a larger Δ; *unclear*: the interval is open (more seeds
+    could decide it), or there is no paper figure.
+
+    Args:
+        state: the row's decision (``effect``, ``negligible``, ``open``; NaN without a paired interval).
+        ours: our paired Δ top-1 (points).
+        paper: the paper's Δ (points), or None / NaN.
+        margin: the equivalence margin (points).
+    """
+    if paper is None or not math.isfinite(paper) or not math.isfinite(ours):
+        return "unclear"
+    if state == "effect":
+        return "reproduced" if paper != 0 and (ours > 0) == (paper > 0) else "not reproduced"
+    if state == "negligible":
+        return "reproduced" if abs(paper) < margin else "not reproduced"
+    return "unclear"
+
+
 def _verdict(ours: float, ours_noise: float, paper: float | None, min_effect: float) -> str:
-    """reproduced / not reproduced / unclear, from the signs of our Δ and the paper's Δ."""
+    """Speed: reproduced / not reproduced / unclear, from the signs of our Δ and the paper's Δ."""
     if paper is None or not math.isfinite(paper) or paper == 0 or not math.isfinite(ours):
         return "unclear"
     if abs(ours) < max(min_effect, 2 * ours_noise):
@@ -68,9 +95,11 @@ def summarise(run: AblationRun) -> tuple[pd.DataFrame, dict[str, float]]:
     change of img/s vs the baseline); for each paper speed column ``paper_<col>``,
     ``paper_d_<col>_pct`` and ``verdict_<col>`` (when we measured its protocol).
 
-    A verdict is "reproduced" when our Δ has the paper's sign and is larger than the noise (2 x the
-    standard error of the difference of seed means, and 0.2 points for top-1; for speed
-    :data:`SPEED_MIN_EFFECT_PCT` or 2 x the relative IQR), "not reproduced" for the opposite sign, otherwise "unclear".
+    The accuracy verdict follows from the paired decision alone (:func:`accuracy_verdict`; with
+    sequential seeds its intervals are at the alpha-spending level of :func:`explore.stats.look_level`).
+    A speed verdict is "reproduced" when our Δ img/s has the paper's sign and is larger than the
+    noise (:data:`SPEED_MIN_EFFECT_PCT` or 2 x the relative IQR), "not reproduced" for the opposite
+    sign, otherwise "unclear".
 
     Returns:
         The table, and Kendall τ between our Δs and the paper's over the non-baseline rows
@@ -103,16 +132,18 @@ def _accuracy_columns(table: pd.DataFrame, run: AblationRun, taus: dict[str, flo
         table["d_top1"] = table["top1_mean"] - table.loc[is_base, "top1_mean"].item()
         base_sd, base_n = table.loc[is_base, "top1_std"].item(), table.loc[is_base, "seeds"].item()
         table["d_top1_se"] = [difference_se(sd, n, base_sd, base_n) for sd, n in zip(table["top1_std"], table["seeds"])]
-        paired = paired_columns(ok, base)
+        paired = paired_columns(ok, base, looks=planned_looks(recipe.budget.max_seeds))
         for column in paired.columns:
             table[column] = table["variant"].map(paired[column])
     paper_b = papers[base].get(acc_key)
     table["paper_acc"] = table["variant"].map(lambda n: papers[n].get(acc_key, float("nan")))
     table["paper_d_acc"] = table["paper_acc"] - (paper_b if paper_b is not None else float("nan"))
     if "d_top1" in table:
+        decided = table["decision"] if "decision" in table else pd.Series(float("nan"), index=table.index)
+        ours = table["d_top1_paired"] if "d_top1_paired" in table else table["d_top1"]
         table["verdict_acc"] = [
-            "baseline" if row.variant == base else
-            _verdict(row.d_top1, row.d_top1_se, row.paper_d_acc, ACC_MIN_EFFECT) for row in table.itertuples()]
+            "baseline" if variant == base else accuracy_verdict(state, d, paper)
+            for variant, state, d, paper in zip(table["variant"], decided, ours, table["paper_d_acc"])]
         rest = table[table["variant"] != base]
         tau = kendall_tau(rest["d_top1"].tolist(), rest["paper_d_acc"].tolist())
         if math.isfinite(tau):
@@ -159,8 +190,9 @@ def check_findings(run: AblationRun, table: pd.DataFrame) -> list[dict[str, str]
     """Check each ``[[finding]]`` of the recipe against our numbers.
 
     ``best_x_within``: the variant with the best mean top-1 has ``x`` (or, where no variant sets
-    x, the share of blocks with attention) in the range; "unclear" when it lies outside but beats
-    the best variant inside by less than 2 standard errors (or 0.2 points). ``faster``: ``variant``'s img/s beats
+    x, the share of blocks with attention) in the range; "unclear" when it lies outside but the
+    paired interval of its gap to the best variant inside does not exclude 0 (the rows' rule,
+    at the run's look level). ``faster``: ``variant``'s img/s beats
     ``than``'s at every measured resolution, and the speed-up at the largest resolution is at
     least the one at the smallest. Returns rows of ``text``, ``observed``, ``verdict``.
     """
@@ -182,10 +214,10 @@ def check_findings(run: AblationRun, table: pd.DataFrame) -> list[dict[str, str]
                 verdict = "not reproduced"
                 if not inside.empty:
                     near = inside.loc[inside["top1_mean"].idxmax()]
-                    gap = best["top1_mean"] - near["top1_mean"]
-                    se = difference_se(best["top1_std"], best["seeds"], near["top1_std"], near["seeds"])
-                    observed += f"; best in range {near['top1_mean']:.2f} % ({near['label']}), gap {gap:.2f} ± {se:.2f}"
-                    if gap < max(0.2, 2 * se):
+                    state, low, high = _paired_gap(run, str(near["variant"]), str(best["variant"]))
+                    observed += (f"; best in range {near['top1_mean']:.2f} % ({near['label']}), paired gap "
+                                 f"[{low:+.2f}, {high:+.2f}]")
+                    if state != "effect":  # the same rule as the rows: only a paired interval above 0 decides
                         verdict = "unclear"
             out.append({"text": finding.text, "observed": observed, "verdict": verdict})
             continue
@@ -207,6 +239,18 @@ def check_findings(run: AblationRun, table: pd.DataFrame) -> list[dict[str, str]
         out.append({"text": finding.text, "observed": f"speed-up of {finding.variant} over {finding.than}: {observed}",
                     "verdict": "reproduced" if ok else "not reproduced"})
     return out
+
+
+def _paired_gap(run: AblationRun, lower: str, upper: str) -> tuple[str, float, float]:
+    """The decision and paired interval of top-1(upper) - top-1(lower) over their common seeds."""
+    ok = run.training[run.training["status"] == "ok"] if not run.training.empty else run.training
+    per_seed = {name: dict(zip(rows["seed"].astype(int), rows["top1"].astype(float)))
+                for name, rows in ok.groupby("variant")}
+    a, b = per_seed.get(lower, {}), per_seed.get(upper, {})
+    if len(set(a) & set(b)) < 2:
+        return "open", float("nan"), float("nan")
+    ci = paired_delta(a, b, look_level(0.95, planned_looks(run.recipe.budget.max_seeds)))
+    return decision(ci, ACC_MIN_EFFECT), ci.low, ci.high
 
 
 def report_meta(run: AblationRun, recipe_as_loaded: Recipe) -> dict[str, Any]:
