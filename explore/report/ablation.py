@@ -135,10 +135,12 @@ def render_ablation_markdown(table: pd.DataFrame, measurements: pd.DataFrame, me
         lines.append("Rank agreement of our Δs with the paper's (Kendall τ over the non-baseline rows): " +
                      ", ".join(f"{'accuracy' if k == 'acc' else k} τ = {fmt(v)}" for k, v in taus.items()))
         lines.append("")
-    lines += ["Verdicts (accuracy), from the paired interval of the next section, the one rule that decides a row: "
+    trained = "verdict_acc" in table
+    lines += [("Verdicts (accuracy), from the paired interval of the next section, the one rule that decides a row: "
               "*reproduced* = the interval excludes 0 with the paper's sign (or lies within ±0.2 points where the "
               "paper's Δ does too), *not reproduced* = it excludes 0 with the opposite sign (or lies within ±0.2 "
               "points where the paper reports more), *unclear* = the interval is open (or no paper figure). "
+               if trained else "") +
               "Verdicts (speed): our Δ img/s has the paper's sign beyond 5 % or 2 × the relative IQR (*reproduced*), "
               "the opposite sign beyond it (*not reproduced*), else *unclear*.", ""]
     if "d_top1_paired" in table and table["d_top1_paired"].notna().any():

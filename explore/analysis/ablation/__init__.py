@@ -17,12 +17,12 @@ from explore.analysis.ablation.recipe import (
     resolve_recipe_path,
     with_overrides,
 )
-from explore.analysis.ablation.runner import AblationRun, run_recipe
+from explore.analysis.ablation.runner import AblationRun, load_run, run_recipe
 from explore.analysis.ablation.summary import SPEED_MIN_EFFECT_PCT, check_findings, report_meta, summarise
 from explore.arch import PAPER_SPEED_COLUMNS
 
 __all__ = [
     "MEASURE_IMG", "Budget", "Finding", "MeasureSpec", "Recipe", "RecipeError", "Variant", "load_recipe",
-    "resolve_recipe_path", "with_overrides", "AblationRun", "run_recipe", "SPEED_MIN_EFFECT_PCT", "check_findings",
+    "resolve_recipe_path", "with_overrides", "AblationRun", "load_run", "run_recipe", "SPEED_MIN_EFFECT_PCT", "check_findings",
     "summarise", "report_meta", "PAPER_SPEED_COLUMNS",
 ]

@@ -298,3 +298,57 @@ def _measurements(recipe: Recipe, variants: list[Variant], hashes: Mapping[str, 
                 say(f"{v.name} {name} @{label}: {result.median_ms:.2f} ms/batch of {result.batch_size}, "
                     f"{result.throughput_img_s:.1f} img/s")
     return [r for r in measurement_rows if _row_key(r, *_MEASURE_FIELDS) in wanted], skipped
+
+
+def load_run(folder: str | Path) -> tuple[AblationRun, Recipe]:
+    """The ablation run stored in ``folder`` (``run.json``, ``variants.csv``, ``training.csv``,
+    ``measurements.csv``), as :func:`run_recipe` returned it, without training or timing anything.
+
+    The recipe as run is the recipe named in ``run.json`` with the stored budget, measurement and
+    variants (MACs-matched configs as stored); the rows are those of that budget, as
+    :func:`run_recipe` selects them. Used to re-render a report from its data
+    (``explore rerender``).
+
+    Args:
+        folder: an ablation run folder (for example ``reports/ablation_cga_table6_cpu``).
+
+    Returns:
+        (the run, the recipe as loaded from its file, for :func:`~explore.analysis.ablation.report_meta`).
+
+    Raises:
+        ConfigError: a file is missing or unreadable, or the recipe named in ``run.json`` cannot be loaded.
+    """
+    from explore.analysis.ablation.recipe import Budget, MeasureSpec, load_recipe
+
+    folder = Path(folder)
+    try:
+        meta = json.loads((folder / "run.json").read_text(encoding="utf-8"))
+        variants_frame = pd.read_csv(folder / "variants.csv")
+        training = pd.read_csv(folder / "training.csv") if (folder / "training.csv").exists() else pd.DataFrame()
+        measurements = (pd.read_csv(folder / "measurements.csv") if (folder / "measurements.csv").exists()
+                        else pd.DataFrame())
+    except (OSError, ValueError) as exc:
+        raise ConfigError("folder", str(folder), f"an ablation run with readable run.json and CSV files ({exc})") from None
+    loaded = load_recipe(meta["recipe"])
+    budget = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["budget"].items()}
+    measure = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["measure"].items()}
+    by_name = {v.name: v for v in loaded.variants}
+    variants = tuple(dataclasses.replace(by_name[str(row["variant"])], config=ArchConfig.from_json(row["config"]))
+                     for row in variants_frame.to_dict("records"))
+    chosen = dataclasses.replace(loaded, budget=Budget(**budget), measure=MeasureSpec(**measure), variants=variants)
+    hashes = {v.name: v.config.config_hash() for v in variants}
+    if not training.empty:
+        b = chosen.budget
+        keep = (training["key"].astype(str) == chosen.training_key()) & (
+            training[CONFIG_HASH].astype(str) == training["variant"].astype(str).map(hashes))
+        keep &= training["seed"].astype(int) < b.max_seeds if b.max_seeds else training["seed"].astype(int).isin(b.seeds)
+        training = training[keep].reset_index(drop=True)
+    if not measurements.empty:
+        skipped = set(meta.get("skipped_protocols") or ())
+        labels = {resolution_label(img) for img in chosen.measure.img_sizes}
+        keep = ((measurements["key"].astype(str) == chosen.measurement_key())
+                & (measurements[CONFIG_HASH].astype(str) == measurements["variant"].astype(str).map(hashes))
+                & measurements["protocol"].isin([p for p in chosen.measure.protocols if p not in skipped])
+                & measurements["img_size"].astype(str).map(resolution_label).isin(labels))
+        measurements = measurements[keep].reset_index(drop=True)
+    return AblationRun(chosen, variants_frame, training, measurements, meta), loaded
