@@ -7,7 +7,8 @@ Follows: Once-for-All (arXiv:1908.09791), AutoFormer (arXiv:2107.00651), BigNAS
 """
 
 from explore.supernet.elastic import MIXER_SIZE_ORDER, PickTrial, Supernet, check_in_space, extract
+from explore.supernet.inherit import RECALIBRATION_IMAGES, inherited_top1, recalibrate_bn
 from explore.supernet.envelope import Envelope, StageEnvelope, envelope_of, subnet_group
 
 __all__ = ["MIXER_SIZE_ORDER", "PickTrial", "Supernet", "check_in_space", "extract", "Envelope", "StageEnvelope",
-           "envelope_of", "subnet_group"]
+           "envelope_of", "subnet_group", "RECALIBRATION_IMAGES", "inherited_top1", "recalibrate_bn"]
