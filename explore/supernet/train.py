@@ -31,7 +31,7 @@ from explore.space.search_space import load_space
 from explore.supernet.elastic import Supernet
 from explore.train import Normalizer, load_dataset
 
-__all__ = ["SupernetSettings", "CHECKPOINT", "train_supernet", "load_supernet"]
+__all__ = ["SupernetSettings", "CHECKPOINT", "train_supernet", "load_supernet", "load_run_data"]
 
 CHECKPOINT = "supernet.pt"
 """The checkpoint's file name inside the run directory."""
@@ -70,7 +70,8 @@ class SupernetSettings:
     device: str = "cpu"
 
 
-def _data(settings: SupernetSettings) -> Any:
+def load_run_data(settings: SupernetSettings) -> Any:
+    """The run's dataset (:class:`~explore.train.DatasetBundle`), as training loads it."""
     return load_dataset(settings.dataset, settings.data_root, max_train=settings.max_train, max_val=settings.max_val,
                         seed=settings.seed)
 
@@ -120,7 +121,7 @@ def train_supernet(settings: SupernetSettings, out: str | Path, *, command: str 
     """
     out = Path(out)
     dev = resolve_device(settings.device)
-    data = _data(settings)
+    data = load_run_data(settings)
     space = load_space(settings.space)
     torch.manual_seed(settings.seed)
     supernet = Supernet(space, in_chans=data.in_chans, num_classes=data.num_classes, seed=settings.seed).to(dev)
