@@ -9,7 +9,7 @@ Bad input prints one ``error:`` line naming the option and value, exits with cod
 nothing. ``python -m explore.cli`` runs the same app.
 """
 
-from explore.cli import study, models, bench, analysis, acceptance, latency, schedules, rerender  # noqa: F401, I001 - each registers its commands, in this order
+from explore.cli import study, models, bench, analysis, acceptance, latency, schedules, supernet, rerender  # noqa: F401, I001 - each registers its commands, in this order
 from explore.cli.common import app
 
 __all__ = ["app", "main"]

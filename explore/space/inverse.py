@@ -13,7 +13,7 @@ from typing import Any
 
 from explore.arch.config import ArchConfig
 from explore.errors import ConfigError, ExploreError
-from explore.space.knobs import config_params
+from explore.space.knobs import base_param_name, config_params
 
 __all__ = ["ConfigTrial", "space_params"]
 
@@ -34,6 +34,7 @@ class ConfigTrial:
         self.notes: list[str] = []
 
     def _wanted(self, name: str) -> Any:
+        name = base_param_name(name)  # stage0.heads[2,4]: heads drawn among the width's divisors
         if name not in self.values:
             raise ExploreError("--enqueue", name, f"the study's space has more stages than the model "
                                                   f"({len(self.config.stages)})")

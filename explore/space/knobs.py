@@ -4,7 +4,10 @@ and labels, in one place for sampling (:mod:`explore.space.search_space`) and fo
 
 Parameter names: a model knob by its name (``img_size``, ``layout``), a stage knob as
 ``stage<i>.<knob>`` (``stage1.qk_dim``), CGA's Q kernel of head j as ``stage<i>.kernel<j>``.
-List values are drawn as labels (``(3, 5)`` -> ``"3,5"``, ``()`` -> ``"none"``).
+List values are drawn as labels (``(3, 5)`` -> ``"3,5"``, ``()`` -> ``"none"``). A knob drawn
+among a feasible subset of its values (CGA's heads among the divisors of the sampled width) is
+named with that subset, ``stage0.heads[2,4]``: Optuna needs one fixed set of choices per name, and
+widths with the same divisors share the parameter (:func:`subset_param_name`, :func:`base_param_name`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,10 @@ from explore.arch.config import ACTIVATIONS, LAYOUTS, NORMS, TOKEN_MIXERS, ArchC
 from explore.errors import SpaceError
 
 __all__ = ["Knob", "MODEL_KNOBS", "STAGE_KNOBS", "MODEL_RELEVANCE", "knob_label", "param_name", "config_params",
-           "parse_knob"]
+           "parse_knob", "subset_param_name", "base_param_name", "MAX_ENUMERATED"]
+
+MAX_ENUMERATED = 4096
+"""The most values :meth:`Knob.values` lists for a numeric range."""
 
 # knob name -> (kind, allowed categorical values or None, minimum for numbers)
 MODEL_KNOBS: dict[str, tuple[type, tuple[Any, ...] | None, float]] = {
@@ -60,6 +66,17 @@ def param_name(knob: str, stage: int | None = None, index: int | None = None) ->
     return name if stage is None else f"stage{stage}.{name}"
 
 
+def subset_param_name(name: str, values: tuple[Any, ...]) -> str:
+    """The parameter name of a knob drawn among a subset of its values:
+    ``subset_param_name("stage0.heads", (2, 4))`` -> ``"stage0.heads[2,4]"``."""
+    return f"{name}[{','.join(map(str, values))}]"
+
+
+def base_param_name(name: str) -> str:
+    """The knob's parameter name without a subset suffix: ``stage0.heads[2,4]`` -> ``stage0.heads``."""
+    return name.split("[", 1)[0]
+
+
 def config_params(config: ArchConfig) -> dict[str, Any]:
     """Every value of ``config`` under the parameter name a space would draw it with (list values
     as their labels): what :mod:`explore.space.inverse` answers a space's suggestions from."""
@@ -95,6 +112,34 @@ class Knob:
         if self.kind is int:
             return trial.suggest_int(name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
         return trial.suggest_float(name, float(self.low), float(self.high), step=self.step, log=self.log)
+
+    def values(self) -> tuple[Any, ...] | None:
+        """Every value the knob can take, ascending for numbers (a fixed value, the choices, or an
+        integer / stepped range); None for a continuous float range or a range of more than
+        :data:`MAX_ENUMERATED` values."""
+        if self.value is not None:
+            return (self.value,)
+        if self.choices is not None:
+            return self.choices
+        if self.kind is int and not self.log:
+            step = int(self.step or 1)
+            count = (int(self.high) - int(self.low)) // step + 1
+            return tuple(range(int(self.low), int(self.high) + 1, step)) if count <= MAX_ENUMERATED else None
+        if self.step and not self.log:
+            count = int((self.high - self.low) / self.step + 1e-9) + 1
+            if count <= MAX_ENUMERATED:
+                return tuple(round(self.low + i * self.step, 10) for i in range(count))
+        return None
+
+    def suggest_among(self, trial: Any, name: str, allowed: tuple[Any, ...]) -> Any:
+        """Draw among ``allowed``, a subset of :meth:`values`: the knob's own parameter when it is
+        all of them, else a categorical named with the subset (:func:`subset_param_name`)."""
+        values = self.values()
+        if self.value is not None or (values is not None and tuple(allowed) == tuple(values)):
+            return self.suggest(trial, name)
+        if len(allowed) == 1:
+            return allowed[0]
+        return trial.suggest_categorical(subset_param_name(name, tuple(allowed)), list(allowed))
 
     def describe(self) -> str:
         """Short text of the range (for ``explore describe``-style listings)."""

@@ -13,7 +13,10 @@ Sampling is conditional (define-by-run): the layout and each stage's token mixer
 and a knob is drawn only where it matters (``kernel`` for cga; ``window_size`` and ``v_ratio`` for
 cga/mhsa; ``scales`` for msla; ``ffn_ratio``/``sandwich_n`` for the sandwich layout;
 ``expand_ratio``, ``stem_width``/``stem_depth`` for the mbconv layout). Without a ``heads`` knob a
-stage has ``width // qk_dim`` heads (the MIT rule). List-valued knobs (``scales``,
+stage has ``width // qk_dim`` heads (the MIT rule). Feasibility is part of the space: a CGA
+stage draws its heads only among the knob's values that divide the sampled width (named
+``stage<i>.heads[2,4]`` when that is a strict subset, see :mod:`explore.space.knobs`), so the
+built-in spaces have no infeasible draws. List-valued knobs (``scales``,
 ``head_widths``) take lists: ``value = [5]``, ``choices = [[5], [3, 5], []]``.
 
 Each knob is a table holding exactly one of ``value = X`` (fixed), ``choices = [...]``
@@ -21,8 +24,8 @@ Each knob is a table holding exactly one of ``value = X`` (fixed), ``choices = [
 knob is either one table for all stages or a list with one table per stage.
 
 Files are parsed as data (``tomllib``), validated on load, and errors name the file, the knob and
-the value. Sampled points that violate a constraint (e.g. width not divisible by heads for CGA)
-are never built: :meth:`SearchSpace.sample` raises :class:`~explore.errors.ConfigError`, which the
+the value. Sampled points that still violate a constraint (a fixed ``heads`` that does not divide
+the width, no heads value dividing it, too small a V ratio) are never built: :meth:`SearchSpace.sample` raises :class:`~explore.errors.ConfigError`, which the
 study records as a pruned trial with the reason.
 """
 
@@ -86,9 +89,13 @@ class SearchSpace:
             mixer = knobs["token_mixer"].suggest(trial, param_name("token_mixer", i)) if "token_mixer" in knobs else "cga"
             values: dict[str, Any] = {"token_mixer": mixer}
             for name, knob in knobs.items():
-                if name in ("token_mixer", "kernel"):
+                if name in ("token_mixer", "kernel") or not stage_field_used(name, layout, mixer):
                     continue
-                if stage_field_used(name, layout, mixer):
+                if name == "heads" and mixer == "cga":
+                    if "width" not in values:
+                        values["width"] = knobs["width"].suggest(trial, param_name("width", i))
+                    values[name] = _draw_cga_heads(knob, values["width"], trial, param_name(name, i))
+                elif name not in values:
                     values[name] = knob.suggest(trial, param_name(name, i))
             if mixer == "none":
                 values["heads"] = 1
@@ -106,6 +113,17 @@ class SearchSpace:
         for i, knobs in enumerate(self.stages):
             rows += [(param_name(name, i), knob.describe()) for name, knob in knobs.items()]
         return rows
+
+
+def _draw_cga_heads(knob: Knob, width: int, trial: Any, name: str) -> int:
+    """CGA splits the width between heads: draw among the knob's values that divide ``width``
+    (all of them, or a range too long to list: the knob as it is; none: the smallest value, which
+    the config then rejects with the reason)."""
+    values = knob.values()
+    if values is None or knob.value is not None:
+        return knob.suggest(trial, name)
+    feasible = tuple(h for h in values if width % h == 0)
+    return knob.suggest_among(trial, name, feasible) if feasible else min(values)
 
 
 _DEFAULTS_STAGE = {f.name: f.default for f in StageConfig.__dataclass_fields__.values()}  # type: ignore[attr-defined]

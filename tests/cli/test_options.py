@@ -17,13 +17,14 @@ from explore.cli.options import DEVICE, MAX_TRAIN, SEED, Shared, given, reproduc
 from explore.evaluate import RunBudget
 from explore.search import StudySettings
 from explore.search.schedule_comparison import CompareSettings
+from explore.supernet.train import SupernetSettings
 from explore.search.settings import TASK_DEFAULTS
 
 SHARED = {o.flag: o for o in vars(options).values() if isinstance(o, Shared)}
 PROTOCOL_BATCH = {("bench", "--batch-size"), ("bench models", "--batch-size"), ("latency-table", "--batch-size")}
 """Where --batch-size is the latency protocol's batch, not the proxy training's: another option of the same name."""
 SETTINGS = {"study": StudySettings, "validate-proxy": RunBudget, "importance": ImportanceSettings,
-            "compare-schedules": CompareSettings}
+            "compare-schedules": CompareSettings, "supernet train": SupernetSettings}
 """The settings whose defaults each command's shared options show."""
 
 
@@ -51,7 +52,7 @@ def test_every_shared_option_is_the_one_declaration():
             if flag in SHARED and (name, flag) not in PROTOCOL_BATCH:
                 assert param.help.startswith(SHARED[flag].help), f"explore {name} declares its own {flag}"
                 takers.setdefault(flag, []).append(name)
-    assert len(takers["--max-train"]) == 5 and len(takers["--seed"]) == 4 and len(takers["--device"]) >= 8
+    assert len(takers["--max-train"]) == 6 and len(takers["--seed"]) == 5 and len(takers["--device"]) >= 8
 
 
 def test_the_defaults_shown_are_the_settings_defaults():
