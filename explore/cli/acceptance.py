@@ -183,6 +183,8 @@ def _check_bench(runner: _Runner, name: str, args: list[str], device: str, modes
 
 
 def _check_study(runner: _Runner, args: list[str], device: str, limit_s: float) -> tuple[str, str, dict[str, Any]]:
+    from explore.report.common import sig3
+
     argv = _explore("study", "--space", "cga", "--device", device, "--out", "runs", "--study-name", "acceptance",
                     *args, "--no-report")
     runner.run("study", argv, limit_s)
@@ -202,7 +204,7 @@ def _check_study(runner: _Runner, args: list[str], device: str, limit_s: float) 
     lat = [float(r["latency_ms"]) for r in rows]
     bound = sorted({r.get("latency_host_bound", "") for r in rows} - {""})
     summary = (f"{trials} trials, {len(hashes)} architectures; top-1 {min(top1):.1f}-{max(top1):.1f} %; latency "
-               f"{min(lat):.4f}-{max(lat):.4f} ms/img ({', '.join(modes)}); training {', '.join(precision)}"
+               f"{sig3(min(lat))}-{sig3(max(lat))} ms/img ({', '.join(modes)}); training {', '.join(precision)}"
                + (f"; host_bound {', '.join(bound)}" if bound else ""))
     keep = ("number", "summary", "top1", "latency_ms", "latency_batch_size", "latency_protocol_mode",
             "latency_host_bound", "proxy_precision", "proxy_train_img_s", "proxy_train_seconds")
