@@ -18,7 +18,7 @@ def test_acceptance_command_runs_on_cpu(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     lines = [line for line in done.stdout.splitlines() if line[:4] in ("PASS", "FAIL", "SKIP")]
     names = [line.split()[1] for line in lines]
-    assert names == ["study", "bench-latency", "validate-proxy", "ablate", "bench-proxy", "memory"]
+    assert names == ["study", "memory", "bench-latency", "validate-proxy", "ablate", "bench-proxy"]
     assert all(line.startswith("PASS") for line in lines[:-1]) and lines[-1].startswith("SKIP")
     report = (out / "report.md").read_text()
     assert "**PASSED**" in report
