@@ -20,11 +20,19 @@ import torch
 
 from explore.errors import DeviceError
 
-__all__ = ["resolve_device", "on_device", "is_out_of_memory", "release_memory", "device_lock", "lock_path"]
+__all__ = ["resolve_device", "on_device", "is_out_of_memory", "is_sticky_cuda_error", "release_memory", "device_lock",
+           "lock_path"]
 
 _OOM_PATTERNS = re.compile(
-    r"out of memory|CUDNN_STATUS_ALLOC_FAILED|CUBLAS_STATUS_ALLOC_FAILED|CUSOLVER_STATUS_ALLOC_FAILED|"
+    r"out of memory|CUDNN_STATUS_ALLOC_FAILED|CUBLAS_STATUS_ALLOC_FAILED|CUBLAS_STATUS_NOT_INITIALIZED|CUSOLVER_STATUS_ALLOC_FAILED|"
     r"cudaErrorMemoryAllocation|CUDA_ERROR_OUT_OF_MEMORY|can't allocate memory|failed to allocate",
+    re.IGNORECASE,
+)
+
+_STICKY_PATTERNS = re.compile(
+    r"illegal memory access|illegal address|device-side assert|unspecified launch failure|misaligned address|"
+    r"illegal instruction|CUDA_ERROR_ILLEGAL|cudaErrorIllegal|cudaErrorLaunchFailure|cudaErrorAssert|"
+    r"CUDA error: an? (?:illegal|unspecified)|hardware stack error|uncorrectable ECC error",
     re.IGNORECASE,
 )
 
@@ -79,12 +87,37 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
     ``torch.cuda.OutOfMemoryError``, ``MemoryError``, and the errors that carry an allocation
     failure in their text: the caching allocator's "out of memory" RuntimeError (CPU, MPS, older
-    torch), cuDNN's ``CUDNN_STATUS_ALLOC_FAILED``, cuBLAS's ``CUBLAS_STATUS_ALLOC_FAILED`` and the
-    driver's ``cudaErrorMemoryAllocation``.
+    torch), cuDNN's ``CUDNN_STATUS_ALLOC_FAILED``, cuBLAS's ``CUBLAS_STATUS_ALLOC_FAILED`` and
+    ``CUBLAS_STATUS_NOT_INITIALIZED`` (``cublasCreate`` fails so when no memory is left for its
+    workspace) and the driver's ``cudaErrorMemoryAllocation``. The chain of causes is walked
+    (``__cause__``, then ``__context__``): an error raised while a CUDA graph was captured, or a
+    wrapper around the allocator's error, counts when an out-of-memory lies behind it.
     """
-    if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):
-        return True
-    return isinstance(exc, RuntimeError) and bool(_OOM_PATTERNS.search(str(exc)))
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:  # the error itself, then what caused it
+        seen.add(id(exc))
+        if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):
+            return True
+        if isinstance(exc, RuntimeError) and _OOM_PATTERNS.search(str(exc)):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def is_sticky_cuda_error(exc: BaseException) -> bool:
+    """True for a CUDA error that leaves this process's CUDA context unusable: an illegal memory
+    access, a device-side assert, a launch failure, an ECC error (every later CUDA call fails too).
+    An out-of-memory is not one (:func:`is_out_of_memory`). The chain of causes is walked.
+    """
+    if is_out_of_memory(exc):
+        return False
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, RuntimeError) and _STICKY_PATTERNS.search(str(exc)):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def release_memory() -> None:

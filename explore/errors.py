@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ExploreError", "ConfigError", "SpaceError", "DataError", "DeviceError", "NonFiniteLossError"]
+__all__ = ["ExploreError", "ConfigError", "SpaceError", "DataError", "DeviceError", "OutOfMemory",
+           "NonFiniteLossError"]
 
 
 class ExploreError(ValueError):
@@ -41,6 +42,12 @@ class DataError(ExploreError):
 
 class DeviceError(ExploreError):
     """A device that is unknown or not available on this machine."""
+
+
+class OutOfMemory(ExploreError, MemoryError):
+    """Out of memory even at the smallest size tried (a batch of 1): a bad-input error for a command
+    (one ``error:`` line), and a ``MemoryError``, so that a study treats it as every other
+    out-of-memory (the trial is PRUNED with its reason; :func:`explore.device.is_out_of_memory`)."""
 
 
 class NonFiniteLossError(RuntimeError):

@@ -175,6 +175,7 @@ def trial_line(settings, study, trial) -> str:  # noqa: ANN001 - StudySettings, 
     (:func:`explore.search.results.state_reason`: never empty)."""
     from explore.records import TrialRecord
     from explore.report import accuracy_name
+    from explore.report.common import sig3
     from explore.search.results import state_reason
 
     record = TrialRecord.of(trial)
@@ -184,7 +185,7 @@ def trial_line(settings, study, trial) -> str:  # noqa: ANN001 - StudySettings, 
     latency_ms = float("nan") if record.latency_ms_per_img is None else record.latency_ms_per_img
     where = "" if record.rung is None else (f" rung {record.rung} ({settings.plan.rungs[record.rung]:g} ep) of "
                                             f"arch #{record.arch_trial}")
-    return (f"#{trial.number}{where} {accuracy_name(settings.task)} {trial.values[0]:.2f}%  latency {latency_ms:.3f} "
+    return (f"#{trial.number}{where} {accuracy_name(settings.task)} {trial.values[0]:.2f}%  latency {sig3(latency_ms)} "
             f"ms/img{cached}  params {(record.params or 0) / 1e6:.2f}M")
 
 
@@ -208,7 +209,9 @@ def _run_with_progress(settings, prepared):  # noqa: ANN001, ANN202 - StudySetti
             progress.console.print(f"data: {escape(dataset_line(info))}", highlight=False, soft_wrap=True)
 
         def on_remeasure(number: int, first: float, again: float) -> None:
-            progress.console.print(f"#{number} latency measured again: {first:.3f} -> {again:.3f} ms/img "
+            from explore.report.common import sig3
+
+            progress.console.print(f"#{number} latency measured again: {sig3(first)} -> {sig3(again)} ms/img "
                                    f"({(again / first - 1) * 100:+.1f} %)", highlight=False)
 
         summary = run_or_exit(lambda: run_study(settings, on_trial=on_trial, prepared=prepared, on_data=on_data,

@@ -11,18 +11,28 @@ protocol           device   batch  precision   memory format   unit, source
 
 Every protocol runs a copy of the model in eval mode under ``torch.inference_mode`` in one of four
 modes: ``eager`` (as built), ``fused`` (BatchNorm folded, the papers' deploy form), ``compile``
-(fused + ``torch.compile``, dynamo reset per model and the compiled graphs counted: a pass that ran
-eagerly makes the measurement fail) or ``cuda-graph`` (fused + CUDA-graph capture and replay). It
-warms up, then times ``repeats`` runs and reports the median, the inter-quartile range and the
-coefficient of variation.
+(fused + ``torch.compile``, dynamo reset per model and the compiled graphs counted: a pass that ran eagerly makes the measurement
+fail) or ``cuda-graph`` (fused + CUDA-graph capture and replay). It warms up, then times ``repeats``
+runs and reports the median, the inter-quartile range and the coefficient of variation. The input
+is built on the device, in the protocol's precision and memory format.
+
+What "fp16 amp" casts: conv and linear weights and biases, and the attention-bias tables, are cast
+to fp16 once before timing (:func:`explore.measure.runners.cast_for_amp`), so the timed pass
+launches no parameter casts; the input is fp16; norms keep fp32 parameters (in the fused modes only
+those that fusion cannot fold, e.g. LayerNorm), and autocast runs its fp32 ops (norms, softmax) in
+fp32.
 
 On the CPU, every repeat is timed by the wall clock and by the measuring thread's CPU clock, and a
 fixed reference workload is timed before and after the repeats: the figure is the median of the
 repeats that were not preempted, a busy machine is waited out and measured again, and the result
-records how busy it was (``contention_ratio``, ``clean_share``, ``contended``; see :func:`time_cpu`). On CUDA, the runs are timed with CUDA events on the protocol's device (made
-current), and a diagnosis pass times the host's kernel queueing while the GPU is kept busy: when
-queueing takes >= 0.8 x the GPU's time for the pass, the figure is the host's launch rate
-(``host_bound``; see :func:`explore.measure.runners.host_bound_rule`) and ``compile`` or ``cuda-graph`` give the GPU's.
+records how busy it was (``contention_ratio``, ``clean_share``, ``contended``; see :func:`time_cpu`).
+On CUDA, ``cudnn.benchmark`` is on (the warm-up autotunes), and the runs are timed with CUDA events
+on the protocol's device (made current): each repeat times several back-to-back passes
+(``passes_per_pair``, about 2 ms of GPU time) queued behind a short GPU sleep, so the figure is GPU
+time per pass without the launch latency. A diagnosis pass times the host's kernel queueing while
+the GPU is kept busy: when queueing takes >= 0.8 x the GPU's time for the pass, the figure is the
+host's launch rate (``host_bound``; see :func:`explore.measure.runners.host_bound_rule`) and
+``compile`` or ``cuda-graph`` give the GPU's.
 A batch that runs out of memory (allocator, cuDNN or cuBLAS) is halved until it fits
 (``oom_retries``, ``batch_size``): compare models by the per-image figures.
 """
@@ -44,9 +54,9 @@ import torch
 from torch import nn
 
 from explore.device import is_out_of_memory, on_device, release_memory, resolve_device
-from explore.errors import ExploreError
+from explore.errors import ExploreError, OutOfMemory
 from explore.measure.fusion import fuse_batchnorm
-from explore.measure.runners import host_bound_rule, prepare_runner, time_cuda
+from explore.measure.runners import amp_dtype, host_bound_rule, prepare_runner, time_cuda
 
 __all__ = [
     "PROTOCOLS",
@@ -56,6 +66,7 @@ __all__ = [
     "get_protocol",
     "measure",
     "measure_batch",
+    "make_input",
     "Timed",
     "library_versions",
     "device_name",
@@ -166,8 +177,9 @@ class Measurement:
         median_ms, iqr_ms: per forward pass of the batch (ms); cv: stdev / mean of the repeats.
         throughput_img_s: batch_size / median.
         latency_ms_per_img: median / batch_size.
-        gpu_ms: CUDA only: the median of the timed runs (CUDA events around back-to-back passes;
-            equal to ``median_ms``).
+        gpu_ms: CUDA only: the median of the timed repeats, GPU ms per pass (each repeat: CUDA
+            events around ``passes_per_pair`` back-to-back passes queued behind a short GPU sleep, so
+            the launch latency is not in the figure; equal to ``median_ms``).
         host_ms, gpu_exec_ms: CUDA only: the host's time to queue one pass and the GPU's time to
             run the queued pass, both measured with the GPU kept busy while the host queues (so
             neither waits for the other; see :func:`host_bound_rule`). None off CUDA, or when the
@@ -183,6 +195,8 @@ class Measurement:
             (:class:`Contention`); ``median_ms``, ``iqr_ms`` and ``cv`` are then of the clean
             repeats, or of the scaled ones when ``contended``.
         times_ms: the timed runs behind ``median_ms`` (ms per forward pass of the batch), in order.
+        passes_per_pair: CUDA only: forward passes timed between one pair of CUDA events
+            (:func:`explore.measure.runners.passes_per_pair`).
     """
 
     protocol: dict[str, Any]
@@ -206,6 +220,7 @@ class Measurement:
     attempts: int | None = None
     contended: bool | None = None
     times_ms: list[float] | None = None
+    passes_per_pair: int | None = None
 
     def as_attrs(self, prefix: str = "latency_") -> dict[str, Any]:
         """Flat dict for Optuna user attributes (protocol parameters prefixed ``<prefix>protocol_``)."""
@@ -441,8 +456,8 @@ def _time_onnx(model: nn.Module, protocol: Protocol, x: torch.Tensor) -> tuple[l
 
 @dataclass(frozen=True)
 class Timed:
-    """What timing one batch size gave: the times used (ms), and per mode the CUDA diagnosis, the
-    compiled-graph counts or the CPU's contention."""
+    """What timing one batch size gave: the times used (ms per pass), and per mode the CUDA diagnosis
+    and passes per event pair, the compiled-graph counts or the CPU's contention."""
 
     times: list[float]
     host_ms: float | None = None
@@ -450,41 +465,59 @@ class Timed:
     compiled_graphs: int | None = None
     compiled_calls: int | None = None
     contention: Contention | None = None
+    passes: int | None = None
+
+
+def make_input(protocol: Protocol, device: torch.device, batch: int) -> torch.Tensor:
+    """The timed input, (batch, in_chans, H, W) of N(0, 1) values, built where it is used.
+
+    On the protocol's device (no host tensor and no pageable copy: a batch sized from GPU memory fails
+    on the GPU, as an out-of-memory the batch halving handles), in the autocast dtype when the
+    protocol has ``amp`` (the first layer then casts nothing), in channels_last when the protocol
+    says so. ONNX Runtime gets a float32 CPU tensor.
+    """
+    shape = (batch, protocol.in_chans, protocol.img_size, protocol.img_width or protocol.img_size)
+    if protocol.onnx:
+        return torch.randn(shape)
+    dtype = amp_dtype(protocol.amp) or torch.float32
+    layout = torch.channels_last if protocol.channels_last else torch.contiguous_format
+    return torch.empty(shape, device=device, dtype=dtype, memory_format=layout).normal_()
 
 
 def measure_batch(model: nn.Module, protocol: Protocol, device: torch.device, batch: int) -> Timed:
     """Time one batch size; raises whatever the run raises (out-of-memory included)."""
-    x = torch.randn(batch, protocol.in_chans, protocol.img_size, protocol.img_width or protocol.img_size)
+    x = make_input(protocol, device, batch)
     if protocol.onnx:
         times, contention = _time_onnx(model, protocol, x)
         return Timed(times, contention=contention)
-    x = x.to(device)
-    if protocol.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
     runner = prepare_runner(model, protocol, device, x)
     if runner.counter is not None:  # compile: the first run compiles, the second must not
         protocol = dataclasses.replace(protocol, warmup=max(2, protocol.warmup))
     contention = None
+    passes = None
     if device.type == "cuda":
-        times, host_ms, exec_ms = time_cuda(runner, protocol, device)
+        cuda = time_cuda(runner, protocol, device)
+        times, host_ms, exec_ms, passes, runs = cuda.times, cuda.host_ms, cuda.gpu_exec_ms, cuda.passes, cuda.runs
     else:
         (times, contention), host_ms, exec_ms = time_cpu(runner.run, protocol), None, None
+        runs = protocol.warmup + protocol.repeats
     counter = runner.counter
     if counter is None:
-        return Timed(times, host_ms, exec_ms, contention=contention)
-    runs = protocol.warmup + protocol.repeats + (5 if device.type == "cuda" else 0)
+        return Timed(times, host_ms, exec_ms, contention=contention, passes=passes)
     if counter.graphs == 0 or counter.calls < runs:
         raise ExploreError("--mode", "compile",
                            f"torch.compile ran {runs - counter.calls} of {runs} forward passes eagerly "
                            f"({counter.graphs} graphs compiled): the measurement would not be of compiled code")
-    return Timed(times, host_ms, exec_ms, counter.graphs, counter.calls, contention)
+    return Timed(times, host_ms, exec_ms, counter.graphs, counter.calls, contention, passes)
 
 
 def measure(model: nn.Module, protocol: Protocol) -> Measurement:
     """Run ``protocol`` on a copy of ``model`` (the model itself is not changed).
 
     The protocol's device is made current for the whole measurement (CUDA events, streams and graph
-    capture act on the current device). A batch that runs out of memory is halved until it fits:
+    capture act on the current device), and on CUDA ``torch.backends.cudnn.benchmark`` is on (the
+    caller's setting restored after): shapes are fixed, so the warm-up autotunes the convolutions
+    and the timed (or captured) passes use the fastest algorithms, not cuDNN's heuristic ones. A batch that runs out of memory is halved until it fits:
     the failed attempt's references are dropped and the allocator's cache emptied before the next
     try, and out-of-memory errors of the allocator, cuDNN and cuBLAS all count (see
     :func:`explore.device.is_out_of_memory`). ``batch_size`` of the result is the batch that was
@@ -500,31 +533,38 @@ def measure(model: nn.Module, protocol: Protocol) -> Measurement:
 
     Raises:
         DeviceError: the protocol's device is unknown or not available here.
-        ExploreError: even a batch of 1 does not fit in GPU memory (field ``--batch-size``);
-            ``compile`` mode ran some forward passes eagerly (field ``--mode``); onnx-cpu without
+        OutOfMemory: even a batch of 1 does not fit in memory (field ``--batch-size``; an
+            ``ExploreError`` and a ``MemoryError``, so a study prunes the trial as out of memory).
+        ExploreError: ``compile`` mode ran some forward passes eagerly (field ``--mode``); onnx-cpu without
             its libraries (field ``--protocol``).
     """
     device = resolve_device(protocol.device)
     batch = protocol.batch_size
     retries = 0
     old_threads = torch.get_num_threads()
+    old_benchmark = torch.backends.cudnn.benchmark
     if protocol.threads and device.type == "cpu":
         torch.set_num_threads(protocol.threads)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: the warm-up autotunes, captures use the best
     try:
         with on_device(device):
             while True:
+                oom = None
                 try:
                     timed = measure_batch(model, protocol, device, batch)
                     break
                 except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
                     if not is_out_of_memory(exc):
                         raise
+                    oom = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
                 release_memory()  # outside the except block: the failed frames are gone
                 if batch == 1:
-                    raise ExploreError("--batch-size", protocol.batch_size, "out of memory even at batch 1")
+                    raise OutOfMemory("--batch-size", protocol.batch_size, f"out of memory even at batch 1 ({oom})")
                 batch, retries = max(1, batch // 2), retries + 1
     finally:
         torch.set_num_threads(old_threads)
+        torch.backends.cudnn.benchmark = old_benchmark
     median, iqr, cv = _stats(timed.times)
     on_cuda = device.type == "cuda" and not protocol.onnx
     return Measurement(
@@ -550,4 +590,5 @@ def measure(model: nn.Module, protocol: Protocol) -> Measurement:
         attempts=timed.contention.attempts if timed.contention else None,
         contended=timed.contention.contended if timed.contention else None,
         times_ms=[float(t) for t in timed.times],
+        passes_per_pair=timed.passes,
     )

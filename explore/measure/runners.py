@@ -10,6 +10,7 @@ and :func:`host_bound_rule`, whether the host's kernel launches were the bottlen
 from __future__ import annotations
 
 import copy
+import math
 import statistics
 import time
 from dataclasses import dataclass
@@ -25,11 +26,19 @@ from explore.measure.fusion import fuse_batchnorm
 if TYPE_CHECKING:
     from explore.measure.protocols import Protocol
 
-__all__ = ["HOST_BOUND_RATIO", "GraphCounter", "Runner", "prepare_runner", "host_bound_rule", "launch_diagnosis",
-           "time_cuda", "peak_memory_mib", "amp_dtype"]
+__all__ = ["HOST_BOUND_RATIO", "PAIR_TARGET_MS", "MAX_PASSES", "GraphCounter", "Runner", "CudaTiming",
+           "prepare_runner", "cast_for_amp", "host_bound_rule", "launch_diagnosis", "passes_per_pair", "time_cuda",
+           "peak_memory_mib", "amp_dtype"]
 
 HOST_BOUND_RATIO = 0.8
 """A CUDA forward pass is host-bound when queueing it takes >= this share of its GPU time."""
+PAIR_TARGET_MS = 2.0
+"""GPU time one pair of CUDA events spans at least (ms): passes shorter than this are timed several per
+pair, so that the event pair's own resolution and the first launch weigh little in the figure per pass."""
+MAX_PASSES = 64
+"""The most forward passes timed between one pair of CUDA events."""
+
+_CAST_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
 def amp_dtype(amp: str | None) -> torch.dtype | None:
@@ -82,6 +91,39 @@ class Runner:
     counter: GraphCounter | None = None
 
 
+def cast_for_amp(net: nn.Module, dtype: torch.dtype | None) -> nn.Module:
+    """Cast, once and in place, what autocast would otherwise cast in every forward pass.
+
+    Under autocast a float32 conv or linear layer casts its weight and bias to the autocast dtype on
+    every call (about two extra kernels per layer and pass, captured into CUDA graphs too), which
+    weighs more on architectures with more layers. This casts the weights and biases of every
+    ``Conv1d/2d/3d`` and ``Linear``, and the relative-position bias tables of the attention mixers
+    (``attention_biases``, ours and timm's; their per-grid caches are dropped), to ``dtype``; norms (BatchNorm,
+    LayerNorm, GroupNorm: what fusion left) keep float32 parameters, and autocast still runs them
+    and the other fp32-listed ops (softmax, ...) in float32. Autocast skips a cast whose tensor
+    already has the target dtype, so the timed pass launches no parameter casts.
+
+    Args:
+        net: the model to time (a copy: it is changed).
+        dtype: the autocast dtype (``torch.float16``, ``torch.bfloat16``), or None (nothing cast).
+
+    Returns:
+        ``net``.
+    """
+    if dtype is None:
+        return net
+    for module in net.modules():
+        if isinstance(module, _CAST_MODULES):
+            module.to(dtype)
+        table = getattr(module, "attention_biases", None)
+        if isinstance(table, nn.Parameter):
+            table.data = table.data.to(dtype)
+            for cache in ("_bias_cache", "attention_bias_cache"):  # ours; timm's LeViT-style mixers
+                if isinstance(getattr(module, cache, None), dict):
+                    setattr(module, cache, {})
+    return net
+
+
 def prepare_runner(model: nn.Module, protocol: Protocol, device: torch.device, x: torch.Tensor) -> Runner:
     """The runner of one forward pass of ``x`` in the protocol's mode.
 
@@ -90,7 +132,8 @@ def prepare_runner(model: nn.Module, protocol: Protocol, device: torch.device, x
     captured: a cache written inside a traced forward would make dynamo guard on it and compile
     each model twice. ``compile`` resets dynamo first, so that the compiled forwards of earlier
     models (every generated model shares one ``forward``) do not count towards the recompile
-    limit, after which dynamo silently runs eager.
+    limit, after which dynamo silently runs eager. With ``amp``, conv and linear parameters are
+    cast once (:func:`cast_for_amp`), not by autocast in every timed pass.
     """
     net = copy.deepcopy(model).eval()
     if protocol.mode != "eager":
@@ -99,6 +142,7 @@ def prepare_runner(model: nn.Module, protocol: Protocol, device: torch.device, x
     if protocol.channels_last:
         net = net.to(memory_format=torch.channels_last)
     amp = amp_dtype(protocol.amp)
+    cast_for_amp(net, amp)
 
     def autocast() -> Any:
         return torch.autocast(device.type, dtype=amp, enabled=amp is not None)
@@ -156,8 +200,22 @@ def host_bound_rule(host_ms: float, gpu_exec_ms: float, ratio: float = HOST_BOUN
     return host_ms >= ratio * gpu_exec_ms
 
 
+def _sleep_cycles_per_ms() -> float:
+    """Cycles of ``torch.cuda._sleep`` per ms on the current device (one probe)."""
+    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    probe = 1_000_000
+    start.record()
+    torch.cuda._sleep(probe)
+    stop.record()
+    stop.synchronize()
+    return probe / max(start.elapsed_time(stop), 1e-3)
+
+
+_DIAGNOSIS_REPEATS = 5
+
+
 def launch_diagnosis(run: Callable[[], Any], device: torch.device, busy_ms: float,
-                      repeats: int = 5) -> tuple[float | None, float | None]:
+                      repeats: int = _DIAGNOSIS_REPEATS, cycles_per_ms: float | None = None) -> tuple[float | None, float | None]:
     """(host ms to queue one pass, GPU ms to run it) with the GPU kept busy while the host queues.
 
     Before each pass the GPU is given ``torch.cuda._sleep`` for about 2 x ``busy_ms`` + 1 ms, so
@@ -165,13 +223,7 @@ def launch_diagnosis(run: Callable[[], Any], device: torch.device, busy_ms: floa
     time the GPU's work alone. Returns (None, None) when the host needed longer than the sleep to
     queue (a launch queue that filled up): then neither figure is the one wanted.
     """
-    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    probe = 1_000_000
-    start.record()
-    torch.cuda._sleep(probe)
-    stop.record()
-    stop.synchronize()
-    cycles_per_ms = probe / max(start.elapsed_time(stop), 1e-3)
+    cycles_per_ms = cycles_per_ms or _sleep_cycles_per_ms()
     sleep_ms = 2.0 * busy_ms + 1.0
     host, gpu = [], []
     for _ in range(repeats):
@@ -190,23 +242,74 @@ def launch_diagnosis(run: Callable[[], Any], device: torch.device, busy_ms: floa
     return host_ms, statistics.median(gpu)
 
 
-def time_cuda(runner: Runner, protocol: Protocol, device: torch.device) -> tuple[list[float], float | None,
-                                                                                      float | None]:
-    """CUDA: (ms per run from CUDA events; host queueing ms; GPU execution ms; see :func:`launch_diagnosis`)."""
+def passes_per_pair(pass_ms: float, target_ms: float = PAIR_TARGET_MS, most: int = MAX_PASSES) -> int:
+    """Forward passes to time between one pair of CUDA events: enough for ``target_ms`` of GPU time
+    (1 for a pass that long or longer), at most ``most``.
+
+    Args:
+        pass_ms: an estimate of one pass's GPU time (ms).
+        target_ms: GPU time one event pair should span.
+        most: cap.
+    """
+    if not pass_ms > 0:
+        return most
+    return max(1, min(most, math.ceil(target_ms / pass_ms)))
+
+
+@dataclass(frozen=True)
+class CudaTiming:
+    """What :func:`time_cuda` measured.
+
+    Attributes:
+        times: GPU ms per forward pass, one figure per timed repeat (an event pair's time / passes).
+        host_ms, gpu_exec_ms: :func:`launch_diagnosis` (None when the launch queue filled up).
+        passes: forward passes timed between one event pair.
+        runs: forward passes run in all (warm-up, diagnosis and timing).
+    """
+
+    times: list[float]
+    host_ms: float | None
+    gpu_exec_ms: float | None
+    passes: int
+    runs: int
+
+
+def time_cuda(runner: Runner, protocol: Protocol, device: torch.device) -> CudaTiming:
+    """Time a runner's forward pass on CUDA: GPU ms per pass, without the launch latency.
+
+    After ``protocol.warmup`` untimed passes (which also let cuDNN autotune, see
+    :func:`explore.measure.measure`) and the :func:`launch_diagnosis`, each of ``protocol.repeats``
+    repeats queues :func:`passes_per_pair` passes back to back between one pair of CUDA events,
+    behind a short ``torch.cuda._sleep`` that covers the host's queueing of the first pass: the
+    first launch is hidden, the passes run as in a steady stream, and the repeat's figure is the
+    pair's time / passes. A host-bound pass (the host queues slower than the GPU runs) still shows
+    the host's rate, as a stream of such passes would run; ``host_bound`` tells which.
+    """
     run = runner.run
     for _ in range(protocol.warmup):
         run()
     torch.cuda.synchronize(device)
+    cycles_per_ms = _sleep_cycles_per_ms()
+    begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    begin.record()
+    run()
+    end.record()
+    end.synchronize()
+    first_ms = begin.elapsed_time(end)  # includes one launch: an upper bound of the pass's GPU time
+    host_ms, exec_ms = launch_diagnosis(run, device, first_ms, cycles_per_ms=cycles_per_ms)
+    passes = passes_per_pair(exec_ms if exec_ms is not None else first_ms)
+    lead_ms = 2.0 * (host_ms if host_ms is not None else first_ms) + 0.05  # the first pass is queued in it
     gpu = []
     for _ in range(protocol.repeats):
+        torch.cuda._sleep(int(cycles_per_ms * lead_ms))
         begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         begin.record()
-        run()
+        for _ in range(passes):
+            run()
         end.record()
         end.synchronize()
-        gpu.append(begin.elapsed_time(end))
-    host_ms, exec_ms = launch_diagnosis(run, device, statistics.median(gpu))
-    return gpu, host_ms, exec_ms
+        gpu.append(begin.elapsed_time(end) / passes)
+    return CudaTiming(gpu, host_ms, exec_ms, passes, protocol.warmup + 1 + _DIAGNOSIS_REPEATS + protocol.repeats * passes)
 
 
 # --------------------------------------------------------------------------------------------------

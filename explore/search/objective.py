@@ -170,7 +170,9 @@ class MeasuredLatency:
                                                                         dict[str, Any] | None]:
         """The study's cache, the key of ``config``'s measurement, its protocol, and the cached entry (None: time it)."""
         cache = LatencyCache(trial.study)
-        protocol = self.settings.latency_protocol(config.img_size, config.in_chans)
+        # the worker's own device (``--devices K``: cuda:K), whose name the cache key carries
+        protocol = dataclasses.replace(self.settings.latency_protocol(config.img_size, config.in_chans),
+                                       device=str(torch.device(self.device)))
         key = LatencyKey(config_hash=config.config_hash(), batch_size=protocol.batch_size,
                          threads=self.settings.latency_threads, warmup=LATENCY_WARMUP,
                          repeats=self.settings.latency_repeats, device=device_name(self.device),

@@ -20,6 +20,9 @@ Faults inside a trial never stop the study; the trial keeps the reason:
   PRUNED, ``pruned_reason = "out of memory: ..."`` (the CUDA cache is emptied);
 * NaN/inf training loss -> PRUNED, ``pruned_reason = "non-finite loss: ..."``;
 * any other exception -> FAIL, ``fail_reason = "<type>: <message>"`` (password-free);
+* a sticky CUDA error (illegal address, device-side assert: every later CUDA call of the process
+  would fail) -> that trial FAIL, then the worker ends with one ``error:`` line (DeviceError); the
+  study resumes when the command is run again;
 * the process dies (``kill -9``, a lost machine) -> the trial stays RUNNING until its heartbeat is
   stale, then becomes FAIL and its parameters are re-run as a new trial (``retry_of``).
 
@@ -58,7 +61,7 @@ import torch
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from explore.device import resolve_device
+from explore.device import is_sticky_cuda_error, resolve_device
 from explore.errors import DeviceError, ExploreError
 from explore.records import TrialRecord, promotion_attrs
 from explore.resources import display_path
@@ -232,6 +235,31 @@ class _DuplicateStreak:
             self.count = 0
 
 
+class _DeviceGuard:
+    """Wraps the objective: a trial that hit a sticky CUDA error (:func:`explore.device.is_sticky_cuda_error`)
+    is recorded FAIL as any error is, and then :meth:`check` ends this worker with one clear line
+    instead of letting every later trial fail the same way until the attempt cap."""
+
+    def __init__(self, objective: Callable[[optuna.Trial], Any], settings: StudySettings) -> None:
+        self.objective, self.settings, self.fault = objective, settings, None
+
+    def __call__(self, trial: optuna.Trial) -> Any:
+        try:
+            return self.objective(trial)
+        except Exception as exc:
+            if is_sticky_cuda_error(exc):
+                self.fault = (trial.number, (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200])
+            raise
+
+    def check(self) -> None:
+        """Raises DeviceError (field ``--device``) after a sticky CUDA error."""
+        if self.fault is not None:
+            number, line = self.fault
+            raise DeviceError("--device", self.settings.device,
+                              f"trial #{number} hit a CUDA error that leaves the device unusable in this process "
+                              f"({line}); the trial is FAIL; run the same command again to resume the study")
+
+
 def _work(study: optuna.Study, objective: Callable[[optuna.Trial], Any], settings: StudySettings,
           on_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None) -> None:
     """Run trials until ``settings.trials`` are COMPLETE (never more; see the module docstring).
@@ -243,7 +271,8 @@ def _work(study: optuna.Study, objective: Callable[[optuna.Trial], Any], setting
     """
     streak = _DuplicateStreak()
     callbacks = [streak] + ([on_trial] if on_trial is not None else [])
-    wrapped = with_failure_reason(objective, settings.storage)
+    guard = _DeviceGuard(objective, settings)
+    wrapped = with_failure_reason(guard, settings.storage)
     attempts, cap = 0, 50 * max(1, settings.trials - _count(study, TrialState.COMPLETE))
     while attempts < cap and streak.count < DUPLICATE_STREAK:
         fail_stale(study, settings.heartbeat_s)  # dead processes' trials: FAIL and re-queued
@@ -255,6 +284,7 @@ def _work(study: optuna.Study, objective: Callable[[optuna.Trial], Any], setting
             time.sleep(_POLL_S)
             continue
         study.optimize(wrapped, n_trials=1, callbacks=callbacks, catch=(Exception,))
+        guard.check()
         attempts += 1
 
 
@@ -268,7 +298,8 @@ def _work_scheduled(study: optuna.Study, objective: Callable[[optuna.Trial], Any
     plan = settings.plan
     streak = _DuplicateStreak()
     callbacks = [streak] + ([on_trial] if on_trial is not None else [])
-    wrapped = with_failure_reason(objective, settings.storage)
+    guard = _DeviceGuard(objective, settings)
+    wrapped = with_failure_reason(guard, settings.storage)
     attempts, cap = 0, 50 * max(1, settings.trials) * len(plan.rungs)
     while attempts < cap and streak.count < DUPLICATE_STREAK:
         fail_stale(study, settings.heartbeat_s)
@@ -286,6 +317,7 @@ def _work_scheduled(study: optuna.Study, objective: Callable[[optuna.Trial], Any
                 time.sleep(_POLL_S)  # others' results may make a job promotable
                 continue
         study.optimize(wrapped, n_trials=1, callbacks=callbacks, catch=(Exception,))
+        guard.check()
         attempts += 1
 
 

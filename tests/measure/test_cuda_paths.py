@@ -160,3 +160,25 @@ def test_measure_waits_for_training_on_the_same_device(tmp_path, monkeypatch):
     for thread in (first, measurer, second):
         thread.join(timeout=10)
     assert events == ["train1 start", "train1 end", "measure", "train2 start", "train2 end"]
+
+
+def _raised_inside(outer: BaseException, inner: BaseException, *, explicit: bool) -> BaseException:
+    try:
+        try:
+            raise inner
+        except BaseException as cause:
+            if explicit:
+                raise outer from cause
+            raise outer
+    except BaseException as caught:  # noqa: BLE001 - the test builds the chain
+        return caught
+
+
+def test_out_of_memory_behind_another_error_is_recognised():
+    """Graph capture wraps the allocator's error; cuBLAS without workspace memory says NOT_INITIALIZED."""
+    oom = torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+    capture = RuntimeError("CUDA error: operation failed due to a previous error during capture")
+    assert is_out_of_memory(_raised_inside(capture, oom, explicit=True))
+    assert is_out_of_memory(_raised_inside(capture, oom, explicit=False))
+    assert is_out_of_memory(RuntimeError("CUDA error: CUBLAS_STATUS_NOT_INITIALIZED when calling `cublasCreate(handle)`"))
+    assert not is_out_of_memory(_raised_inside(capture, ValueError("bad shape"), explicit=True))

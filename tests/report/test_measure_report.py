@@ -156,3 +156,25 @@ def test_latency_label_says_what_was_timed(tmp_path, monkeypatch):
     text = paths.markdown.read_text()
     assert "- latency (ms/img; cpu-latency, batch 16, fused, cpu): threads 1, median of 20 runs" in text
     assert "default" not in text and "(Some CPU)" in text
+
+
+def test_sig3_shows_gpu_latencies_with_three_significant_figures():
+    """A GPU's ms/img at batch 2048 is ~0.002: `:.3f` showed 0.002 or 0.000."""
+    from explore.report.common import sig3
+
+    assert [sig3(v) for v in (0.0021349, 0.000012345, 1.2345, 123.45)] == ["0.00213", "0.0000123", "1.23", "123"]
+    assert sig3(0) == "0" and sig3(None) == "nan" and sig3(float("nan")) == "nan"
+
+
+def test_trial_line_shows_a_gpu_latency_with_three_significant_figures():
+    import optuna
+
+    from explore.cli.study import _trial_line
+    from explore.search import StudySettings
+
+    study = optuna.create_study()
+    trial = study.ask()
+    trial.set_user_attr("latency_ms_per_img", 0.0000431)
+    study.tell(trial, 71.5)
+    line = _trial_line(StudySettings(device="cpu"), study.get_trials()[0])
+    assert "latency 0.0000431 ms/img" in line

@@ -148,3 +148,18 @@ def test_train_candidate_records_counts_latency_steps_and_the_proxy(tmp_path, on
     assert trial.user_attrs["proxy_top1"] == evaluation.proxy.top1 and trial.user_attrs["proxy_threads"] == 1
     assert record_read.train_images == 2 * 16  # 2 steps of 16 images
     assert record_read.rung_history == []  # no schedule
+
+
+def test_measured_latency_times_the_workers_own_device(monkeypatch):
+    """``--devices 1`` with one worker: the protocol runs on cuda:1, whose name the cache key carries."""
+    import torch
+
+    import explore.search.objective as objective_module
+    from explore.search import StudySettings
+
+    monkeypatch.setattr(objective_module, "device_name", lambda device: f"GPU {torch.device(device).index}")
+    settings = StudySettings(device="cuda", devices=(1,), workers=1)
+    trial = optuna.create_study().ask()
+    latency = objective_module.MeasuredLatency(settings, torch.device(settings.worker_device(0)))
+    _, key, protocol, cached = latency.lookup(trial, tiny_config())
+    assert protocol.device == "cuda:1" and key.device == "GPU 1" and cached is None

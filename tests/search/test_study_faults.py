@@ -248,3 +248,30 @@ def test_single_objective_study_reports_epochs_and_prunes(tmp_path, monkeypatch,
     assert frame.loc[frame["state"] == "COMPLETE", "latency_ms"].gt(0).all()
     with pytest.raises(ExploreError, match="--objective"):
         tiny_settings(tmp_path, objective="speed").validate()
+
+
+def test_a_sticky_cuda_error_ends_the_worker_with_one_line(tmp_path):
+    """After an illegal address every later CUDA call fails: the trial is FAIL with its reason, and the
+    worker stops at once (one DeviceError line) instead of failing trials until the attempt cap."""
+    import torch
+
+    from explore.device import is_sticky_cuda_error
+    from explore.errors import DeviceError
+    from explore.search import run as run_module
+
+    calls = []
+
+    def objective(trial):
+        calls.append(trial.number)
+        raise RuntimeError("CUDA error: an illegal memory access was encountered\nCUDA kernel errors might be ...")
+
+    settings = tiny_settings(tmp_path, trials=3)
+    study = run_module._open(settings)
+    with pytest.raises(DeviceError, match="illegal memory access.*run the same command again"):
+        run_module._work(study, objective, settings)
+    assert calls == [0]
+    trial = study.get_trials()[0]
+    assert trial.state == TrialState.FAIL and "illegal memory access" in trial.user_attrs["fail_reason"]
+    assert is_sticky_cuda_error(RuntimeError("CUDA error: device-side assert triggered"))
+    assert not is_sticky_cuda_error(torch.cuda.OutOfMemoryError("CUDA out of memory"))
+    assert not is_sticky_cuda_error(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))

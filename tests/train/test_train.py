@@ -351,3 +351,33 @@ def test_a_rung_reports_its_own_part_and_bad_states_are_refused(synth):
     other = ProxyRecipe(epochs=3, batch_size=64, lr=1e-2)  # another schedule: another lr curve
     with pytest.raises(ExploreError, match="checkpoint.*total_steps"):
         train_proxy(_model(), synth, img_size=IMG, recipe=other, resume=saved[0])
+
+
+def test_validation_split_is_moved_to_the_device_once_per_run(monkeypatch):
+    """The proxy loop evaluates on a device-resident copy of the validation split (no pageable copy per
+    batch): every evaluation of a run gets the same resident split (the meta device stands in for a GPU)."""
+    import torch
+
+    import explore.train.proxy as proxy
+    from explore.train.splits import ImageData
+
+    split = ImageData(torch.zeros(4, 1, 8, 8, dtype=torch.uint8), torch.zeros(4, dtype=torch.int64))
+    assert proxy.resident(split, torch.device("cpu")) is split
+    moved = proxy.resident(split, torch.device("meta"))
+    assert moved.images.device.type == "meta" and moved.labels.device.type == "meta"
+    assert moved.images.dtype == torch.uint8 and split.images.device.type == "cpu"
+
+    calls = []
+    real = proxy.resident
+    monkeypatch.setattr(proxy, "resident", lambda s, d: calls.append(s) or real(s, d))
+    seen = []
+    real_evaluate = proxy._evaluate
+    monkeypatch.setattr(proxy, "_evaluate", lambda model, data, *a: seen.append(data) or real_evaluate(model, data, *a))
+    from explore.nn import build
+    from explore.train import ProxyRecipe, load_dataset
+    from tests.conftest import tiny_config
+
+    data = load_dataset("synthetic", max_train=32, max_val=16)
+    config = tiny_config(img_size=32, num_classes=data.num_classes, in_chans=data.train.images.shape[1])
+    proxy.train_proxy(build(config), data, img_size=32, recipe=ProxyRecipe(epochs=2, batch_size=16), device="cpu")
+    assert len(calls) == 1 and calls[0] is data.val and seen and all(s is seen[0] for s in seen)
