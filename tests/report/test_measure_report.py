@@ -169,12 +169,12 @@ def test_sig3_shows_gpu_latencies_with_three_significant_figures():
 def test_trial_line_shows_a_gpu_latency_with_three_significant_figures():
     import optuna
 
-    from explore.cli.study import _trial_line
+    from explore.cli.study import trial_line
     from explore.search import StudySettings
 
     study = optuna.create_study()
     trial = study.ask()
     trial.set_user_attr("latency_ms_per_img", 0.0000431)
     study.tell(trial, 71.5)
-    line = _trial_line(StudySettings(device="cpu"), study.get_trials()[0])
+    line = trial_line(StudySettings(device="cpu"), study, study.get_trials()[0])
     assert "latency 0.0000431 ms/img" in line
