@@ -92,6 +92,7 @@ _FIELDS = (
     Field("latency_median_ms", "ms", "median time of one batch over the timed repeats"),
     Field("latency_iqr_ms", "ms", "interquartile range of the timed repeats"),
     Field("latency_cv", "ratio", "coefficient of variation of the timed repeats"),
+    Field("latency_passes_per_pair", "passes", "CUDA: passes timed between one pair of events (GPU time per pass = the pair's time / passes); not set on the CPU"),
     Field("latency_throughput_img_s", "img/s", "batch / median time"),
     Field("latency_gpu_ms", "ms", "CUDA: GPU time of a batch (events)"),
     Field("latency_host_ms", "ms", "CUDA: host time to launch a batch"),
