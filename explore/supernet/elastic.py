@@ -70,7 +70,9 @@ class PickTrial:
         return self._answer(name, [low, high])
 
 
-def _extreme(largest: bool, group: str) -> Callable[[str, Sequence[Any]], Any]:
+def _in_group(group: str, choose: Callable[[str, Sequence[Any]], Any]) -> Callable[[str, Sequence[Any]], Any]:
+    """A pick that keeps the sub-supernet's layout and norm (``group`` = ``layout-norm``) and lets
+    ``choose(base name, values)`` decide every other knob."""
     layout, norm = group.split("-")
 
     def pick(name: str, values: Sequence[Any]) -> Any:
@@ -79,6 +81,13 @@ def _extreme(largest: bool, group: str) -> Callable[[str, Sequence[Any]], Any]:
             return layout
         if base == "norm":
             return norm
+        return choose(base, values)
+
+    return pick
+
+
+def _extreme(largest: bool, group: str) -> Callable[[str, Sequence[Any]], Any]:
+    def choose(base: str, values: Sequence[Any]) -> Any:
         if all(isinstance(v, str) for v in values):
             if base.endswith("token_mixer"):
                 ranked = sorted(values, key=MIXER_SIZE_ORDER.index)
@@ -89,21 +98,11 @@ def _extreme(largest: bool, group: str) -> Callable[[str, Sequence[Any]], Any]:
         labels = sorted(values, key=lambda label: [int(x) for x in str(label).split(",") if x.isdigit()])
         return labels[-1] if largest else labels[0]  # list knobs by their kernels
 
-    return pick
+    return _in_group(group, choose)
 
 
 def _random_pick(rng: random.Random, group: str) -> Callable[[str, Sequence[Any]], Any]:
-    layout, norm = group.split("-")
-
-    def pick(name: str, values: Sequence[Any]) -> Any:
-        base = base_param_name(name)
-        if base == "layout":
-            return layout
-        if base == "norm":
-            return norm
-        return values[rng.randrange(len(values))]
-
-    return pick
+    return _in_group(group, lambda _base, values: values[rng.randrange(len(values))])
 
 
 def check_in_space(space: SearchSpace, config: ArchConfig, *, in_chans: int, num_classes: int) -> None:
