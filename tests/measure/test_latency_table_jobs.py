@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 import explore.measure.latency_table_jobs as lt
@@ -20,12 +22,30 @@ runner = CliRunner()
 PROTOCOL = get_protocol("cpu-latency", repeats=2, warmup=1)
 
 
-@pytest.fixture
-def table_path(tmp_path, one_thread):  # noqa: F811
-    space = write_space(tmp_path)
-    path = tmp_path / "table.json"
-    build_table(str(space), PROTOCOL, path, archs=4, calibration=3, in_chans=3, num_classes=10, rounds=2)
+@pytest.fixture(scope="module")
+def built_table(tmp_path_factory):
+    """One table of the tiny space, built once for the module (the build is the slow part: every
+    unit and calibration model timed in 2 rounds); tests get their own copies (``table_path``)."""
+    folder = tmp_path_factory.mktemp("table")
+    space = write_space(folder)
+    path = folder / "table.json"
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        build_table(str(space), PROTOCOL, path, archs=4, calibration=3, in_chans=3, num_classes=10, rounds=2)
+    finally:
+        torch.set_num_threads(old)
     return space, path
+
+
+@pytest.fixture
+def table_path(built_table, tmp_path, one_thread):  # noqa: F811
+    """A copy of the module's table (and its space) in this test's folder: tests may change it."""
+    space, path = built_table
+    mine = tmp_path / "space.toml", tmp_path / "table.json"
+    shutil.copyfile(space, mine[0])
+    shutil.copyfile(path, mine[1])
+    return mine
 
 
 def test_the_table_holds_every_unit_and_calibration_model_with_raw_timings(table_path):
