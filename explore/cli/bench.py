@@ -35,6 +35,8 @@ def models(
     warmup: Annotated[Optional[int], typer.Option(help="Untimed runs first.")] = None,
     img_size: Annotated[Optional[int], typer.Option(help="Input side (default 224).")] = None,
     reference: Annotated[bool, typer.Option(help="Measure timm's model of the same name too.")] = True,
+    compile_backend: Annotated[str, typer.Option(
+        help="torch.compile backend of compile rows: inductor, aot_eager or eager (capture only).")] = "inductor",
     out: Annotated[Optional[str], typer.Option(help="Folder for bench_<protocol>_<device>.csv/.md.")] = None,
 ) -> None:
     """Our presets vs timm's models of the same names: same protocol, same mode, one run; ratio ours/timm."""
@@ -51,7 +53,8 @@ def models(
 
     try:
         frame = bench(model_names(models), protocol, tuple(names(modes)), device=device, batch_size=batch_size,
-                      repeats=repeats, warmup=warmup, img_size=img_size, reference=reference, on_row=on_row)
+                      repeats=repeats, warmup=warmup, img_size=img_size, reference=reference,
+                      compile_backend=compile_backend, on_row=on_row)
     except ExploreError as exc:
         raise fail(exc) from None
     shown = frame.drop(columns=["device", "versions"])
@@ -65,7 +68,8 @@ def models(
         command = command_line(["explore", "bench"], [
             ("--protocol", protocol), ("--models", models), ("--modes", modes), ("--device", device),
             ("--batch-size", batch_size), ("--repeats", repeats), ("--warmup", warmup), ("--img-size", img_size),
-            ("--no-reference", not reference), ("--out", out)])
+            ("--no-reference", not reference),
+            ("--compile-backend", compile_backend if compile_backend != "inductor" else None), ("--out", out)])
         path = write_bench_models(frame, Path(out), protocol, command)
         console.print(f"wrote {path} and .md")
 

@@ -160,6 +160,24 @@ def test_bench_cli_small(tmp_path):
     assert "explore bench" in csv.with_suffix(".md").read_text()
     bad = CliRunner().invoke(app, ["bench", "--models", "efficientvit_x9"])
     assert bad.exit_code == 1 and "--models" in bad.output
+    bad = CliRunner().invoke(app, ["bench", "--models", "efficientvit_m0", "--compile-backend", "tvm",
+                                   "--out", str(tmp_path / "bad")])
+    assert bad.exit_code == 1 and "--compile-backend" in bad.output and not (tmp_path / "bad").exists()
+
+
+def test_bench_compile_rows_name_their_backend(monkeypatch):
+    """``--compile-backend eager`` (what the CPU acceptance run uses) still compiles through dynamo:
+    the rows count their graphs and say which backend made them; the command line keeps the option."""
+    import explore.analysis.bench.models as bm
+
+    tiny = ArchConfig(stages=(StageConfig(width=16, depth=1, heads=2, qk_dim=4, kernels=(3, 3)),), img_size=32,
+                      in_chans=3, num_classes=3)
+    monkeypatch.setitem(bm.PRESETS, "tiny_m", tiny)  # a dict of ours, not a library module
+    frame = bm.bench(["tiny_m"], "cpu-latency", ("eager", "compile"), batch_size=2, repeats=2, warmup=1,
+                     img_size=32, reference=False, compile_backend="eager")
+    rows = frame.set_index("mode")
+    assert rows.loc["compile", "compile_backend"] == "eager" and rows.loc["compile", "ours_graphs"] >= 1
+    assert pd.isna(rows.loc["eager", "compile_backend"])
 
 
 def test_study_measures_compiled_latency(tmp_path):

@@ -22,7 +22,7 @@ from explore.measure import time_model
 from explore.measure import MODES, Measurement, get_protocol
 from explore.nn import build
 
-__all__ = ["BenchRow", "reference_model", "bench", "model_names"]
+__all__ = ["BenchRow", "COMPILE_BACKENDS", "reference_model", "bench", "model_names"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,7 @@ class BenchRow:
             "model": self.model,
             "protocol": self.protocol,
             "mode": self.mode,
+            "compile_backend": self.ours.protocol.get("compile_backend") if self.mode == "compile" else None,
             "batch": self.ours.batch_size,
             "ours_img_s": round(self.ours.throughput_img_s, 1),
             "ours_cv": round(self.ours.cv, 4),
@@ -68,6 +69,11 @@ def model_names(spec: str) -> list[str]:
     return groups.get(spec, [item.strip() for item in spec.split(",") if item.strip()])
 
 
+COMPILE_BACKENDS = ("inductor", "aot_eager", "eager")
+"""``torch.compile`` backends the bench accepts: inductor (the default: generated kernels), and the two
+capture-only backends of torch's own tests (``aot_eager``: dynamo and AOTAutograd; ``eager``: dynamo)."""
+
+
 def reference_model(name: str) -> nn.Module:
     """timm's model of the same name, randomly initialised (no download).
 
@@ -84,7 +90,7 @@ def reference_model(name: str) -> nn.Module:
 def bench(models: list[str], protocol: str = "cpu-latency", modes: tuple[str, ...] = ("eager", "fused"), *,
           device: str | None = None, batch_size: int | None = None, repeats: int | None = None,
           warmup: int | None = None, img_size: int | None = None, reference: bool = True,
-          on_row: Callable[[BenchRow], None] | None = None) -> pd.DataFrame:
+          compile_backend: str = "inductor", on_row: Callable[[BenchRow], None] | None = None) -> pd.DataFrame:
     """Measure every preset in every mode, ours then timm's, with one protocol.
 
     Args:
@@ -97,13 +103,16 @@ def bench(models: list[str], protocol: str = "cpu-latency", modes: tuple[str, ..
         warmup: untimed runs first.
         img_size: input side in pixels.
         reference: also measure timm's model (needs timm).
+        compile_backend: the ``torch.compile`` backend of ``compile`` rows (``inductor``, what a user
+            deploys; ``eager`` runs dynamo's capture only, which is what CPU CI needs to see that a
+            model compiles without inductor's minutes of C++ code generation).
         on_row: called with each finished row (progress).
 
     Returns:
         One row per (model, mode); see :meth:`BenchRow.as_row`.
 
     Raises:
-        ExploreError: unknown model, protocol or mode; timm missing; device unavailable.
+        ExploreError: unknown model, protocol, mode or compile backend; timm missing; device unavailable.
     """
     for name in models:
         if name not in PRESETS:
@@ -111,8 +120,10 @@ def bench(models: list[str], protocol: str = "cpu-latency", modes: tuple[str, ..
     for mode in modes:
         if mode not in MODES:
             raise ExploreError("--modes", mode, f"expected some of {', '.join(MODES)}")
+    if compile_backend not in COMPILE_BACKENDS:
+        raise ExploreError("--compile-backend", compile_backend, f"expected one of {', '.join(COMPILE_BACKENDS)}")
     protocols = {mode: get_protocol(protocol, device=device, batch_size=batch_size, repeats=repeats, warmup=warmup,
-                                    img_size=img_size, mode=mode) for mode in modes}
+                                    img_size=img_size, mode=mode, compile_backend=compile_backend) for mode in modes}
     if reference:
         reference_model(models[0])  # fail early when timm is missing
     rows = []
