@@ -196,6 +196,11 @@ class CascadedGroupAttention(_BiasedAttention):
             return split
         if route == "index":
             dst, src = getattr(self, f"cascade_dst_{j}"), getattr(self, f"cascade_src_{j}")
+            # the sum is built in prev's layout (a strided split clones to NCHW by default, which the
+            # next convolution would copy back in channels_last)
+            if prev.is_contiguous(memory_format=torch.channels_last):  # select on the (B, H, W, v) view: no copy
+                picked = prev.permute(0, 2, 3, 1).index_select(3, src).permute(0, 3, 1, 2)
+                return split.clone(memory_format=torch.channels_last).index_add_(1, dst, picked)
             return split.index_add(1, dst, prev.index_select(1, src))
         split_dim, v = split.shape[1], prev.shape[1]
         if v == split_dim:
@@ -208,6 +213,9 @@ class CascadedGroupAttention(_BiasedAttention):
         B, C, H, W = x.shape
         splits = x.chunk(self.groups, dim=1)  # groups x (B, C/H, H, W)
         bias = self.attention_bias(H, W)  # (kept heads, N, N)
+        # each head's output keeps the input's memory layout: in channels_last (the GPU protocols) an
+        # NCHW head output made the next head's convolutions copy it back, one copy per head (issue 27)
+        channels_last = C > 1 and H * W > 1 and x.is_contiguous(memory_format=torch.channels_last)
         outs = []
         feat = splits[self.head_ids[0]]
         for j, (qkv, dw) in enumerate(zip(self.qkvs, self.dws)):
@@ -219,7 +227,10 @@ class CascadedGroupAttention(_BiasedAttention):
             q, k, v = q.flatten(2), k.flatten(2), v.flatten(2)  # (B, qk, N), (B, qk, N), (B, v, N)
             attn = (q * self.scale).transpose(-2, -1) @ k + bias[j]  # (B, N, N)
             attn = attn.softmax(dim=-1)
-            feat = (v @ attn.transpose(-2, -1)).view(B, v_dim, H, W)  # (B, v, H, W)
+            if channels_last:  # (B, N, v) viewed as (B, v, H, W) with channels_last strides
+                feat = (attn @ v.transpose(-2, -1)).view(B, H, W, v_dim).permute(0, 3, 1, 2)
+            else:
+                feat = (v @ attn.transpose(-2, -1)).view(B, v_dim, H, W)  # (B, v, H, W)
             outs.append(feat)
         return self.proj(torch.cat(outs, dim=1))
 

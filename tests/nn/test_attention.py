@@ -107,3 +107,29 @@ def test_transformer_layout_blocks():
     assert type(block).__name__ == "TransformerBlock"
     assert [name for name, _ in block.named_children()] == ["mixer", "ffn"]
     assert type(model.stages[1].downsample).__name__ == "PatchMergingDownsample"
+
+
+@pytest.mark.parametrize("v_channels", [None, [[0, 2, 5], [1, 3], [0, 1, 2, 3, 4, 5, 6], [2]]])
+def test_cga_in_channels_last_copies_no_more_than_in_nchw(v_channels):
+    """Each head's output keeps the input's layout: in channels_last (the GPU protocols' layout) the
+    module makes no more aten::copy_ per pass than in NCHW (one extra per head before, issue 27
+    item 12), and gives the same output; also with reallocated (pruned) V channels."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from explore.nn.attention import CascadedGroupAttention
+
+    torch.manual_seed(0)
+    m = CascadedGroupAttention(32, 4, 4, 8, [3, 3, 3, 3], 4, v_channels=v_channels).eval()
+    x = torch.randn(2, 32, 4, 4)
+    copies, outs = {}, {}
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        m = m.to(memory_format=fmt)
+        xx = x.contiguous(memory_format=fmt)
+        with torch.inference_mode():
+            m(xx)
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                outs[fmt] = m(xx)
+        copies[fmt] = sum(e.count for e in prof.key_averages() if e.key == "aten::copy_")
+    assert copies[torch.channels_last] <= copies[torch.contiguous_format], copies
+    assert outs[torch.channels_last].is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(outs[torch.channels_last], outs[torch.contiguous_format], rtol=1e-5, atol=1e-6)
