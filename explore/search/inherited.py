@@ -47,7 +47,8 @@ __all__ = ["SUPERNET_FRONT_PREFIX", "INHERITED", "check_supernet", "same_space",
 
 SUPERNET_FRONT_PREFIX = "supernet_front:"
 """Study attributes holding a front member's stand-alone run: ``supernet_front:<trial>`` ->
-{"top1": %, "inherited_top1": %, "train_s": s, "seed": int, "threads": n, "at": unix time}."""
+{"top1": %, "inherited_top1": %, "train_s": s, "train_images": images, "seed": int, "threads": n,
+"at": unix time}."""
 INHERITED = "inherited"
 """The ``top1_source`` of a trial scored with the supernet's weights."""
 
@@ -200,7 +201,8 @@ def retrain_supernet_front(study: optuna.Study, *, device: str = "cpu", threads:
         proxy = evaluate_candidate(config, seed=seed + number, count=False, data=data, recipe=budget.proxy_recipe(),
                                    device=device, threads=threads).proxy
         run = {"top1": float(proxy.top1), "inherited_top1": float(row.top1), "train_s": float(proxy.train_seconds),
-               "seed": seed + number, "threads": threads, "at": time.time()}
+               "train_images": int(proxy.steps * min(budget.batch_size, len(data.train))), "seed": seed + number,
+               "threads": threads, "at": time.time()}
         study.set_user_attr(f"{SUPERNET_FRONT_PREFIX}{number}", run)
         if on_run is not None:
             on_run(number, run["top1"], run["inherited_top1"], run["train_s"])
