@@ -123,6 +123,7 @@ class InheritedScorer:
                                                       f"{state['num_classes']} classes; the study's data have "
                                                       f"{data.in_chans} and {data.num_classes}")
         self.run_dir, self.data, self.device, self.images = str(run_dir), data, device, images
+        self.state = {k: v for k, v in state.items() if k not in ("model", "optimizer")}  # settings, command, seconds
         self.supernet.eval()
 
     def score(self, config: ArchConfig, threads: int | None = None) -> tuple[float, float]:
