@@ -252,7 +252,7 @@ def _print_summary(settings, summary) -> None:  # noqa: ANN001 - StudySettings, 
     elif summary.architectures < settings.trials:
         err_console.print(f"warning: {summary.architectures} of {settings.trials} trials complete; run the same "
                           "command again to go on", highlight=False)
-    _print_pareto(trials_frame(open_study(settings.study_name, settings.storage_url)), metric_label({"task": settings.task}))
+    _print_pareto(trials_frame(open_study(settings.study_name, settings.storage_url)), metric_label({"task": settings.task, "supernet": settings.supernet}))
 
 
 @app.command()

@@ -37,8 +37,12 @@ class ReportPaths:
 
 
 def metric_label(settings: Mapping[str, Any] | None) -> str:
-    """The first objective's column name: ``mIoU (%)`` for a segmentation study, else ``top-1 (%)``."""
-    return f"{accuracy_name((settings or {}).get('task'))} (%)"
+    """The first objective's column name: ``mIoU (%)`` for a segmentation study, ``inherited top-1 (%)``
+    for a ``--supernet`` study, else ``top-1 (%)``."""
+    settings = settings or {}
+    if settings.get("supernet"):
+        return "inherited top-1 (%)"
+    return f"{accuracy_name(settings.get('task'))} (%)"
 
 
 def pareto_table(frame: pd.DataFrame, metric: str = "top-1 (%)") -> pd.DataFrame:
@@ -349,7 +353,7 @@ def render_markdown(frame: pd.DataFrame, meta: Mapping[str, Any], command: str,
            if settings.get("max_latency_ms") else ""),
         "- trials: " + (", ".join(f"{k} {v}" for k, v in counts.items()) or "none"),
         "",
-        f"## Pareto front ({metric_label(settings).split(' ')[0]} up, latency down)",
+        f"## Pareto front ({metric_label(settings).rsplit(' ', 1)[0]} up, latency down)",
         "",
         table_block(pareto_table(frame, metric_label(settings))),
         "",
@@ -415,7 +419,8 @@ def write_report(frame: pd.DataFrame, out_dir: Path, meta: Mapping[str, Any], co
     frame.to_csv(paths.csv, index=False)
     unit, timed = latency_description(frame, meta.get("settings", {}) or {})
     metric = metric_label(meta.get("settings"))
-    plot_pareto(frame, paths.png, f"{meta.get('study_name')}: proxy {metric.split(' ')[0]} vs latency",
+    name = metric.rsplit(" ", 1)[0]
+    plot_pareto(frame, paths.png, f"{meta.get('study_name')}: {name if 'inherited' in name else 'proxy ' + name} vs latency",
                 f"latency ({unit}; {timed})", metric)
     if with_front:
         front.to_csv(paths.front_csv, index=False)

@@ -342,6 +342,8 @@ class Objective:
         base_seed: trial k trains with ``base_seed + k`` (a schedule's job: + its architecture's first job).
 
     Calling it with a trial returns (score, latency ms/img), or the score alone for ``--objective top1``.
+    With ``settings.supernet`` the score is the trial's inherited top-1 (the supernet is loaded here,
+    once per worker) and nothing is trained.
 
     Raises (inside the trial, handled by Optuna):
         optuna.TrialPruned: surplus trial, infeasible point, duplicate, over the latency budget, out of
@@ -513,6 +515,7 @@ def make_objective(space: SearchSpace, data: DatasetBundle, settings: StudySetti
         train_seed: trial k trains with ``train_seed + k`` (default ``settings.seed``).
 
     Raises:
-        ExploreError: a latency table that cannot be read (``settings.latency_table``).
+        ExploreError: a latency table that cannot be read (``settings.latency_table``), or a supernet
+            folder without a supernet for the data's channels and classes (``settings.supernet``).
     """
     return Objective(space, data, settings, device, settings.seed if train_seed is None else train_seed)
