@@ -118,6 +118,13 @@ _FIELDS = (
     Field("proxy_train_img_s", "img/s", "training throughput"),
     Field("proxy_precision", "", "the precision trained in (``fp32``, ``amp-bf16`` ...)"),
     Field("train_images", "images", "training images this job processed (its share of the training budget)"),
+    # scored with a supernet's weights (explore study --supernet; explore.search.inherited)
+    Field("top1_source", "", "``inherited``: the first objective is the top-1 of the supernet's weights after BN "
+                             "recalibration, nothing was trained (absent: proxy training)"),
+    Field("supernet", "", "the supernet folder the trial inherited its weights from"),
+    Field("recalibration_images", "images", "training images the BN statistics were recalibrated on"),
+    Field("inherited_top1", "%", "top-1 on the held-out subset with the inherited weights"),
+    Field("inherited_seconds", "s", "wall time of extraction, BN recalibration and scoring"),
     # multi-fidelity schedules (explore.search.schedule)
     Field("promotes", "trial", "a promotion job: the job it continues (set when it is enqueued)"),
     Field("rung", "index", "the rung (index into the rungs) the job trains to"),

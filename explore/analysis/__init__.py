@@ -7,5 +7,6 @@ arXiv:2205.14756 §3-4 (ablation, latency against resolution and tokens).
 """
 
 from explore.analysis.proxy_validity import ProxyValidity, validate_proxy
+from explore.analysis.supernet_validity import SupernetValidity, validate_supernet
 
-__all__ = ["ProxyValidity", "validate_proxy"]
+__all__ = ["ProxyValidity", "validate_proxy", "SupernetValidity", "validate_supernet"]

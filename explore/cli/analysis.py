@@ -34,11 +34,21 @@ def validate_proxy(
     device: DEVICE.option("cpu") = None,
     seed: SEED.option(0) = None,
     out: Annotated[Optional[str], typer.Option(help="Output folder; default runs/validate-proxy-<space>.")] = None,
+    supernet: Annotated[Optional[str], typer.Option(
+        help="Supernet folder of the same space: rank inherited top-1 against stand-alone proxy top-1 "
+             "(--short-epochs, two seeds) on --archs subnets stratified over MACs, instead of short vs long.")] = None,
+    recalibration_images: Annotated[int, typer.Option(
+        help="With --supernet: training images of each BN recalibration.")] = 2000,
 ) -> None:
-    """Rank agreement (Kendall tau, Spearman rho) of the short proxy against a >= 5x longer budget."""
+    """Rank agreement (Kendall tau, Spearman rho) of the short proxy against a >= 5x longer budget; with
+    --supernet, of inherited top-1 against the stand-alone proxy."""
     from explore.analysis import validate_proxy as run_validation
     from explore.evaluate import RunBudget
     from explore.report import write_validity_report
+
+    if supernet is not None:
+        _validate_supernet(ctx, space, supernet, archs, short_epochs, recalibration_images, out)
+        return
 
     def on_arch(row: dict) -> None:
         console.print(f"arch {row['arch']}: {row['summary']}  short {row['short_top1']:.2f}%  "
@@ -56,6 +66,38 @@ def validate_proxy(
     paths = write_validity_report(result, folder, command)
     console.print(f"Kendall tau {result.kendall_tau:.3f}, Spearman rho {result.spearman_rho:.3f} over {archs} "
                   f"architectures; wrote {', '.join(str(p) for p in paths)}")
+
+
+def _validate_supernet(ctx: typer.Context, space: str, supernet: str, archs: int, epochs: float,
+                       recalibration_images: int, out: Optional[str]) -> None:
+    """``validate-proxy --supernet``: the data options not given are the supernet's own."""
+    from explore.analysis import validate_supernet
+    from explore.evaluate import RunBudget
+    from explore.report import write_supernet_validity_report
+    from explore.search.inherited import check_supernet
+    from explore.space import load_space
+
+    def on_arch(row: dict) -> None:
+        console.print(f"subnet {row['arch']}: {row['summary']}  MACs {row['macs'] / 1e6:.2f}M  inherited "
+                      f"{row['inherited_top1']:.2f}%  stand-alone {row['standalone_top1']:.2f}% / "
+                      f"{row['standalone_top1_seed2']:.2f}%  ({row['inherited_seconds']:.1f} s + 2 x "
+                      f"{row['standalone_seconds']:.0f} s)", highlight=False)
+
+    options = given(ctx, DATASET, DATA_ROOT, MAX_TRAIN, MAX_VAL, BATCH_SIZE, DEVICE, SEED)
+    try:
+        stored = check_supernet(supernet, load_space(space))
+        for name in ("dataset", "data_root", "max_train", "max_val"):
+            options.setdefault(name, stored[name])
+        result = validate_supernet(space, supernet, archs, budget=RunBudget(**options), epochs=epochs,
+                                   recalibration_images=recalibration_images, on_arch=on_arch)
+    except ExploreError as exc:
+        raise fail(exc) from None
+    command = reproduce_line(ctx, ["explore", "validate-proxy"])
+    folder = Path(out) if out else Path("runs") / safe_name(f"validate-proxy-{Path(space).stem}-supernet")
+    paths = write_supernet_validity_report(result, folder, command)
+    console.print(f"inherited vs stand-alone: Kendall tau {result.tau('inherited top-1'):.3f} over {archs} subnets "
+                  f"(params {result.tau('params'):.3f}, MACs {result.tau('MACs'):.3f}, seed-to-seed "
+                  f"{result.tau('stand-alone, second seed (ceiling)'):.3f}); wrote {', '.join(str(p) for p in paths)}")
 
 
 @app.command()

@@ -19,7 +19,8 @@ def compare_schedules(
     ctx: typer.Context,
     *,
     space: Annotated[str, typer.Option(help="Space name (cga) or path to a space TOML file.")] = "cga",
-    schedules: Annotated[str, typer.Option(help="Schedules compared, full first: full,sha[,hyperband].")] = "full,sha",
+    schedules: Annotated[str, typer.Option(
+        help="Schedules compared, full first: full,sha[,hyperband][,supernet].")] = "full,sha",
     seeds: Annotated[str, typer.Option(help="Study seeds, one run per schedule and seed.")] = "0,1,2",
     budget: Annotated[float, typer.Option(
         help="Training budget of every run, in epochs of the training subset (epochs x images / subset).")] = 16.0,
@@ -41,6 +42,14 @@ def compare_schedules(
     train_threads: Annotated[int, typer.Option(help="CPU threads of training (0 = the usable cores, shared by the workers).")] = 0,
     out: Annotated[str, typer.Option(help="Folder of the comparison: its runs, stored results and report.")] =
         "reports/compare_schedules",
+    supernet_epochs: Annotated[int, typer.Option(
+        help="supernet: epochs of the supernet's training (charged x (2 + --random-subnets) to its runs).")] = 5,
+    random_subnets: Annotated[int, typer.Option(
+        help="supernet: random subnets per step besides the largest and smallest.")] = 2,
+    supernet_trials: Annotated[int, typer.Option(
+        help="supernet: architectures each run scores by inherited top-1 (no training).")] = 50,
+    recalibration_images: Annotated[int, typer.Option(
+        help="supernet: training images of each trial's BN recalibration.")] = 2000,
 ) -> None:
     """Run full and the schedule(s) with several seeds at one training budget; re-train the final fronts
     at the long budget; report hypervolumes, hypervolume vs training spent and the budget ratio.
@@ -54,6 +63,8 @@ def compare_schedules(
         space=space, schedules=tuple(names(schedules)), seeds=tuple(seed_list), budget=budget,
         rungs=tuple(rung_list) if rung_list else None, eta=eta, long_epochs=long_epochs, long_seed=long_seed,
         ref_latency_ms=ref_latency_ms, sampler=sampler, train_threads=train_threads or None, out=out,
+        supernet_epochs=supernet_epochs, random_subnets=random_subnets, supernet_trials=supernet_trials,
+        recalibration_images=recalibration_images,
         **given(ctx, EPOCHS, DATASET, DATA_ROOT, MAX_TRAIN, MAX_VAL, BATCH_SIZE, DEVICE))
     try:
         settings.validate()

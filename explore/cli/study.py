@@ -28,6 +28,7 @@ def write_study_report(study_ref: str, storage: Optional[str], out_dir: Path,
     from explore.report import write_report
     from explore.search import mask_password, open_study, study_meta, trials_frame
     from explore.search.front_seeds import front_runs, front_table
+    from explore.search.inherited import supernet_front_runs, supernet_front_table
 
     study_obj = open_study(study_ref, storage)
     command = command_line(["explore", "report", study_ref],
@@ -36,7 +37,9 @@ def write_study_report(study_ref: str, storage: Optional[str], out_dir: Path,
     frame = trials_frame(study_obj)
     runs = front_runs(study_obj)
     front = front_table(frame, runs) if runs and len(study_obj.directions) > 1 else None
-    return write_report(frame, out_dir, study_meta(study_obj), command, front)
+    alone = supernet_front_runs(study_obj)
+    supernet_front = supernet_front_table(frame, alone) if alone else None
+    return write_report(frame, out_dir, study_meta(study_obj), command, front, supernet_front)
 
 
 def _print_pareto(frame, metric: str = "top-1 (%)") -> None:  # noqa: ANN001 - DataFrame
@@ -105,6 +108,11 @@ def study(
     seg_size: Annotated[int, typer.Option(help="Segmentation: scene side and model input, pixels.")] = 128,
     seg_head_width: Annotated[int, typer.Option(help="Segmentation: the MIT head's width.")] = 32,
     seg_head_depth: Annotated[int, typer.Option(help="Segmentation: the MIT head's MBConv layers.")] = 2,
+    supernet: Annotated[Optional[str], typer.Option(
+        help="Supernet folder (explore supernet train --out) of the same space: score trials by inherited top-1 "
+             "after BN recalibration (no training); the final front is then trained on its own.")] = None,
+    recalibration_images: Annotated[int, typer.Option(
+        help="With --supernet: training images each trial's BN statistics are recalibrated on.")] = 2000,
 ) -> None:
     """Run (or resume) a multi-objective study: maximise proxy top-1, minimise latency."""
     from explore.search import StudySettings
@@ -119,7 +127,7 @@ def study(
         train_threads_from_load=train_threads_from_load, latency_table=latency_table,
         max_latency_ms=max_latency_ms, schedule=schedule, rungs=tuple(rung_list) if rung_list else None, eta=eta,
         task=task, seg_size=seg_size, seg_head_width=seg_head_width, seg_head_depth=seg_head_depth,
-        **given(ctx, STORAGE, *BUDGET))
+        supernet=supernet, recalibration_images=recalibration_images, **given(ctx, STORAGE, *BUDGET))
     run_study_command(settings, report=report)
 
 
@@ -167,7 +175,8 @@ def _header(settings, prepared) -> str:  # noqa: ANN001 - StudySettings, (Search
               f"epochs, eta {settings.eta}")
     return (f"study [bold]{settings.study_name}[/] · space {space.name} ({display_path(space.path, 'search_spaces')}) · "
             f"{settings.dataset} · device {device} · target {settings.trials} {target}"
-            + (f" · {settings.workers} workers" if settings.workers > 1 else ""))
+            + (f" · {settings.workers} workers" if settings.workers > 1 else "")
+            + (f" · inherited top-1 from supernet {settings.supernet}" if settings.supernet else ""))
 
 
 def trial_line(settings, study, trial) -> str:  # noqa: ANN001 - StudySettings, Study, FrozenTrial
@@ -185,7 +194,8 @@ def trial_line(settings, study, trial) -> str:  # noqa: ANN001 - StudySettings, 
     latency_ms = float("nan") if record.latency_ms_per_img is None else record.latency_ms_per_img
     where = "" if record.rung is None else (f" rung {record.rung} ({settings.plan.rungs[record.rung]:g} ep) of "
                                             f"arch #{record.arch_trial}")
-    return (f"#{trial.number}{where} {accuracy_name(settings.task)} {trial.values[0]:.2f}%  latency {sig3(latency_ms)} "
+    source = " (inherited)" if record.attrs.get("top1_source") == "inherited" else ""
+    return (f"#{trial.number}{where} {accuracy_name(settings.task)} {trial.values[0]:.2f}%{source}  latency {sig3(latency_ms)} "
             f"ms/img{cached}  params {(record.params or 0) / 1e6:.2f}M")
 
 
@@ -214,8 +224,12 @@ def _run_with_progress(settings, prepared):  # noqa: ANN001, ANN202 - StudySetti
             progress.console.print(f"#{number} latency measured again: {sig3(first)} -> {sig3(again)} ms/img "
                                    f"({(again / first - 1) * 100:+.1f} %)", highlight=False)
 
+        def on_front_run(number: int, alone: float, inherited: float, seconds: float) -> None:
+            progress.console.print(f"front #{number} trained on its own: top-1 {alone:.2f}% (inherited {inherited:.2f}%, "
+                                   f"{seconds:.0f} s training)", highlight=False)
+
         summary = run_or_exit(lambda: run_study(settings, on_trial=on_trial, prepared=prepared, on_data=on_data,
-                                                on_remeasure=on_remeasure),
+                                                on_remeasure=on_remeasure, on_front_run=on_front_run),
                               "the running trial is marked FAIL; run the same command again to resume")
         progress.update(bar, completed=min(summary.architectures, settings.trials))
     return summary
@@ -238,7 +252,7 @@ def _print_summary(settings, summary) -> None:  # noqa: ANN001 - StudySettings, 
     elif summary.architectures < settings.trials:
         err_console.print(f"warning: {summary.architectures} of {settings.trials} trials complete; run the same "
                           "command again to go on", highlight=False)
-    _print_pareto(trials_frame(open_study(settings.study_name, settings.storage_url)), metric_label({"task": settings.task}))
+    _print_pareto(trials_frame(open_study(settings.study_name, settings.storage_url)), metric_label({"task": settings.task, "supernet": settings.supernet}))
 
 
 @app.command()

@@ -22,7 +22,7 @@ from explore.report.bench import (
 )
 from explore.report.common import accuracy_name
 from explore.report.importance import plot_retained, render_summary, write_importance_report
-from explore.report.proxy_validity import write_validity_report
+from explore.report.proxy_validity import write_supernet_validity_report, write_validity_report
 from explore.report.study import (
     ReportPaths,
     dataset_line,
@@ -41,6 +41,7 @@ __all__ = [
     "AcceptanceRun", "CheckResult", "render_acceptance", "write_acceptance_report", "render_attention_scaling", "render_proxy_throughput",
     "render_repeatability", "write_attention_scaling", "write_bench_models", "write_proxy_throughput",
     "write_repeatability", "plot_retained", "render_summary", "write_importance_report", "write_validity_report",
+    "write_supernet_validity_report",
     "ReportPaths", "dataset_line", "latency_description", "metric_label", "pareto_figure", "pareto_table", "plot_pareto",
     "render_markdown", "state_counts", "write_report",
 ]

@@ -111,6 +111,13 @@ def render_schedules(runs: pd.DataFrame, fronts: pd.DataFrame, summary: pd.DataF
         f"{s['epochs']:g} epochs; sha / hyperband rungs {', '.join(f'{r:g}' for r in s['rung_epochs'])} epochs, "
         f"eta {s['eta']}",
         f"- seeds {', '.join(map(str, s['seeds']))} (study seed: sampler, data subset, training seeds)",
+        *([f"- supernet: one weight-sharing supernet trained {s['supernet_epochs']} epochs, "
+           f"{2 + s['random_subnets']} subnets per step (sandwich rule), charged "
+           f"{s['supernet_epochs'] * (2 + s['random_subnets'])} epochs of the training subset to every supernet run; "
+           f"each run scores {s['supernet_trials']} architectures by inherited top-1 (BN recalibrated on "
+           f"{s['recalibration_images']} images; nothing trained), then trains its final front on its own at "
+           f"{s['epochs']:g} epochs (charged as trained; its HV curve uses those stand-alone top-1 figures)"]
+          if "supernet" in s["schedules"] else []),
         f"- hypervolume reference point: top-1 {reference[0]:g} % (chance), latency {reference[1]:.4f} ms/img; "
         "HV in % x ms/img",
         f"- long budget: every final-front architecture re-trained {s['long_epochs']:g} epochs, seed {s['long_seed']}, "

@@ -7,6 +7,7 @@ then drawn.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from explore.report.common import accuracy_name, fmt, pyplot, save_figure, table
 
 __all__ = [
     "ReportPaths", "metric_label", "pareto_table", "state_counts", "latency_description", "dataset_line", "pareto_figure",
-    "plot_pareto", "front_seeds_block", "plot_front_seeds", "schedule_table", "schedule_block", "render_markdown",
+    "plot_pareto", "front_seeds_block", "plot_front_seeds", "supernet_front_block", "schedule_table", "schedule_block", "render_markdown",
     "write_report",
 ]
 
@@ -32,11 +33,16 @@ class ReportPaths:
     markdown: Path
     front_csv: Path | None = None
     front_png: Path | None = None
+    supernet_front_csv: Path | None = None
 
 
 def metric_label(settings: Mapping[str, Any] | None) -> str:
-    """The first objective's column name: ``mIoU (%)`` for a segmentation study, else ``top-1 (%)``."""
-    return f"{accuracy_name((settings or {}).get('task'))} (%)"
+    """The first objective's column name: ``mIoU (%)`` for a segmentation study, ``inherited top-1 (%)``
+    for a ``--supernet`` study, else ``top-1 (%)``."""
+    settings = settings or {}
+    if settings.get("supernet"):
+        return "inherited top-1 (%)"
+    return f"{accuracy_name(settings.get('task'))} (%)"
 
 
 def pareto_table(frame: pd.DataFrame, metric: str = "top-1 (%)") -> pd.DataFrame:
@@ -222,6 +228,39 @@ def front_seeds_block(front: pd.DataFrame) -> list[str]:
     ]
 
 
+def supernet_front_block(table: pd.DataFrame, settings: Mapping[str, Any]) -> list[str]:
+    """Markdown lines of a ``--supernet`` study's front trained on its own (a table of
+    :func:`explore.search.inherited.supernet_front_table`): inherited against stand-alone top-1.
+
+    Args:
+        table: one row per re-trained front member.
+        settings: the study's stored settings (supernet folder, recalibration images, proxy budget).
+
+    Returns:
+        The lines (a heading, a paragraph, the table, Kendall τ between the two columns).
+    """
+    tau = table.attrs.get("kendall_tau", float("nan"))
+    shown = table.copy()
+    for column in ("inherited top-1 (%)", "stand-alone top-1 (%)", "Δ (points)"):
+        shown[column] = [fmt(v, signed=column.startswith("Δ")) for v in shown[column]]
+    shown["latency (ms/img)"] = shown["latency (ms/img)"].round(4)
+    shown["train (s)"] = shown["train (s)"].round(1)
+    return [
+        "## Front: inherited and stand-alone top-1",
+        "",
+        f"Every trial was scored by **inherited top-1** (the weights of the supernet `{settings.get('supernet')}`, BN "
+        f"statistics recalibrated on {settings.get('recalibration_images')} training images; nothing trained). "
+        f"Each member of the final front was then trained on its own at the study's proxy budget "
+        f"({settings.get('epochs')} epoch(s), batch {settings.get('batch_size')}, the study's data subsets): "
+        "`stand-alone top-1`. The Pareto table above ranks by inherited top-1.",
+        "",
+        table_block(shown),
+        f"Kendall τ between the two top-1 columns over the {len(table)} members: {fmt(tau)} "
+        "(NaN below 3 members). File: `supernet_front.csv`.",
+        "",
+    ]
+
+
 def plot_front_seeds(front: pd.DataFrame, path: Path, title: str, latency_label: str = "latency (ms)") -> Path:
     """Mean top-1 over the common seeds (95 % interval as error bars) against latency, one point per
     front member, labelled with its trial number; distinguishable members filled, the others hollow."""
@@ -289,9 +328,10 @@ def schedule_block(frame: pd.DataFrame, settings: Mapping[str, Any], meta: Mappi
 
 
 def render_markdown(frame: pd.DataFrame, meta: Mapping[str, Any], command: str,
-                    front: pd.DataFrame | None = None) -> str:
+                    front: pd.DataFrame | None = None, supernet_front: pd.DataFrame | None = None) -> str:
     """Markdown summary: the study's settings, trial counts, the Pareto table, the front re-trained
-    with common seeds (``front``, where given and not empty) and pruning reasons."""
+    with common seeds (``front``, where given and not empty), a ``--supernet`` study's front
+    trained on its own (``supernet_front``, :func:`supernet_front_block`) and pruning reasons."""
     settings = meta.get("settings", {}) or {}
     counts = state_counts(frame)
     unit, timed = latency_description(frame, settings)
@@ -313,7 +353,7 @@ def render_markdown(frame: pd.DataFrame, meta: Mapping[str, Any], command: str,
            if settings.get("max_latency_ms") else ""),
         "- trials: " + (", ".join(f"{k} {v}" for k, v in counts.items()) or "none"),
         "",
-        f"## Pareto front ({metric_label(settings).split(' ')[0]} up, latency down)",
+        f"## Pareto front ({metric_label(settings).rsplit(' ', 1)[0]} up, latency down)",
         "",
         table_block(pareto_table(frame, metric_label(settings))),
         "",
@@ -335,6 +375,8 @@ def render_markdown(frame: pd.DataFrame, meta: Mapping[str, Any], command: str,
         lines += schedule_block(frame, settings, meta)
     if front is not None and not front.empty:
         lines += front_seeds_block(front)
+    if supernet_front is not None and not supernet_front.empty:
+        lines += supernet_front_block(supernet_front, settings)
     if not frame.empty and "latency_contended" in frame and frame["latency_contended"].eq(True).any():
         contended = frame.loc[frame["latency_contended"].eq(True), "number"].astype(int).tolist()
         lines += [f"Latency measured on a busy machine (flagged `contended`) for trials {contended}.", ""]
@@ -351,9 +393,10 @@ def render_markdown(frame: pd.DataFrame, meta: Mapping[str, Any], command: str,
 
 
 def write_report(frame: pd.DataFrame, out_dir: Path, meta: Mapping[str, Any], command: str,
-                 front: pd.DataFrame | None = None) -> ReportPaths:
+                 front: pd.DataFrame | None = None, supernet_front: pd.DataFrame | None = None) -> ReportPaths:
     """Write ``trials.csv``, ``pareto.png`` and ``summary.md`` into ``out_dir`` (created if needed),
-    and, with a non-empty ``front``, ``front_seeds.csv`` and ``front_seeds.png``.
+    with a non-empty ``front``, ``front_seeds.csv`` and ``front_seeds.png``, and with a non-empty
+    ``supernet_front``, ``supernet_front.csv``.
 
     Args:
         frame: the trials table.
@@ -362,6 +405,11 @@ def write_report(frame: pd.DataFrame, out_dir: Path, meta: Mapping[str, Any], co
         command: the command line that made the report (written into the summary).
         front: the front re-trained with common seeds
             (:func:`explore.search.front_seeds.front_table`), or None.
+        supernet_front: a ``--supernet`` study's front trained on its own
+            (:func:`explore.search.inherited.supernet_front_table`), or None.
+
+    Returns:
+        The paths written.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     with_front = front is not None and not front.empty
@@ -371,11 +419,15 @@ def write_report(frame: pd.DataFrame, out_dir: Path, meta: Mapping[str, Any], co
     frame.to_csv(paths.csv, index=False)
     unit, timed = latency_description(frame, meta.get("settings", {}) or {})
     metric = metric_label(meta.get("settings"))
-    plot_pareto(frame, paths.png, f"{meta.get('study_name')}: proxy {metric.split(' ')[0]} vs latency",
+    name = metric.rsplit(" ", 1)[0]
+    plot_pareto(frame, paths.png, f"{meta.get('study_name')}: {name if 'inherited' in name else 'proxy ' + name} vs latency",
                 f"latency ({unit}; {timed})", metric)
     if with_front:
         front.to_csv(paths.front_csv, index=False)
         plot_front_seeds(front, paths.front_png, f"{meta.get('study_name')}: front re-trained with common seeds",
                          f"latency ({unit}; {timed})")
-    paths.markdown.write_text(render_markdown(frame, meta, command, front), encoding="utf-8")
+    if supernet_front is not None and not supernet_front.empty:
+        paths = dataclasses.replace(paths, supernet_front_csv=out_dir / "supernet_front.csv")
+        supernet_front.to_csv(paths.supernet_front_csv, index=False)
+    paths.markdown.write_text(render_markdown(frame, meta, command, front, supernet_front), encoding="utf-8")
     return paths

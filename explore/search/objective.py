@@ -14,7 +14,8 @@ A trial runs these steps, each a function of this module that can be called (and
    over ``--max-latency-ms`` is PRUNED before training (:func:`check_budget`);
 5. **evaluate** (:func:`train_candidate`): build -> count -> time -> train
    (:func:`explore.evaluate.evaluate_candidate`), a schedule's job from its parent's state
-   (:func:`schedule_job`);
+   (:func:`schedule_job`); with ``--supernet``, build -> count -> time, then the inherited top-1
+   after BN recalibration instead of training (:class:`explore.search.inherited.InheritedScorer`);
 6. **record**: every step writes its figures through one :class:`explore.records.RecordWriter`
    as it comes (the trial record's schema is :mod:`explore.records`).
 
@@ -341,6 +342,8 @@ class Objective:
         base_seed: trial k trains with ``base_seed + k`` (a schedule's job: + its architecture's first job).
 
     Calling it with a trial returns (score, latency ms/img), or the score alone for ``--objective top1``.
+    With ``settings.supernet`` the score is the trial's inherited top-1 (the supernet is loaded here,
+    once per worker) and nothing is trained.
 
     Raises (inside the trial, handled by Optuna):
         optuna.TrialPruned: surplus trial, infeasible point, duplicate, over the latency budget, out of
@@ -354,6 +357,11 @@ class Objective:
         self.plan = settings.plan
         self.latency = (PredictedLatency(settings.latency_table) if settings.latency_table is not None
                         else MeasuredLatency(settings, device))
+        self.scorer = None
+        if settings.supernet is not None:  # loaded once per worker, not per trial
+            from explore.search.inherited import InheritedScorer
+
+            self.scorer = InheritedScorer(settings.supernet, data, device, settings.recalibration_images)
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float] | float:
         record = RecordWriter(trial)
@@ -402,18 +410,39 @@ class Objective:
                 inject_fault(record.trial.number, evaluation.model)  # the test-only seam (explore.search.faults)
                 check_budget(record, latency[0], "measured", self.settings.max_latency_ms)
 
-        evaluation = self._train(record, config, protocol, on_step)
+        if self.scorer is not None:
+            score = self._inherit(record, config, protocol, on_step)
+        else:
+            score = self._train(record, config, protocol, on_step).proxy.score
         if self.settings.objective == "top1":
-            return evaluation.proxy.score
-        return evaluation.proxy.score, latency[0]
+            return score
+        return score, latency[0]
+
+    def _inherit(self, record: RecordWriter, config: ArchConfig, protocol: Protocol | None,
+                 on_step: Callable[[Step, Evaluation], None]) -> float:
+        """Build, count and time the static model as any trial does (the budget checked there), then
+        score it with the supernet's weights after BN recalibration; nothing is trained."""
+        evaluate_candidate(config, seed=self.base_seed + record.trial.number, protocol=protocol, on_step=on_step)
+        threads = self._threads()
+        top1, seconds = self.scorer.score(config, threads)
+        record.update({"top1_source": "inherited", "supernet": self.scorer.run_dir,
+                       "recalibration_images": self.scorer.images, "inherited_top1": top1,
+                       "inherited_seconds": seconds, TRAIN_IMAGES: 0})
+        if threads is not None:
+            record.set(PROXY_THREADS, threads)
+        return top1
+
+    def _threads(self) -> int | None:
+        """CPU threads of this worker's training or scoring (None on CUDA)."""
+        if torch.device(self.device).type != "cpu":
+            return None
+        return self.settings.train_threads or training_threads(self.settings.workers,
+                                                               from_load=self.settings.train_threads_from_load)
 
     def _train(self, record: RecordWriter, config: ArchConfig, protocol: Protocol | None,
                on_step: Callable[[Step, Evaluation], None]) -> Evaluation:
         """The proxy training of the trial (one rung of a schedule's job), on the study's threads."""
-        threads = None
-        if torch.device(self.device).type == "cpu":
-            threads = self.settings.train_threads or training_threads(
-                self.settings.workers, from_load=self.settings.train_threads_from_load)
+        threads = self._threads()
         job = schedule_job(record.trial, record, config, self.plan, self.settings, self.base_seed) \
             if self.plan.staged else None
         return train_candidate(
@@ -486,6 +515,7 @@ def make_objective(space: SearchSpace, data: DatasetBundle, settings: StudySetti
         train_seed: trial k trains with ``train_seed + k`` (default ``settings.seed``).
 
     Raises:
-        ExploreError: a latency table that cannot be read (``settings.latency_table``).
+        ExploreError: a latency table that cannot be read (``settings.latency_table``), or a supernet
+            folder without a supernet for the data's channels and classes (``settings.supernet``).
     """
     return Objective(space, data, settings, device, settings.seed if train_seed is None else train_seed)

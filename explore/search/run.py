@@ -105,6 +105,10 @@ def prepare_study(settings: StudySettings) -> tuple[SearchSpace, Any]:
         from explore.measure.latency_table import LatencyTable
 
         LatencyTable.load(settings.latency_table)  # a corrupt or foreign file: one error, nothing written
+    if settings.supernet is not None:
+        from explore.search.inherited import check_supernet
+
+        check_supernet(settings.supernet, space, settings.dataset)  # another space: one error, nothing written
     return space, device
 
 
@@ -164,6 +168,10 @@ def _check_resume(study: optuna.Study, settings: StudySettings, space: SearchSpa
             raise ExploreError(f"--{key.replace('_', '-')}", getattr(settings, key),
                                f"study {settings.study_name!r} was run with {before!r}; "
                                "use another --study-name for a different setting")
+    if stored.get("supernet") != settings.supernet:  # inherited and trained top-1 do not mix in one study
+        raise ExploreError("--supernet", settings.supernet,
+                           f"study {settings.study_name!r} was run with --supernet {stored.get('supernet')!r}; "
+                           "use another --study-name")
     if study.user_attrs.get("space_name") != space.name:
         raise ExploreError("--space", settings.space,
                            f"study {settings.study_name!r} was run with space {study.user_attrs.get('space_name')!r}")
@@ -408,7 +416,8 @@ def _run_workers(study: optuna.Study, settings: StudySettings,
 def run_study(settings: StudySettings, *, on_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None,
               prepared: tuple[SearchSpace, Any] | None = None,
               on_data: Callable[[dict[str, Any]], None] | None = None,
-              on_remeasure: Callable[[int, float, float], None] | None = None) -> StudySummary:
+              on_remeasure: Callable[[int, float, float], None] | None = None,
+              on_front_run: Callable[[int, float, float, float], None] | None = None) -> StudySummary:
     """Run (or resume) a study until ``settings.trials`` trials are COMPLETE.
 
     With ``settings.workers > 1`` it starts that many worker processes (``spawn``) on the shared
@@ -422,6 +431,9 @@ def run_study(settings: StudySettings, *, on_trial: Callable[[optuna.Study, Froz
             :func:`explore.train.dataset_info` (classes, split sizes, where the splits came from).
         on_remeasure: called after each trial's end-of-study latency re-measurement (see
             :func:`remeasure_latencies`; ``settings.remeasure_front``).
+        on_front_run: with ``settings.supernet``, called after each front member's stand-alone
+            training at the end (trial, stand-alone top-1 %, inherited top-1 %, training seconds;
+            :func:`explore.search.inherited.retrain_supernet_front`).
 
     Returns:
         :class:`StudySummary`.
@@ -452,6 +464,13 @@ def run_study(settings: StudySettings, *, on_trial: Callable[[optuna.Study, Froz
                         if not is_promotion(t))
     if settings.remeasure_front and settings.objective == "pareto" and architectures >= settings.trials:
         remeasured = remeasure_latencies(study, device, on_remeasure)
+    if settings.supernet is not None and architectures >= settings.trials:
+        from explore.search.inherited import retrain_supernet_front
+        from explore.search.objective import training_threads
+
+        threads = None if device.type != "cpu" else settings.train_threads or training_threads(1)
+        retrain_supernet_front(study, device=str(device), threads=threads, train_seed=_train_seed(study, settings),
+                               on_run=on_front_run)
     return StudySummary(
         study_name=settings.study_name,
         run_dir=str(settings.run_dir),

@@ -22,6 +22,19 @@ Then, per run:
   rounds (:func:`explore.measure.time_rounds`, the fastest kept); each run's front then gets a
   hypervolume from those figures.
 
+With ``supernet`` among the schedules, a weight-sharing supernet of the space is trained once
+(``supernet_epochs`` epochs of the same training subset, the sandwich rule with ``random_subnets``
+random subnets per step: :func:`explore.supernet.train.train_supernet`, in ``<out>/supernet``), and
+each of its runs is a ``--supernet`` study of ``supernet_trials`` architectures scored by inherited
+top-1 (no training), whose final front is then trained on its own at ``epochs``
+(:mod:`explore.search.inherited`). Its training is charged in the units of the other schedules:
+every supernet step trains ``2 + random_subnets`` subnets on one batch, so one supernet epoch is
+charged as ``2 + random_subnets`` epochs of the subset (each subnet at most the largest one's
+cost), and each front member's stand-alone training as the images it trained on. Its hypervolume
+curve starts at that charge (0 before: nothing trained on its own yet) and grows with each front
+member trained, from their stand-alone top-1 (inherited top-1 is not comparable with the others'
+proxy top-1). The supernet's wall seconds are in the runs table (``train_seconds``).
+
 Hypervolumes use one fixed reference point for the whole comparison: top-1 at chance (100 / classes)
 and ``ref_latency_ms`` (default: 1.05 x the largest latency of any trial of any run), in % x ms/img.
 
@@ -45,6 +58,7 @@ from typing import Any
 
 import optuna
 import pandas as pd
+import torch
 from optuna.trial import TrialState
 
 from explore.arch import ArchConfig
@@ -67,12 +81,17 @@ from explore.search.schedule import (
 from explore.search.settings import StudySettings
 from explore.stats import kendall_tau, mean_std
 
-__all__ = ["CompareSettings", "Comparison", "architectures_for", "compare_schedules", "hv_curve", "budget_ratio",
+__all__ = ["COMPARED", "SUPERNET", "CompareSettings", "supernet_charge", "Comparison", "architectures_for", "compare_schedules", "hv_curve", "budget_ratio",
            "rung_agreement"]
 
 LONG_RUNS = "long_runs.json"
 FRONT_LATENCY = "front_latency.json"
 LATENCY_ROUNDS = 3
+SUPERNET = "supernet"
+"""The schedule name of runs scored with a weight-sharing supernet's weights."""
+COMPARED = (*SCHEDULES, SUPERNET)
+"""Every schedule a comparison may run."""
+SUPERNET_DIR = "supernet"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,6 +109,10 @@ class CompareSettings(TrainBudget):
         ref_latency_ms: the reference latency of the hypervolume (None: 1.05 x the largest measured).
         out: the comparison's folder (runs, stored long runs and latencies, report).
         device, sampler, train_threads, latency_repeats: as for ``explore study``.
+        supernet_epochs: ``supernet``: epochs of the supernet's training (whole epochs).
+        random_subnets: ``supernet``: random subnets per step besides the largest and smallest.
+        supernet_trials: ``supernet``: architectures each of its studies scores by inherited top-1.
+        recalibration_images: ``supernet``: training images of each trial's BN recalibration.
     """
 
     space: str = "cga"
@@ -106,6 +129,10 @@ class CompareSettings(TrainBudget):
     sampler: str = "tpe"
     train_threads: int | None = None
     latency_repeats: int = 20
+    supernet_epochs: int = 5
+    random_subnets: int = 2
+    supernet_trials: int = 50
+    recalibration_images: int = 2000
 
     def plan(self, schedule: str) -> Schedule:
         """The :class:`~explore.search.schedule.Schedule` of this comparison's runs of ``schedule``.
@@ -113,10 +140,35 @@ class CompareSettings(TrainBudget):
         Raises:
             ExploreError: bad ``--rungs`` or ``--eta`` (named).
         """
+        if schedule == SUPERNET:  # its front is trained as full trains every architecture
+            return Schedule.make("full", self.epochs, None, self.eta)
         return Schedule.make(schedule, self.epochs, None if schedule == "full" else self.rungs, self.eta)
+
+    @property
+    def supernet_dir(self) -> Path:
+        """Where the comparison's supernet is trained: ``<out>/supernet``."""
+        return Path(self.out) / SUPERNET_DIR
+
+    def supernet_settings(self) -> Any:
+        """The :class:`~explore.supernet.train.SupernetSettings` of the comparison's supernet (its space,
+        data, subsets and batch; the first seed)."""
+        from explore.supernet.train import SupernetSettings
+
+        return SupernetSettings(space=self.space, dataset=self.dataset, data_root=self.data_root,
+                                max_train=self.max_train, max_val=self.max_val, epochs=self.supernet_epochs,
+                                batch_size=self.batch_size, random_subnets=self.random_subnets, seed=self.seeds[0],
+                                device=self.device)
 
     def study(self, schedule: str, seed: int) -> StudySettings:
         """The settings of the run of ``schedule`` with ``seed``."""
+        if schedule == SUPERNET:
+            return StudySettings(
+                space=self.space, study_name=f"{SUPERNET}-seed{seed}", out=str(Path(self.out) / "runs"),
+                trials=self.supernet_trials, dataset=self.dataset, data_root=self.data_root, max_train=self.max_train,
+                max_val=self.max_val, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, seed=seed,
+                device=self.device, sampler=self.sampler, train_threads=self.train_threads,
+                latency_repeats=self.latency_repeats, remeasure_front=False, supernet=str(self.supernet_dir),
+                recalibration_images=self.recalibration_images)
         return StudySettings(
             space=self.space, study_name=f"{schedule}-seed{seed}", out=str(Path(self.out) / "runs"),
             trials=architectures_for(self, schedule), dataset=self.dataset, data_root=self.data_root,
@@ -133,10 +185,20 @@ class CompareSettings(TrainBudget):
                 smaller than one architecture's full training, bad long budget or reference latency,
                 and whatever :meth:`StudySettings.validate` refuses.
         """
-        if not self.schedules or any(s not in SCHEDULES for s in self.schedules) or len(set(self.schedules)) != len(self.schedules):
-            raise ExploreError("--schedules", ",".join(self.schedules), f"expected distinct items of {', '.join(SCHEDULES)}")
+        if not self.schedules or any(s not in COMPARED for s in self.schedules) or len(set(self.schedules)) != len(self.schedules):
+            raise ExploreError("--schedules", ",".join(self.schedules), f"expected distinct items of {', '.join(COMPARED)}")
         if "full" not in self.schedules or len(self.schedules) < 2:
-            raise ExploreError("--schedules", ",".join(self.schedules), "expected full and at least one of sha, hyperband")
+            raise ExploreError("--schedules", ",".join(self.schedules),
+                               "expected full and at least one of sha, hyperband, supernet")
+        if SUPERNET in self.schedules:
+            if isinstance(self.supernet_epochs, bool) or not isinstance(self.supernet_epochs, int) \
+                    or self.supernet_epochs < 1:
+                raise ExploreError("--supernet-epochs", self.supernet_epochs, "a supernet trains whole epochs: expected "
+                                                                              "1, 2, ...")
+            if self.random_subnets < 0:
+                raise ExploreError("--random-subnets", self.random_subnets, "expected >= 0")
+            if self.supernet_trials < 1:
+                raise ExploreError("--supernet-trials", self.supernet_trials, "expected >= 1")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ExploreError("--seeds", ",".join(map(str, self.seeds)), "expected distinct seeds, e.g. 0,1,2")
         if not (isinstance(self.budget, (int, float)) and self.budget >= self.epochs):
@@ -150,7 +212,10 @@ class CompareSettings(TrainBudget):
 
 
 def architectures_for(settings: CompareSettings, schedule: str) -> int:
-    """Architectures a run of ``schedule`` starts within ``settings.budget`` (at least 1)."""
+    """Architectures a run of ``schedule`` starts within ``settings.budget`` (at least 1); ``supernet``:
+    ``settings.supernet_trials`` (its trials train nothing)."""
+    if schedule == SUPERNET:
+        return settings.supernet_trials
     plan = settings.plan(schedule)
     return max(1, math.floor(settings.budget / plan.expected_epochs() + 1e-9))
 
@@ -164,18 +229,67 @@ def _jobs(study: optuna.Study) -> pd.DataFrame:
         job["latency_ms"] = job.pop("latency")
         record = TrialRecord.of(t)
         rows.append({**job, "config": record.config, CONFIG_HASH: record.config_hash,
-                     "images": float(record.train_images or 0), "done": t.datetime_complete})
+                     "images": float(record.train_images or 0), "done": t.datetime_complete,
+                     "train_seconds": float(t.user_attrs.get("proxy_train_seconds") or 0.0)})
     frame = pd.DataFrame(rows)
     return frame.sort_values(["done", "number"]).reset_index(drop=True) if not frame.empty else frame
 
 
-def hv_curve(jobs: pd.DataFrame, top_rung: int, n_train: int, ref_top1: float, ref_latency: float) -> pd.DataFrame:
+def supernet_charge(settings: CompareSettings) -> float:
+    """The supernet's training in epochs of the training subset: ``supernet_epochs x (2 +
+    random_subnets)`` (every step trains the largest, the smallest and the random subnets on one batch)."""
+    return float(settings.supernet_epochs * (2 + settings.random_subnets))
+
+
+def _supernet_jobs(study: optuna.Study) -> pd.DataFrame:
+    """A ``--supernet`` study's stand-alone front runs as jobs, in the order they were trained:
+    number, rung 0, top-1 (stand-alone, %), latency, config, images trained, training seconds.
+    Its inherited trials trained nothing and are not jobs."""
+    from explore.search.inherited import supernet_front_runs
+
+    trials = study.get_trials(deepcopy=False)
+    rows = []
+    for number, run in supernet_front_runs(study).items():
+        t = trials[number]
+        record = TrialRecord.of(t)
+        rows.append({"number": number, "rung": 0, "bracket": 0, "top1": float(run["top1"]),
+                     "latency_ms": float(t.values[1]), "arch": number, "config": record.config,
+                     CONFIG_HASH: record.config_hash, "images": float(run.get("train_images") or 0),
+                     "done": float(run["at"]), "train_seconds": float(run["train_s"])})
+    frame = pd.DataFrame(rows)
+    return frame.sort_values(["done", "number"]).reset_index(drop=True) if not frame.empty else frame
+
+
+def _train_supernet(settings: CompareSettings, say: Callable[[str], None]) -> float:
+    """Train (or resume, or find trained) the comparison's supernet; its wall seconds over all its epochs."""
+    from explore.supernet.train import train_supernet
+
+    supernet = settings.supernet_settings()
+    say(f"supernet: {supernet.epochs} epochs, {2 + supernet.random_subnets} subnets per step "
+        f"(charged {supernet_charge(settings):g} epochs of the training subset)")
+    path = train_supernet(supernet, settings.supernet_dir, command="explore compare-schedules (its supernet)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    seconds = float(state.get("train_seconds", 0.0))
+    say(f"supernet: trained, {seconds:.0f} s")
+    return seconds
+
+
+def hv_curve(jobs: pd.DataFrame, top_rung: int, n_train: int, ref_top1: float, ref_latency: float,
+             spent_before: float = 0.0) -> pd.DataFrame:
     """Hypervolume of the top-rung front after each job, against training spent (epochs of the subset).
+
+    Args:
+        jobs: the jobs in completion order (``number``, ``rung``, ``top1`` %, ``latency_ms``, ``images``).
+        top_rung: the rung whose jobs make the front.
+        n_train: images of the training subset (an epoch).
+        ref_top1: the reference point's top-1 (%).
+        ref_latency: the reference point's latency (ms/img).
+        spent_before: training charged before the first job (epochs; a supernet's training).
 
     Returns:
         Columns ``spent_epochs`` (cumulative), ``hv``, ``number``; one row per job.
     """
-    spent, rows, top = 0.0, [], []
+    spent, rows, top = spent_before, [], []
     for job in jobs.itertuples(index=False):
         spent += job.images / n_train
         if job.rung == top_rung:
@@ -245,8 +359,14 @@ def compare_schedules(settings: CompareSettings, *, on_event: Callable[[str], No
     settings.validate()
     say = on_event or (lambda text: None)
     for schedule in settings.schedules:
-        prepare_study(settings.study(schedule, settings.seeds[0]))  # every check before anything runs
+        if schedule == SUPERNET:  # its folder does not exist yet: the study's checks without it
+            prepare_study(dataclasses.replace(settings.study(schedule, settings.seeds[0]), supernet=None))
+        else:
+            prepare_study(settings.study(schedule, settings.seeds[0]))  # every check before anything runs
     out = Path(settings.out)
+    supernet_seconds = 0.0
+    if SUPERNET in settings.schedules:
+        supernet_seconds = _train_supernet(settings, say)
     studies: dict[tuple[str, int], optuna.Study] = {}
     for schedule in settings.schedules:
         for seed in settings.seeds:
@@ -257,7 +377,7 @@ def compare_schedules(settings: CompareSettings, *, on_event: Callable[[str], No
             if summary.architectures >= study_settings.trials and not summary.running:
                 shutil.rmtree(study_settings.run_dir / CHECKPOINTS, ignore_errors=True)  # the run is final
             studies[(schedule, seed)] = open_study(str(study_settings.run_dir))
-    jobs = {key: _jobs(study) for key, study in studies.items()}
+    jobs = {key: _supernet_jobs(study) if key[0] == SUPERNET else _jobs(study) for key, study in studies.items()}
     info = next(iter(studies.values())).user_attrs.get("dataset_info") or {}
     n_train = int(info.get("train_images") or settings.max_train or 1)
     num_classes = int(info.get("num_classes") or 10)
@@ -268,7 +388,8 @@ def compare_schedules(settings: CompareSettings, *, on_event: Callable[[str], No
     curves: dict[tuple[str, int], pd.DataFrame] = {}
     for (schedule, seed), frame in jobs.items():
         top = settings.plan(schedule).top
-        curve = hv_curve(frame, top, n_train, ref_top1, ref_latency)
+        charge = supernet_charge(settings) if schedule == SUPERNET else 0.0
+        curve = hv_curve(frame, top, n_train, ref_top1, ref_latency, spent_before=charge)
         curves[(schedule, seed)] = curve
         curve_rows += [{"schedule": schedule, "seed": seed, **row} for row in curve.to_dict("records")]
         final = frame[frame["rung"] == top]
@@ -288,9 +409,15 @@ def compare_schedules(settings: CompareSettings, *, on_event: Callable[[str], No
     for (schedule, seed), frame in jobs.items():
         members = fronts[(fronts["schedule"] == schedule) & (fronts["seed"] == seed)]
         curve = curves[(schedule, seed)]
+        on_supernet = schedule == SUPERNET
+        architectures = (sum(1 for t in studies[(schedule, seed)].get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+                         if on_supernet else int((frame["arch"] == frame["number"]).sum()))
+        charge = supernet_charge(settings) if on_supernet else 0.0
         run_rows.append({
-            "schedule": schedule, "seed": seed, "architectures": int((frame["arch"] == frame["number"]).sum()),
-            "jobs": len(frame), "spent_epochs": float(curve["spent_epochs"].iloc[-1]) if len(curve) else 0.0,
+            "schedule": schedule, "seed": seed, "architectures": architectures,
+            "jobs": len(frame), "spent_epochs": float(curve["spent_epochs"].iloc[-1]) if len(curve) else charge,
+            "supernet_epochs_charged": charge,
+            "train_seconds": float(frame["train_seconds"].sum()) + (supernet_seconds if on_supernet else 0.0),
             "study_hv": float(curve["hv"].iloc[-1]) if len(curve) else 0.0, "front_size": len(members),
             "long_hv": hypervolume_2d(members["long_top1"].tolist(), members["latency_ms"].tolist(), ref_top1,
                                       ref_latency)})
@@ -298,7 +425,7 @@ def compare_schedules(settings: CompareSettings, *, on_event: Callable[[str], No
     summary = _summarise(runs, curves, settings)
     agreement = rung_agreement(studies, settings)
     fronts = fronts.drop(columns=["config"])
-    rung_epochs = settings.plan("sha").rungs
+    rung_epochs = Schedule.make("sha", settings.epochs, settings.rungs, settings.eta).rungs
     return Comparison(runs, pd.DataFrame(curve_rows), fronts, summary, (ref_top1, ref_latency), settings, rung_epochs,
                       agreement)
 
@@ -310,7 +437,7 @@ def rung_agreement(studies: dict[tuple[str, int], optuna.Study], settings: Compa
     rung already ranks as the next one does; near 0, promotion is a lottery."""
     rows = []
     for schedule in settings.schedules:
-        if schedule == "full":
+        if schedule in ("full", SUPERNET):
             continue
         pairs: dict[tuple[float, float], list[tuple[float, float]]] = {}
         for seed in settings.seeds:

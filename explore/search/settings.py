@@ -107,6 +107,11 @@ class StudySettings(RunBudget):
             (``seg_head_width``, ``seg_head_depth``; ``task_config``) on scenes of ``seg_size``
             pixels (:func:`explore.train.load_segmentation`), and the first objective is mIoU (%);
             latency is measured at ``seg_size``.
+        supernet: a supernet folder (``explore supernet train --out``) of the same space: every trial
+            is scored by inherited top-1 after BN recalibration instead of being trained, and the
+            final front is trained on its own at the proxy budget (:mod:`explore.search.inherited`).
+        recalibration_images: with ``supernet``, the training images each trial's BN statistics are
+            recalibrated on (Once-for-All's 2,000).
     """
 
     space: str = "cga"
@@ -131,6 +136,8 @@ class StudySettings(RunBudget):
     schedule: str = "full"
     rungs: tuple[float, ...] | None = None
     eta: int = 3
+    supernet: str | None = None
+    recalibration_images: int = 2000
 
     @classmethod
     def for_task(cls, **fields: object) -> StudySettings:
@@ -245,6 +252,15 @@ class StudySettings(RunBudget):
         if self.schedule != "full" and self.objective != "pareto":
             raise ExploreError("--schedule", self.schedule, "needs --objective pareto (--objective top1 has its "
                                                             "median pruner)")
+        if self.supernet is not None:
+            for field, value, ok, need in (("--task", self.task, self.task == "classification", "classification"),
+                                           ("--schedule", self.schedule, self.schedule == "full", "full"),
+                                           ("--objective", self.objective, self.objective == "pareto", "pareto")):
+                if not ok:
+                    raise ExploreError(field, value, f"--supernet scores trials by inherited top-1 (no training): "
+                                                     f"expected {need}")
+            if isinstance(self.recalibration_images, bool) or self.recalibration_images < 1:
+                raise ExploreError("--recalibration-images", self.recalibration_images, "expected >= 1 training image")
         if self.heartbeat_s < 1:
             raise ExploreError("--heartbeat-interval", self.heartbeat_s, "expected >= 1 (seconds)")
         if self.storage is not None and not self.storage.strip():

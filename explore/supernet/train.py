@@ -101,7 +101,8 @@ def train_supernet(settings: SupernetSettings, out: str | Path, *, command: str 
                    stop_after_epochs: int | None = None) -> Path:
     """Train (or resume) the supernet of ``settings.space`` into ``out``/supernet.pt.
 
-    A checkpoint (model, optimizer, epoch, random states, settings, command) is written atomically
+    A checkpoint (model, optimizer, epoch, random states, settings, command, the last epoch's and
+    the whole run's wall seconds: ``epoch_seconds``, ``train_seconds``) is written atomically
     after every epoch; a run directory holding one resumes from it (same settings only). Resumed
     and uninterrupted runs give the same weights.
 
@@ -129,6 +130,7 @@ def train_supernet(settings: SupernetSettings, out: str | Path, *, command: str 
     gen = torch.Generator().manual_seed(settings.seed)
     rng = random.Random(settings.seed)
     epoch = 0
+    spent = 0.0
     path = out / CHECKPOINT
     if path.is_file():
         state = torch.load(path, map_location=dev, weights_only=True)
@@ -139,6 +141,7 @@ def train_supernet(settings: SupernetSettings, out: str | Path, *, command: str 
         gen.set_state(state["batch_rng"])
         rng.setstate(_tuples(state["subnet_rng"]))
         epoch = state["epoch"]
+        spent = float(state.get("train_seconds", 0.0))
     out.mkdir(parents=True, exist_ok=True)
     images, labels = data.train.images.to(dev), data.train.labels.to(dev)
     normalizers: dict[int, Normalizer] = {}
@@ -173,10 +176,12 @@ def train_supernet(settings: SupernetSettings, out: str | Path, *, command: str 
             if progress is not None:
                 progress(epoch * steps + i + 1, settings.epochs * steps, total)
         epoch += 1
+        seconds = time.perf_counter() - started
+        spent += seconds
         state = {"model": supernet.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
                  "batch_rng": gen.get_state(), "subnet_rng": rng.getstate(), "settings": dataclasses.asdict(settings),
                  "command": command, "in_chans": data.in_chans, "num_classes": data.num_classes,
-                 "epoch_seconds": time.perf_counter() - started}
+                 "epoch_seconds": seconds, "train_seconds": spent}
         write_atomically(path, lambda tmp: torch.save(state, tmp))
     return path
 
