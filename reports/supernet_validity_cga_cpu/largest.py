@@ -1,7 +1,6 @@
 """Wall time of one stand-alone proxy trial of the cga supernet's largest subnets (the supernet run's
 data and epochs: fashion_mnist, 1000 training images, 3 epochs, batch 128), for the cost target."""
-import json, sys, time
-sys.path.insert(0, "/work/wt/superstudy")
+import json, time
 from explore.evaluate import evaluate_candidate
 from explore.space import load_space
 from explore.supernet import Supernet
