@@ -390,13 +390,13 @@ class Contention:
         clean_share: share of the repeats (of the attempt used; of all attempts when contended)
             that ran without preemption
             (thread CPU time >= :data:`RUN_SHARE` x wall time; 1.0 with several threads, where this
-            cannot be told); paired: share of the pairs whose two repeats were both clean.
+            cannot be told).
         attempts: measurements made (a contended one is repeated after a pause, up to
             :data:`CONTENTION_ATTEMPTS`).
-        contended: True when no attempt was quiet with at least half of its repeats clean (and,
-            paired, with the pair ratios' spread within :data:`SPREAD_LIMIT`), or when the
-            reference model ran more than :data:`SLOWDOWN_LIMIT` x its calibration (bandwidth
-            contention, which preemption checks do not see); the figure is then the median of the
+        contended: True when no attempt was quiet with at least half of its repeats clean, or
+            (paired) when the pair ratios spread more than :data:`SPREAD_LIMIT` or the reference
+            model ran more than :data:`SLOWDOWN_LIMIT` x its calibration (bandwidth contention,
+            which preemption checks do not see); the figure is then the median of the
             clean repeats of all attempts, or, with fewer than 3 of those, of the thread's CPU
             time per repeat (one thread: the time the work took while it ran).
         baseline_ms: the reference workload's uncontended time on this machine (ms): the fastest
@@ -481,11 +481,11 @@ REFERENCE_PRESET = "efficientvit_m0"
 """The reference model of normalised CPU latency: EfficientViT-M0 (arXiv:2305.07027 Table 1), built by
 the generator at the measurement's input side and channels: a small preset whose layers (convolutions,
 cascaded group attention, FFNs) are those of the candidates."""
-CALIBRATION_REPEATS = 30
+CALIBRATION_REPEATS = 20
 """Timed runs of the reference model's calibration (once per process, input, protocol and machine)."""
 SPREAD_LIMIT = 0.15
-"""A paired measurement is not quiet when the IQR of its pair ratios exceeds this share of their median:
-a slowdown that hit some pairs and not others (contention that came and went)."""
+"""A paired measurement is flagged ``contended`` when the IQR of its pair ratios exceeds this share of
+their median: a slowdown that hit some pairs and not others (contention that came and went)."""
 SLOWDOWN_LIMIT = 1.2
 """A paired measurement is flagged ``contended`` when the reference model ran more than this factor
 slower than its calibration: the machine was slowed as a whole (e.g. memory bandwidth taken by another
@@ -634,18 +634,24 @@ def time_cpu_paired(run: Callable[[], Any], reference: Callable[[], Any] | None,
     Repeat i of the candidate and repeat i of the reference form pair i, timed back to back in the
     order R A, A R, R A, ... (ABBA: a slow drift falls on both sides alike). A candidate much faster
     than the reference is paired in groups: g of its repeats (:func:`reference_group`) with one
-    reference repeat, each of the g ratios taken against that one (R A..A, A..A R, ...). Noise of a shared
-    machine that lasts longer than one pair (another core streaming memory, a busy neighbour, a
-    lower clock) slows both, and their ratio cancels it. A pair is used when both of its repeats ran
-    without preemption (:func:`clean_repeats`). The checks of :func:`time_cpu` apply to the pairs,
-    and a measurement whose pair ratios spread more than :data:`SPREAD_LIMIT` (IQR / median: a
-    slowdown that hit some pairs only) is not quiet either: it is repeated after a pause, then
-    flagged ``contended``. With ``calibration_ms``, a reference median more than
-    :data:`SLOWDOWN_LIMIT` x the calibration flags the result ``contended`` too (it is not repeated:
-    the ratio corrects a uniform slowdown). The reference runs at most as many repeats as the candidate
-    and, being no longer than a group of candidate repeats (but at least
-    :data:`MIN_REFERENCE_REPEATS` of them), pairing about doubles the timing cost at most; the
-    calibration adds :data:`CALIBRATION_REPEATS` reference runs once per process.
+    reference repeat, each of the g ratios taken against that one (R A..A, A..A R, ...). Noise of a
+    shared machine that lasts longer than one pair (another core streaming memory, a busy
+    neighbour, a lower clock) slows both, and their ratio cancels it.
+
+    A pair is used when its candidate repeat ran without preemption (:func:`clean_repeats`); a
+    reference repeat that was preempted counts by its thread's CPU time (the time it ran: slowed
+    by what slows the candidate, e.g. memory bandwidth, but not by the preemption). The checks of
+    :func:`time_cpu` apply (a busy machine is waited out and measured again). The result is flagged
+    ``contended`` too when its pair ratios spread more than :data:`SPREAD_LIMIT` (IQR / median: a
+    slowdown that hit some pairs only) or, with ``calibration_ms``, when the reference's median
+    exceeds :data:`SLOWDOWN_LIMIT` x the calibration (the machine slowed as a whole: the ratio
+    corrects it); neither is measured again, which would multiply the cost on a machine that stays
+    busy.
+
+    Cost: one untimed reference run, then at most one reference repeat per candidate repeat, and no
+    more of them than the candidate's time allows (groups; at least :data:`MIN_REFERENCE_REPEATS`):
+    pairing at most about doubles the timing cost. The calibration adds
+    :data:`CALIBRATION_REPEATS` reference runs once per process and input.
 
     Args:
         run: the candidate's forward pass.
@@ -660,10 +666,11 @@ def time_cpu_paired(run: Callable[[], Any], reference: Callable[[], Any] | None,
     """
     probe = reference_workload()
     cand_ms, ref_ms = 1.0, 1.0
-    for _ in range(protocol.warmup if reference is None else max(1, protocol.warmup)):
+    for _ in range(protocol.warmup):
         cand_ms = _timed_once(run)[0]
-        if reference is not None:
-            ref_ms = _timed_once(reference)[0]
+    if reference is not None:  # prepared and warmed once per process: one untimed run, and the group size
+        cand_ms = _timed_once(run)[0]
+        ref_ms = _timed_once(reference)[0]
     group = reference_group(cand_ms, ref_ms, protocol.repeats) if reference is not None else 1
     one_thread = torch.get_num_threads() == 1
     baseline = probe.baseline_ms()
@@ -694,15 +701,14 @@ def time_cpu_paired(run: Callable[[], Any], reference: Callable[[], Any] | None,
         after = probe.probe_ms()
         baseline = probe.baseline_ms()
         ratio = min(before, after) / baseline
-        if one_thread:
-            clean = [(w, r) for w, c, r, rc in zip(walls, cpus, ref_walls, ref_cpus)
-                     if c >= RUN_SHARE * w and rc >= RUN_SHARE * r]
+        if one_thread:  # a preempted reference repeat counts by the time it ran (its thread's CPU time)
+            clean = [(w, r if rc >= RUN_SHARE * r else rc) for w, c, r, rc in zip(walls, cpus, ref_walls, ref_cpus)
+                     if c >= RUN_SHARE * w]
         else:
             clean = list(zip(walls, ref_walls))
         pooled += clean
         cpu_all += list(zip(cpus, ref_cpus))
-        spread = pair_spread([a / r for a, r in clean]) if reference is not None else None
-        quiet = ratio <= CLEAN_RATIO and len(clean) >= need and (spread is None or spread <= SPREAD_LIMIT)
+        quiet = ratio <= CLEAN_RATIO and len(clean) >= need
         if quiet:
             used, share, contended = clean, len(clean) / len(walls), False
         elif attempt >= CONTENTION_ATTEMPTS:
@@ -718,9 +724,9 @@ def time_cpu_paired(run: Callable[[], Any], reference: Callable[[], Any] | None,
         refs = [r for _, r in used]
         ratios = [a / r for a, r in used]
         slowdown = statistics.median(refs) / calibration_ms if calibration_ms else None
-        contended = contended or (slowdown is not None and slowdown > SLOWDOWN_LIMIT)
-        return CpuTiming(times, refs, ratios, Contention(ratio, share, attempt, contended, baseline,
-                                                         pair_spread(ratios), slowdown))
+        spread = pair_spread(ratios)
+        contended = contended or spread > SPREAD_LIMIT or (slowdown is not None and slowdown > SLOWDOWN_LIMIT)
+        return CpuTiming(times, refs, ratios, Contention(ratio, share, attempt, contended, baseline, spread, slowdown))
 
 
 _REFERENCE_MODELS: dict[tuple[int, int], nn.Module] = {}
@@ -750,10 +756,13 @@ def reference_model(img_size: int, in_chans: int) -> nn.Module:
 
 
 def _reference_protocol(protocol: Protocol, batch: int) -> Protocol:
-    """The protocol the reference model runs in next to ``protocol``: the same, at the reference's input."""
+    """The protocol the reference model runs in next to ``protocol``: the same, at the reference's input;
+    ``compile`` runs the reference ``fused`` (a compiled reference would be compiled again after every
+    candidate's dynamo reset, which costs more than timing the candidate)."""
+    mode = "fused" if protocol.mode == "compile" else protocol.mode
     if protocol.reference_img_size is None and protocol.reference_in_chans is None:
-        return dataclasses.replace(protocol, batch_size=batch)
-    return dataclasses.replace(protocol, batch_size=batch, img_size=protocol.reference_img_size or protocol.img_size,
+        return dataclasses.replace(protocol, batch_size=batch, mode=mode)
+    return dataclasses.replace(protocol, batch_size=batch, mode=mode, img_size=protocol.reference_img_size or protocol.img_size,
                                img_width=None if protocol.reference_img_size else protocol.img_width,
                                in_chans=protocol.reference_in_chans or protocol.in_chans)
 
@@ -906,16 +915,17 @@ def measure_batch(model: nn.Module, protocol: Protocol, device: torch.device, ba
     """
     x = make_input(protocol, device, batch)
     normalised = device.type == "cpu" and protocol.figure == "normalised"
+    candidate = _onnx_run(model, protocol, x) if protocol.onnx else None
+    runner = None if protocol.onnx else prepare_runner(model, protocol, device, x)  # out of memory: before the reference
     reference_run, calibration = None, None
-    if normalised:  # prepared before the candidate: a compile-mode preparation resets dynamo
+    if normalised:
         reference = _reference_protocol(protocol, batch)
         calibration = reference_calibration(reference)
         reference_run = _reference_run(reference)
-    if protocol.onnx:
-        timed = time_cpu_paired(_onnx_run(model, protocol, x), reference_run, protocol,
-                                calibration.median_ms if calibration else None)
+    if candidate is not None:
+        timed = time_cpu_paired(candidate, reference_run, protocol, calibration.median_ms if calibration else None)
         return Timed(timed.times, contention=timed.contention, pairing=_pairing(timed, calibration))
-    runner = prepare_runner(model, protocol, device, x)
+    assert runner is not None
     if runner.counter is not None:  # compile: the first run compiles, the second must not
         protocol = dataclasses.replace(protocol, warmup=max(2, protocol.warmup))
     contention, pairing = None, None

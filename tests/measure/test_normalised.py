@@ -95,7 +95,8 @@ def test_a_uniform_slowdown_moves_the_raw_figure_not_the_normalised_one(monkeypa
 def test_repeats_alternate_with_the_reference_pair_by_pair(monkeypatch):
     _, calls = _rig(monkeypatch, 10.0, 20.0, lambda k, name: 1.0)
     measure(torch.nn.Identity(), _protocol(repeats=4))
-    assert calls == ["A", "R"] + ["R", "A", "A", "R", "R", "A", "A", "R"]  # warm-up, then R A, A R, ... (ABBA)
+    # warm-up (the candidate's, then one run of each), then R A, A R, ... (ABBA)
+    assert calls == ["A"] + ["A", "R"] + ["R", "A", "A", "R", "R", "A", "A", "R"]
 
 
 def test_a_slowdown_of_some_pairs_only_is_flagged(monkeypatch):
@@ -110,9 +111,16 @@ def test_a_slowdown_of_some_pairs_only_is_flagged(monkeypatch):
 
     clock, _ = _rig(monkeypatch, 10.0, 20.0, slow)
     result = measure(torch.nn.Identity(), _protocol(repeats=9))
-    assert result.pair_spread > protocols.SPREAD_LIMIT
-    assert result.contended and result.attempts == protocols.CONTENTION_ATTEMPTS
-    assert len(clock.sleeps) == protocols.CONTENTION_ATTEMPTS - 1  # waited out first, then flagged
+    assert result.pair_spread > protocols.SPREAD_LIMIT and result.contended
+    assert result.reference_slowdown == pytest.approx(1.0)  # the reference alone would not have told
+    assert result.attempts == 1 and clock.sleeps == []  # flagged, not measured again
+    assert result.median_ms == pytest.approx(10.0)  # the median pair is an unhit one
+
+
+def test_compile_mode_pairs_with_a_fused_reference():
+    compiled = _protocol(mode="compile")
+    assert protocols._reference_protocol(compiled, 2).mode == "fused"
+    assert protocols._reference_protocol(_protocol(mode="eager"), 2).mode == "eager"
 
 
 def test_the_record_carries_raw_normalised_calibration_and_pair_ratios(monkeypatch):
@@ -139,7 +147,7 @@ def test_the_raw_figure_times_the_candidate_alone(monkeypatch):
 def test_a_fast_candidate_is_paired_in_groups_bounding_the_reference_cost(monkeypatch):
     _, calls = _rig(monkeypatch, 1.0, 20.0, lambda k, name: 1.0)
     result = measure(torch.nn.Identity(), _protocol(repeats=8))
-    timed = calls[2:]
+    timed = calls[3:]
     assert timed.count("A") == 8 and timed.count("R") == MIN_REFERENCE_REPEATS
     assert result.median_ms == pytest.approx(1.0)  # ratio 1/20 x the calibration's 20 ms
     assert reference_group(10.0, 20.0, 20) == 2 and reference_group(30.0, 20.0, 20) == 1
