@@ -256,10 +256,10 @@ class Measurement:
         reference_name: the reference model (:data:`REFERENCE_PRESET`).
         reference_median_ms, reference_times_ms: the reference's repeats in this measurement (ms per batch).
         reference_slowdown: ``reference_median_ms`` / ``reference_calibration_ms``.
-        reference_calibration_ms, reference_calibration_fastest_ms, reference_calibration_times_ms,
-            reference_calibration_contended: the reference's calibration on this machine (median,
-            fastest and every repeat, ms per batch; whether it was contended), see
-            :class:`ReferenceCalibration`.
+        reference_calibration_ms, reference_calibration_fastest_ms: the reference's calibration on
+            this machine, median and fastest repeat (ms per batch), see :class:`ReferenceCalibration`.
+        reference_calibration_times_ms, reference_calibration_contended: every calibration repeat
+            (ms per batch), and whether the calibration was contended.
     """
 
     protocol: dict[str, Any]
