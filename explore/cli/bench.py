@@ -14,7 +14,38 @@ from explore.cli.options import BATCH_SIZE, DEVICE, EPOCHS
 from explore.errors import ExploreError
 from explore.reproduce import command_line
 
-__all__ = ["bench_app", "models", "attention", "proxy", "repeatability"]
+__all__ = ["bench_app", "models", "attention", "proxy", "repeatability", "bench_table"]
+
+_TABLE_COLUMNS = {"model": "model", "mode": "mode", "batch": "batch", "ours_img_s": "ours img/s", "ours_cv": "ours cv",
+                  "timm_img_s": "timm img/s", "timm_cv": "timm cv", "ratio_ours_timm": "ratio",
+                  "ratio_paired": "paired", "ratio_low": "95% low", "ratio_high": "95% high", "verdict": "verdict",
+                  "paper_img_s": "paper img/s"}
+"""The columns of ``explore bench``'s terminal table (the CSV has them all), with their headers."""
+
+
+def bench_table(frame, protocol: str):  # noqa: ANN001, ANN201 - a DataFrame in, a rich Table out
+    """The terminal table of ``explore bench``: short model names (``M0``), the ratios and their
+    interval, within 120 columns (the CSV and the .md keep every column and the full names).
+
+    Args:
+        frame: the rows of :func:`explore.analysis.bench.bench`.
+        protocol: the protocol's name (the title).
+
+    Returns:
+        A ``rich.table.Table``.
+    """
+    from rich.table import Table
+
+    from explore.analysis.bench.models import short_name
+
+    shown = frame[[c for c in _TABLE_COLUMNS if c in frame]].copy()
+    shown["model"] = shown["model"].map(short_name)
+    shown = shown.loc[:, [c for c in shown.columns if shown[c].notna().any()]]
+    device = str(frame["device"].iloc[0])
+    table = Table(*(_TABLE_COLUMNS[c] for c in shown.columns), title=f"{protocol} on {device}", padding=(0, 1))
+    for row in shown.itertuples(index=False):
+        table.add_row(*("" if v is None or v != v else str(v) for v in row))
+    return table
 
 bench_app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False,
                         help="Benchmarks: ours vs timm (the default), attention, proxy, repeatability.")
@@ -46,6 +77,9 @@ def models(
     def on_row(row) -> None:  # noqa: ANN001 - BenchRow
         data = row.as_row()
         ratio = f"ratio {data['ratio_ours_timm']:.3f}" if data["ratio_ours_timm"] is not None else ""
+        if data.get("ratio_paired") is not None:
+            ratio += (f", paired {data['ratio_paired']:.3f} [{data['ratio_low']:.3f}, {data['ratio_high']:.3f}] "
+                      f"{data['verdict']}")
         console.print(f"{data['model']} {data['mode']}: ours {data['ours_img_s']} img/s (cv {data['ours_cv']:.3f}), "
                       f"timm {data['timm_img_s']} img/s {ratio}", highlight=False)
 
@@ -54,13 +88,7 @@ def models(
                       repeats=repeats, warmup=warmup, img_size=img_size, reference=reference, on_row=on_row)
     except ExploreError as exc:
         raise fail(exc) from None
-    shown = frame.drop(columns=["device", "versions"])
-    from rich.table import Table
-
-    table = Table(*map(str, shown.columns), title=f"{protocol} on {frame['device'].iloc[0]} ({frame['versions'].iloc[0]})")
-    for row in shown.itertuples(index=False):
-        table.add_row(*("" if v is None else str(v) for v in row))
-    console.print(table)
+    console.print(bench_table(frame, protocol))
     if out:
         command = command_line(["explore", "bench"], [
             ("--protocol", protocol), ("--models", models), ("--modes", modes), ("--device", device),

@@ -29,6 +29,7 @@ from explore.measure.protocols import (
     library_versions,
     measure,
     measure_batch,
+    measure_pair,
     pair_spread,
     reference_group,
     MIN_REFERENCE_REPEATS,
@@ -42,7 +43,7 @@ from explore.measure.protocols import (
     time_cpu_paired,
 )
 from explore.measure.runners import HOST_BOUND_RATIO, GraphCounter, host_bound_rule, peak_memory_mib
-from explore.measure.timing import time_model, time_rounds
+from explore.measure.timing import time_model, time_pair, time_rounds
 
 __all__ = [
     "count_macs", "count_model", "count_params", "fuse_batchnorm",
@@ -50,6 +51,6 @@ __all__ = [
     "Timed", "clean_repeats", "device_name", "get_protocol", "library_versions", "measure", "measure_batch",
     "reference_workload", "time_cpu", "CALIBRATION_REPEATS", "FIGURES", "REFERENCE_PRESET", "SLOWDOWN_LIMIT",
     "SPREAD_LIMIT", "CpuTiming", "ReferenceCalibration", "pair_spread", "reference_calibration",
-    "reference_calibrations", "reference_model", "set_reference_calibration", "time_cpu_paired", "reference_group", "MIN_REFERENCE_REPEATS",
+    "reference_calibrations", "reference_model", "set_reference_calibration", "time_cpu_paired", "measure_pair", "time_pair", "reference_group", "MIN_REFERENCE_REPEATS",
     "HOST_BOUND_RATIO", "GraphCounter", "host_bound_rule", "peak_memory_mib", "time_model", "time_rounds",
 ]

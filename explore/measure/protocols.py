@@ -93,6 +93,7 @@ __all__ = [
     "reference_group",
     "MIN_REFERENCE_REPEATS",
     "Pairing",
+    "measure_pair",
 ]
 
 MODES = ("eager", "fused", "compile", "cuda-graph")
@@ -1056,3 +1057,38 @@ def measure(model: nn.Module, protocol: Protocol) -> Measurement:
         raw_ms_per_img=raw_median / batch,
         **paired,
     )
+
+
+def measure_pair(first: nn.Module, second: nn.Module, protocol: Protocol) -> CpuTiming:
+    """Time two models repeat by repeat on the CPU (:func:`time_cpu_paired`, ``second`` in the
+    reference's place, no calibration): e.g. ours against timm's model of the same name.
+
+    Args:
+        first: a model, (B, in_chans, H, W) -> anything (copied, not changed).
+        second: the model it is compared with.
+        protocol: a CPU protocol (its mode, batch, threads, warm-up and repeats are used).
+
+    Returns:
+        :class:`CpuTiming`: ``times`` are ``first``'s (ms per pass), ``reference_times``
+        ``second``'s, ``ratios`` first / second per pair.
+
+    Raises:
+        ExploreError: the protocol's device is not the CPU (field ``--device``); as :func:`measure`.
+    """
+    device = resolve_device(protocol.device)
+    if device.type != "cpu":
+        raise ExploreError("--device", protocol.device, "the CPU: two models are paired repeat by repeat on the "
+                                                        "CPU protocols only")
+    old_threads = torch.get_num_threads()
+    if protocol.threads:
+        torch.set_num_threads(protocol.threads)
+    try:
+        x = make_input(protocol, device, protocol.batch_size)
+        if protocol.onnx:
+            runs = [_onnx_run(model, protocol, x) for model in (first, second)]
+        else:
+            runners = [prepare_runner(model, protocol, device, x) for model in (first, second)]
+            runs = [runner.run for runner in runners]
+        return time_cpu_paired(runs[0], runs[1], dataclasses.replace(protocol, warmup=max(2, protocol.warmup)))
+    finally:
+        torch.set_num_threads(old_threads)

@@ -38,7 +38,10 @@ def write_bench_models(frame: pd.DataFrame, folder: Path, protocol: str, command
     header = (f"# {protocol}: ours vs timm\n\nCommand: `{command}`\n\n"
               f"Device: {frame['device'].iloc[0]}; {frame['versions'].iloc[0]}. img/s = batch / median time; "
               "ratio = ours / timm (>= 1: ours at least as fast); cv = coefficient of variation of the "
-              "repeats; paper_img_s measured by the paper on its own hardware (context only).\n\n")
+              "repeats; paper_img_s measured by the paper on its own hardware (context only). CPU: "
+              "ratio_paired = geometric mean over the pairs of timm's time / ours, the two timed repeat by repeat "
+              "(order ABBA), with its 95 % t interval on the log ratios (ratio_low, ratio_high); verdict: faster / "
+              "slower when the interval excludes 1.0, else undecided.\n\n")
     _write(folder, f"{stem}.md", header + frame.to_markdown(index=False) + "\n")
     return folder / f"{stem}.csv"
 
