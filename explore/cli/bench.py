@@ -175,21 +175,25 @@ def proxy(
 def repeatability(
     ctx: typer.Context,
     *,
-    load_threads: Annotated[int, typer.Option(help="Threads of the competing load.")] = 2,
+    loads: Annotated[str, typer.Option(
+        help="Competing loads, one loaded run each: compute (matrix products on --load-threads threads), "
+             "bandwidth (one thread streaming 256 MB arrays).")] = "compute",
+    load_threads: Annotated[int, typer.Option(help="Threads of the compute load.")] = 2,
     work: Annotated[str, typer.Option(help="Run folder of the two studies.")] = "runs/repeatability",
     out: OutOpt = None,
 ) -> None:
-    """A study run twice from one seed, idle and beside a competing load: how far its latencies move.
+    """A study run from one seed, idle and beside each competing load: how far its latencies move (normalised, raw).
     Options after ``--`` go to both ``explore study --space cga`` runs."""
     from explore.analysis.bench.repeatability import run_repeatability
     from explore.report import render_repeatability, write_repeatability
 
     study_args = list(ctx.args)
     try:
-        result = run_repeatability(study_args, load_threads=load_threads, work=work)
+        result = run_repeatability(study_args, load_threads=load_threads, work=work, loads=tuple(names(loads)))
     except ExploreError as exc:
         raise fail(exc) from None
-    words = command_line(["explore", "bench", "repeatability"], [("--load-threads", load_threads), ("--work", work),
+    words = command_line(["explore", "bench", "repeatability"], [("--loads", loads), ("--load-threads", load_threads),
+                                                                 ("--work", work),
                                                                  ("--out", out)])
     command = words + (" -- " + command_line(study_args) if study_args else "")
     text = render_repeatability(result, command)
