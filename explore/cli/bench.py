@@ -5,7 +5,7 @@ loop (``proxy``) and a study's latency repeatability under load (``repeatability
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
@@ -13,6 +13,10 @@ from explore.cli.common import app, console, fail, names
 from explore.cli.options import BATCH_SIZE, DEVICE, EPOCHS
 from explore.errors import ExploreError
 from explore.reproduce import command_line
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from rich.table import Table
 
 __all__ = ["bench_app", "models", "attention", "proxy", "repeatability", "bench_table"]
 
@@ -23,7 +27,7 @@ _TABLE_COLUMNS = {"model": "model", "mode": "mode", "batch": "batch", "ours_img_
 """The columns of ``explore bench``'s terminal table (the CSV has them all), with their headers."""
 
 
-def bench_table(frame, protocol: str):  # noqa: ANN001, ANN201 - a DataFrame in, a rich Table out
+def bench_table(frame: pd.DataFrame, protocol: str) -> Table:
     """The terminal table of ``explore bench``: short model names (``M0``), the ratios and their
     interval, within 120 columns (the CSV and the .md keep every column and the full names).
 
