@@ -35,6 +35,7 @@ from explore.measure.protocols import (
     MIN_REFERENCE_REPEATS,
     ReferenceCalibration,
     reference_calibration,
+    calibration_file,
     reference_calibrations,
     reference_model,
     reference_workload,
@@ -50,7 +51,7 @@ __all__ = [
     "CLEAN_RATIO", "CONTENTION_ATTEMPTS", "MODES", "PROTOCOLS", "RUN_SHARE", "Contention", "Measurement", "Protocol",
     "Timed", "clean_repeats", "device_name", "get_protocol", "library_versions", "measure", "measure_batch",
     "reference_workload", "time_cpu", "CALIBRATION_REPEATS", "FIGURES", "REFERENCE_PRESET", "SLOWDOWN_LIMIT",
-    "SPREAD_LIMIT", "CpuTiming", "ReferenceCalibration", "pair_spread", "reference_calibration",
+    "SPREAD_LIMIT", "CpuTiming", "ReferenceCalibration", "pair_spread", "reference_calibration", "calibration_file",
     "reference_calibrations", "reference_model", "set_reference_calibration", "time_cpu_paired", "measure_pair", "time_pair", "reference_group", "MIN_REFERENCE_REPEATS",
     "HOST_BOUND_RATIO", "GraphCounter", "host_bound_rule", "peak_memory_mib", "time_model", "time_rounds",
 ]

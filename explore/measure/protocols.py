@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import os
 import platform
 import statistics
@@ -48,6 +49,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -57,6 +59,7 @@ from explore.device import is_out_of_memory, on_device, release_memory, resolve_
 from explore.errors import ExploreError, OutOfMemory
 from explore.measure.fusion import fuse_batchnorm
 from explore.measure.runners import amp_dtype, host_bound_rule, prepare_runner, time_cuda
+from explore.resources import write_atomically
 
 __all__ = [
     "PROTOCOLS",
@@ -86,6 +89,7 @@ __all__ = [
     "CpuTiming",
     "time_cpu_paired",
     "reference_calibration",
+    "calibration_file",
     "set_reference_calibration",
     "reference_calibrations",
     "reference_model",
@@ -483,7 +487,8 @@ REFERENCE_PRESET = "efficientvit_m0"
 the generator at the measurement's input side and channels: a small preset whose layers (convolutions,
 cascaded group attention, FFNs) are those of the candidates."""
 CALIBRATION_REPEATS = 20
-"""Timed runs of the reference model's calibration (once per process, input, protocol and machine)."""
+"""Timed runs of the reference model's calibration (once per machine, input and protocol; see
+:func:`reference_calibration`)."""
 SPREAD_LIMIT = 0.15
 """A paired measurement is flagged ``contended`` when the IQR of its pair ratios exceeds this share of
 their median: a slowdown that hit some pairs and not others (contention that came and went)."""
@@ -652,7 +657,7 @@ def time_cpu_paired(run: Callable[[], Any], reference: Callable[[], Any] | None,
     Cost: one untimed reference run, then at most one reference repeat per candidate repeat, and no
     more of them than the candidate's time allows (groups; at least :data:`MIN_REFERENCE_REPEATS`):
     pairing at most about doubles the timing cost. The calibration adds
-    :data:`CALIBRATION_REPEATS` reference runs once per process and input.
+    :data:`CALIBRATION_REPEATS` reference runs once per machine and input.
 
     Args:
         run: the candidate's forward pass.
@@ -770,8 +775,6 @@ def _reference_protocol(protocol: Protocol, batch: int) -> Protocol:
 
 def _calibration_key(protocol: Protocol) -> str:
     """What a calibration is of: the reference protocol's fields that change its time, and the machine."""
-    import json
-
     fields = {k: v for k, v in protocol.key().items()
               if k not in ("name", "warmup", "repeats", "figure", "reference_img_size", "reference_in_chans")}
     fields.update(reference=REFERENCE_PRESET, device_name=device_name(protocol.device))
@@ -793,13 +796,43 @@ def _reference_run(protocol: Protocol) -> Callable[[], Any]:
     return _REFERENCE_RUNS[key]
 
 
+def calibration_file() -> Path:
+    """The machine's file of reference calibrations: ``$EXPLORE_CALIBRATION_FILE``, else
+    ``explore-reference-calibration.json`` in the temporary folder (beside the device locks of
+    :func:`explore.device.lock_path`: one per machine)."""
+    return Path(os.environ.get("EXPLORE_CALIBRATION_FILE")
+                or os.path.join(tempfile.gettempdir(), "explore-reference-calibration.json"))
+
+
+def _stored_calibrations() -> dict[str, Any]:
+    try:
+        data = json.loads(calibration_file().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _store_calibration(calibration: ReferenceCalibration) -> None:
+    stored = _stored_calibrations()
+    stored[calibration.key] = calibration.as_dict()
+    text = json.dumps(stored, indent=1, sort_keys=True)
+    try:
+        write_atomically(calibration_file(), lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    except OSError:
+        pass  # a read-only temporary folder: the calibration holds for this process only
+
+
 def reference_calibration(protocol: Protocol) -> ReferenceCalibration:
     """The reference model's calibration for ``protocol`` (as the reference runs it, see
-    :attr:`Protocol.reference_img_size`) on this machine: measured once per process, unless set by
-    :func:`set_reference_calibration` (e.g. the one a latency table was built with).
+    :attr:`Protocol.reference_img_size`) on this machine: once per machine, kept across runs in
+    :func:`calibration_file`, unless set by :func:`set_reference_calibration` (e.g. the one a
+    latency table was built with).
 
-    :data:`CALIBRATION_REPEATS` repeats by :func:`time_cpu` (preempted repeats left out, a busy
-    machine waited out); the scale is their median.
+    A calibration is :data:`CALIBRATION_REPEATS` repeats by :func:`time_cpu` (preempted repeats
+    left out, a busy machine waited out); the scale is their median. The machine's stored one is
+    used as it is, so that the normalised figures of every run on the machine share one scale; a
+    stored calibration that was ``contended`` is replaced by the first one that is not (a process
+    then calibrates again until one is quiet).
 
     Args:
         protocol: a CPU protocol; its batch is the reference's.
@@ -809,13 +842,27 @@ def reference_calibration(protocol: Protocol) -> ReferenceCalibration:
     """
     reference = _reference_protocol(protocol, protocol.batch_size)
     key = _calibration_key(reference)
-    if key not in _CALIBRATIONS:
-        run = _reference_run(reference)
-        times, contention = time_cpu(run, dataclasses.replace(reference, repeats=CALIBRATION_REPEATS))
-        _CALIBRATIONS[key] = ReferenceCalibration(REFERENCE_PRESET, key, device_name(reference.device),
-                                                  statistics.median(times), min(times), [float(t) for t in times],
-                                                  contention.contended)
-    return _CALIBRATIONS[key]
+    if key in _CALIBRATIONS:
+        return _CALIBRATIONS[key]
+    stored = _stored_calibrations().get(key)
+    known = None
+    if isinstance(stored, dict):
+        try:
+            known = ReferenceCalibration.from_dict(stored)
+        except (ExploreError, TypeError):
+            known = None
+    if known is not None and not known.contended:
+        _CALIBRATIONS[key] = known
+        return known
+    run = _reference_run(reference)
+    times, contention = time_cpu(run, dataclasses.replace(reference, repeats=CALIBRATION_REPEATS))
+    fresh = ReferenceCalibration(REFERENCE_PRESET, key, device_name(reference.device), statistics.median(times),
+                                 min(times), [float(t) for t in times], contention.contended)
+    chosen = known if known is not None and fresh.contended else fresh
+    if chosen is fresh:
+        _store_calibration(fresh)
+    _CALIBRATIONS[key] = chosen
+    return chosen
 
 
 def set_reference_calibration(calibration: ReferenceCalibration) -> None:
@@ -903,7 +950,7 @@ def measure_batch(model: nn.Module, protocol: Protocol, device: torch.device, ba
     """Time one batch size; raises whatever the run raises (out-of-memory included).
 
     On the CPU with ``figure="normalised"`` the repeats are paired with the reference model's
-    (:func:`time_cpu_paired`; the reference is calibrated first, once per process).
+    (:func:`time_cpu_paired`; the reference is calibrated first, once per machine).
 
     Args:
         model: the model (copied, not changed).

@@ -55,7 +55,8 @@ class _QuietProbe:
 
 
 @pytest.fixture
-def machine(monkeypatch):
+def machine(monkeypatch, tmp_path):
+    monkeypatch.setenv("EXPLORE_CALIBRATION_FILE", str(tmp_path / "calibration.json"))  # not the machine's
     fake = _Machine()
     monkeypatch.setattr(protocols, "time", types.SimpleNamespace(perf_counter=fake.perf_counter,
                                                                  thread_time=fake.perf_counter, sleep=lambda s: None))
@@ -87,8 +88,9 @@ def test_a_later_run_on_a_slower_machine_measures_what_the_table_holds(tmp_path,
     assert {ref[:2] for ref in machine.references} == {(side, 3)}  # one reference for units and models alike
     for entry in list(table.units.values()) + table.models:
         assert entry["rounds"][0]["figure"] == "normalised"
-    # a later run (a fresh process: no calibration held) on a machine 1.5x slower in everything
+    # a later run (a fresh process: no calibration held, none stored for the machine) on a machine 1.5x slower
     monkeypatch.setattr(protocols, "_CALIBRATIONS", {})
+    protocols.calibration_file().unlink()
     machine.slow = 1.5
     result = evaluate_table(path, 3, rounds=1)
     assert result.meta["figure"] == "normalised"

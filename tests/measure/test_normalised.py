@@ -186,3 +186,36 @@ def test_a_set_calibration_is_used_instead_of_calibrating(monkeypatch):
     unit = protocol.__class__(**{**protocol.key(), "img_size": 4, "in_chans": 32, "reference_img_size": 16,
                                  "reference_in_chans": 1})
     assert protocols.reference_calibration(unit) is mine
+
+
+def test_the_calibration_is_kept_per_machine_across_runs(monkeypatch, tmp_path):
+    monkeypatch.setenv("EXPLORE_CALIBRATION_FILE", str(tmp_path / "calibration.json"))
+    monkeypatch.setattr(protocols, "_CALIBRATIONS", {})
+    clock, calls = _rig(monkeypatch, 10.0, 20.0, lambda k, name: 1.0)
+    monkeypatch.setattr(protocols, "reference_calibration", _real_reference_calibration)
+    first = measure(torch.nn.Identity(), _protocol())
+    assert first.reference_calibration_ms == pytest.approx(20.0) and protocols.calibration_file().is_file()
+    # a later run (a new process) on a machine 1.5x slower: the machine's calibration, not a new one
+    monkeypatch.setattr(protocols, "_CALIBRATIONS", {})
+    _rig(monkeypatch, 10.0, 20.0, lambda k, name: 1.5)
+    monkeypatch.setattr(protocols, "reference_calibration", _real_reference_calibration)
+    later = measure(torch.nn.Identity(), _protocol())
+    assert later.reference_calibration_ms == pytest.approx(20.0)
+    assert later.latency_ms_per_img == pytest.approx(first.latency_ms_per_img)
+    assert later.raw_ms_per_img == pytest.approx(1.5 * first.raw_ms_per_img)
+
+
+def test_a_contended_stored_calibration_is_replaced_by_a_quiet_one(monkeypatch, tmp_path):
+    monkeypatch.setenv("EXPLORE_CALIBRATION_FILE", str(tmp_path / "calibration.json"))
+    monkeypatch.setattr(protocols, "_CALIBRATIONS", {})
+    protocol = _protocol()
+    key = protocols._calibration_key(protocols._reference_protocol(protocol, protocol.batch_size))
+    busy = ReferenceCalibration("efficientvit_m0", key, "cpu", 30.0, 29.0, [29.0, 30.0], True)
+    protocols._store_calibration(busy)
+    _rig(monkeypatch, 10.0, 20.0, lambda k, name: 1.0)
+    quiet = _real_reference_calibration(protocol)
+    assert quiet.median_ms == pytest.approx(20.0) and not quiet.contended
+    assert protocols._stored_calibrations()[key]["median_ms"] == pytest.approx(20.0)
+
+
+_real_reference_calibration = protocols.reference_calibration
