@@ -104,7 +104,28 @@ _FIELDS = (
     Field("latency_contention_ratio", "ratio", "CPU: how much slower a reference workload ran than when idle"),
     Field("latency_clean_share", "share", "CPU: share of repeats not slowed by another process (0-1)"),
     Field("latency_attempts", "count", "CPU: measurement attempts until the machine was quiet enough"),
-    Field("latency_contended", "", "CPU: True when no attempt was quiet (the figure is scaled)"),
+    Field("latency_contended", "", "CPU: True when no attempt was quiet (the figure is then of the clean repeats of all "
+                                   "attempts, or their CPU time), or the reference model ran > 1.2x its calibration"),
+    Field("latency_figure", "", "which figure ``latency_ms_per_img`` (and median, IQR, CV, throughput) is: "
+                                "``normalised`` (CPU: pair ratios x the reference's calibration) or ``raw``"),
+    Field("latency_raw_median_ms", "ms", "the raw figure: median wall time of one batch over the repeats used"),
+    Field("latency_raw_ms_per_img", "ms/img", "the raw figure per image (the objective when the figure is raw)"),
+    Field("latency_normalised_median_ms", "ms", "CPU, normalised: median candidate/reference pair ratio x the "
+                                                "reference's calibration (one batch)"),
+    Field("latency_normalised_ms_per_img", "ms/img", "CPU, normalised: the normalised figure per image"),
+    Field("latency_pair_ratio", "ratio", "CPU, normalised: median of the candidate/reference pair ratios"),
+    Field("latency_pair_spread", "ratio", "CPU, normalised: IQR / median of the pair ratios (> 0.15: not quiet)"),
+    Field("latency_pair_ratios", "ratio", "CPU, normalised: every pair's candidate/reference ratio, in order"),
+    Field("latency_reference_name", "", "CPU, normalised: the reference model (``efficientvit_m0``)"),
+    Field("latency_reference_median_ms", "ms", "CPU, normalised: the reference's median in this measurement"),
+    Field("latency_reference_slowdown", "ratio", "CPU, normalised: the reference's median / its calibration "
+                                                 "(> 1.2: flagged contended)"),
+    Field("latency_reference_calibration_ms", "ms", "CPU, normalised: the reference's calibration on this machine "
+                                                    "(median of its calibration repeats, one batch)"),
+    Field("latency_reference_calibration_fastest_ms", "ms", "CPU, normalised: the fastest calibration repeat"),
+    Field("latency_reference_calibration_times_ms", "ms", "CPU, normalised: every calibration repeat (one batch each)"),
+    Field("latency_reference_calibration_contended", "", "CPU, normalised: True when the calibration itself was "
+                                                         "contended"),
     Field("latency_versions", "", "library versions that change speed (``torch=...,cuda=...``)"),
     # proxy training
     Field("proxy_threads", "threads", "CPU threads the proxy training ran with"),

@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from scipy import stats
 
 __all__ = ["kendall_tau", "spearman_rho", "mean_std", "mean_interval", "difference_se", "ACC_MIN_EFFECT", "DeltaCI",
-           "t_interval", "paired_delta", "decision", "open_rows", "planned_looks", "look_level"]
+           "t_interval", "ratio_interval", "paired_delta", "decision", "open_rows", "planned_looks", "look_level"]
 
 ACC_MIN_EFFECT = 0.2
 """Smallest top-1 change (points) an ablation verdict calls; also the equivalence margin of
@@ -89,6 +89,29 @@ def t_interval(mean: float, se: float, dof: float, level: float) -> tuple[float,
         return float("nan"), float("nan")
     half = float(stats.t.ppf(0.5 + level / 2, dof)) * se
     return mean - half, mean + half
+
+
+def ratio_interval(ratios: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
+    """The geometric mean of paired ratios with a t interval on their logarithms: (ratio, low, high).
+
+    Ratios of two models timed pair by pair are skewed (a slow spell makes one large), their logarithms
+    close to symmetric; exp of the t interval of the mean log ratio is the interval of the geometric
+    mean ratio.
+
+    Args:
+        ratios: one ratio per pair (> 0).
+        level: confidence level (0.95: a 95 % interval).
+
+    Returns:
+        (geometric mean, low, high); the bounds are NaN with fewer than 2 ratios.
+
+    Raises:
+        ValueError: a ratio <= 0, or none.
+    """
+    if not ratios or min(ratios) <= 0:
+        raise ValueError("ratio_interval needs positive ratios")
+    mean, _, low, high = mean_interval([math.log(r) for r in ratios], level)
+    return math.exp(mean), (math.exp(low) if math.isfinite(low) else low), (math.exp(high) if math.isfinite(high) else high)
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:

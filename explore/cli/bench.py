@@ -5,7 +5,7 @@ loop (``proxy``) and a study's latency repeatability under load (``repeatability
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
@@ -14,7 +14,42 @@ from explore.cli.options import BATCH_SIZE, DEVICE, EPOCHS
 from explore.errors import ExploreError
 from explore.reproduce import command_line
 
-__all__ = ["bench_app", "models", "attention", "proxy", "repeatability"]
+if TYPE_CHECKING:
+    import pandas as pd
+    from rich.table import Table
+
+__all__ = ["bench_app", "models", "attention", "proxy", "repeatability", "bench_table"]
+
+_TABLE_COLUMNS = {"model": "model", "mode": "mode", "batch": "batch", "ours_img_s": "ours img/s", "ours_cv": "ours cv",
+                  "timm_img_s": "timm img/s", "timm_cv": "timm cv", "ratio_ours_timm": "ratio",
+                  "ratio_paired": "paired", "ratio_low": "95% low", "ratio_high": "95% high", "verdict": "verdict",
+                  "paper_img_s": "paper img/s"}
+"""The columns of ``explore bench``'s terminal table (the CSV has them all), with their headers."""
+
+
+def bench_table(frame: pd.DataFrame, protocol: str) -> Table:
+    """The terminal table of ``explore bench``: short model names (``M0``), the ratios and their
+    interval, within 120 columns (the CSV and the .md keep every column and the full names).
+
+    Args:
+        frame: the rows of :func:`explore.analysis.bench.bench`.
+        protocol: the protocol's name (the title).
+
+    Returns:
+        A ``rich.table.Table``.
+    """
+    from rich.table import Table
+
+    from explore.analysis.bench.models import short_name
+
+    shown = frame[[c for c in _TABLE_COLUMNS if c in frame]].copy()
+    shown["model"] = shown["model"].map(short_name)
+    shown = shown.loc[:, [c for c in shown.columns if shown[c].notna().any()]]
+    device = str(frame["device"].iloc[0])
+    table = Table(*(_TABLE_COLUMNS[c] for c in shown.columns), title=f"{protocol} on {device}", padding=(0, 1))
+    for row in shown.itertuples(index=False):
+        table.add_row(*("" if v is None or v != v else str(v) for v in row))
+    return table
 
 bench_app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False,
                         help="Benchmarks: ours vs timm (the default), attention, proxy, repeatability.")
@@ -48,6 +83,9 @@ def models(
     def on_row(row) -> None:  # noqa: ANN001 - BenchRow
         data = row.as_row()
         ratio = f"ratio {data['ratio_ours_timm']:.3f}" if data["ratio_ours_timm"] is not None else ""
+        if data.get("ratio_paired") is not None:
+            ratio += (f", paired {data['ratio_paired']:.3f} [{data['ratio_low']:.3f}, {data['ratio_high']:.3f}] "
+                      f"{data['verdict']}")
         console.print(f"{data['model']} {data['mode']}: ours {data['ours_img_s']} img/s (cv {data['ours_cv']:.3f}), "
                       f"timm {data['timm_img_s']} img/s {ratio}", highlight=False)
 
@@ -57,13 +95,7 @@ def models(
                       compile_backend=compile_backend, on_row=on_row)
     except ExploreError as exc:
         raise fail(exc) from None
-    shown = frame.drop(columns=["device", "versions"])
-    from rich.table import Table
-
-    table = Table(*map(str, shown.columns), title=f"{protocol} on {frame['device'].iloc[0]} ({frame['versions'].iloc[0]})")
-    for row in shown.itertuples(index=False):
-        table.add_row(*("" if v is None else str(v) for v in row))
-    console.print(table)
+    console.print(bench_table(frame, protocol))
     if out:
         command = command_line(["explore", "bench"], [
             ("--protocol", protocol), ("--models", models), ("--modes", modes), ("--device", device),
@@ -151,21 +183,25 @@ def proxy(
 def repeatability(
     ctx: typer.Context,
     *,
-    load_threads: Annotated[int, typer.Option(help="Threads of the competing load.")] = 2,
+    loads: Annotated[str, typer.Option(
+        help="Competing loads, one loaded run each: compute (matrix products on --load-threads threads), "
+             "bandwidth (one thread streaming 256 MB arrays).")] = "compute",
+    load_threads: Annotated[int, typer.Option(help="Threads of the compute load.")] = 2,
     work: Annotated[str, typer.Option(help="Run folder of the two studies.")] = "runs/repeatability",
     out: OutOpt = None,
 ) -> None:
-    """A study run twice from one seed, idle and beside a competing load: how far its latencies move.
+    """A study run from one seed, idle and beside each competing load: how far its latencies move (normalised, raw).
     Options after ``--`` go to both ``explore study --space cga`` runs."""
     from explore.analysis.bench.repeatability import run_repeatability
     from explore.report import render_repeatability, write_repeatability
 
     study_args = list(ctx.args)
     try:
-        result = run_repeatability(study_args, load_threads=load_threads, work=work)
+        result = run_repeatability(study_args, load_threads=load_threads, work=work, loads=tuple(names(loads)))
     except ExploreError as exc:
         raise fail(exc) from None
-    words = command_line(["explore", "bench", "repeatability"], [("--load-threads", load_threads), ("--work", work),
+    words = command_line(["explore", "bench", "repeatability"], [("--loads", loads), ("--load-threads", load_threads),
+                                                                 ("--work", work),
                                                                  ("--out", out)])
     command = words + (" -- " + command_line(study_args) if study_args else "")
     text = render_repeatability(result, command)

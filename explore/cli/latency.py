@@ -26,6 +26,9 @@ def latency_table(
     device: DEVICE.option("the protocol's") = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Override the protocol's batch.")] = None,
     repeats: Annotated[Optional[int], typer.Option(help="Timed runs per measurement (default: the protocol's).")] = None,
+    latency_figure: Annotated[Optional[str], typer.Option(
+        help="normalised (CPU default: every entry paired with a reference model, the table keeps its calibration) "
+             "| raw (as timed; CUDA: always).")] = None,
     archs: Annotated[Optional[int], typer.Option(
         help="Architectures sampled from the space, their units measured (default 100); with --evaluate: "
              "held-out ones (default 30).")] = None,
@@ -62,7 +65,8 @@ def latency_table(
         dev = device or base.device
         chosen = get_protocol(protocol, device=dev, batch_size=batch_size, repeats=repeats,
                               warmup=min(base.warmup, LATENCY_WARMUP) if base.device == "cpu" else None,
-                              mode=mode or DEFAULT_LATENCY_MODE["cuda" if dev.startswith("cuda") else "cpu"])
+                              mode=mode or DEFAULT_LATENCY_MODE["cuda" if dev.startswith("cuda") else "cpu"],
+                              figure=latency_figure)
     except ExploreError as exc:
         raise fail(exc) from None
     console.print(f"latency table of {space} · {chosen.name} {chosen.mode} batch {chosen.batch_size} on {dev} · "

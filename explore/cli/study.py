@@ -79,6 +79,9 @@ def study(
     latency_batch: Annotated[int, typer.Option(help="Latency batch (0 = the protocol's: 16 on CPU, 2048 on CUDA).")] = 0,
     latency_mode: Annotated[Optional[str], typer.Option(
         help="Latency mode: eager | fused | compile | cuda-graph; default fused on cpu, cuda-graph on cuda.")] = None,
+    latency_figure: Annotated[Optional[str], typer.Option(
+        help="Latency figure that ranks: normalised (CPU default: paired with a reference model, robust to a "
+             "shared machine) | raw (as timed; CUDA: always).")] = None,
     objective: Annotated[str, typer.Option(help="pareto (top-1 and latency) | top1 (one objective, median pruner).")] = "pareto",
     latency_threads: Annotated[int, typer.Option(help="CPU threads for latency (paper: 1; 0 = torch default).")] = 1,
     latency_repeats: Annotated[int, typer.Option(help="Timed runs of the latency measurement (median).")] = 20,
@@ -121,7 +124,8 @@ def study(
     settings = StudySettings.for_task(
         space=space, study_name=study_name, trials=trials, out=out, workers=workers,
         devices=tuple(int_list(devices, "--devices")) if devices else None, sampler=sampler,
-        latency_batch=latency_batch or None, latency_mode=latency_mode, objective=objective,
+        latency_batch=latency_batch or None, latency_mode=latency_mode, latency_figure=latency_figure,
+        objective=objective,
         latency_threads=latency_threads or None, latency_repeats=latency_repeats, heartbeat_s=heartbeat_interval,
         remeasure_front=remeasure_front, train_threads=train_threads or None,
         train_threads_from_load=train_threads_from_load, latency_table=latency_table,

@@ -47,7 +47,7 @@ from explore.resources import write_atomically
 
 __all__ = ["TABLE_FORMAT", "TABLE_VERSION", "FEATURES", "Unit", "model_units", "unit_key", "unit_features",
            "measure_unit", "LatencyTable", "LatencyPredictor", "config_units", "choose_regressor", "fit_predictor",
-           "table_differences"]
+           "table_differences", "unit_protocol", "table_protocol"]
 
 TABLE_FORMAT = "explore-latency-table"
 TABLE_VERSION = 1
@@ -158,7 +158,25 @@ def measure_unit(unit: Unit, protocol: Protocol) -> Measurement:
     Raises:
         DeviceError: as :func:`explore.measure.measure`, as is ``ExploreError``.
     """
-    return measure(unit.module, dataclasses.replace(protocol, img_size=unit.side, in_chans=unit.in_chans))
+    return measure(unit.module, unit_protocol(unit, protocol))
+
+
+def unit_protocol(unit: Unit, protocol: Protocol) -> Protocol:
+    """The protocol a unit is timed with: ``protocol`` at the unit's input (B, in_chans, side, side),
+    its reference model (normalised CPU figures) kept at the models' input, ``protocol``'s
+    ``img_size`` and ``in_chans`` (or its ``reference_*`` where set): every entry of a table is a
+    ratio to the same reference, scaled by the same calibration.
+
+    Args:
+        unit: the unit.
+        protocol: the table's protocol (the models' input).
+
+    Returns:
+        The unit's protocol.
+    """
+    return dataclasses.replace(protocol, img_size=unit.side, img_width=None, in_chans=unit.in_chans,
+                               reference_img_size=protocol.reference_img_size or protocol.img_size,
+                               reference_in_chans=protocol.reference_in_chans or protocol.in_chans)
 
 
 def _now() -> str:
@@ -185,6 +203,9 @@ class LatencyTable:
         predictor: the regressor :func:`choose_regressor` picked when the table was built
             (``regressor``) and each candidate's calibration MAPE (``calibration_mape``), so that
             loading the table fits one regressor instead of choosing again; empty in older files.
+        reference: the reference model's calibration every normalised figure of the table is scaled
+            by (:meth:`explore.measure.ReferenceCalibration.as_dict`; empty: raw figures, or a file
+            written before normalised latency).
         created: ISO time.
         format: the file's format.
         version: its version.
@@ -200,6 +221,7 @@ class LatencyTable:
     units: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     models: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     predictor: dict[str, Any] = dataclasses.field(default_factory=dict)
+    reference: dict[str, Any] = dataclasses.field(default_factory=dict)
     created: str = dataclasses.field(default_factory=_now)
     format: str = TABLE_FORMAT
     version: int = TABLE_VERSION
@@ -251,7 +273,7 @@ class LatencyTable:
                     and all(k in raw["units"] for k in model["units"])):
                 raise ExploreError(field, str(path), f"calibration model {i} with units in the table and median_ms; "
                                                      "it is corrupt")
-        optional = {"predictor": {}}  # fields added within format version 1
+        optional = {"predictor": {}, "reference": {}}  # fields added within format version 1
         return cls(**{f.name: raw.get(f.name, optional.get(f.name)) for f in dataclasses.fields(cls)})
 
     def measured(self) -> LatencyTable:
@@ -259,6 +281,19 @@ class LatencyTable:
         units = {k: e for k, e in self.units.items() if e.get("median_ms") is not None}
         models = [m for m in self.models if m.get("median_ms") is not None and all(k in units for k in m["units"])]
         return dataclasses.replace(self, units=units, models=models)
+
+
+def table_protocol(table: LatencyTable) -> Protocol:
+    """The protocol a table was measured with (a table written before normalised latency: ``raw``).
+
+    Args:
+        table: the table.
+
+    Returns:
+        The protocol (``img_size`` and ``in_chans``: the models').
+    """
+    names = {f.name for f in dataclasses.fields(Protocol)}
+    return Protocol(**{"figure": "raw", **{k: v for k, v in table.protocol.items() if k in names}})
 
 
 def table_differences(table: LatencyTable, protocol: Protocol | None, device: str | torch.device | None) -> list[str]:
@@ -277,9 +312,10 @@ def table_differences(table: LatencyTable, protocol: Protocol | None, device: st
             out.append(f"device {table.device_name!r} in the table, {here!r} here")
     if protocol is not None:
         mine = protocol.key()
-        for name in ("name", "mode", "batch_size", "threads", "amp", "onnx"):
-            if mine.get(name) != table.protocol.get(name):
-                out.append(f"protocol {name} {table.protocol.get(name)!r} in the table, {mine.get(name)!r} here")
+        theirs = table_protocol(table).key()
+        for name in ("name", "mode", "batch_size", "threads", "amp", "onnx", "figure"):
+            if mine.get(name) != theirs.get(name):
+                out.append(f"protocol {name} {theirs.get(name)!r} in the table, {mine.get(name)!r} here")
     here_torch = library_versions().get("torch")
     if table.versions.get("torch") != here_torch:
         out.append(f"torch {table.versions.get('torch')} in the table, {here_torch} here")

@@ -40,17 +40,26 @@ from explore.measure.latency_table import (
     measure_unit,
     model_units,
     table_differences,
+    table_protocol,
     unit_features,
     unit_key,
 )
-from explore.measure.protocols import Measurement, Protocol, device_name, library_versions
+from explore.measure.protocols import (
+    Measurement,
+    Protocol,
+    ReferenceCalibration,
+    device_name,
+    library_versions,
+    reference_calibration,
+    set_reference_calibration,
+)
 from explore.measure.timing import time_model, time_rounds
 from explore.nn import build
 from explore.resources import display_path
 from explore.space import load_space, sample_architectures
 from explore.stats import kendall_tau
 
-__all__ = ["ROUNDS", "TableEvaluation", "build_table", "evaluate_table", "prediction_stats"]
+__all__ = ["ROUNDS", "TableEvaluation", "build_table", "evaluate_table", "prediction_stats", "table_reference"]
 
 
 ROUNDS = 3
@@ -60,7 +69,43 @@ ROUNDS = 3
 def _timing(m: Measurement) -> dict[str, Any]:
     return {"median_ms": m.median_ms, "iqr_ms": m.iqr_ms, "batch_size": m.batch_size, "contended": m.contended,
             "latency_ms_per_img": m.latency_ms_per_img, "contention_ratio": m.contention_ratio,
-            "times_ms": m.times_ms}
+            "times_ms": m.times_ms, "figure": m.figure, "raw_ms_per_img": m.raw_ms_per_img,
+            "pair_ratio": m.pair_ratio, "pair_spread": m.pair_spread, "reference_slowdown": m.reference_slowdown}
+
+
+def table_reference(protocol: Protocol, img_size: int, in_chans: int) -> Protocol:
+    """``protocol`` with its reference model at the models' input (``img_size``, ``in_chans``): every
+    entry of a table, units and whole models, is paired with the same reference (normalised CPU
+    figures; other protocols unchanged).
+
+    Args:
+        protocol: the table's protocol.
+        img_size: the models' input side (pixels).
+        in_chans: the models' input channels.
+
+    Returns:
+        The protocol to build the table with.
+    """
+    if protocol.figure != "normalised" or protocol.device != "cpu":
+        return protocol
+    return dataclasses.replace(protocol, reference_img_size=protocol.reference_img_size or img_size,
+                               reference_in_chans=protocol.reference_in_chans or in_chans)
+
+
+def _use_table_calibration(table: LatencyTable, protocol: Protocol) -> None:
+    """Scale this run's normalised figures by the calibration the table was built with (when it has
+    one): a table built in one run then predicts the figures of a later one, both ratios to the
+    same reference scaled by the same number. A calibration of another machine is not used (its
+    key names the machine)."""
+    if table.reference and protocol.figure == "normalised":
+        set_reference_calibration(ReferenceCalibration.from_dict(table.reference))
+
+
+def _stored_calibration(protocol: Protocol) -> dict[str, Any]:
+    """The calibration the table's normalised figures are scaled by (empty for raw figures)."""
+    if protocol.figure != "normalised" or protocol.device != "cpu":
+        return {}
+    return reference_calibration(protocol).as_dict()
 
 
 def build_table(space: str, protocol: Protocol, out: str | Path, *, archs: int = 40, calibration: int = 20,
@@ -102,12 +147,19 @@ def build_table(space: str, protocol: Protocol, out: str | Path, *, archs: int =
                           "of the sampled architectures measured alone, the first `calibration` also whole",
                 "archs": archs, "calibration": calibration, "seed": seed, "rounds": rounds}
     out = Path(out)
-    table = _open_table(out, space, protocol, sampling, in_chans, num_classes)
     configs = sample_architectures(space, archs, in_chans=in_chans, num_classes=num_classes, seed=seed)
+    protocol = table_reference(protocol, configs[0].img_size, in_chans)
+    table = _open_table(out, space, protocol, sampling, in_chans, num_classes)
+    _use_table_calibration(table, protocol)  # a resumed table keeps the scale of its first run
     jobs = _table_jobs(table, configs[:calibration], configs, protocol)
-    _measure_rounds(jobs, rounds, lambda: table.save(out), on_progress)
+
+    def save() -> None:
+        table.reference = _stored_calibration(protocol)
+        table.save(out)
+
+    _measure_rounds(jobs, rounds, save, on_progress)
     table.predictor = choose_regressor(table)  # once here, not at every load
-    table.save(out)
+    save()
     return table
 
 
@@ -282,8 +334,9 @@ def evaluate_table(path: str | Path, archs: int = 30, *, seed: int = 1000, regre
     if rounds < 1:
         raise ExploreError("--rounds", rounds, "expected >= 1 measurement round")
     table = LatencyTable.load(path, field="--evaluate").measured()
-    protocol = Protocol(**table.protocol)
+    protocol = table_protocol(table)
     differences = table_differences(table, None, protocol.device)
+    _use_table_calibration(table, protocol)
     choice: dict[str, float] = {}
     predictor = fit_predictor(table, regressor, on_choice=choice.update)
     macs_fit = _macs_fit(table)  # raises before anything is measured (too few calibration models)
@@ -311,7 +364,8 @@ def evaluate_table(path: str | Path, archs: int = 30, *, seed: int = 1000, regre
     meta = {"table": Path(path).name, "space": table.space, "protocol": table.protocol, "device": device_name(
         protocol.device), "table_device": table.device_name, "archs": len(configs), "seed": seed if from_sample else None, "rounds": rounds,
             "table_units": len(table.units), "table_models": len(table.models), "sampling": table.sampling,
-            "versions": table.versions}
+            "versions": table.versions, "figure": protocol.figure,
+            "reference_calibration_ms": table.reference.get("median_ms") if table.reference else None}
     return TableEvaluation(frame, stats, predictor.regressor, choice, differences, meta)
 
 

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import os
 import platform
 import statistics
@@ -48,6 +49,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -57,6 +59,7 @@ from explore.device import is_out_of_memory, on_device, release_memory, resolve_
 from explore.errors import ExploreError, OutOfMemory
 from explore.measure.fusion import fuse_batchnorm
 from explore.measure.runners import amp_dtype, host_bound_rule, prepare_runner, time_cuda
+from explore.resources import write_atomically
 
 __all__ = [
     "PROTOCOLS",
@@ -77,9 +80,29 @@ __all__ = [
     "CLEAN_RATIO",
     "RUN_SHARE",
     "CONTENTION_ATTEMPTS",
+    "FIGURES",
+    "REFERENCE_PRESET",
+    "CALIBRATION_REPEATS",
+    "SPREAD_LIMIT",
+    "SLOWDOWN_LIMIT",
+    "ReferenceCalibration",
+    "CpuTiming",
+    "time_cpu_paired",
+    "reference_calibration",
+    "calibration_file",
+    "set_reference_calibration",
+    "reference_calibrations",
+    "reference_model",
+    "pair_spread",
+    "reference_group",
+    "MIN_REFERENCE_REPEATS",
+    "Pairing",
+    "measure_pair",
 ]
 
 MODES = ("eager", "fused", "compile", "cuda-graph")
+FIGURES = ("normalised", "raw")
+"""The latency figures a protocol can report (:attr:`Protocol.figure`)."""
 
 
 @dataclass(frozen=True)
@@ -103,6 +126,13 @@ class Protocol:
         onnx: run through ONNX Runtime (CPU) instead of PyTorch.
         compile_backend: the ``torch.compile`` backend of ``compile`` mode (``inductor``; the
             tests use the cheap ``eager`` backend, which exercises the same dynamo machinery).
+        figure: the latency figure the result reports (``median_ms``, ``latency_ms_per_img``):
+            ``normalised`` (CPU default: interleaved with the reference model and scaled to its
+            calibration, see :func:`time_cpu_paired`) or ``raw`` (the wall time as timed; CUDA
+            protocols always report it).
+        reference_img_size, reference_in_chans: the reference model's input side and channels
+            (None: the protocol's ``img_size``/``img_width`` and ``in_chans``); a latency table's
+            units set them to the models' input, so all its entries share one reference.
     """
 
     name: str
@@ -119,6 +149,9 @@ class Protocol:
     mode: str = "fused"
     onnx: bool = False
     compile_backend: str = "inductor"
+    figure: str = "normalised"
+    reference_img_size: int | None = None
+    reference_in_chans: int | None = None
 
     def key(self) -> dict[str, Any]:
         """The parameters as a plain dict (for caches and trial attributes)."""
@@ -126,8 +159,10 @@ class Protocol:
 
 
 PROTOCOLS: dict[str, Protocol] = {
-    "gpu-throughput": Protocol("gpu-throughput", "cuda", 2048, amp="fp16", channels_last=True, warmup=10, repeats=30),
-    "gpu-latency": Protocol("gpu-latency", "cuda", 1, amp="fp16", channels_last=True, warmup=50, repeats=200),
+    "gpu-throughput": Protocol("gpu-throughput", "cuda", 2048, amp="fp16", channels_last=True, warmup=10, repeats=30,
+                               figure="raw"),
+    "gpu-latency": Protocol("gpu-latency", "cuda", 1, amp="fp16", channels_last=True, warmup=50, repeats=200,
+                            figure="raw"),
     "cpu-latency": Protocol("cpu-latency", "cpu", 16, threads=1, warmup=5, repeats=20),
     "onnx-cpu": Protocol("onnx-cpu", "cpu", 16, threads=1, warmup=5, repeats=20, onnx=True),
 }
@@ -137,10 +172,20 @@ PROTOCOLS: dict[str, Protocol] = {
 def get_protocol(name: str, **overrides: Any) -> Protocol:
     """A named protocol, with parameters overridden (e.g. ``img_size=64, mode="compile"``).
 
+    On a CUDA device the figure is ``raw`` (the GPU protocols are unchanged); on the CPU it is
+    ``normalised`` unless ``figure="raw"`` is given.
+
+    Args:
+        name: a protocol of :data:`PROTOCOLS`.
+        **overrides: :class:`Protocol` fields to replace (None values are ignored).
+
+    Returns:
+        The protocol.
+
     Raises:
         ExploreError: unknown protocol (field ``--protocol``), unknown mode (``--mode``), a mode the
             protocol cannot run (``cuda-graph`` off CUDA, ``compile``/``cuda-graph`` with ONNX),
-            or a bad batch / repeats.
+            a bad batch / repeats, an unknown figure or ``normalised`` on CUDA (``--latency-figure``).
     """
     if name not in PROTOCOLS:
         raise ExploreError("--protocol", name, f"expected one of {', '.join(PROTOCOLS)}")
@@ -149,6 +194,13 @@ def get_protocol(name: str, **overrides: Any) -> Protocol:
     if unknown:
         raise ExploreError("protocol parameter", sorted(unknown)[0], "unknown protocol parameter")
     protocol = dataclasses.replace(PROTOCOLS[name], **overrides)
+    if protocol.figure not in FIGURES:
+        raise ExploreError("--latency-figure", protocol.figure, f"expected one of {', '.join(FIGURES)}")
+    on_cuda = protocol.device.startswith("cuda") and not protocol.onnx
+    if on_cuda and overrides.get("figure") == "normalised":
+        raise ExploreError("--latency-figure", "normalised", "raw on CUDA: the reference-normalised figure is "
+                                                              "the CPU protocols' (docs/protocols.md)")
+    protocol = dataclasses.replace(protocol, figure="raw" if on_cuda else protocol.figure)
     if protocol.mode not in MODES:
         raise ExploreError("--mode", protocol.mode, f"expected one of {', '.join(MODES)}")
     if protocol.mode == "cuda-graph" and not protocol.device.startswith("cuda"):
@@ -197,6 +249,22 @@ class Measurement:
         times_ms: the timed runs behind ``median_ms`` (ms per forward pass of the batch), in order.
         passes_per_pair: CUDA only: forward passes timed between one pair of CUDA events
             (:func:`explore.measure.runners.passes_per_pair`).
+        figure: which figure ``median_ms``, ``iqr_ms``, ``cv``, ``latency_ms_per_img`` and
+            ``throughput_img_s`` are of: ``normalised`` (the pair ratios x the reference's
+            calibration) or ``raw`` (the timed repeats).
+        raw_median_ms, raw_ms_per_img: the raw figure (median of the repeats used; ms per
+            batch, ms/img), whichever figure ranks.
+        normalised_median_ms, normalised_ms_per_img: normalised CPU figures only (else None):
+            median pair ratio x ``reference_calibration_ms`` (ms per batch, ms/img).
+        pair_ratio, pair_spread, pair_ratios: the median candidate / reference ratio, its IQR / median,
+            and every pair's ratio (in order).
+        reference_name: the reference model (:data:`REFERENCE_PRESET`).
+        reference_median_ms, reference_times_ms: the reference's repeats in this measurement (ms per batch).
+        reference_slowdown: ``reference_median_ms`` / ``reference_calibration_ms``.
+        reference_calibration_ms, reference_calibration_fastest_ms: the reference's calibration on
+            this machine, median and fastest repeat (ms per batch), see :class:`ReferenceCalibration`.
+        reference_calibration_times_ms, reference_calibration_contended: every calibration repeat
+            (ms per batch), and whether the calibration was contended.
     """
 
     protocol: dict[str, Any]
@@ -221,12 +289,28 @@ class Measurement:
     contended: bool | None = None
     times_ms: list[float] | None = None
     passes_per_pair: int | None = None
+    figure: str | None = None
+    raw_median_ms: float | None = None
+    raw_ms_per_img: float | None = None
+    normalised_median_ms: float | None = None
+    normalised_ms_per_img: float | None = None
+    pair_ratio: float | None = None
+    pair_spread: float | None = None
+    pair_ratios: list[float] | None = None
+    reference_name: str | None = None
+    reference_median_ms: float | None = None
+    reference_slowdown: float | None = None
+    reference_times_ms: list[float] | None = None
+    reference_calibration_ms: float | None = None
+    reference_calibration_fastest_ms: float | None = None
+    reference_calibration_times_ms: list[float] | None = None
+    reference_calibration_contended: bool | None = None
 
     def as_attrs(self, prefix: str = "latency_") -> dict[str, Any]:
         """Flat dict for Optuna user attributes (protocol parameters prefixed ``<prefix>protocol_``)."""
         out: dict[str, Any] = {f"{prefix}protocol_{k}": v for k, v in self.protocol.items()}
         for key, value in asdict(self).items():
-            if key not in ("protocol", "versions", "times_ms"):  # latency_ms_per_img stays latency_ms_per_img
+            if key not in ("protocol", "versions", "times_ms", "reference_times_ms"):  # latency_ms_per_img stays latency_ms_per_img
                 out[key if key.startswith(prefix) else f"{prefix}{key}"] = value
         out[f"{prefix}versions"] = ",".join(f"{k}={v}" for k, v in sorted(self.versions.items()))
         return out
@@ -303,7 +387,7 @@ _CONTENTION_PAUSE_S = (1.0, 3.0)
 
 @dataclass(frozen=True)
 class Contention:
-    """How busy the CPU was while a model was timed (see :func:`time_cpu`).
+    """How busy the CPU was while a model was timed (see :func:`time_cpu` and :func:`time_cpu_paired`).
 
     Attributes:
         ratio: the reference workload's time just before and after the timed repeats (the faster of
@@ -314,12 +398,17 @@ class Contention:
             cannot be told).
         attempts: measurements made (a contended one is repeated after a pause, up to
             :data:`CONTENTION_ATTEMPTS`).
-        contended: True when no attempt was quiet with at least half of its repeats clean; the
-            figure is then the median of the clean repeats of all attempts, or, with fewer than 3
-            of those, of the thread's CPU time per repeat (one thread: the time the work took
-            while it ran).
+        contended: True when no attempt was quiet with at least half of its repeats clean, or
+            (paired) when the pair ratios spread more than :data:`SPREAD_LIMIT` or the reference
+            model ran more than :data:`SLOWDOWN_LIMIT` x its calibration (bandwidth contention,
+            which preemption checks do not see); the figure is then the median of the
+            clean repeats of all attempts, or, with fewer than 3 of those, of the thread's CPU
+            time per repeat (one thread: the time the work took while it ran).
         baseline_ms: the reference workload's uncontended time on this machine (ms): the fastest
             probe of this process so far (contention only slows it down).
+        spread: paired only: IQR / median of the pair ratios used (:func:`pair_spread`).
+        reference_slowdown: paired only: the reference model's median time in this measurement /
+            its calibration (1.0: as on the quiet machine).
     """
 
     ratio: float
@@ -327,6 +416,8 @@ class Contention:
     attempts: int
     contended: bool
     baseline_ms: float
+    spread: float | None = None
+    reference_slowdown: float | None = None
 
 
 class ReferenceWorkload:
@@ -391,6 +482,135 @@ def clean_repeats(wall_ms: list[float], cpu_ms: list[float] | None, run_share: f
     return [w for w, c in zip(wall_ms, cpu_ms) if c >= run_share * w]
 
 
+REFERENCE_PRESET = "efficientvit_m0"
+"""The reference model of normalised CPU latency: EfficientViT-M0 (arXiv:2305.07027 Table 1), built by
+the generator at the measurement's input side and channels: a small preset whose layers (convolutions,
+cascaded group attention, FFNs) are those of the candidates."""
+CALIBRATION_REPEATS = 20
+"""Timed runs of the reference model's calibration (once per machine, input and protocol; see
+:func:`reference_calibration`)."""
+SPREAD_LIMIT = 0.15
+"""A paired measurement is flagged ``contended`` when the IQR of its pair ratios exceeds this share of
+their median: a slowdown that hit some pairs and not others (contention that came and went)."""
+SLOWDOWN_LIMIT = 1.2
+"""A paired measurement is flagged ``contended`` when the reference model ran more than this factor
+slower than its calibration: the machine was slowed as a whole (e.g. memory bandwidth taken by another
+core). The normalised figure corrects for such a uniform slowdown; the flag says it happened."""
+
+
+MIN_REFERENCE_REPEATS = 4
+"""The fewest reference repeats of a paired measurement (when the candidate is much faster than the
+reference, its repeats are paired in groups with one reference repeat each: :func:`reference_group`)."""
+
+
+def reference_group(candidate_ms: float, reference_ms: float, repeats: int) -> int:
+    """Candidate repeats paired with one reference repeat: about reference / candidate time (1 when the
+    candidate is as slow as the reference or slower), so that the reference's repeats add at most
+    about the candidate's own timing cost, and at most ``repeats`` / :data:`MIN_REFERENCE_REPEATS`.
+
+    Args:
+        candidate_ms: the candidate's time per pass (ms, e.g. its last warm-up run).
+        reference_ms: the reference's time per pass (ms).
+        repeats: the candidate's timed repeats.
+
+    Returns:
+        The group size (>= 1).
+    """
+    if not candidate_ms > 0:
+        return 1
+    most = max(1, repeats // MIN_REFERENCE_REPEATS)
+    return max(1, min(most, int(reference_ms / candidate_ms)))
+
+
+def pair_spread(ratios: list[float]) -> float:
+    """IQR / median of pair ratios (0.0 with fewer than 2 ratios).
+
+    Args:
+        ratios: candidate / reference time per pair.
+
+    Returns:
+        The relative spread (0.05: the middle half of the ratios lies within 5 % of the median).
+    """
+    if len(ratios) < 2:
+        return 0.0
+    quartiles = statistics.quantiles(ratios, n=4, method="inclusive")
+    median = statistics.median(ratios)
+    return (quartiles[2] - quartiles[0]) / median if median > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class ReferenceCalibration:
+    """The reference model's latency on this machine, in the protocol it pairs with: what normalised
+    latencies are scaled to (:func:`reference_calibration`).
+
+    Attributes:
+        reference: the reference model's preset (:data:`REFERENCE_PRESET`).
+        key: what was timed (the reference's protocol fields, its batch and the machine), as JSON.
+        device_name: the CPU's model.
+        median_ms: the median of the clean calibration repeats, ms per batch: the scale.
+        fastest_ms: the fastest calibration repeat, ms per batch.
+        times_ms: the calibration repeats used (ms per batch), in order.
+        contended: the calibration itself was flagged ``contended`` (:func:`time_cpu`): then the
+            scale is too high by the machine's slowdown at calibration time.
+    """
+
+    reference: str
+    key: str
+    device_name: str
+    median_ms: float
+    fastest_ms: float
+    times_ms: list[float]
+    contended: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        """The calibration as plain data (for a latency table file or a study's attributes)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ReferenceCalibration:
+        """A calibration from :meth:`as_dict`.
+
+        Args:
+            data: the dict.
+
+        Returns:
+            The calibration.
+
+        Raises:
+            ExploreError: field ``reference calibration``: a field is missing.
+        """
+        names = [f.name for f in dataclasses.fields(cls)]
+        missing = [n for n in names if n not in data]
+        if missing:
+            raise ExploreError("reference calibration", missing[0], "a calibration with every field "
+                                                                    f"({', '.join(names)})")
+        return cls(**{n: data[n] for n in names})
+
+
+@dataclass(frozen=True)
+class CpuTiming:
+    """What :func:`time_cpu_paired` measured.
+
+    Attributes:
+        times: the candidate's repeats used (ms per pass), in order.
+        reference_times: paired: the reference's repeat of each of those pairs (ms per pass); else empty.
+        ratios: paired: candidate / reference time per pair used; else empty.
+        contention: how busy the machine was.
+    """
+
+    times: list[float]
+    reference_times: list[float]
+    ratios: list[float]
+    contention: Contention
+
+
+def _timed_once(run: Callable[[], Any]) -> tuple[float, float]:
+    """(wall ms, thread CPU ms) of one call."""
+    c0, t0 = time.thread_time(), time.perf_counter()
+    run()
+    return (time.perf_counter() - t0) * 1e3, (time.thread_time() - c0) * 1e3
+
+
 def time_cpu(run: Callable[[], Any], protocol: Protocol) -> tuple[list[float], Contention]:
     """Time ``run`` on the CPU and tell how busy the machine was: (times used, contention).
 
@@ -401,41 +621,267 @@ def time_cpu(run: Callable[[], Any], protocol: Protocol) -> tuple[list[float], C
     bandwidth too. A measurement that is not quiet (reference > :data:`CLEAN_RATIO` x baseline, or
     fewer than half the repeats clean) is repeated after a pause, up to :data:`CONTENTION_ATTEMPTS`
     times; the figures of the last attempt are then used and the result flagged ``contended``.
+
+    Args:
+        run: one forward pass.
+        protocol: its ``warmup`` and ``repeats`` are used.
+
+    Returns:
+        (the repeats used in ms per pass, :class:`Contention`).
     """
-    reference = reference_workload()
+    timed = time_cpu_paired(run, None, protocol)
+    return timed.times, timed.contention
+
+
+def time_cpu_paired(run: Callable[[], Any], reference: Callable[[], Any] | None, protocol: Protocol,
+                    calibration_ms: float | None = None) -> CpuTiming:
+    """Time ``run`` on the CPU with its repeats interleaved with repeats of ``reference``, pair by pair.
+
+    Repeat i of the candidate and repeat i of the reference form pair i, timed back to back in the
+    order R A, A R, R A, ... (ABBA: a slow drift falls on both sides alike). A candidate much faster
+    than the reference is paired in groups: g of its repeats (:func:`reference_group`) with one
+    reference repeat, each of the g ratios taken against that one (R A..A, A..A R, ...). Noise of a
+    shared machine that lasts longer than one pair (another core streaming memory, a busy
+    neighbour, a lower clock) slows both, and their ratio cancels it.
+
+    A pair is used when its candidate repeat ran without preemption (:func:`clean_repeats`); a
+    reference repeat that was preempted counts by its thread's CPU time (the time it ran: slowed
+    by what slows the candidate, e.g. memory bandwidth, but not by the preemption). The checks of
+    :func:`time_cpu` apply (a busy machine is waited out and measured again). The result is flagged
+    ``contended`` too when its pair ratios spread more than :data:`SPREAD_LIMIT` (IQR / median: a
+    slowdown that hit some pairs only) or, with ``calibration_ms``, when the reference's median
+    exceeds :data:`SLOWDOWN_LIMIT` x the calibration (the machine slowed as a whole: the ratio
+    corrects it); neither is measured again, which would multiply the cost on a machine that stays
+    busy.
+
+    Cost: one untimed reference run, then at most one reference repeat per candidate repeat, and no
+    more of them than the candidate's time allows (groups; at least :data:`MIN_REFERENCE_REPEATS`):
+    pairing at most about doubles the timing cost. The calibration adds
+    :data:`CALIBRATION_REPEATS` reference runs once per machine and input.
+
+    Args:
+        run: the candidate's forward pass.
+        reference: the reference model's forward pass (same protocol, same batch), or None: the
+            candidate alone (:func:`time_cpu`).
+        protocol: its ``warmup`` and ``repeats`` are used.
+        calibration_ms: the reference's calibrated time (ms per pass, :class:`ReferenceCalibration`),
+            or None: no slowdown check.
+
+    Returns:
+        :class:`CpuTiming`.
+    """
+    probe = reference_workload()
+    cand_ms, ref_ms = 1.0, 1.0
     for _ in range(protocol.warmup):
-        run()
+        cand_ms = _timed_once(run)[0]
+    if reference is not None:  # prepared and warmed once per process: one untimed run, and the group size
+        cand_ms = _timed_once(run)[0]
+        ref_ms = _timed_once(reference)[0]
+    group = reference_group(cand_ms, ref_ms, protocol.repeats) if reference is not None else 1
     one_thread = torch.get_num_threads() == 1
-    baseline = reference.baseline_ms()
+    baseline = probe.baseline_ms()
     need = max(2, (protocol.repeats + 1) // 2)
     attempt = 0
-    pooled: list[float] = []
-    cpu_all: list[float] = []
+    pooled: list[tuple[float, float]] = []
+    cpu_all: list[tuple[float, float]] = []
     while True:
         attempt += 1
-        before = reference.probe_ms()
-        walls, cpus = [], []
-        for _ in range(protocol.repeats):
-            c0, t0 = time.thread_time(), time.perf_counter()
-            run()
-            walls.append((time.perf_counter() - t0) * 1e3)
-            cpus.append((time.thread_time() - c0) * 1e3)
-        after = reference.probe_ms()
-        baseline = reference.baseline_ms()
+        before = probe.probe_ms()
+        walls, cpus, ref_walls, ref_cpus = [], [], [], []
+        block = 0
+        while len(walls) < protocol.repeats:
+            n = min(group, protocol.repeats - len(walls))
+            if reference is not None and block % 2 == 0:
+                rw, rc = _timed_once(reference)
+            timed = [_timed_once(run) for _ in range(n)]
+            if reference is None:
+                rw, rc = 1.0, 1.0
+            elif block % 2 == 1:
+                rw, rc = _timed_once(reference)
+            for w, c in timed:
+                walls.append(w)
+                cpus.append(c)
+                ref_walls.append(rw)
+                ref_cpus.append(rc)
+            block += 1
+        after = probe.probe_ms()
+        baseline = probe.baseline_ms()
         ratio = min(before, after) / baseline
-        clean = clean_repeats(walls, cpus if one_thread else None)
+        if one_thread:  # a preempted reference repeat counts by the time it ran (its thread's CPU time)
+            clean = [(w, r if rc >= RUN_SHARE * r else rc) for w, c, r, rc in zip(walls, cpus, ref_walls, ref_cpus)
+                     if c >= RUN_SHARE * w]
+        else:
+            clean = list(zip(walls, ref_walls))
         pooled += clean
-        cpu_all += cpus
-        if ratio <= CLEAN_RATIO and len(clean) >= need:
-            return clean, Contention(ratio, len(clean) / len(walls), attempt, False, baseline)
-        if attempt >= CONTENTION_ATTEMPTS:
+        cpu_all += list(zip(cpus, ref_cpus))
+        quiet = ratio <= CLEAN_RATIO and len(clean) >= need
+        if quiet:
+            used, share, contended = clean, len(clean) / len(walls), False
+        elif attempt >= CONTENTION_ATTEMPTS:
             share = len(pooled) / (attempt * len(walls))
-            figures = pooled if len(pooled) >= min(3, need) or not one_thread else cpu_all
-            return figures, Contention(ratio, share, attempt, True, baseline)
-        time.sleep(_CONTENTION_PAUSE_S[min(attempt - 1, len(_CONTENTION_PAUSE_S) - 1)])
+            used = pooled if len(pooled) >= min(3, need) or not one_thread else cpu_all
+            contended = True
+        else:
+            time.sleep(_CONTENTION_PAUSE_S[min(attempt - 1, len(_CONTENTION_PAUSE_S) - 1)])
+            continue
+        times = [a for a, _ in used]
+        if reference is None:
+            return CpuTiming(times, [], [], Contention(ratio, share, attempt, contended, baseline))
+        refs = [r for _, r in used]
+        ratios = [a / r for a, r in used]
+        slowdown = statistics.median(refs) / calibration_ms if calibration_ms else None
+        spread = pair_spread(ratios)
+        contended = contended or spread > SPREAD_LIMIT or (slowdown is not None and slowdown > SLOWDOWN_LIMIT)
+        return CpuTiming(times, refs, ratios, Contention(ratio, share, attempt, contended, baseline, spread, slowdown))
 
 
-def _time_onnx(model: nn.Module, protocol: Protocol, x: torch.Tensor) -> tuple[list[float], Contention]:
+_REFERENCE_MODELS: dict[tuple[int, int], nn.Module] = {}
+_REFERENCE_RUNS: dict[str, Callable[[], Any]] = {}
+_CALIBRATIONS: dict[str, ReferenceCalibration] = {}
+
+
+def reference_model(img_size: int, in_chans: int) -> nn.Module:
+    """The reference model of normalised latency (:data:`REFERENCE_PRESET`) at an input, built once per
+    process.
+
+    Args:
+        img_size: input side (pixels).
+        in_chans: input channels.
+
+    Returns:
+        The model, (B, in_chans, H, W) -> (B, 1000), in eval mode.
+    """
+    key = (img_size, in_chans)
+    if key not in _REFERENCE_MODELS:
+        from explore.arch import get_preset
+        from explore.nn import build
+
+        torch.manual_seed(0)
+        _REFERENCE_MODELS[key] = build(get_preset(REFERENCE_PRESET, img_size=img_size, in_chans=in_chans)).eval()
+    return _REFERENCE_MODELS[key]
+
+
+def _reference_protocol(protocol: Protocol, batch: int) -> Protocol:
+    """The protocol the reference model runs in next to ``protocol``: the same, at the reference's input;
+    ``compile`` runs the reference ``fused`` (a compiled reference would be compiled again after every
+    candidate's dynamo reset, which costs more than timing the candidate)."""
+    mode = "fused" if protocol.mode == "compile" else protocol.mode
+    if protocol.reference_img_size is None and protocol.reference_in_chans is None:
+        return dataclasses.replace(protocol, batch_size=batch, mode=mode)
+    return dataclasses.replace(protocol, batch_size=batch, mode=mode, img_size=protocol.reference_img_size or protocol.img_size,
+                               img_width=None if protocol.reference_img_size else protocol.img_width,
+                               in_chans=protocol.reference_in_chans or protocol.in_chans)
+
+
+def _calibration_key(protocol: Protocol) -> str:
+    """What a calibration is of: the reference protocol's fields that change its time, and the machine."""
+    fields = {k: v for k, v in protocol.key().items()
+              if k not in ("name", "warmup", "repeats", "figure", "reference_img_size", "reference_in_chans")}
+    fields.update(reference=REFERENCE_PRESET, device_name=device_name(protocol.device))
+    return json.dumps(fields, sort_keys=True)
+
+
+def _reference_run(protocol: Protocol) -> Callable[[], Any]:
+    """The reference model's forward pass in ``protocol`` (its input), prepared once per process."""
+    key = _calibration_key(protocol)
+    if key not in _REFERENCE_RUNS:
+        model = reference_model(protocol.img_size, protocol.in_chans)
+        device = torch.device("cpu")
+        x = make_input(protocol, device, protocol.batch_size)
+        if protocol.onnx:
+            _REFERENCE_RUNS[key] = _onnx_run(model, protocol, x)
+        else:
+            runner = prepare_runner(model, protocol, device, x)
+            _REFERENCE_RUNS[key] = runner.run
+    return _REFERENCE_RUNS[key]
+
+
+def calibration_file() -> Path:
+    """The machine's file of reference calibrations: ``$EXPLORE_CALIBRATION_FILE``, else
+    ``explore-reference-calibration.json`` in the temporary folder (beside the device locks of
+    :func:`explore.device.lock_path`: one per machine)."""
+    return Path(os.environ.get("EXPLORE_CALIBRATION_FILE")
+                or os.path.join(tempfile.gettempdir(), "explore-reference-calibration.json"))
+
+
+def _stored_calibrations() -> dict[str, Any]:
+    try:
+        data = json.loads(calibration_file().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _store_calibration(calibration: ReferenceCalibration) -> None:
+    stored = _stored_calibrations()
+    stored[calibration.key] = calibration.as_dict()
+    text = json.dumps(stored, indent=1, sort_keys=True)
+    try:
+        write_atomically(calibration_file(), lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    except OSError:
+        pass  # a read-only temporary folder: the calibration holds for this process only
+
+
+def reference_calibration(protocol: Protocol) -> ReferenceCalibration:
+    """The reference model's calibration for ``protocol`` (as the reference runs it, see
+    :attr:`Protocol.reference_img_size`) on this machine: once per machine, kept across runs in
+    :func:`calibration_file`, unless set by :func:`set_reference_calibration` (e.g. the one a
+    latency table was built with).
+
+    A calibration is :data:`CALIBRATION_REPEATS` repeats by :func:`time_cpu` (preempted repeats
+    left out, a busy machine waited out); the scale is their median. The machine's stored one is
+    used as it is, so that the normalised figures of every run on the machine share one scale; a
+    stored calibration that was ``contended`` is replaced by the first one that is not (a process
+    then calibrates again until one is quiet).
+
+    Args:
+        protocol: a CPU protocol; its batch is the reference's.
+
+    Returns:
+        The calibration.
+    """
+    reference = _reference_protocol(protocol, protocol.batch_size)
+    key = _calibration_key(reference)
+    if key in _CALIBRATIONS:
+        return _CALIBRATIONS[key]
+    stored = _stored_calibrations().get(key)
+    known = None
+    if isinstance(stored, dict):
+        try:
+            known = ReferenceCalibration.from_dict(stored)
+        except (ExploreError, TypeError):
+            known = None
+    if known is not None and not known.contended:
+        _CALIBRATIONS[key] = known
+        return known
+    run = _reference_run(reference)
+    times, contention = time_cpu(run, dataclasses.replace(reference, repeats=CALIBRATION_REPEATS))
+    fresh = ReferenceCalibration(REFERENCE_PRESET, key, device_name(reference.device), statistics.median(times),
+                                 min(times), [float(t) for t in times], contention.contended)
+    chosen = known if known is not None and fresh.contended else fresh
+    if chosen is fresh:
+        _store_calibration(fresh)
+    _CALIBRATIONS[key] = chosen
+    return chosen
+
+
+def set_reference_calibration(calibration: ReferenceCalibration) -> None:
+    """Use ``calibration`` for its key in this process instead of calibrating (a latency table's, so
+    that its evaluation in a later run scales to the same figure).
+
+    Args:
+        calibration: from :meth:`ReferenceCalibration.from_dict` (or :func:`reference_calibration`).
+    """
+    _CALIBRATIONS[calibration.key] = calibration
+
+
+def reference_calibrations() -> list[ReferenceCalibration]:
+    """The calibrations this process holds (measured or set), in the order they were made."""
+    return list(_CALIBRATIONS.values())
+
+
+def _onnx_run(model: nn.Module, protocol: Protocol, x: torch.Tensor) -> Callable[[], Any]:
+    """One ONNX Runtime pass of ``model`` on ``x`` (exported in the protocol's mode), one intra-op thread pool."""
     ort = _onnxruntime()
 
     net = copy.deepcopy(model).eval()
@@ -451,13 +897,28 @@ def _time_onnx(model: nn.Module, protocol: Protocol, x: torch.Tensor) -> tuple[l
         options.inter_op_num_threads = 1
         session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     feed = {"images": x.numpy()}
-    return time_cpu(lambda: session.run(None, feed), protocol)
+    return lambda: session.run(None, feed)
+
+
+@dataclass(frozen=True)
+class Pairing:
+    """The reference side of a normalised CPU measurement (:func:`time_cpu_paired`).
+
+    Attributes:
+        ratios: candidate / reference time per pair used.
+        reference_times: the reference's repeats of those pairs (ms per pass).
+        calibration: the reference's calibration the ratios are scaled to.
+    """
+
+    ratios: list[float]
+    reference_times: list[float]
+    calibration: ReferenceCalibration
 
 
 @dataclass(frozen=True)
 class Timed:
     """What timing one batch size gave: the times used (ms per pass), and per mode the CUDA diagnosis
-    and passes per event pair, the compiled-graph counts or the CPU's contention."""
+    and passes per event pair, the compiled-graph counts or the CPU's contention and pairing."""
 
     times: list[float]
     host_ms: float | None = None
@@ -466,6 +927,7 @@ class Timed:
     compiled_calls: int | None = None
     contention: Contention | None = None
     passes: int | None = None
+    pairing: Pairing | None = None
 
 
 def make_input(protocol: Protocol, device: torch.device, batch: int) -> torch.Tensor:
@@ -485,30 +947,58 @@ def make_input(protocol: Protocol, device: torch.device, batch: int) -> torch.Te
 
 
 def measure_batch(model: nn.Module, protocol: Protocol, device: torch.device, batch: int) -> Timed:
-    """Time one batch size; raises whatever the run raises (out-of-memory included)."""
+    """Time one batch size; raises whatever the run raises (out-of-memory included).
+
+    On the CPU with ``figure="normalised"`` the repeats are paired with the reference model's
+    (:func:`time_cpu_paired`; the reference is calibrated first, once per machine).
+
+    Args:
+        model: the model (copied, not changed).
+        protocol: the protocol.
+        device: its device, resolved.
+        batch: the batch to time.
+
+    Returns:
+        :class:`Timed`.
+    """
     x = make_input(protocol, device, batch)
-    if protocol.onnx:
-        times, contention = _time_onnx(model, protocol, x)
-        return Timed(times, contention=contention)
-    runner = prepare_runner(model, protocol, device, x)
+    normalised = device.type == "cpu" and protocol.figure == "normalised"
+    candidate = _onnx_run(model, protocol, x) if protocol.onnx else None
+    runner = None if protocol.onnx else prepare_runner(model, protocol, device, x)  # out of memory: before the reference
+    reference_run, calibration = None, None
+    if normalised:
+        reference = _reference_protocol(protocol, batch)
+        calibration = reference_calibration(reference)
+        reference_run = _reference_run(reference)
+    if candidate is not None:
+        timed = time_cpu_paired(candidate, reference_run, protocol, calibration.median_ms if calibration else None)
+        return Timed(timed.times, contention=timed.contention, pairing=_pairing(timed, calibration))
+    assert runner is not None
     if runner.counter is not None:  # compile: the first run compiles, the second must not
         protocol = dataclasses.replace(protocol, warmup=max(2, protocol.warmup))
-    contention = None
+    contention, pairing = None, None
     passes = None
     if device.type == "cuda":
         cuda = time_cuda(runner, protocol, device)
         times, host_ms, exec_ms, passes, runs = cuda.times, cuda.host_ms, cuda.gpu_exec_ms, cuda.passes, cuda.runs
     else:
-        (times, contention), host_ms, exec_ms = time_cpu(runner.run, protocol), None, None
+        timed = time_cpu_paired(runner.run, reference_run, protocol, calibration.median_ms if calibration else None)
+        times, contention, pairing, host_ms, exec_ms = timed.times, timed.contention, _pairing(timed, calibration), None, None
         runs = protocol.warmup + protocol.repeats
     counter = runner.counter
     if counter is None:
-        return Timed(times, host_ms, exec_ms, contention=contention, passes=passes)
+        return Timed(times, host_ms, exec_ms, contention=contention, passes=passes, pairing=pairing)
     if counter.graphs == 0 or counter.calls < runs:
         raise ExploreError("--mode", "compile",
                            f"torch.compile ran {runs - counter.calls} of {runs} forward passes eagerly "
                            f"({counter.graphs} graphs compiled): the measurement would not be of compiled code")
-    return Timed(times, host_ms, exec_ms, counter.graphs, counter.calls, contention, passes)
+    return Timed(times, host_ms, exec_ms, counter.graphs, counter.calls, contention, passes, pairing)
+
+
+def _pairing(timed: CpuTiming, calibration: ReferenceCalibration | None) -> Pairing | None:
+    if calibration is None or not timed.ratios:
+        return None
+    return Pairing(timed.ratios, timed.reference_times, calibration)
 
 
 def measure(model: nn.Module, protocol: Protocol) -> Measurement:
@@ -565,8 +1055,26 @@ def measure(model: nn.Module, protocol: Protocol) -> Measurement:
     finally:
         torch.set_num_threads(old_threads)
         torch.backends.cudnn.benchmark = old_benchmark
-    median, iqr, cv = _stats(timed.times)
+    raw_median = statistics.median(timed.times)
+    figures, figure = timed.times, "raw"
+    pairing = timed.pairing
+    if pairing is not None:
+        figures, figure = [r * pairing.calibration.median_ms for r in pairing.ratios], "normalised"
+    median, iqr, cv = _stats(figures)
     on_cuda = device.type == "cuda" and not protocol.onnx
+    paired: dict[str, Any] = {}
+    if pairing is not None:
+        cal = pairing.calibration
+        paired = dict(
+            normalised_median_ms=median, normalised_ms_per_img=median / batch,
+            pair_ratio=statistics.median(pairing.ratios), pair_spread=pair_spread(pairing.ratios),
+            pair_ratios=[float(r) for r in pairing.ratios], reference_name=cal.reference,
+            reference_median_ms=statistics.median(pairing.reference_times),
+            reference_slowdown=timed.contention.reference_slowdown if timed.contention else None,
+            reference_times_ms=[float(t) for t in pairing.reference_times],
+            reference_calibration_ms=cal.median_ms, reference_calibration_fastest_ms=cal.fastest_ms,
+            reference_calibration_times_ms=[float(t) for t in cal.times_ms],
+            reference_calibration_contended=cal.contended)
     return Measurement(
         protocol=protocol.key(),
         device_name=device_name(device),
@@ -591,4 +1099,43 @@ def measure(model: nn.Module, protocol: Protocol) -> Measurement:
         contended=timed.contention.contended if timed.contention else None,
         times_ms=[float(t) for t in timed.times],
         passes_per_pair=timed.passes,
+        figure=figure,
+        raw_median_ms=raw_median,
+        raw_ms_per_img=raw_median / batch,
+        **paired,
     )
+
+
+def measure_pair(first: nn.Module, second: nn.Module, protocol: Protocol) -> CpuTiming:
+    """Time two models repeat by repeat on the CPU (:func:`time_cpu_paired`, ``second`` in the
+    reference's place, no calibration): e.g. ours against timm's model of the same name.
+
+    Args:
+        first: a model, (B, in_chans, H, W) -> anything (copied, not changed).
+        second: the model it is compared with.
+        protocol: a CPU protocol (its mode, batch, threads, warm-up and repeats are used).
+
+    Returns:
+        :class:`CpuTiming`: ``times`` are ``first``'s (ms per pass), ``reference_times``
+        ``second``'s, ``ratios`` first / second per pair.
+
+    Raises:
+        ExploreError: the protocol's device is not the CPU (field ``--device``); as :func:`measure`.
+    """
+    device = resolve_device(protocol.device)
+    if device.type != "cpu":
+        raise ExploreError("--device", protocol.device, "the CPU: two models are paired repeat by repeat on the "
+                                                        "CPU protocols only")
+    old_threads = torch.get_num_threads()
+    if protocol.threads:
+        torch.set_num_threads(protocol.threads)
+    try:
+        x = make_input(protocol, device, protocol.batch_size)
+        if protocol.onnx:
+            runs = [_onnx_run(model, protocol, x) for model in (first, second)]
+        else:
+            runners = [prepare_runner(model, protocol, device, x) for model in (first, second)]
+            runs = [runner.run for runner in runners]
+        return time_cpu_paired(runs[0], runs[1], dataclasses.replace(protocol, warmup=max(2, protocol.warmup)))
+    finally:
+        torch.set_num_threads(old_threads)

@@ -22,9 +22,9 @@ from collections.abc import Callable, Sequence
 from torch import nn
 
 from explore.device import device_lock
-from explore.measure.protocols import Measurement, Protocol, measure
+from explore.measure.protocols import CpuTiming, Measurement, Protocol, measure, measure_pair
 
-__all__ = ["time_model", "time_rounds"]
+__all__ = ["time_model", "time_pair", "time_rounds"]
 
 
 def time_model(model: nn.Module, protocol: Protocol) -> Measurement:
@@ -36,6 +36,25 @@ def time_model(model: nn.Module, protocol: Protocol) -> Measurement:
     """
     with device_lock(protocol.device, exclusive=True):
         return measure(model, protocol)
+
+
+def time_pair(first: nn.Module, second: nn.Module, protocol: Protocol) -> CpuTiming:
+    """Time two models repeat by repeat (:func:`explore.measure.protocols.measure_pair`) under the
+    exclusive lock of the protocol's device.
+
+    Args:
+        first: a model.
+        second: the model it is compared with.
+        protocol: a CPU protocol.
+
+    Returns:
+        The paired timing (``ratios``: first / second per pair).
+
+    Raises:
+        ExploreError: as :func:`explore.measure.protocols.measure_pair`, as is ``DeviceError``.
+    """
+    with device_lock(protocol.device, exclusive=True):
+        return measure_pair(first, second, protocol)
 
 
 def time_rounds(jobs: Sequence[tuple[nn.Module, Protocol]], rounds: int,

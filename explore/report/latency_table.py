@@ -46,6 +46,16 @@ def _goal(name: str, value: float) -> str:
     return "met" if met else "not met"
 
 
+def _figure_line(meta: Mapping[str, Any]) -> str:
+    """Which latency figure the table and this evaluation compare (normalised or raw)."""
+    if meta.get("figure") == "normalised":
+        scale = meta.get("reference_calibration_ms")
+        return ("- figures: normalised (each timing paired with the EfficientViT-M0 reference, median pair ratio x "
+                + (f"the table's calibration of the reference, {fmt(scale)} ms per batch" if scale is not None
+                   else "this run's calibration of the reference") + "; see docs/protocols.md)")
+    return "- figures: raw (wall time as timed)"
+
+
 def render_table_evaluation(rows: pd.DataFrame, stats: Mapping[str, Mapping[str, float]], regressor: str,
                             choice: Mapping[str, float], differences: list[str], meta: Mapping[str, Any],
                             command: str) -> str:
@@ -66,6 +76,7 @@ def render_table_evaluation(rows: pd.DataFrame, stats: Mapping[str, Mapping[str,
         f"- protocol: {protocol.get('name')}, batch {protocol.get('batch_size')}, {protocol.get('mode')}, "
         f"threads {protocol.get('threads')}, median of {protocol.get('repeats')} runs; "
         + ", ".join(f"{k} {v}" for k, v in sorted(meta.get("versions", {}).items())),
+        _figure_line(meta),
         (f"- held out: {meta['archs']} architectures sampled with seed {meta['seed']} (none in the table's calibration "
          f"set), measured whole on {meta['device']}" if meta.get("seed") is not None else
          f"- the {meta['archs']} architectures of study `{meta.get('study')}` (arch i = trial "

@@ -36,6 +36,18 @@ class ReportPaths:
     supernet_front_csv: Path | None = None
 
 
+def _figure_sentence(frame: pd.DataFrame) -> str:
+    """Which latency figure ranks the trials (normalised or raw), from the trials' ``latency_figure``."""
+    figures = sorted(frame["latency_figure"].dropna().astype(str).unique())
+    if figures == ["normalised"]:
+        return ("Latency ranks by the **normalised** figure: each model timed in alternation with the EfficientViT-M0 "
+                "reference, median pair ratio x the reference's calibration (docs/protocols.md); the raw figures "
+                "are in `trials.csv` (`latency_raw_ms_per_img`).")
+    if figures == ["raw"]:
+        return "Latency ranks by the **raw** figure (wall time as timed)."
+    return f"Latency figures differ between trials ({', '.join(figures)}): they do not rank on one scale."
+
+
 def metric_label(settings: Mapping[str, Any] | None) -> str:
     """The first objective's column name: ``mIoU (%)`` for a segmentation study, ``inherited top-1 (%)``
     for a ``--supernet`` study, else ``top-1 (%)``."""
@@ -377,6 +389,8 @@ def render_markdown(frame: pd.DataFrame, meta: Mapping[str, Any], command: str,
         lines += front_seeds_block(front)
     if supernet_front is not None and not supernet_front.empty:
         lines += supernet_front_block(supernet_front, settings)
+    if not frame.empty and "latency_figure" in frame and frame["latency_figure"].notna().any():
+        lines += [_figure_sentence(frame), ""]
     if not frame.empty and "latency_contended" in frame and frame["latency_contended"].eq(True).any():
         contended = frame.loc[frame["latency_contended"].eq(True), "number"].astype(int).tolist()
         lines += [f"Latency measured on a busy machine (flagged `contended`) for trials {contended}.", ""]

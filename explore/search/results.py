@@ -104,6 +104,8 @@ def remeasure_latencies(study: optuna.Study, device: Any,
             "ms_per_img": best.latency_ms_per_img, "median_ms": best.median_ms, "iqr_ms": best.iqr_ms,
             "batch_size": best.batch_size, "contended": best.contended, "contention_ratio": best.contention_ratio,
             "rounds_ms_per_img": [r.latency_ms_per_img for r in results[key]],
+            "figure": best.figure, "raw_ms_per_img": min((r.raw_ms_per_img for r in results[key]
+                                                          if r.raw_ms_per_img is not None), default=None),
             "measured_by": worker_id(), "at": time.time()})
         if on_remeasure is not None:
             on_remeasure(t.number, float(t.values[1]), best.latency_ms_per_img)
@@ -193,7 +195,8 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     Columns ``top1`` (%) and ``latency_ms`` (ms per image) are NaN for trials that did not complete.
     ``latency_ms`` is the trial's latency objective, or, for a trial whose latency was measured
     again at the end of the study (:func:`remeasure_latencies`), the lower of the two figures
-    (contention only slows a run down); ``latency_first_ms`` and ``latency_remeasured_ms`` keep both.
+    (contention only slows a run down); ``latency_first_ms`` and ``latency_remeasured_ms`` keep both
+    (``latency_remeasured_raw_ms``: the re-measurement's raw figure, the fastest round's).
     ``pareto`` is True for the Pareto-optimal COMPLETE trials on (``top1``, ``latency_ms``)
     (single-objective studies: the best trial). ``retry_of`` names the trial a retried trial
     re-runs; a FAIL trial whose process died gets a ``fail_reason`` saying so.
@@ -232,6 +235,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
             if again is not None:
                 row["latency_remeasured_ms"] = float(again["ms_per_img"])
                 row["latency_remeasured_contended"] = again.get("contended")
+                row["latency_remeasured_raw_ms"] = again.get("raw_ms_per_img")
                 row["latency_ms"] = min(row["latency_first_ms"], row["latency_remeasured_ms"])
         rows.append(row)
     frame = pd.DataFrame(rows)

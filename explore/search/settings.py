@@ -75,6 +75,10 @@ class StudySettings(RunBudget):
             ``cuda-graph`` (see :mod:`explore.measure.protocols`); None (default) takes ``fused`` on the CPU
             and ``cuda-graph`` on CUDA, where graph replay removes the host's kernel-launch cost that
             would otherwise be timed for small models (see :data:`DEFAULT_LATENCY_MODE`).
+        latency_figure: the latency figure that ranks: ``normalised`` (the CPU default: every
+            measurement interleaved with a reference model and scaled to its calibration, so a
+            shared machine's slowdowns cancel) or ``raw`` (the wall time as timed); None takes the
+            device's default (CUDA: ``raw``, the only figure there). Both are stored on the CPU.
         train_threads: CPU threads of proxy training; None (default): the cores this process may run
             on, shared by the workers (:func:`explore.search.training_threads`), a property of the
             machine, not of its momentary load. Results on the CPU are reproducible for the same seed
@@ -124,6 +128,7 @@ class StudySettings(RunBudget):
     latency_threads: int | None = 1
     latency_repeats: int = 20
     latency_mode: str | None = None
+    latency_figure: str | None = None
     objective: str = "pareto"
     workers: int = 1
     devices: tuple[int, ...] | None = None
@@ -165,12 +170,12 @@ class StudySettings(RunBudget):
 
     def latency_protocol(self, img_size: int = 224, in_chans: int = 3) -> Protocol:
         """The latency protocol of this study's trials: ``cpu-latency`` on CPU, ``gpu-throughput``
-        on CUDA, with the study's batch, threads, repeats and mode."""
+        on CUDA, with the study's batch, threads, repeats, mode and figure."""
         on_cuda = self.device.startswith("cuda")
         name = "gpu-throughput" if on_cuda else "cpu-latency"
         return get_protocol(name, device=self.device, batch_size=self.latency_batch, img_size=img_size,
                             in_chans=in_chans, threads=self.latency_threads, repeats=self.latency_repeats,
-                            warmup=LATENCY_WARMUP, mode=self.resolved_latency_mode)
+                            warmup=LATENCY_WARMUP, mode=self.resolved_latency_mode, figure=self.latency_figure)
 
     @property
     def resolved_latency_mode(self) -> str:

@@ -22,7 +22,8 @@ RENDERABLE = [p for p in FOLDERS if report_kind(p) is not None]
 NO_RENDERER_YET = {
     "attention_scaling", "bench_cpu", "cga_fashion_mnist_cpu", "cga_fashion_mnist_cpu_front_seeds",
     "cga_latency_table_study", "compare_schedules_cga_cpu", "hybrid_fashion_mnist_cpu",
-    "importance_fashion_mnist_cpu", "latency_repeatability", "latency_table_cga_cpu",
+    "importance_fashion_mnist_cpu", "latency_repeatability", "latency_repeatability_normalised_cpu",
+    "latency_table_cga_cpu",
     "latency_table_cga_cpu_study_check", "latency_table_hybrid_cpu", "latency_table_hybrid_cpu_200",
     "latency_table_msla_cpu", "msla_segmentation_cpu", "proxy_throughput", "proxy_validity_cga_cpu_1v5",
     "proxy_validity_cga_cpu_2v10", "proxy_validity_cga_cpu_2v10_8k",
