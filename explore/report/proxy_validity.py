@@ -4,16 +4,32 @@ against stand-alone top-1; Kendall tau, Spearman rho."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from explore.records import CONFIG_HASH
 from explore.report.common import fmt, pyplot
 
 if TYPE_CHECKING:  # the result's type, for annotations only
+    import pandas as pd
+
     from explore.analysis.proxy_validity import ProxyValidity
     from explore.analysis.supernet_validity import SupernetValidity
 
 __all__ = ["write_validity_report", "write_supernet_validity_report"]
+
+
+def _label_and_save(fig: Any, ax: Any, table: pd.DataFrame, xy: tuple[str, str], png: Path, fontsize: int,
+                    title: str) -> None:
+    """Label each point of a (x, y) top-1 scatter with its ``arch`` number, title and grid the axes, and
+    write the figure to ``png`` (closed)."""
+    for _, row in table.iterrows():
+        ax.annotate(str(int(row["arch"])), (row[xy[0]], row[xy[1]]), xytext=(3, 3), textcoords="offset points",
+                    fontsize=fontsize)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png)
+    pyplot().close(fig)
 
 
 def write_validity_report(result: ProxyValidity, out_dir: Path, command: str) -> list[Path]:
@@ -26,17 +42,10 @@ def write_validity_report(result: ProxyValidity, out_dir: Path, command: str) ->
     table.to_csv(csv, index=False)
     fig, ax = plt.subplots(figsize=(5.2, 4.4), dpi=120)
     ax.scatter(table["short_top1"], table["long_top1"], c="C0")
-    for _, row in table.iterrows():
-        ax.annotate(str(int(row["arch"])), (row["short_top1"], row["long_top1"]), xytext=(3, 3),
-                    textcoords="offset points", fontsize=8)
     ax.set_xlabel(f"top-1 after {result.short_epochs:g} epoch(s) (%)")
     ax.set_ylabel(f"top-1 after {result.long_epochs:g} epochs (%)")
-    ax.set_title(f"{result.meta['space']}: Kendall tau {result.kendall_tau:.2f}, Spearman rho {result.spearman_rho:.2f}",
-                 fontsize=10)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(png)
-    plt.close(fig)
+    _label_and_save(fig, ax, table, ("short_top1", "long_top1"), png, 8,
+                    f"{result.meta['space']}: Kendall tau {result.kendall_tau:.2f}, Spearman rho {result.spearman_rho:.2f}")
     meta = result.meta
     shown = table.drop(columns=["config", CONFIG_HASH])
     md.write_text(
@@ -75,18 +84,11 @@ def write_supernet_validity_report(result: SupernetValidity, out_dir: Path, comm
     for k in range(3):
         part = table[table["tercile"] == k]
         ax.scatter(part["inherited_top1"], part["standalone_top1"], c=f"C{k}", label=f"MACs tercile {k + 1}")
-    for _, row in table.iterrows():
-        ax.annotate(str(int(row["arch"])), (row["inherited_top1"], row["standalone_top1"]), xytext=(3, 3),
-                    textcoords="offset points", fontsize=7)
     ax.set_xlabel("inherited top-1, BN recalibrated (%)")
     ax.set_ylabel(f"stand-alone top-1 after {result.epochs:g} epoch(s) (%)")
     ax.legend(fontsize=8)
-    ax.set_title(f"{result.meta['space']}: Kendall tau {fmt(result.tau('inherited top-1'))} over {len(table)} subnets",
-                 fontsize=10)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(png)
-    plt.close(fig)
+    _label_and_save(fig, ax, table, ("inherited_top1", "standalone_top1"), png, 7,
+                    f"{result.meta['space']}: Kendall tau {fmt(result.tau('inherited top-1'))} over {len(table)} subnets")
     meta = result.meta
     ranks = result.ranks.assign(kendall_tau=[fmt(v, 3) for v in result.ranks["kendall_tau"]],
                                 spearman_rho=[fmt(v, 3) for v in result.ranks["spearman_rho"]])
