@@ -33,6 +33,18 @@ def fail(exc: Exception) -> typer.Exit:
     return typer.Exit(code=1)
 
 
+@app.callback()
+def _check_environment() -> None:
+    """Settings read from the environment are checked before any command runs (one ``error:`` line,
+    nothing written), not when a measurement first uses them."""
+    from explore.measure.protocols import contention_pauses
+
+    try:
+        contention_pauses()
+    except ExploreError as exc:
+        raise fail(exc) from None
+
+
 def run_or_exit(work: Callable[[], T], interrupted: str) -> T:
     """``work()``; an :class:`ExploreError` becomes the one ``error:`` line (exit 1), Ctrl-C prints
     ``interrupted: <interrupted>`` and exits with code 130."""

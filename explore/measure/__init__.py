@@ -11,6 +11,7 @@ from explore.measure.protocols import (
     CALIBRATION_REPEATS,
     CLEAN_RATIO,
     CONTENTION_ATTEMPTS,
+    CONTENTION_PAUSE_ENV,
     FIGURES,
     MODES,
     PROTOCOLS,
@@ -48,7 +49,8 @@ from explore.measure.timing import time_model, time_pair, time_rounds
 
 __all__ = [
     "count_macs", "count_model", "count_params", "fuse_batchnorm",
-    "CLEAN_RATIO", "CONTENTION_ATTEMPTS", "MODES", "PROTOCOLS", "RUN_SHARE", "Contention", "Measurement", "Protocol",
+    "CLEAN_RATIO", "CONTENTION_ATTEMPTS", "CONTENTION_PAUSE_ENV", "MODES", "PROTOCOLS", "RUN_SHARE", "Contention",
+    "Measurement", "Protocol",
     "Timed", "clean_repeats", "device_name", "get_protocol", "library_versions", "measure", "measure_batch",
     "reference_workload", "time_cpu", "CALIBRATION_REPEATS", "FIGURES", "REFERENCE_PRESET", "SLOWDOWN_LIMIT",
     "SPREAD_LIMIT", "CpuTiming", "ReferenceCalibration", "pair_spread", "reference_calibration", "calibration_file",

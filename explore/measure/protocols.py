@@ -80,6 +80,8 @@ __all__ = [
     "CLEAN_RATIO",
     "RUN_SHARE",
     "CONTENTION_ATTEMPTS",
+    "CONTENTION_PAUSE_ENV",
+    "contention_pauses",
     "FIGURES",
     "REFERENCE_PRESET",
     "CALIBRATION_REPEATS",
@@ -382,7 +384,33 @@ RUN_SHARE = 0.9
 its wall time: it was not preempted by another process."""
 CONTENTION_ATTEMPTS = 3
 """Measurements of one model before a contended figure is accepted (with a pause between them)."""
+CONTENTION_PAUSE_ENV = "EXPLORE_CONTENTION_PAUSE_S"
+"""Environment variable: the pauses (s) before the 2nd, 3rd, ... attempt of a contended measurement,
+comma-separated (default ``1,3``; the last one repeats). ``0`` measures again at once: the test suite
+sets it, because its measurements time tiny models and assert no figure."""
 _CONTENTION_PAUSE_S = (1.0, 3.0)
+
+
+def contention_pauses() -> tuple[float, ...]:
+    """The pauses (s) between attempts of a contended CPU measurement: ``$EXPLORE_CONTENTION_PAUSE_S``
+    (see :data:`CONTENTION_PAUSE_ENV`), else 1 s then 3 s.
+
+    Returns:
+        One or more pauses (s), each >= 0.
+
+    Raises:
+        ExploreError: field ``EXPLORE_CONTENTION_PAUSE_S``: not comma-separated seconds >= 0.
+    """
+    text = os.environ.get(CONTENTION_PAUSE_ENV, "").strip()
+    if not text:
+        return _CONTENTION_PAUSE_S
+    try:
+        pauses = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        pauses = ()
+    if not pauses or any(not (p >= 0.0 and p < float("inf")) for p in pauses):
+        raise ExploreError(CONTENTION_PAUSE_ENV, text, "comma-separated seconds >= 0, e.g. 1,3")
+    return pauses
 
 
 @dataclass(frozen=True)
@@ -722,7 +750,8 @@ def time_cpu_paired(run: Callable[[], Any], reference: Callable[[], Any] | None,
             used = pooled if len(pooled) >= min(3, need) or not one_thread else cpu_all
             contended = True
         else:
-            time.sleep(_CONTENTION_PAUSE_S[min(attempt - 1, len(_CONTENTION_PAUSE_S) - 1)])
+            pauses = contention_pauses()
+            time.sleep(pauses[min(attempt - 1, len(pauses) - 1)])
             continue
         times = [a for a, _ in used]
         if reference is None:

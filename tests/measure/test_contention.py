@@ -86,6 +86,31 @@ def test_a_busy_machine_is_waited_out_then_flagged(monkeypatch, one_thread):
     assert times == pytest.approx([10.0] * 12)  # no clean repeat at all: the thread's CPU time per repeat
 
 
+def test_the_pauses_between_attempts_come_from_the_environment(monkeypatch, one_thread):
+    busy = [(20, 10)] * 4
+    monkeypatch.delenv(protocols.CONTENTION_PAUSE_ENV, raising=False)
+    assert protocols.contention_pauses() == (1.0, 3.0)  # the default: 1 s, then 3 s
+    for text, pauses in [("0", [0.0, 0.0]), ("0.5, 2", [0.5, 2.0]), ("4,1,9", [4.0, 1.0])]:
+        monkeypatch.setenv(protocols.CONTENTION_PAUSE_ENV, text)
+        clock, run = _scripted(monkeypatch, [(10, 10)] + busy * 3, probes=[1.0] * 6)
+        protocols.time_cpu(run, get_protocol("cpu-latency", repeats=4, warmup=1))
+        assert clock.sleeps == pauses, text
+
+
+@pytest.mark.parametrize("text", ["soon", "1,-2", "nan", "1,,3", "inf"])
+def test_a_bad_pause_setting_is_one_error_line_before_any_command_runs(tmp_path, monkeypatch, text):
+    from typer.testing import CliRunner
+
+    from explore.cli import app
+
+    monkeypatch.setenv(protocols.CONTENTION_PAUSE_ENV, text)
+    result = CliRunner().invoke(app, ["study", "--space", "cga", "--out", str(tmp_path / "runs"), "--trials", "1"])
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: EXPLORE_CONTENTION_PAUSE_S = {text!r}: comma-separated seconds >= 0, e.g. 1,3"]
+    assert not (tmp_path / "runs").exists()
+
+
 def test_clean_repeats_rule():
     assert clean_repeats([10, 20, 10], [10, 10, 9.5]) == [10, 10]
     assert clean_repeats([10, 20], None) == [10, 20]  # several threads: cannot tell

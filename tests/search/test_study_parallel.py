@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 
 from explore.search import FAULTS_ENV, open_study, trials_frame
 from tests.study_helpers import (  # noqa: F401 - postgres_url is a fixture
@@ -20,6 +21,10 @@ from tests.study_helpers import (  # noqa: F401 - postgres_url is a fixture
     unique_name,
     write_space,
 )
+
+# These tests start several study processes at once: under pytest-xdist they run one after another
+# on one worker (`--dist loadgroup`), so that two of them never share the two cores.
+pytestmark = pytest.mark.xdist_group("study-processes")
 
 FAULTS_SCRIPT = Path(__file__).resolve().parents[1] / "tools" / "faults.py"
 
