@@ -212,12 +212,10 @@ def _two_workers(tmp_path, storage: str, name: str) -> None:
     assert len({t.user_attrs["config_hash"] for t in jobs if t.user_attrs.get("promotes") is None}) == 8
 
 
-@pytest.mark.xdist_group("study-processes")  # as tests/search/test_study_parallel.py
 def test_two_workers_on_a_journal_promote_each_job_once(tmp_path):
     _two_workers(tmp_path, str(tmp_path / "shared.log"), "w2")
 
 
-@pytest.mark.xdist_group("study-processes")  # as tests/search/test_study_parallel.py
 def test_two_workers_on_postgresql_promote_each_job_once(tmp_path, postgres_url):  # noqa: F811
     _two_workers(tmp_path, postgres_url, unique_name("sha2"))
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 import explore.evaluate as evaluate_module
@@ -19,13 +21,27 @@ from tests.study_helpers import FIXED_SPACE, TINY_ARGS, one_thread, tiny_setting
 runner = CliRunner()
 
 
+@pytest.fixture(scope="module")
+def built_table(tmp_path_factory):
+    """A table of the tiny space, for synthetic data's 3 channels and 10 classes, built once per module
+    (on one thread) and copied for each test by :func:`table`."""
+    folder = tmp_path_factory.mktemp("table")
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        build_table(str(write_space(folder, name="table_space.toml")), get_protocol("cpu-latency", repeats=2, warmup=1),
+                    folder / "table.json", archs=4, calibration=4, in_chans=3, num_classes=10, rounds=1)
+    finally:
+        torch.set_num_threads(old)
+    return folder
+
+
 @pytest.fixture
-def table(tmp_path, one_thread):  # noqa: F811
-    """A table of the tiny space, for synthetic data's 3 channels and 10 classes."""
-    path = tmp_path / "table.json"
-    build_table(str(write_space(tmp_path, name="table_space.toml")), get_protocol("cpu-latency", repeats=2, warmup=1),
-                path, archs=4, calibration=4, in_chans=3, num_classes=10, rounds=1)
-    return path
+def table(tmp_path, built_table, one_thread):  # noqa: F811
+    """The module's table, copied into this test's folder (as ``table.json``, its space beside it)."""
+    for name in ("table.json", "table_space.toml"):
+        shutil.copyfile(built_table / name, tmp_path / name)
+    return tmp_path / "table.json"
 
 
 def test_a_study_optimises_the_predicted_latency_and_times_nothing(tmp_path, table, monkeypatch):
