@@ -123,6 +123,9 @@ def compile_budget() -> int:
     Every generated model shares one ``forward``, and each compiled model adds one entry to that code's
     dynamo cache; past the limit dynamo runs the frame eagerly. The one entry spare absorbs a model that
     recompiled once; a measurement that ran eagerly anyway is refused (:func:`explore.measure.measure`).
+
+    Returns:
+        The number of compiled entries (models) per dynamo generation.
     """
     return max(1, int(torch._dynamo.config.recompile_limit) - 1)
 
@@ -153,7 +156,11 @@ def _compile_key(model: nn.Module, protocol: Protocol, device: torch.device, x: 
 
 def forget_runner(runner: Runner) -> None:
     """Drop a ``compile`` runner's model from the process's cache (after its measurement failed, e.g. out
-    of memory: a batch that did not fit is not measured again, and its copy of the model is freed)."""
+    of memory: a batch that did not fit is not measured again, and its copy of the model is freed).
+
+    Args:
+        runner: from :func:`prepare_runner` (other modes: nothing to drop).
+    """
     for key, entry in list(_COMPILED.items()):
         if entry.counter is runner.counter:
             del _COMPILED[key]
@@ -223,6 +230,15 @@ def prepare_runner(model: nn.Module, protocol: Protocol, device: torch.device, x
     copies, not their inputs). A
     reused forward times the model's weights as they were when it was first prepared (latency
     depends on the architecture and the protocol, not on weight values).
+
+    Args:
+        model: the model to time (copied: not changed; ``compile`` keeps a weak reference to it).
+        protocol: the protocol (mode, precision, memory format, compile backend).
+        device: its device, resolved.
+        x: the timed input (B, C, H, W), from :func:`explore.measure.protocols.make_input`.
+
+    Returns:
+        :class:`Runner`.
     """
     if protocol.mode == "compile":
         key = _compile_key(model, protocol, device, x)
