@@ -161,6 +161,29 @@ def test_compiles_made_elsewhere_count_towards_the_reset(monkeypatch):
     assert compiles.resets == 1 and result.compiled_graphs == 1
 
 
+@torch._dynamo.config.patch(recompile_limit=3)
+def test_rounds_of_more_compiled_models_than_a_generation_compile_each_once(monkeypatch):
+    """Three models, two per dynamo generation: the rounds run over groups of two (A B A B, then C C),
+    so each model compiles once instead of once per round; fused jobs keep one round-robin over all."""
+    from explore.measure import timing
+
+    compiles = _Compiles(monkeypatch)
+    protocol = _compile_protocol(figure="raw", img_size=8)
+    toys = [_Toy(w) for w in (3, 4, 5)]
+    seen = []
+    rounds = timing.time_rounds([(t, protocol) for t in toys], 2, on_measured=lambda done, total: seen.append(done))
+    assert len(compiles.counters) == 3 and compiles.graphs == 3 and compiles.resets == 1
+    assert [len(r) for r in rounds] == [2, 2, 2] and seen == list(range(1, 7))
+    assert all(m.compiled_calls >= max(2, protocol.warmup) + protocol.repeats for r in rounds for m in r)
+    order = []
+    monkeypatch.setattr(timing, "time_model", lambda model, p: order.append(toys.index(model)))
+    timing.time_rounds([(t, protocol) for t in toys], 2)
+    assert order == [0, 1, 0, 1, 2, 2]
+    order.clear()
+    timing.time_rounds([(t, dataclasses.replace(protocol, mode="fused")) for t in toys], 2)
+    assert order == [0, 1, 2, 0, 1, 2]
+
+
 def test_graph_counter_counts_graphs_and_calls():
     counter = GraphCounter("eager")
     fn = torch.compile(lambda x: torch.relu(x) + 1, backend=counter)
