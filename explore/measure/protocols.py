@@ -14,9 +14,10 @@ modes: ``eager`` (as built), ``fused`` (BatchNorm folded, the papers' deploy for
 (fused + ``torch.compile``, the compiled graphs counted: a pass that ran eagerly makes the measurement
 fail; a model measured again in the same process reuses its compiled forward, and dynamo is reset
 only when the models compiled since the last reset would reach its recompile limit, see
-:func:`explore.measure.runners.prepare_runner`) or ``cuda-graph`` (fused + CUDA-graph capture and replay). It warms up, then times ``repeats``
-runs and reports the median, the inter-quartile range and the coefficient of variation. The input
-is built on the device, in the protocol's precision and memory format.
+:func:`explore.measure.runners.prepare_runner`) or ``cuda-graph`` (fused + CUDA-graph capture and
+replay). It warms up, then times ``repeats`` runs and reports the median, the inter-quartile range
+and the coefficient of variation. The input is built on the device, in the protocol's precision and
+memory format.
 
 What "fp16 amp" casts: conv and linear weights and biases, and the attention-bias tables, are cast
 to fp16 once before timing (:func:`explore.measure.runners.cast_for_amp`), so the timed pass

@@ -144,7 +144,8 @@ def _dynamo_entries(model: nn.Module) -> int:
 def _structure(model: nn.Module) -> tuple[Any, ...]:
     """What a cached compiled forward must still match: the model's class and its tensors' names, shapes
     and dtypes (a model whose layers were replaced or resized since is compiled again)."""
-    return (type(model).__qualname__,) + tuple((name, tuple(t.shape), t.dtype) for name, t in model.state_dict().items())
+    tensors = tuple((name, tuple(t.shape), t.dtype) for name, t in model.state_dict().items())
+    return (type(model).__qualname__, *tensors)
 
 
 def _compile_key(model: nn.Module, protocol: Protocol, device: torch.device, x: torch.Tensor) -> tuple[Any, ...]:
