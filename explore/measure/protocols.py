@@ -11,10 +11,13 @@ protocol           device   batch  precision   memory format   unit, source
 
 Every protocol runs a copy of the model in eval mode under ``torch.inference_mode`` in one of four
 modes: ``eager`` (as built), ``fused`` (BatchNorm folded, the papers' deploy form), ``compile``
-(fused + ``torch.compile``, dynamo reset per model and the compiled graphs counted: a pass that ran eagerly makes the measurement
-fail) or ``cuda-graph`` (fused + CUDA-graph capture and replay). It warms up, then times ``repeats``
-runs and reports the median, the inter-quartile range and the coefficient of variation. The input
-is built on the device, in the protocol's precision and memory format.
+(fused + ``torch.compile``, the compiled graphs counted: a pass that ran eagerly makes the measurement
+fail; a model measured again in the same process reuses its compiled forward, and dynamo is reset
+only when the models compiled since the last reset would reach its recompile limit, see
+:func:`explore.measure.runners.prepare_runner`) or ``cuda-graph`` (fused + CUDA-graph capture and
+replay). It warms up, then times ``repeats`` runs and reports the median, the inter-quartile range
+and the coefficient of variation. The input is built on the device, in the protocol's precision and
+memory format.
 
 What "fp16 amp" casts: conv and linear weights and biases, and the attention-bias tables, are cast
 to fp16 once before timing (:func:`explore.measure.runners.cast_for_amp`), so the timed pass
@@ -58,7 +61,7 @@ from torch import nn
 from explore.device import is_out_of_memory, on_device, release_memory, resolve_device
 from explore.errors import ExploreError, OutOfMemory
 from explore.measure.fusion import fuse_batchnorm
-from explore.measure.runners import amp_dtype, host_bound_rule, prepare_runner, time_cuda
+from explore.measure.runners import Runner, amp_dtype, forget_runner, host_bound_rule, prepare_runner, time_cuda
 from explore.resources import write_atomically
 
 __all__ = [
@@ -243,8 +246,9 @@ class Measurement:
         oom_retries: how often the batch was halved.
         versions: library versions (torch, onnxruntime where used).
         compiled_graphs, compiled_calls: ``compile`` mode only: graphs dynamo compiled for this
-            model, and compiled-graph executions over all runs (at least one per run, or the
-            measurement raises).
+            model (when it was first measured in this process: a re-measurement reuses its compiled
+            forward), and compiled-graph executions over this measurement's runs (at least one per
+            run, or the measurement raises).
         contention_ratio, clean_share, attempts, contended: CPU only: how busy the machine was
             (:class:`Contention`); ``median_ms``, ``iqr_ms`` and ``cv`` are then of the clean
             repeats, or of the scaled ones when ``contended``.
@@ -792,8 +796,9 @@ def reference_model(img_size: int, in_chans: int) -> nn.Module:
 
 def _reference_protocol(protocol: Protocol, batch: int) -> Protocol:
     """The protocol the reference model runs in next to ``protocol``: the same, at the reference's input;
-    ``compile`` runs the reference ``fused`` (a compiled reference would be compiled again after every
-    candidate's dynamo reset, which costs more than timing the candidate)."""
+    ``compile`` runs the reference ``fused`` (a compiled reference would take one of the compiled forwards
+    between dynamo resets, :func:`explore.measure.runners.compile_budget`, and be compiled again after
+    each reset; its calibrations are of the fused reference)."""
     mode = "fused" if protocol.mode == "compile" else protocol.mode
     if protocol.reference_img_size is None and protocol.reference_in_chans is None:
         return dataclasses.replace(protocol, batch_size=batch, mode=mode)
@@ -1003,6 +1008,17 @@ def measure_batch(model: nn.Module, protocol: Protocol, device: torch.device, ba
         timed = time_cpu_paired(candidate, reference_run, protocol, calibration.median_ms if calibration else None)
         return Timed(timed.times, contention=timed.contention, pairing=_pairing(timed, calibration))
     assert runner is not None
+    try:
+        return _time_runner(runner, protocol, device, reference_run, calibration)
+    except BaseException:
+        forget_runner(runner)  # e.g. out of memory: that batch is not measured again; its model copy is freed
+        raise
+
+
+def _time_runner(runner: Runner, protocol: Protocol, device: torch.device, reference_run: Callable[[], Any] | None,
+                 calibration: ReferenceCalibration | None) -> Timed:
+    """Time a prepared runner (CUDA events or the paired CPU loop); ``compile`` must have run compiled code
+    in every pass of this measurement (a reused compiled forward compiles nothing and still counts its calls)."""
     if runner.counter is not None:  # compile: the first run compiles, the second must not
         protocol = dataclasses.replace(protocol, warmup=max(2, protocol.warmup))
     contention, pairing = None, None
@@ -1017,11 +1033,12 @@ def measure_batch(model: nn.Module, protocol: Protocol, device: torch.device, ba
     counter = runner.counter
     if counter is None:
         return Timed(times, host_ms, exec_ms, contention=contention, passes=passes, pairing=pairing)
-    if counter.graphs == 0 or counter.calls < runs:
+    calls = counter.calls - runner.calls_before
+    if counter.graphs == 0 or calls < runs:
         raise ExploreError("--mode", "compile",
-                           f"torch.compile ran {runs - counter.calls} of {runs} forward passes eagerly "
+                           f"torch.compile ran {runs - calls} of {runs} forward passes eagerly "
                            f"({counter.graphs} graphs compiled): the measurement would not be of compiled code")
-    return Timed(times, host_ms, exec_ms, counter.graphs, counter.calls, contention, passes, pairing)
+    return Timed(times, host_ms, exec_ms, counter.graphs, calls, contention, passes, pairing)
 
 
 def _pairing(timed: CpuTiming, calibration: ReferenceCalibration | None) -> Pairing | None:

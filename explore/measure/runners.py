@@ -13,6 +13,8 @@ import copy
 import math
 import statistics
 import time
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = ["HOST_BOUND_RATIO", "PAIR_TARGET_MS", "MAX_PASSES", "GraphCounter", "Runner", "CudaTiming",
            "prepare_runner", "cast_for_amp", "host_bound_rule", "launch_diagnosis", "passes_per_pair", "time_cuda",
-           "peak_memory_mib", "amp_dtype"]
+           "peak_memory_mib", "amp_dtype", "compile_budget", "forget_runner", "clear_compiled"]
 
 HOST_BOUND_RATIO = 0.8
 """A CUDA forward pass is host-bound when queueing it takes >= this share of its GPU time."""
@@ -84,11 +86,92 @@ class Runner:
 
     ``keep`` holds the model, the static input and, for ``cuda-graph``, the graph: a replayed
     graph reads and writes the memory of those tensors, which must outlive the timing loop.
+    ``compile``: ``counter`` counts the graphs and calls of the model's compiled forward since it
+    was first compiled, ``calls_before`` its calls before this runner was handed out (the calls of
+    this measurement are ``counter.calls - calls_before``), and ``reused`` says whether the
+    compiled forward came from the process's cache (:func:`prepare_runner`: nothing compiled again).
     """
 
     run: Callable[[], Any]
     keep: tuple[Any, ...]
     counter: GraphCounter | None = None
+    calls_before: int = 0
+    reused: bool = False
+
+
+@dataclass
+class _Compiled:
+    """A model's compiled forward kept for later measurements of the same model (:func:`prepare_runner`)."""
+
+    model: weakref.ReferenceType[nn.Module]
+    net: nn.Module
+    compiled: Callable[..., Any]
+    counter: GraphCounter
+
+
+_COMPILED: OrderedDict[tuple[Any, ...], _Compiled] = OrderedDict()
+"""The compiled forwards prepared since dynamo's last reset, least recently used first."""
+_COMPILED_SINCE_RESET = [0]
+"""Models compiled since :func:`prepare_runner` last reset dynamo (each adds one cache entry to the shared
+``forward``; forgotten ones too, their entries stay with dynamo until the reset)."""
+
+
+def compile_budget() -> int:
+    """Compiled forwards one code object may hold before ``compile`` mode resets dynamo:
+    ``torch._dynamo.config.recompile_limit`` - 1 (at least 1).
+
+    Every generated model shares one ``forward``, and each compiled model adds one entry to that code's
+    dynamo cache; past the limit dynamo runs the frame eagerly. The one entry spare absorbs a model that
+    recompiled once; a measurement that ran eagerly anyway is refused (:func:`explore.measure.measure`).
+
+    Returns:
+        The number of compiled entries (models) per dynamo generation.
+    """
+    return max(1, int(torch._dynamo.config.recompile_limit) - 1)
+
+
+def _dynamo_entries(model: nn.Module) -> int:
+    """Entries in dynamo's cache of ``type(model).forward`` (0 where torch does not tell): they count
+    compiles this module did not make, e.g. the proxy loop's ``torch.compile`` of a trained model."""
+    try:
+        from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+    except ImportError:  # a private helper: without it, the models counted here decide alone
+        return 0
+    code = getattr(getattr(type(model), "forward", None), "__code__", None)
+    return len(_debug_get_cache_entry_list(code)) if code is not None else 0
+
+
+def _structure(model: nn.Module) -> tuple[Any, ...]:
+    """What a cached compiled forward must still match: the model's class and its tensors' names, shapes
+    and dtypes (a model whose layers were replaced or resized since is compiled again)."""
+    tensors = tuple((name, tuple(t.shape), t.dtype) for name, t in model.state_dict().items())
+    return (type(model).__qualname__, *tensors)
+
+
+def _compile_key(model: nn.Module, protocol: Protocol, device: torch.device, x: torch.Tensor) -> tuple[Any, ...]:
+    fields = tuple(sorted((k, v) for k, v in protocol.key().items()
+                          if k not in ("name", "warmup", "repeats", "figure", "batch_size", "reference_img_size",
+                                       "reference_in_chans")))
+    return (id(model), _structure(model), fields, str(device), tuple(x.shape), x.stride(), x.dtype)
+
+
+def forget_runner(runner: Runner) -> None:
+    """Drop a ``compile`` runner's model from the process's cache (after its measurement failed, e.g. out
+    of memory: a batch that did not fit is not measured again, and its copy of the model is freed).
+
+    Args:
+        runner: from :func:`prepare_runner` (other modes: nothing to drop).
+    """
+    for key, entry in list(_COMPILED.items()):
+        if entry.counter is runner.counter:
+            del _COMPILED[key]
+
+
+def clear_compiled() -> None:
+    """Forget every cached compiled forward and reset dynamo (the next ``compile`` measurement compiles)."""
+    _COMPILED.clear()
+    _COMPILED_SINCE_RESET[0] = 0
+    torch._dynamo.reset()
 
 
 def cast_for_amp(net: nn.Module, dtype: torch.dtype | None) -> nn.Module:
@@ -130,11 +213,42 @@ def prepare_runner(model: nn.Module, protocol: Protocol, device: torch.device, x
     Every mode first runs the (fused) copy once eagerly, so that the attention-bias caches of
     :mod:`explore.nn.attention` are filled before ``torch.compile`` traces or a CUDA graph is
     captured: a cache written inside a traced forward would make dynamo guard on it and compile
-    each model twice. ``compile`` resets dynamo first, so that the compiled forwards of earlier
-    models (every generated model shares one ``forward``) do not count towards the recompile
-    limit, after which dynamo silently runs eager. With ``amp``, conv and linear parameters are
-    cast once (:func:`cast_for_amp`), not by autocast in every timed pass.
+    each model twice. With ``amp``, conv and linear parameters are cast once (:func:`cast_for_amp`),
+    not by autocast in every timed pass.
+
+    ``compile`` keeps, per process, the compiled forward of each model it prepared since dynamo's last
+    reset, keyed by the model object (held weakly), its structure (class, tensor names, shapes and
+    dtypes), the protocol's fields that change the compiled code (device, ``amp``, ``channels_last``,
+    mode, backend, threads) and the input's shape, strides and dtype. Measuring the same model again
+    (the rounds of :func:`explore.measure.time_rounds`, the end-of-study re-measurement) reuses it:
+    nothing is reset or compiled again, and ``x`` is passed to the compiled forward, which guards on
+    its shape, not its storage. A model not in the cache is compiled; before that, once
+    :func:`compile_budget` models were compiled here since the last reset, or the model's ``forward``
+    holds that many compiled entries (compiles made elsewhere, e.g. the proxy loop's, count too),
+    dynamo is reset and the cache emptied, so that the compiled forwards of earlier models (every
+    generated model shares one ``forward``) never reach the recompile limit, after which dynamo
+    silently runs eager. The cache therefore holds at most :func:`compile_budget` models (their fused
+    copies, not their inputs). A
+    reused forward times the model's weights as they were when it was first prepared (latency
+    depends on the architecture and the protocol, not on weight values).
+
+    Args:
+        model: the model to time (copied: not changed; ``compile`` keeps a weak reference to it).
+        protocol: the protocol (mode, precision, memory format, compile backend).
+        device: its device, resolved.
+        x: the timed input (B, C, H, W), from :func:`explore.measure.protocols.make_input`.
+
+    Returns:
+        :class:`Runner`.
     """
+    if protocol.mode == "compile":
+        key = _compile_key(model, protocol, device, x)
+        entry = _COMPILED.get(key)
+        if entry is not None and entry.model() is model:
+            _COMPILED.move_to_end(key)
+            return _compiled_runner(entry, protocol, device, x, reused=True)
+        if max(_COMPILED_SINCE_RESET[0], _dynamo_entries(model)) >= compile_budget():
+            clear_compiled()
     net = copy.deepcopy(model).eval()
     if protocol.mode != "eager":
         fuse_batchnorm(net)
@@ -150,15 +264,11 @@ def prepare_runner(model: nn.Module, protocol: Protocol, device: torch.device, x
     with torch.inference_mode(), autocast():
         net(x)  # fills the per-shape caches outside any trace or capture
     if protocol.mode == "compile":
-        torch._dynamo.reset()
         counter = GraphCounter(protocol.compile_backend)
-        compiled = torch.compile(net, backend=counter)
-
-        def forward_compiled() -> Any:
-            with torch.inference_mode(), autocast():
-                return compiled(x)
-
-        return Runner(forward_compiled, (net, compiled, x), counter)
+        entry = _Compiled(weakref.ref(model), net, torch.compile(net, backend=counter), counter)
+        _COMPILED[key] = entry
+        _COMPILED_SINCE_RESET[0] += 1
+        return _compiled_runner(entry, protocol, device, x, reused=False)
     if protocol.mode == "cuda-graph":
         static_x = x.clone()
         stream = torch.cuda.Stream(device)
@@ -177,6 +287,18 @@ def prepare_runner(model: nn.Module, protocol: Protocol, device: torch.device, x
             return net(x)
 
     return Runner(forward, (net, x))
+
+
+def _compiled_runner(entry: _Compiled, protocol: Protocol, device: torch.device, x: torch.Tensor,
+                     reused: bool) -> Runner:
+    amp = amp_dtype(protocol.amp)
+    compiled = entry.compiled
+
+    def forward_compiled() -> Any:
+        with torch.inference_mode(), torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            return compiled(x)
+
+    return Runner(forward_compiled, (entry.net, compiled, x), entry.counter, entry.counter.calls, reused)
 
 
 def host_bound_rule(host_ms: float, gpu_exec_ms: float, ratio: float = HOST_BOUND_RATIO) -> bool:

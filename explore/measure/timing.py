@@ -23,6 +23,7 @@ from torch import nn
 
 from explore.device import device_lock
 from explore.measure.protocols import CpuTiming, Measurement, Protocol, measure, measure_pair
+from explore.measure.runners import compile_budget
 
 __all__ = ["time_model", "time_pair", "time_rounds"]
 
@@ -63,6 +64,12 @@ def time_rounds(jobs: Sequence[tuple[nn.Module, Protocol]], rounds: int,
     (:func:`time_model`): a slow spell of a shared machine then falls on different jobs in different
     rounds instead of on all the repeats of one. Callers keep the fastest round of each job.
 
+    With a ``compile`` job among more jobs than one dynamo generation holds
+    (:func:`explore.measure.runners.compile_budget`), the rounds go round-robin over consecutive groups of
+    that many jobs, one group after the other: a group's models stay compiled from their first round to
+    their last (re-measuring a model compiles nothing), where a round over all the jobs would reset dynamo
+    and compile every model again in every round.
+
     Args:
         jobs: (model, protocol) pairs.
         rounds: rounds (>= 1).
@@ -75,10 +82,19 @@ def time_rounds(jobs: Sequence[tuple[nn.Module, Protocol]], rounds: int,
         DeviceError: as :func:`time_model`, as is ``ExploreError``.
     """
     results: list[list[Measurement]] = [[] for _ in jobs]
-    total = max(1, rounds) * len(jobs)
-    for r in range(max(1, rounds)):
-        for i, (model, protocol) in enumerate(jobs):
-            results[i].append(time_model(model, protocol))
-            if on_measured is not None:
-                on_measured(r * len(jobs) + i + 1, total)
+    rounds = max(1, rounds)
+    total = rounds * len(jobs)
+    group = len(jobs)
+    if any(protocol.mode == "compile" for _, protocol in jobs):
+        group = min(group, compile_budget())
+    done = 0
+    for first in range(0, len(jobs), max(1, group)):
+        members = range(first, min(len(jobs), first + max(1, group)))
+        for _ in range(rounds):
+            for i in members:
+                model, protocol = jobs[i]
+                results[i].append(time_model(model, protocol))
+                done += 1
+                if on_measured is not None:
+                    on_measured(done, total)
     return results

@@ -62,7 +62,8 @@ def remeasure_latencies(study: optuna.Study, device: Any,
     re-measured is rebuilt from its config once (trials of one architecture and protocol share one
     model and its figures), then measured ``rounds`` times with its own protocol
     (:func:`explore.measure.time_model`, under the device's exclusive lock), round-robin over the
-    trials, so a slow spell of the machine falls on different trials in different rounds instead of
+    trials (``compile``: over groups of trials that stay compiled together, :func:`explore.measure.time_rounds`),
+    so a slow spell of the machine falls on different trials in different rounds instead of
     on all the repeats of one. The fastest round is stored as the study attribute
     ``latency_remeasured:<number>`` and :func:`trials_frame` takes the lower of that and the trial's
     own figure (contention only slows a run down) and computes the front from it. Trials measured on

@@ -6,6 +6,8 @@ out) on logits upsampled bilinearly from the head's stride to the label size, as
 trains (arXiv:2205.14756 §4), and random horizontal flips of image and mask together. Quality is
 mean intersection over union over the classes (torchmetrics ``MulticlassJaccardIndex`` per class,
 then the mean; a class absent from both prediction and labels of the whole split does not count).
+Evaluation accumulates the split's confusion matrix on the device and reads it once, at the end (the
+same per-class IoU as torchmetrics' from it): no host sync per batch.
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ def miou(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> float:
         raise DataError("prediction", tuple(pred.shape), f"expected the labels' shape {tuple(target.shape)}")
     metric = _jaccard(num_classes, pred.device)
     metric.update(pred.long(), target.long())
-    return _mean_iou(metric)
+    return _mean_iou(metric.compute())
 
 
 def _jaccard(num_classes: int, device: torch.device):  # noqa: ANN202 - torchmetrics type
@@ -86,11 +88,35 @@ def _jaccard(num_classes: int, device: torch.device):  # noqa: ANN202 - torchmet
                                   zero_division=float("nan")).to(device)
 
 
-def _mean_iou(metric) -> float:  # noqa: ANN001 - torchmetrics type
+def _mean_iou(per_class: torch.Tensor) -> float:
     """The mean over classes of the per-class IoUs, classes absent from both (NaN) left out; percent."""
-    per_class = metric.compute().float()
-    score = torch.nanmean(per_class)
+    score = torch.nanmean(per_class.float())
     return 0.0 if torch.isnan(score) else 100.0 * float(score)
+
+
+def _class_iou(confmat: torch.Tensor) -> torch.Tensor:
+    """Per-class IoU (K,) of a confusion matrix (K, K) of (label, prediction) pixel counts: intersection /
+    union in float32, NaN for a class absent from both (what ``MulticlassJaccardIndex`` with
+    ``average="none"`` and ``zero_division=nan`` computes from the same matrix)."""
+    confmat = confmat.float()
+    hit = torch.diag(confmat)
+    union = confmat.sum(0) + confmat.sum(1) - hit
+    return torch.where(union > 0, hit / union.clamp(min=1), torch.full_like(hit, float("nan")))
+
+
+def _runs_channels_last(model: nn.Module) -> bool:
+    """Whether the model's convolutions hold channels_last weights (a 4-d parameter that is
+    channels_last and not contiguous; 1 x 1 and depthwise weights are both, so they do not tell)."""
+    return any(p.ndim == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+               for p in model.parameters())
+
+
+def _resident(split: SegmentationSplit, dev: torch.device) -> SegmentationSplit:
+    """``split`` held on a CUDA device for a run (batches then slice device memory, no pageable copy per
+    batch), or itself on the CPU."""
+    if dev.type == "cpu":
+        return split
+    return SegmentationSplit(split.images.to(dev), split.masks.to(dev))
 
 
 def _forward(model: nn.Module, x: torch.Tensor, size: tuple[int, int], num_classes: int) -> torch.Tensor:
@@ -104,39 +130,63 @@ def _forward(model: nn.Module, x: torch.Tensor, size: tuple[int, int], num_class
 def evaluate_segmentation(model: nn.Module, split: SegmentationSplit, data: SegmentationData, *,
                           batch_size: int = 16, device: str | torch.device = "cpu") -> tuple[float, float]:
     """(mIoU %, pixel accuracy %) of a segmentation model on a split (eval mode, no gradients; the
-    model's train/eval mode is restored).
+    model's train/eval mode is restored). The split is copied to a CUDA device once, not per batch;
+    the host reads the counts once, at the end.
+
+    Args:
+        model: maps float32 (B, C, H, W) to per-pixel logits (B, num_classes, H/s, W/s).
+        split: uint8 images (N, C, H, W) and masks (N, H, W).
+        data: the dataset (classes, input size, normalisation statistics).
+        batch_size: images per forward pass.
+        device: torch device string.
 
     Raises:
-        DataError: an empty split.
+        DataError: an empty split, or a mask label that is neither a class nor ``IGNORE_INDEX``.
     """
     if len(split) == 0:
         raise DataError("val", 0, "expected at least one image to evaluate on")
     dev = resolve_device(device)
     normalize = Normalizer(data.size[0], data.mean, data.std, dev)
-    return _evaluate(model, split, data, normalize, batch_size, dev, choose_precision(dev))
+    return _evaluate(model, _resident(split, dev), data, normalize, batch_size, dev, choose_precision(dev))
 
 
 def _evaluate(model: nn.Module, split: SegmentationSplit, data: SegmentationData, normalize: Normalizer,
               batch_size: int, dev: torch.device, precision: str) -> tuple[float, float]:
+    """:func:`evaluate_segmentation` with the run's normaliser and precision.
+
+    Every labelled pixel adds one to its (label, prediction) bin of a confusion matrix on the device
+    (``index_add_``; ignored pixels go to a spare bin, so no boolean indexing and no ``bincount``, which
+    reads its input's range on the host); mIoU and pixel accuracy come from that matrix, read once at the
+    end. The input is channels_last when the model's weights are.
+
+    Raises:
+        DataError: a label that is neither a class nor ``IGNORE_INDEX``.
+    """
     model.to(dev)
     was_training = model.training
     model.eval()
-    metric = _jaccard(data.num_classes, dev)
-    correct = torch.zeros((), dtype=torch.int64, device=dev)
-    labelled = torch.zeros((), dtype=torch.int64, device=dev)
+    k = data.num_classes
+    bins = torch.zeros(k * k + 2, dtype=torch.int64, device=dev)  # + ignored, + out-of-range labels
+    channels_last = _runs_channels_last(model)
     try:
         with torch.no_grad(), autocast(dev, precision):
             for start in range(0, len(split), batch_size):
                 x = normalize(split.images[start : start + batch_size].to(dev))
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
                 y = split.masks[start : start + batch_size].to(dev).long()
-                pred = _forward(model, x, y.shape[-2:], data.num_classes).argmax(1)
-                metric.update(pred, y)
-                valid = y != IGNORE_INDEX
-                correct += (pred[valid] == y[valid]).sum()
-                labelled += valid.sum()
+                pred = _forward(model, x, y.shape[-2:], k).argmax(1)
+                index = torch.where(y == IGNORE_INDEX, k * k, torch.where(y < k, y * k + pred, k * k + 1)).flatten()
+                bins.index_add_(0, index, torch.ones_like(index))
     finally:
         model.train(was_training)
-    return _mean_iou(metric), 100.0 * int(correct) / max(1, int(labelled))
+    counts = bins.cpu()
+    if int(counts[-1]):
+        raise DataError("masks", f"{int(counts[-1])} pixels",
+                        f"expected class indices in [0, {k}) or {IGNORE_INDEX} (ignored)")
+    confmat = counts[: k * k].view(k, k)
+    labelled = int(confmat.sum())
+    return _mean_iou(_class_iou(confmat)), 100.0 * int(torch.diag(confmat).sum()) / max(1, labelled)
 
 
 def train_segmentation(model: nn.Module, data: SegmentationData, *, recipe: ProxyRecipe = ProxyRecipe(),
@@ -159,7 +209,7 @@ def train_segmentation(model: nn.Module, data: SegmentationData, *, recipe: Prox
 
     Raises:
         ExploreError: a recipe field out of range, or a model whose output is not per-pixel logits.
-        DataError: an empty split.
+        DataError: an empty split, or a val mask label that is neither a class nor ``IGNORE_INDEX``.
         NonFiniteLossError: the loss became NaN or infinite.
     """
     recipe.validate()
@@ -174,6 +224,7 @@ def train_segmentation(model: nn.Module, data: SegmentationData, *, recipe: Prox
     # CUDA: hold the (uint8) scenes and masks on the GPU, so batches never cross the bus
     train_images = data.train.images.to(dev) if on_cuda else data.train.images
     train_masks = data.train.masks.to(dev) if on_cuda else data.train.masks
+    val = _resident(data.val, dev)  # likewise the split evaluated after every epoch
     normalize = Normalizer(data.size[0], data.mean, data.std, dev)
     model.to(dev)
     if on_cuda:
@@ -226,11 +277,11 @@ def train_segmentation(model: nn.Module, data: SegmentationData, *, recipe: Prox
         train_seconds += time.perf_counter() - t0
         if on_epoch_end is not None and len(losses) == steps_per_epoch:
             t1 = time.perf_counter()
-            score = _evaluate(model, data.val, data, normalize, recipe.eval_batch_size, dev, precision)[0]
+            score = _evaluate(model, val, data, normalize, recipe.eval_batch_size, dev, precision)[0]
             eval_seconds += time.perf_counter() - t1
             on_epoch_end(epoch, score)
     t1 = time.perf_counter()
-    final_miou, pixel_acc = _evaluate(model, data.val, data, normalize, recipe.eval_batch_size, dev, precision)
+    final_miou, pixel_acc = _evaluate(model, val, data, normalize, recipe.eval_batch_size, dev, precision)
     eval_seconds += time.perf_counter() - t1
     model.train()
     return SegmentationResult(miou=final_miou, pixel_acc=pixel_acc,

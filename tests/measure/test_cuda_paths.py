@@ -16,6 +16,7 @@ import torch
 
 from conftest import tiny_config
 import explore.measure.protocols as protocols
+import explore.measure.runners as runners
 from explore.device import device_lock, is_out_of_memory
 from explore.errors import ExploreError
 from explore.nn import build
@@ -59,6 +60,128 @@ def test_compile_that_ran_eagerly_is_refused(monkeypatch):
     with pytest.raises(ExploreError, match="eagerly"):
         for model in models:
             measure(model, protocol)
+
+
+class _Compiles:
+    """Counts dynamo resets and the graphs every GraphCounter of ``compile`` mode compiled."""
+
+    def __init__(self, monkeypatch):
+        self.resets, self.counters = 0, []
+        reset = torch._dynamo.reset
+        outer = self
+
+        def counting_reset():
+            outer.resets += 1
+            reset()
+
+        class Counting(runners.GraphCounter):
+            def __init__(self, backend="inductor"):
+                super().__init__(backend)
+                outer.counters.append(self)
+
+        monkeypatch.setattr(torch._dynamo, "reset", counting_reset)  # the module, not its config
+        monkeypatch.setattr(runners, "GraphCounter", Counting)
+        runners.clear_compiled()  # a known start: nothing cached, no models since the reset
+        self.resets = 0
+
+    @property
+    def graphs(self):
+        return sum(c.graphs for c in self.counters)
+
+
+def test_remeasuring_one_model_compiles_once(monkeypatch):
+    """Issue 27 item 11: rounds of one model reuse its compiled forward (no reset, no new graph), and
+    every round still runs compiled code in all its passes; a layer replaced in place since (the cache
+    is keyed by the model's structure too) is compiled again, not timed stale."""
+    compiles = _Compiles(monkeypatch)
+    protocol = _compile_protocol(figure="raw")
+    model = next(_models(1))
+    runs = max(2, protocol.warmup) + protocol.repeats
+    results = [measure(model, protocol) for _ in range(3)]
+    assert compiles.resets == 0 and len(compiles.counters) == 1 and compiles.graphs == 1
+    assert all(r.compiled_graphs == 1 and r.compiled_calls >= runs for r in results)
+    model.head.linear = torch.nn.Linear(model.head.linear.in_features, 5)
+    assert measure(model, protocol).compiled_graphs == 1
+    assert len(compiles.counters) == 2 and compiles.graphs == 2 and compiles.resets == 0
+
+
+def test_rounds_over_different_models_compile_each_once(monkeypatch):
+    """Two models measured round-robin: each compiles its own graph once, in the same dynamo
+    generation, and both rounds of both ran compiled code."""
+    from explore.measure.timing import time_rounds
+
+    compiles = _Compiles(monkeypatch)
+    protocol = _compile_protocol(figure="raw")
+    models = list(_models(2))
+    rounds = time_rounds([(m, protocol) for m in models], 2)
+    runs = max(2, protocol.warmup) + protocol.repeats
+    assert compiles.resets == 0 and len(compiles.counters) == 2
+    assert [c.graphs for c in compiles.counters] == [1, 1]
+    assert all(r.compiled_graphs == 1 and r.compiled_calls >= runs for per_model in rounds for r in per_model)
+
+
+@torch._dynamo.config.patch(recompile_limit=2)
+def test_dynamo_is_reset_before_the_recompile_limit(monkeypatch):
+    """recompile_limit 2: one model per dynamo generation (one entry spare); a new model resets dynamo
+    and empties the cache, so the first model compiles again, and none of them runs eagerly."""
+    compiles = _Compiles(monkeypatch)
+    protocol = _compile_protocol(figure="raw")
+    first, second = _models(2)
+    assert runners.compile_budget() == 1
+    measure(first, protocol)
+    measure(first, protocol)  # cached: nothing compiled, no reset
+    assert compiles.resets == 0 and compiles.graphs == 1
+    assert measure(second, protocol).compiled_graphs == 1 and compiles.resets == 1
+    again = measure(first, protocol)  # emptied by the reset: compiled again, for real
+    assert compiles.resets == 2 and again.compiled_graphs == 1 and compiles.graphs == 3
+    assert again.compiled_calls >= max(2, protocol.warmup) + protocol.repeats
+
+
+class _Toy(torch.nn.Module):
+    """A model that compiles in a fraction of a second; every instance shares one ``forward``."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.conv, self.fc = torch.nn.Conv2d(1, width, 3), torch.nn.Linear(width, 2)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).mean((2, 3)))
+
+
+@torch._dynamo.config.patch(recompile_limit=3)
+def test_compiles_made_elsewhere_count_towards_the_reset(monkeypatch):
+    """Compiled entries on the shared ``forward`` that measurement did not make (the proxy loop's
+    ``torch.compile`` of a trained model) also bring the reset forward: here three would leave no room,
+    and the measurement would run eagerly and be refused."""
+    compiles = _Compiles(monkeypatch)
+    x = torch.randn(2, 1, 8, 8)
+    for width in (3, 4, 5):
+        torch.compile(_Toy(width), backend=GraphCounter("eager"))(x)  # one entry each
+    result = measure(_Toy(6), _compile_protocol(figure="raw", img_size=8))
+    assert compiles.resets == 1 and result.compiled_graphs == 1
+
+
+@torch._dynamo.config.patch(recompile_limit=3)
+def test_rounds_of_more_compiled_models_than_a_generation_compile_each_once(monkeypatch):
+    """Three models, two per dynamo generation: the rounds run over groups of two (A B A B, then C C),
+    so each model compiles once instead of once per round; fused jobs keep one round-robin over all."""
+    from explore.measure import timing
+
+    compiles = _Compiles(monkeypatch)
+    protocol = _compile_protocol(figure="raw", img_size=8)
+    toys = [_Toy(w) for w in (3, 4, 5)]
+    seen = []
+    rounds = timing.time_rounds([(t, protocol) for t in toys], 2, on_measured=lambda done, total: seen.append(done))
+    assert len(compiles.counters) == 3 and compiles.graphs == 3 and compiles.resets == 1
+    assert [len(r) for r in rounds] == [2, 2, 2] and seen == list(range(1, 7))
+    assert all(m.compiled_calls >= max(2, protocol.warmup) + protocol.repeats for r in rounds for m in r)
+    order = []
+    monkeypatch.setattr(timing, "time_model", lambda model, p: order.append(toys.index(model)))
+    timing.time_rounds([(t, protocol) for t in toys], 2)
+    assert order == [0, 1, 0, 1, 2, 2]
+    order.clear()
+    timing.time_rounds([(t, dataclasses.replace(protocol, mode="fused")) for t in toys], 2)
+    assert order == [0, 1, 2, 0, 1, 2]
 
 
 def test_graph_counter_counts_graphs_and_calls():

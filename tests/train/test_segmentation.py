@@ -177,3 +177,122 @@ def test_cuda_segmentation_keeps_the_data_on_the_gpu_and_batches_loss_checks():
     with pytest.raises(NonFiniteLossError) as info:  # found at the batched check, named at its own step
         train_segmentation(NaNSeg(), data, recipe=recipe, device=dev)
     assert info.value.step == 0
+
+
+def _random_split(n: int, k: int, channels: int = 1, side: int = 12, seed: int = 0):
+    from explore.train.scenes import SegmentationSplit
+
+    gen = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, channels, side, side), generator=gen, dtype=torch.uint8)
+    masks = torch.randint(0, k - 1, (n, side, side), generator=gen).to(torch.uint8)  # class k - 1 never labelled
+    masks[torch.rand(masks.shape, generator=gen) < 0.15] = IGNORE_INDEX
+    return SegmentationSplit(images, masks)
+
+
+def _old_evaluation(model, split, data, batch_size):
+    """Issue 27 item 10's reference: the per-batch computation evaluation used before (torchmetrics updates,
+    boolean-mask pixel counts)."""
+    from explore.train.normalize import Normalizer
+    from explore.train.segment import _forward, _jaccard
+
+    normalize = Normalizer(data.size[0], data.mean, data.std, "cpu")
+    metric = _jaccard(data.num_classes, torch.device("cpu"))
+    correct = labelled = 0
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(split), batch_size):
+            x = normalize(split.images[start : start + batch_size])
+            y = split.masks[start : start + batch_size].long()
+            pred = _forward(model, x, y.shape[-2:], data.num_classes).argmax(1)
+            metric.update(pred, y)
+            valid = y != IGNORE_INDEX
+            correct += int((pred[valid] == y[valid]).sum())
+            labelled += int(valid.sum())
+    per_class = metric.compute().float()
+    score = torch.nanmean(per_class)
+    return (0.0 if torch.isnan(score) else 100.0 * float(score)), 100.0 * correct / max(1, labelled)
+
+
+def test_evaluation_equals_the_per_batch_torchmetrics_computation():
+    """Same mIoU and pixel accuracy as the old per-batch path, with ignored pixels, a class that is
+    neither labelled nor predicted, and a last batch shorter than the others."""
+    from explore.train.segment import evaluate_segmentation
+
+    k = 7
+    split = _random_split(5, k)
+    data = SegmentationData("t", split, split, k, 1, (0.4,), (0.3,))
+    for seed in range(3):
+        torch.manual_seed(seed)
+        model = TinySeg(k)
+        with torch.no_grad():
+            model.body[-1].bias[k - 2] = -1e4  # class k - 2: labelled, never predicted (IoU 0); k - 1: absent
+        assert evaluate_segmentation(model, split, data, batch_size=2) == _old_evaluation(model, split, data, 2)
+
+
+def test_evaluation_reads_the_host_once_whatever_the_batch_count():
+    """No host sync per batch: the ops that read a tensor on the host (``item``/``int``: aten
+    ``_local_scalar_dense``) or size an output by its data (boolean indexing's ``nonzero``,
+    ``masked_select``, ``bincount``, ``unique``) do not grow with the number of batches."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from explore.train.segment import evaluate_segmentation
+
+    syncing = {"_local_scalar_dense", "nonzero", "masked_select", "bincount", "_unique2", "unique_dim"}
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = func.overloadpacket.__name__
+            if name in syncing:
+                self.seen.append(name)
+            return func(*args, **(kwargs or {}))
+
+    k = 5
+    split = _random_split(6, k)
+    data = SegmentationData("t", split, split, k, 1, (0.4,), (0.3,))
+    model = TinySeg(k)
+    counts = []
+    for batch in (6, 1):  # one batch, six batches
+        with Ops() as ops:
+            evaluate_segmentation(model, split, data, batch_size=batch)
+        counts.append(sorted(ops.seen))
+    assert counts[0] == counts[1] and "nonzero" not in counts[0] and "bincount" not in counts[0]
+
+
+class _LayoutSeg(nn.Module):
+    """Records whether each input batch is channels_last (3 channels, so the two layouts differ)."""
+
+    def __init__(self, classes: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, classes, 3, padding=1)
+        self.layouts = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.layouts.append(x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous())
+        return self.conv(x)
+
+
+def test_a_channels_last_model_is_evaluated_on_channels_last_input():
+    from explore.train.segment import evaluate_segmentation
+
+    k = 4
+    split = _random_split(4, k, channels=3)
+    data = SegmentationData("t", split, split, k, 3, (0.4,) * 3, (0.3,) * 3)
+    plain = _LayoutSeg(k)
+    evaluate_segmentation(plain, split, data, batch_size=2)
+    nhwc = _LayoutSeg(k).to(memory_format=torch.channels_last)
+    evaluate_segmentation(nhwc, split, data, batch_size=2)
+    assert plain.layouts == [False, False] and nhwc.layouts == [True, True]
+
+
+def test_a_mask_label_out_of_range_is_refused():
+    from explore.train.segment import evaluate_segmentation
+
+    split = _random_split(2, 4)
+    split.masks[0, 0, 0] = 9
+    data = SegmentationData("t", split, split, 4, 1, (0.4,), (0.3,))
+    with pytest.raises(DataError, match="masks"):
+        evaluate_segmentation(TinySeg(4), split, data)
