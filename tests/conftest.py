@@ -16,12 +16,13 @@ needs_fashion_mnist = pytest.mark.skipif(
     reason="Debian package dataset-fashion-mnist is not installed (the README's test command installs it)",
 )
 
-# A contended CPU measurement is measured again at once rather than after 1 s and 3 s pauses, in this
-# process and in the `explore` processes the tests start (they inherit the environment): the suite
-# times tiny models and asserts no figure, and the pause-and-retry mechanism itself is tested with
-# fake clocks (tests/measure/test_contention.py counts the pauses). On a loaded machine the pauses
-# were 28 of a tiny 4-trial study's 74 s.
-os.environ.setdefault("EXPLORE_CONTENTION_PAUSE_S", "0")
+# A contended CPU measurement is flagged, not measured again after 1 s and 3 s pauses, in this process
+# and in the `explore` processes the tests start (they inherit the environment): the suite times tiny
+# models, asserts no figure, and its two xdist workers share the two cores, so most measurements are
+# "contended"; the pause-and-retry mechanism itself is tested with fake clocks
+# (tests/measure/test_contention.py sets the default back). The pauses alone were 28 of a tiny
+# 4-trial study's 74 s on a loaded machine.
+os.environ.setdefault("EXPLORE_CONTENTION_PAUSE_S", "none")
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 # Torch threads per test process: the 2-core machine's cores are shared out among pytest-xdist's
@@ -45,3 +46,20 @@ def tiny_config(**model_overrides) -> ArchConfig:
 @pytest.fixture
 def tiny() -> ArchConfig:
     return tiny_config()
+
+
+SLOWEST_FILES = (
+    "tests/cli/test_acceptance.py", "tests/search/test_study_parallel.py", "tests/cli/test_cli.py",
+    "tests/search/test_schedule.py", "tests/search/test_study_latency_table.py", "tests/search/test_study_faults.py",
+    "tests/measure/test_protocols.py", "tests/search/test_schedule_comparison.py",
+)
+"""Test files that take a minute or more (the `--durations` list of a CI log), collected first."""
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slowest files first (longest-first scheduling): pytest-xdist's `--dist loadfile` hands files
+    to its workers in collection order, and a long file handed out last leaves the other worker idle
+    at the end. The order inside a file is kept."""
+    rank = {name: i for i, name in enumerate(SLOWEST_FILES)}
+    root = config.rootpath
+    items.sort(key=lambda item: rank.get(item.path.relative_to(root).as_posix(), len(rank)))

@@ -387,33 +387,39 @@ RUN_SHARE = 0.9
 """A one-thread repeat is *clean* when the measuring thread ran (CPU time) for at least this share of
 its wall time: it was not preempted by another process."""
 CONTENTION_ATTEMPTS = 3
-"""Measurements of one model before a contended figure is accepted (with a pause between them)."""
+"""Measurements of one model before a contended figure is accepted, by default (a pause before each
+measurement after the first: :func:`contention_pauses`)."""
 CONTENTION_PAUSE_ENV = "EXPLORE_CONTENTION_PAUSE_S"
-"""Environment variable: the pauses (s) before the 2nd, 3rd, ... attempt of a contended measurement,
-comma-separated (default ``1,3``; the last one repeats). ``0`` measures again at once: the test suite
-sets it, because its measurements time tiny models and assert no figure."""
+"""Environment variable: the pauses (s) before each further attempt of a contended CPU measurement,
+comma-separated; their number is the number of further attempts (default ``1,3``: three attempts).
+``none`` measures once and flags a contended result without measuring again: the test suite sets it,
+because its measurements time tiny models, assert no figure, and share the two cores with its other
+worker (the retry mechanism itself is tested with fake clocks)."""
 _CONTENTION_PAUSE_S = (1.0, 3.0)
 
 
 def contention_pauses() -> tuple[float, ...]:
-    """The pauses (s) between attempts of a contended CPU measurement: ``$EXPLORE_CONTENTION_PAUSE_S``
-    (see :data:`CONTENTION_PAUSE_ENV`), else 1 s then 3 s.
+    """The pauses (s) before each further attempt of a contended CPU measurement:
+    ``$EXPLORE_CONTENTION_PAUSE_S`` (see :data:`CONTENTION_PAUSE_ENV`), else 1 s then 3 s (so
+    :data:`CONTENTION_ATTEMPTS` attempts in all).
 
     Returns:
-        One or more pauses (s), each >= 0.
+        The pauses (s), each >= 0; empty for ``none`` (one attempt).
 
     Raises:
-        ExploreError: field ``EXPLORE_CONTENTION_PAUSE_S``: not comma-separated seconds >= 0.
+        ExploreError: field ``EXPLORE_CONTENTION_PAUSE_S``: neither ``none`` nor comma-separated seconds >= 0.
     """
     text = os.environ.get(CONTENTION_PAUSE_ENV, "").strip()
     if not text:
         return _CONTENTION_PAUSE_S
+    if text.lower() == "none":
+        return ()
     try:
         pauses = tuple(float(part) for part in text.split(","))
     except ValueError:
         pauses = ()
     if not pauses or any(not (p >= 0.0 and p < float("inf")) for p in pauses):
-        raise ExploreError(CONTENTION_PAUSE_ENV, text, "comma-separated seconds >= 0, e.g. 1,3")
+        raise ExploreError(CONTENTION_PAUSE_ENV, text, "comma-separated seconds >= 0 (e.g. 1,3), or none")
     return pauses
 
 
@@ -651,7 +657,8 @@ def time_cpu(run: Callable[[], Any], protocol: Protocol) -> tuple[list[float], C
     out (contention only slows runs down). A fixed reference workload is timed just before and just
     after the repeats and compared with its baseline, which catches contention for caches and memory
     bandwidth too. A measurement that is not quiet (reference > :data:`CLEAN_RATIO` x baseline, or
-    fewer than half the repeats clean) is repeated after a pause, up to :data:`CONTENTION_ATTEMPTS`
+    fewer than half the repeats clean) is repeated after a pause (:func:`contention_pauses`), up to
+    :data:`CONTENTION_ATTEMPTS`
     times; the figures of the last attempt are then used and the result flagged ``contended``.
 
     Args:
@@ -713,6 +720,7 @@ def time_cpu_paired(run: Callable[[], Any], reference: Callable[[], Any] | None,
     one_thread = torch.get_num_threads() == 1
     baseline = probe.baseline_ms()
     need = max(2, (protocol.repeats + 1) // 2)
+    pauses = contention_pauses()
     attempt = 0
     pooled: list[tuple[float, float]] = []
     cpu_all: list[tuple[float, float]] = []
@@ -749,13 +757,12 @@ def time_cpu_paired(run: Callable[[], Any], reference: Callable[[], Any] | None,
         quiet = ratio <= CLEAN_RATIO and len(clean) >= need
         if quiet:
             used, share, contended = clean, len(clean) / len(walls), False
-        elif attempt >= CONTENTION_ATTEMPTS:
+        elif attempt > len(pauses):
             share = len(pooled) / (attempt * len(walls))
             used = pooled if len(pooled) >= min(3, need) or not one_thread else cpu_all
             contended = True
         else:
-            pauses = contention_pauses()
-            time.sleep(pauses[min(attempt - 1, len(pauses) - 1)])
+            time.sleep(pauses[attempt - 1])
             continue
         times = [a for a, _ in used]
         if reference is None:

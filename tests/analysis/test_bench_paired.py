@@ -47,6 +47,7 @@ def test_two_models_alternate_repeat_by_repeat(monkeypatch):
         def baseline_ms(self):
             return 1.0
 
+    monkeypatch.delenv(protocols.CONTENTION_PAUSE_ENV, raising=False)  # the default retries (the suite sets none)
     monkeypatch.setattr(protocols, "time", types.SimpleNamespace(perf_counter=lambda: now[0],
                                                                  thread_time=lambda: now[0], sleep=lambda s: None))
     monkeypatch.setattr(protocols, "reference_workload", lambda: Probe())

@@ -70,6 +70,7 @@ def test_preempted_repeats_are_left_out(monkeypatch, one_thread):
 
 
 def test_a_busy_machine_is_waited_out_then_flagged(monkeypatch, one_thread):
+    monkeypatch.delenv(protocols.CONTENTION_PAUSE_ENV, raising=False)  # the default: 1 s, then 3 s
     busy = [(20, 10)] * 4  # every repeat preempted
     quiet = [(10, 10)] * 4
     # warm-up 1; attempt 1 busy; attempt 2: reference slow (bandwidth contention) though runs clean; attempt 3 quiet
@@ -90,11 +91,13 @@ def test_the_pauses_between_attempts_come_from_the_environment(monkeypatch, one_
     busy = [(20, 10)] * 4
     monkeypatch.delenv(protocols.CONTENTION_PAUSE_ENV, raising=False)
     assert protocols.contention_pauses() == (1.0, 3.0)  # the default: 1 s, then 3 s
-    for text, pauses in [("0", [0.0, 0.0]), ("0.5, 2", [0.5, 2.0]), ("4,1,9", [4.0, 1.0])]:
+    # each pause is one more attempt; "none": measured once, flagged
+    for text, pauses in [("none", []), ("0", [0.0]), ("0.5, 2", [0.5, 2.0]), ("4,1,9", [4.0, 1.0, 9.0])]:
         monkeypatch.setenv(protocols.CONTENTION_PAUSE_ENV, text)
-        clock, run = _scripted(monkeypatch, [(10, 10)] + busy * 3, probes=[1.0] * 6)
-        protocols.time_cpu(run, get_protocol("cpu-latency", repeats=4, warmup=1))
+        clock, run = _scripted(monkeypatch, [(10, 10)] + busy * (len(pauses) + 1), probes=[1.0] * 8)
+        _, contention = protocols.time_cpu(run, get_protocol("cpu-latency", repeats=4, warmup=1))
         assert clock.sleeps == pauses, text
+        assert contention.contended and contention.attempts == len(pauses) + 1, text
 
 
 @pytest.mark.parametrize("text", ["soon", "1,-2", "nan", "1,,3", "inf"])
@@ -107,7 +110,7 @@ def test_a_bad_pause_setting_is_one_error_line_before_any_command_runs(tmp_path,
     result = CliRunner().invoke(app, ["study", "--space", "cga", "--out", str(tmp_path / "runs"), "--trials", "1"])
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines() == [
-        f"error: EXPLORE_CONTENTION_PAUSE_S = {text!r}: comma-separated seconds >= 0, e.g. 1,3"]
+        f"error: EXPLORE_CONTENTION_PAUSE_S = {text!r}: comma-separated seconds >= 0 (e.g. 1,3), or none"]
     assert not (tmp_path / "runs").exists()
 
 

@@ -57,6 +57,7 @@ class _QuietProbe:
 @pytest.fixture
 def machine(monkeypatch, tmp_path):
     monkeypatch.setenv("EXPLORE_CALIBRATION_FILE", str(tmp_path / "calibration.json"))  # not the machine's
+    monkeypatch.delenv(protocols.CONTENTION_PAUSE_ENV, raising=False)  # the default retries (the suite sets none)
     fake = _Machine()
     monkeypatch.setattr(protocols, "time", types.SimpleNamespace(perf_counter=fake.perf_counter,
                                                                  thread_time=fake.perf_counter, sleep=lambda s: None))

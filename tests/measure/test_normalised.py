@@ -53,6 +53,7 @@ def _rig(monkeypatch, candidate_ms: float, reference_ms: float, slow):
     ``reference_ms`` x slow(k), k counting every run of either; returns the clock and the call log."""
     clock = _Clock()
     calls: list[str] = []
+    monkeypatch.delenv(protocols.CONTENTION_PAUSE_ENV, raising=False)  # the default retries (the suite sets none)
     monkeypatch.setattr(protocols, "time", types.SimpleNamespace(perf_counter=clock.perf_counter,
                                                                  thread_time=clock.thread_time, sleep=clock.sleep))
     monkeypatch.setattr(protocols, "reference_workload", lambda: _QuietProbe())
