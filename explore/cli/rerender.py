@@ -6,7 +6,9 @@ re-renders every report under ``reports/`` and compares it with what is committe
 no longer follows from its data, or from today's code, fails there.
 
 Kinds with a renderer: ablation runs (``run.json`` naming a recipe, with ``variants.csv``,
-``training.csv``, ``measurements.csv``; :func:`explore.analysis.ablation.load_run`).
+``training.csv``, ``measurements.csv``; :func:`explore.analysis.ablation.load_run`); proxy-validity
+runs (``proxy_validity.csv`` beside ``proxy_validity.md``: the table, and the settings from the
+report's ``Command:`` line parsed by today's CLI, today's defaults for the options it does not give).
 """
 
 from __future__ import annotations
@@ -57,8 +59,67 @@ def _is_ablation(folder: Path) -> bool:
         return False
 
 
+_COMMAND = re.compile(r"^Command: `(.*)`$", re.M)
+
+
+def _command_line(markdown: Path) -> str:
+    """The command a report names on its ``Command:`` line (the proxy-validity reports' form of ``Made by:``)."""
+    found = _COMMAND.search(markdown.read_text(encoding="utf-8")) if markdown.exists() else None
+    if found is None:
+        raise ExploreError(markdown.name, str(markdown), "a report with a 'Command: `COMMAND`' line to keep")
+    return found.group(1)
+
+
+def _command_params(command: str, name: str) -> dict:
+    """The parameters (given, else today's defaults) of the stored ``explore NAME ...`` command line,
+    parsed by today's CLI without running it: the settings a report states and does not store elsewhere."""
+    import shlex
+
+    import typer.main
+
+    words = shlex.split(command)
+    if words[:2] != ["explore", name]:
+        raise ExploreError("command", command, f"an 'explore {name} ...' command line")
+    group = typer.main.get_command(app)
+    sub = group.get_command(None, name)  # type: ignore[attr-defined]
+    try:
+        with sub.make_context(name, words[2:], resilient_parsing=True) as ctx:
+            return dict(ctx.params)
+    except Exception as exc:  # click's usage errors: the stored line no longer parses
+        raise ExploreError("command", command, f"a command line today's 'explore {name}' parses ({exc})") from None
+
+
+def _proxy_validity(folder: Path, out: Path) -> list[Path]:
+    """A proxy-validity report (proxy_validity.md, .csv, .png): the stored per-architecture table, the
+    settings from its command line (with today's defaults for the options not given, e.g. lr)."""
+    import pandas as pd
+
+    from explore.analysis.proxy_validity import ProxyValidity
+    from explore.cli.options import BATCH_SIZE, DATA_ROOT, DATASET, DEVICE, MAX_TRAIN, MAX_VAL, SEED, given
+    from explore.evaluate import RunBudget
+    from explore.report import write_validity_report
+    from explore.stats import kendall_tau, spearman_rho
+
+    command = _command_line(folder / "proxy_validity.md")
+    params = _command_params(command, "validate-proxy")
+    budget = RunBudget(**given(params, DATASET, DATA_ROOT, MAX_TRAIN, MAX_VAL, BATCH_SIZE, DEVICE, SEED))
+    table = pd.read_csv(folder / "proxy_validity.csv")
+    meta = {"space": params["space"], "archs": params["archs"], "dataset": budget.dataset,
+            "max_train": budget.max_train, "max_val": budget.max_val, "batch_size": budget.batch_size,
+            "lr": budget.lr, "device": budget.device, "seed": budget.seed}
+    result = ProxyValidity(table, kendall_tau(table["short_top1"], table["long_top1"]),
+                           spearman_rho(table["short_top1"], table["long_top1"]), params["short_epochs"],
+                           params["long_epochs"], meta)
+    return write_validity_report(result, out, command)
+
+
+def _is_proxy_validity(folder: Path) -> bool:
+    return (folder / "proxy_validity.csv").exists() and (folder / "proxy_validity.md").exists()
+
+
 RENDERERS: dict[str, tuple[Callable[[Path], bool], Callable[[Path, Path], list[Path]]]] = {
     "ablation": (_is_ablation, _ablation),
+    "proxy validity": (_is_proxy_validity, _proxy_validity),
 }
 """Report kind -> (does a folder hold one, render it from ``folder`` into ``out``)."""
 
