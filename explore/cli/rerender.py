@@ -8,7 +8,8 @@ no longer follows from its data, or from today's code, fails there.
 Kinds with a renderer: ablation runs (``run.json`` naming a recipe, with ``variants.csv``,
 ``training.csv``, ``measurements.csv``; :func:`explore.analysis.ablation.load_run`); proxy-validity
 runs (``proxy_validity.csv`` beside ``proxy_validity.md``: the table, and the settings from the
-report's ``Command:`` line parsed by today's CLI, today's defaults for the options it does not give).
+report's ``Command:`` line parsed by today's CLI, today's defaults for the options it does not give);
+``explore bench`` ours-vs-timm runs (one ``bench_<protocol>_<device>.csv`` with its ``.md``).
 """
 
 from __future__ import annotations
@@ -117,9 +118,44 @@ def _is_proxy_validity(folder: Path) -> bool:
     return (folder / "proxy_validity.csv").exists() and (folder / "proxy_validity.md").exists()
 
 
+def _bench_csv(folder: Path) -> Path | None:
+    """The one ``bench_<protocol>_<device>.csv`` of an ``explore bench`` (ours vs timm) report, with its ``.md``."""
+    found = [p for p in sorted(folder.glob("bench_*.csv")) if p.with_suffix(".md").exists()]
+    return found[0] if len(found) == 1 else None
+
+
+def _bench_models(folder: Path, out: Path) -> list[Path]:
+    """An ``explore bench`` report (ours vs timm: ``bench_<protocol>_<device>.csv`` and ``.md``): the
+    stored rows as written (a column with no value at all was a column of None: no figure there)."""
+    import pandas as pd
+
+    from explore.report import write_bench_models
+
+    csv = _bench_csv(folder)
+    assert csv is not None  # _is_bench_models said so
+    command = _command_line(csv.with_suffix(".md"))
+    frame = pd.read_csv(csv)
+    for column in frame.columns[frame.isna().all()]:
+        frame[column] = pd.Series([None] * len(frame), dtype=object)
+    protocols = frame["protocol"].unique().tolist()
+    if len(protocols) != 1:
+        raise ExploreError("protocol", ", ".join(map(str, protocols)), f"one protocol in {csv}")
+    path = write_bench_models(frame, out, protocols[0], command)
+    return [path.with_suffix(".md"), path]
+
+
+def _is_bench_models(folder: Path) -> bool:
+    csv = _bench_csv(folder)
+    if csv is None:
+        return False
+    header = csv.read_text(encoding="utf-8").split("\n", 1)[0].split(",")
+    return {"model", "protocol", "ours_img_s", "timm_img_s", "device"} <= set(header)
+
+
 RENDERERS: dict[str, tuple[Callable[[Path], bool], Callable[[Path, Path], list[Path]]]] = {
     "ablation": (_is_ablation, _ablation),
     "proxy validity": (_is_proxy_validity, _proxy_validity),
+    "bench (ours vs timm)": (_is_bench_models, _bench_models),
 }
 """Report kind -> (does a folder hold one, render it from ``folder`` into ``out``)."""
 
