@@ -83,11 +83,12 @@ def _command_params(command: str, name: str) -> dict:
         raise ExploreError("command", command, f"an 'explore {name} ...' command line")
     group = typer.main.get_command(app)
     sub = group.get_command(None, name)  # type: ignore[attr-defined]
-    try:
-        with sub.make_context(name, words[2:], resilient_parsing=True) as ctx:
+    try:  # parsed strictly: an option renamed or removed since is an error, not a silent default
+        with sub.make_context(name, words[2:]) as ctx:
             return dict(ctx.params)
-    except Exception as exc:  # click's usage errors: the stored line no longer parses
-        raise ExploreError("command", command, f"a command line today's 'explore {name}' parses ({exc})") from None
+    except Exception as exc:  # the parser's usage errors (typer's own copy of click's exceptions)
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        raise ExploreError("command", command, f"a command line today's 'explore {name}' parses ({message})") from None
 
 
 def _proxy_validity(folder: Path, out: Path) -> list[Path]:

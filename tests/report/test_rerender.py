@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from explore.cli import app
-from explore.cli.rerender import report_kind
+from explore.cli.rerender import RENDERERS, report_kind
 
 REPORTS = Path(__file__).resolve().parents[2] / "reports"
 FOLDERS = sorted(p for p in REPORTS.iterdir() if p.is_dir())
@@ -49,6 +49,12 @@ def test_the_reports_without_a_renderer_are_exactly_these():
     assert len(RENDERABLE) >= 14  # the ablation, proxy-validity and bench reports
 
 
+def test_no_two_kinds_claim_one_folder():
+    for folder in FOLDERS:
+        claims = [kind for kind, (holds, _) in RENDERERS.items() if holds(folder)]
+        assert len(claims) <= 1, (folder.name, claims)
+
+
 def test_a_folder_without_a_renderer_is_one_error_line(tmp_path):
     result = runner.invoke(app, ["rerender", str(REPORTS / "attention_scaling"), "--out", str(tmp_path)])
     assert result.exit_code == 1
@@ -56,3 +62,17 @@ def test_a_folder_without_a_renderer_is_one_error_line(tmp_path):
     assert not any(tmp_path.iterdir())
     result = runner.invoke(app, ["rerender", str(tmp_path / "missing")])
     assert result.exit_code == 1 and "no such report folder" in result.output
+
+
+def test_a_proxy_validity_command_line_that_no_longer_parses_is_one_error_line(tmp_path):
+    folder = tmp_path / "report"
+    folder.mkdir()
+    source = REPORTS / "proxy_validity_cga_cpu_1v5"
+    (folder / "proxy_validity.csv").write_text((source / "proxy_validity.csv").read_text(encoding="utf-8"))
+    text = (source / "proxy_validity.md").read_text(encoding="utf-8")
+    (folder / "proxy_validity.md").write_text(text.replace("--archs 12", "--no-such-option 12"), encoding="utf-8")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["rerender", str(folder), "--out", str(out)])
+    assert result.exit_code == 1
+    assert "error:" in result.output and "no-such-option" in result.output
+    assert not out.exists()
