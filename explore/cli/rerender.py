@@ -6,7 +6,10 @@ re-renders every report under ``reports/`` and compares it with what is committe
 no longer follows from its data, or from today's code, fails there.
 
 Kinds with a renderer: ablation runs (``run.json`` naming a recipe, with ``variants.csv``,
-``training.csv``, ``measurements.csv``; :func:`explore.analysis.ablation.load_run`).
+``training.csv``, ``measurements.csv``; :func:`explore.analysis.ablation.load_run`); proxy-validity
+runs (``proxy_validity.csv`` beside ``proxy_validity.md``: the table, and the settings from the
+report's ``Command:`` line parsed by today's CLI, today's defaults for the options it does not give);
+``explore bench`` ours-vs-timm runs (one ``bench_<protocol>_<device>.csv`` with its ``.md``).
 """
 
 from __future__ import annotations
@@ -57,8 +60,103 @@ def _is_ablation(folder: Path) -> bool:
         return False
 
 
+_COMMAND = re.compile(r"^Command: `(.*)`$", re.M)
+
+
+def _command_line(markdown: Path) -> str:
+    """The command a report names on its ``Command:`` line (the proxy-validity reports' form of ``Made by:``)."""
+    found = _COMMAND.search(markdown.read_text(encoding="utf-8")) if markdown.exists() else None
+    if found is None:
+        raise ExploreError(markdown.name, str(markdown), "a report with a 'Command: `COMMAND`' line to keep")
+    return found.group(1)
+
+
+def _command_params(command: str, name: str) -> dict:
+    """The parameters (given, else today's defaults) of the stored ``explore NAME ...`` command line,
+    parsed by today's CLI without running it: the settings a report states and does not store elsewhere."""
+    import shlex
+
+    import typer.main
+
+    words = shlex.split(command)
+    if words[:2] != ["explore", name]:
+        raise ExploreError("command", command, f"an 'explore {name} ...' command line")
+    group = typer.main.get_command(app)
+    sub = group.get_command(None, name)  # type: ignore[attr-defined]
+    try:  # parsed strictly: an option renamed or removed since is an error, not a silent default
+        with sub.make_context(name, words[2:]) as ctx:
+            return dict(ctx.params)
+    except Exception as exc:  # the parser's usage errors (typer's own copy of click's exceptions)
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        raise ExploreError("command", command, f"a command line today's 'explore {name}' parses ({message})") from None
+
+
+def _proxy_validity(folder: Path, out: Path) -> list[Path]:
+    """A proxy-validity report (proxy_validity.md, .csv, .png): the stored per-architecture table, the
+    settings from its command line (with today's defaults for the options not given, e.g. lr)."""
+    import pandas as pd
+
+    from explore.analysis.proxy_validity import ProxyValidity
+    from explore.cli.options import BATCH_SIZE, DATA_ROOT, DATASET, DEVICE, MAX_TRAIN, MAX_VAL, SEED, given
+    from explore.evaluate import RunBudget
+    from explore.report import write_validity_report
+    from explore.stats import kendall_tau, spearman_rho
+
+    command = _command_line(folder / "proxy_validity.md")
+    params = _command_params(command, "validate-proxy")
+    budget = RunBudget(**given(params, DATASET, DATA_ROOT, MAX_TRAIN, MAX_VAL, BATCH_SIZE, DEVICE, SEED))
+    table = pd.read_csv(folder / "proxy_validity.csv")
+    meta = {"space": params["space"], "archs": params["archs"], "dataset": budget.dataset,
+            "max_train": budget.max_train, "max_val": budget.max_val, "batch_size": budget.batch_size,
+            "lr": budget.lr, "device": budget.device, "seed": budget.seed}
+    result = ProxyValidity(table, kendall_tau(table["short_top1"], table["long_top1"]),
+                           spearman_rho(table["short_top1"], table["long_top1"]), params["short_epochs"],
+                           params["long_epochs"], meta)
+    return write_validity_report(result, out, command)
+
+
+def _is_proxy_validity(folder: Path) -> bool:
+    return (folder / "proxy_validity.csv").exists() and (folder / "proxy_validity.md").exists()
+
+
+def _bench_csv(folder: Path) -> Path | None:
+    """The one ``bench_<protocol>_<device>.csv`` of an ``explore bench`` (ours vs timm) report, with its ``.md``."""
+    found = [p for p in sorted(folder.glob("bench_*.csv")) if p.with_suffix(".md").exists()]
+    return found[0] if len(found) == 1 else None
+
+
+def _bench_models(folder: Path, out: Path) -> list[Path]:
+    """An ``explore bench`` report (ours vs timm: ``bench_<protocol>_<device>.csv`` and ``.md``): the
+    stored rows as written (a column with no value at all was a column of None: no figure there)."""
+    import pandas as pd
+
+    from explore.report import write_bench_models
+
+    csv = _bench_csv(folder)
+    assert csv is not None  # _is_bench_models said so
+    command = _command_line(csv.with_suffix(".md"))
+    frame = pd.read_csv(csv)
+    for column in frame.columns[frame.isna().all()]:
+        frame[column] = pd.Series([None] * len(frame), dtype=object)
+    protocols = frame["protocol"].unique().tolist()
+    if len(protocols) != 1:
+        raise ExploreError("protocol", ", ".join(map(str, protocols)), f"one protocol in {csv}")
+    path = write_bench_models(frame, out, protocols[0], command)
+    return [path.with_suffix(".md"), path]
+
+
+def _is_bench_models(folder: Path) -> bool:
+    csv = _bench_csv(folder)
+    if csv is None:
+        return False
+    header = csv.read_text(encoding="utf-8").split("\n", 1)[0].split(",")
+    return {"model", "protocol", "ours_img_s", "timm_img_s", "device"} <= set(header)
+
+
 RENDERERS: dict[str, tuple[Callable[[Path], bool], Callable[[Path, Path], list[Path]]]] = {
     "ablation": (_is_ablation, _ablation),
+    "proxy validity": (_is_proxy_validity, _proxy_validity),
+    "bench (ours vs timm)": (_is_bench_models, _bench_models),
 }
 """Report kind -> (does a folder hold one, render it from ``folder`` into ``out``)."""
 
