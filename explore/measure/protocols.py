@@ -434,8 +434,8 @@ class Contention:
             that ran without preemption
             (thread CPU time >= :data:`RUN_SHARE` x wall time; 1.0 with several threads, where this
             cannot be told).
-        attempts: measurements made (a contended one is repeated after a pause, up to
-            :data:`CONTENTION_ATTEMPTS`).
+        attempts: measurements made (a contended one is repeated after each pause of
+            :func:`contention_pauses`: :data:`CONTENTION_ATTEMPTS` by default).
         contended: True when no attempt was quiet with at least half of its repeats clean, or
             (paired) when the pair ratios spread more than :data:`SPREAD_LIMIT` or the reference
             model ran more than :data:`SLOWDOWN_LIMIT` x its calibration (bandwidth contention,
@@ -657,9 +657,9 @@ def time_cpu(run: Callable[[], Any], protocol: Protocol) -> tuple[list[float], C
     out (contention only slows runs down). A fixed reference workload is timed just before and just
     after the repeats and compared with its baseline, which catches contention for caches and memory
     bandwidth too. A measurement that is not quiet (reference > :data:`CLEAN_RATIO` x baseline, or
-    fewer than half the repeats clean) is repeated after a pause (:func:`contention_pauses`), up to
-    :data:`CONTENTION_ATTEMPTS`
-    times; the figures of the last attempt are then used and the result flagged ``contended``.
+    fewer than half the repeats clean) is repeated after each pause of :func:`contention_pauses`
+    (:data:`CONTENTION_ATTEMPTS` attempts by default); the figures of the last attempt are then used and
+    the result flagged ``contended``.
 
     Args:
         run: one forward pass.

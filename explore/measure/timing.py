@@ -87,11 +87,11 @@ def time_rounds(jobs: Sequence[tuple[nn.Module, Protocol]], rounds: int,
     group = len(jobs)
     if any(protocol.mode == "compile" for _, protocol in jobs):
         group = min(group, compile_budget())
+    group = max(1, group)
     done = 0
-    for first in range(0, len(jobs), max(1, group)):
-        members = range(first, min(len(jobs), first + max(1, group)))
+    for first in range(0, len(jobs), group):
         for _ in range(rounds):
-            for i in members:
+            for i in range(first, min(len(jobs), first + group)):
                 model, protocol = jobs[i]
                 results[i].append(time_model(model, protocol))
                 done += 1
