@@ -9,19 +9,26 @@ Kinds with a renderer: ablation runs (``run.json`` naming a recipe, with ``varia
 ``training.csv``, ``measurements.csv``; :func:`explore.analysis.ablation.load_run`); proxy-validity
 runs (``proxy_validity.csv`` beside ``proxy_validity.md``: the table, and the settings from the
 report's ``Command:`` line parsed by today's CLI, today's defaults for the options it does not give);
-``explore bench`` ours-vs-timm runs (one ``bench_<protocol>_<device>.csv`` with its ``.md``).
+``explore bench`` ours-vs-timm runs (one ``bench_<protocol>_<device>.csv`` with its ``.md``); study
+reports of ``explore report`` (``summary.md``, ``trials.csv`` and ``study.json``: the study's settings
+and the command; ``front_seeds.csv`` and ``supernet_front.csv`` where the study has them), rendered
+without the Optuna storage. Study reports written before ``study.json`` existed have no renderer:
+``explore report`` writes them again from the storage.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Callable, Optional
+from typing import TYPE_CHECKING, Annotated, Callable, Optional
 
 import typer
 
 from explore.cli.common import app, console, fail
 from explore.errors import ExploreError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["rerender", "rerender_folder", "report_kind", "RENDERERS"]
 
@@ -153,10 +160,141 @@ def _is_bench_models(folder: Path) -> bool:
     return {"model", "protocol", "ours_img_s", "timm_img_s", "device"} <= set(header)
 
 
+_INT_TEXT = re.compile(r"-?[0-9]+\Z")
+
+
+def _written(column: pd.Series) -> str:
+    """How ``DataFrame.to_csv`` writes one column (its cells, quoted as in a whole table)."""
+    return column.to_frame("c").to_csv(index=False, header=False)
+
+
+def _cell(text: str) -> object:
+    """One CSV cell as the value that is written back as the same text: None for an empty cell, a
+    bool, int or float where its text is that value's ``str``, else the text."""
+    if text == "":
+        return None
+    if text in ("True", "False"):
+        return text == "True"
+    if _INT_TEXT.match(text) and str(int(text)) == text:
+        return int(text)
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    return value if value == value and str(value) == text else text
+
+
+def _column_as_written(texts: list[str]) -> pd.Series:
+    """A column of CSV cells as the dtype ``to_csv`` writes back as the same cells.
+
+    Tried in order, the first that writes back identically wins: no value at all -> float NaN (the
+    empty figures of trials that did not complete, and text columns of no value: the report only
+    asks them ``notna``/``dropna``); only ``True``/``False`` -> bool (object with None where cells are
+    empty: ``latency_contended`` of pruned trials); only integers -> int64 (object with None where
+    empty: written without ``.0``); only numbers -> float64 with NaN (floats are written by ``repr``,
+    so they read back exactly); else each cell by :func:`_cell`; else the text itself.
+    """
+    import pandas as pd
+
+    raw = pd.Series(texts, dtype=object)
+    want = _written(raw)
+    empty = [t == "" for t in texts]
+    full = [t for t in texts if t != ""]
+
+    def typed() -> pd.Series:
+        if not full:
+            return pd.Series([float("nan")] * len(texts), dtype=float)
+        if set(full) <= {"True", "False"}:
+            return pd.Series([None if e else t == "True" for t, e in zip(texts, empty)],
+                             dtype=object if any(empty) else bool)
+        if all(_INT_TEXT.match(t) for t in full):
+            return pd.Series([None if e else int(t) for t, e in zip(texts, empty)],
+                             dtype=object if any(empty) else "int64")
+        return pd.Series([float("nan") if e else float(t) for t, e in zip(texts, empty)], dtype=float)
+
+    def per_cell() -> pd.Series:
+        cells = [_cell(t) for t in texts]
+        text_only = all(c is None or isinstance(c, str) for c in cells)
+        return pd.Series(cells) if text_only else pd.Series(cells, dtype=object)
+
+    for make in (typed, per_cell):
+        try:
+            candidate = make()
+        except (ValueError, OverflowError):  # text that is no number; an integer beyond int64
+            continue
+        if _written(candidate) == want:
+            return candidate
+    return raw
+
+
+def _read_as_written(path: Path) -> pd.DataFrame:
+    """A CSV that ``DataFrame.to_csv(index=False)`` wrote, read back as a frame that writes the same
+    bytes again, with the dtypes the report code asks of it (:func:`_column_as_written`).
+
+    Raises:
+        ExploreError: field named by the file: not a CSV table, or one that does not read back as written.
+    """
+    import pandas as pd
+
+    try:
+        text = path.read_text(encoding="utf-8")
+        if not text.strip():
+            return pd.DataFrame()  # the table of a study without trials (to_csv writes one empty line)
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    except ValueError as exc:  # not UTF-8, or not a CSV table (pandas' ParserError)
+        raise ExploreError(path.name, str(path), f"a CSV table ({str(exc).strip()})") from None
+    frame = pd.DataFrame({name: _column_as_written(raw[name].tolist()) for name in raw.columns})
+    if list(frame.columns) != list(raw.columns) or frame.to_csv(index=False) != text:
+        raise ExploreError(path.name, str(path), "a table that reads back as explore report wrote it "
+                                                 "(edited by hand, or written by another tool?)")
+    return frame
+
+
+def _study_stored(path: Path) -> tuple[str, dict]:
+    """The command and the study meta that a study report's ``study.json`` stores.
+
+    Raises:
+        ExploreError: field ``study.json``: not JSON, or not ``{"command": str, "meta": {...}}``.
+    """
+    import json
+
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ExploreError("study.json", str(path), f"a JSON file ({exc})") from None
+    if not isinstance(stored, dict) or not isinstance(stored.get("command"), str) \
+            or not isinstance(stored.get("meta"), dict):
+        raise ExploreError("study.json", str(path), 'a {"command": "explore report ...", "meta": {...}} object')
+    return stored["command"], stored["meta"]
+
+
+def _study(folder: Path, out: Path) -> list[Path]:
+    """A study report of ``explore report`` (summary.md, trials.csv, pareto.png, study.json; front_seeds.csv
+    and .png, supernet_front.csv where stored): the stored tables as written, the settings and the command
+    from ``study.json``, Kendall τ of a supernet front computed again from its two columns."""
+    from explore.report import write_report
+    from explore.stats import kendall_tau
+
+    command, meta = _study_stored(folder / "study.json")
+    frame = _read_as_written(folder / "trials.csv")
+    front = _read_as_written(folder / "front_seeds.csv") if (folder / "front_seeds.csv").exists() else None
+    alone = _read_as_written(folder / "supernet_front.csv") if (folder / "supernet_front.csv").exists() else None
+    if alone is not None and not alone.empty:
+        alone.attrs["kendall_tau"] = kendall_tau(alone["inherited top-1 (%)"], alone["stand-alone top-1 (%)"])
+    paths = write_report(frame, out, meta, command, front, alone)
+    return [p for p in (paths.markdown, paths.csv, paths.png, paths.front_csv, paths.front_png,
+                        paths.supernet_front_csv, paths.study_json) if p is not None]
+
+
+def _is_study(folder: Path) -> bool:
+    return all((folder / name).exists() for name in ("summary.md", "trials.csv", "study.json"))
+
+
 RENDERERS: dict[str, tuple[Callable[[Path], bool], Callable[[Path, Path], list[Path]]]] = {
     "ablation": (_is_ablation, _ablation),
     "proxy validity": (_is_proxy_validity, _proxy_validity),
     "bench (ours vs timm)": (_is_bench_models, _bench_models),
+    "study": (_is_study, _study),
 }
 """Report kind -> (does a folder hold one, render it from ``folder`` into ``out``)."""
 

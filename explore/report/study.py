@@ -2,13 +2,16 @@
 
 Works from :func:`explore.search.trials_frame` and the study's stored settings
 (:func:`explore.search.study_meta`), never from live models. The tables are computed first,
-then drawn.
+then drawn. ``study.json`` beside the summary keeps the settings and the command line, so that
+``explore rerender`` can write the report again from the folder alone (no Optuna storage).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -20,13 +23,14 @@ from explore.report.common import accuracy_name, fmt, pyplot, save_figure, table
 __all__ = [
     "ReportPaths", "metric_label", "pareto_table", "state_counts", "latency_description", "dataset_line", "pareto_figure",
     "plot_pareto", "front_seeds_block", "plot_front_seeds", "supernet_front_block", "schedule_table", "schedule_block", "render_markdown",
-    "write_report",
+    "portable_meta", "write_report",
 ]
 
 
 @dataclass(frozen=True)
 class ReportPaths:
-    """Files written by :func:`write_report` (``front_csv``, ``front_png``: only with front seeds)."""
+    """Files written by :func:`write_report` (``front_csv``, ``front_png``: only with front seeds;
+    ``study_json``: the settings and command the report was rendered from)."""
 
     csv: Path
     png: Path
@@ -34,6 +38,7 @@ class ReportPaths:
     front_csv: Path | None = None
     front_png: Path | None = None
     supernet_front_csv: Path | None = None
+    study_json: Path | None = None
 
 
 def _figure_sentence(frame: pd.DataFrame) -> str:
@@ -158,6 +163,35 @@ def _shown_path(path: Any) -> str:
     if not p.is_absolute():
         return p.as_posix()
     return f"{p.parent.name}/{p.name}" if p.parent.name == "search_spaces" else p.name
+
+
+_ABSOLUTE_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*:///)(/.*)$")
+"""A storage URL naming an absolute file (``sqlite:////home/me/runs/cga/study.db``)."""
+
+
+def _portable(value: Any) -> Any:
+    """A stored setting as a report may keep it: an absolute path (or a URL of an absolute file)
+    by :func:`_shown_path`'s rule, anything else as it is (so the rule is idempotent)."""
+    if not isinstance(value, str):
+        return value
+    if value.startswith("/"):
+        return _shown_path(value)
+    url = _ABSOLUTE_URL.match(value)
+    return f"{url.group(1)}{_shown_path(url.group(2))}" if url else value
+
+
+def portable_meta(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The study's meta (:func:`explore.search.study_meta`) as a report keeps it in ``study.json``
+    and renders it: plain JSON values (tuples become lists), ``space_file`` as the summary shows it
+    and no absolute path among the settings (``--space``, ``--out``, ``--data-root``, ``--storage``,
+    ``--supernet``, ... given as absolute paths keep their file name, see :func:`_shown_path`).
+    Applying it again changes nothing."""
+    portable = dict(meta)
+    if portable.get("space_file"):
+        portable["space_file"] = _shown_path(portable["space_file"])
+    if isinstance(portable.get("settings"), Mapping):
+        portable["settings"] = {key: _portable(value) for key, value in portable["settings"].items()}
+    return json.loads(json.dumps(portable))
 
 
 def pareto_figure(frame: pd.DataFrame, title: str, latency_label: str = "latency (ms)",
@@ -402,21 +436,26 @@ def render_markdown(frame: pd.DataFrame, meta: Mapping[str, Any], command: str,
         fails = frame.loc[frame["state"] == "FAIL", ["number", "fail_reason"]].dropna()
         if not fails.empty:
             lines += ["## Failed trials", "", table_block(fails)]
-    lines += ["Files: `trials.csv` (every trial, every attribute), `pareto.png` (the front).", ""]
+    lines += ["Files: `trials.csv` (every trial, every attribute), `pareto.png` (the front), `study.json` (the "
+              "settings above and this command: `explore rerender` writes the report again from these files).", ""]
     return "\n".join(lines)
 
 
 def write_report(frame: pd.DataFrame, out_dir: Path, meta: Mapping[str, Any], command: str,
                  front: pd.DataFrame | None = None, supernet_front: pd.DataFrame | None = None) -> ReportPaths:
-    """Write ``trials.csv``, ``pareto.png`` and ``summary.md`` into ``out_dir`` (created if needed),
-    with a non-empty ``front``, ``front_seeds.csv`` and ``front_seeds.png``, and with a non-empty
-    ``supernet_front``, ``supernet_front.csv``.
+    """Write ``trials.csv``, ``pareto.png``, ``summary.md`` and ``study.json`` into ``out_dir``
+    (created if needed), with a non-empty ``front``, ``front_seeds.csv`` and ``front_seeds.png``,
+    and with a non-empty ``supernet_front``, ``supernet_front.csv``.
+
+    ``study.json`` is ``{"command": command, "meta": portable_meta(meta)}`` (:func:`portable_meta`;
+    the summary and plots are rendered from that same meta), which with the CSVs is all
+    ``explore rerender`` needs to write the report again.
 
     Args:
         frame: the trials table.
         out_dir: target folder.
         meta: study name, space and settings (see :func:`explore.search.study_meta`).
-        command: the command line that made the report (written into the summary).
+        command: the command line that made the report (written into the summary and ``study.json``).
         front: the front re-trained with common seeds
             (:func:`explore.search.front_seeds.front_table`), or None.
         supernet_front: a ``--supernet`` study's front trained on its own
@@ -426,10 +465,11 @@ def write_report(frame: pd.DataFrame, out_dir: Path, meta: Mapping[str, Any], co
         The paths written.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
+    meta = portable_meta(meta)
     with_front = front is not None and not front.empty
     paths = ReportPaths(out_dir / "trials.csv", out_dir / "pareto.png", out_dir / "summary.md",
                         out_dir / "front_seeds.csv" if with_front else None,
-                        out_dir / "front_seeds.png" if with_front else None)
+                        out_dir / "front_seeds.png" if with_front else None, study_json=out_dir / "study.json")
     frame.to_csv(paths.csv, index=False)
     unit, timed = latency_description(frame, meta.get("settings", {}) or {})
     metric = metric_label(meta.get("settings"))
@@ -444,4 +484,6 @@ def write_report(frame: pd.DataFrame, out_dir: Path, meta: Mapping[str, Any], co
         paths = dataclasses.replace(paths, supernet_front_csv=out_dir / "supernet_front.csv")
         supernet_front.to_csv(paths.supernet_front_csv, index=False)
     paths.markdown.write_text(render_markdown(frame, meta, command, front, supernet_front), encoding="utf-8")
+    paths.study_json.write_text(json.dumps({"command": command, "meta": meta}, indent=2, ensure_ascii=False) + "\n",
+                                encoding="utf-8")
     return paths

@@ -156,9 +156,10 @@ def test_study_report_holds_no_absolute_path_and_names_its_data(tmp_path, monkey
     assert study.user_attrs["space_file"] == "space.toml"
     assert study.user_attrs["dataset_info"]["num_classes"] == 10
     folder = tmp_path / "runs" / "t" / "report"
-    for name in ("summary.md", "trials.csv"):
+    for name in ("summary.md", "trials.csv", "study.json"):  # study.json: the settings explore rerender reads
         text = (folder / name).read_text()
         assert str(tmp_path) not in text and not _ABSOLUTE.search(text), (name, _ABSOLUTE.search(text))
+    assert json.loads((folder / "study.json").read_text())["meta"]["settings"]["space"] == "space.toml"
     summary = (folder / "summary.md").read_text()
     assert "(space.toml)" in summary and "- data: 10 classes (class0" in summary
     # the stored relative path still finds the space from another folder (as explore importance reads it)
