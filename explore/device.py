@@ -18,10 +18,13 @@ from collections.abc import Iterator
 
 import torch
 
-from explore.errors import DeviceError
+from explore.errors import DeviceError, ExploreError
 
 __all__ = ["resolve_device", "on_device", "is_out_of_memory", "is_sticky_cuda_error", "release_memory", "device_lock",
-           "lock_path"]
+           "lock_path", "lock_dir", "LOCK_DIR_ENV"]
+
+LOCK_DIR_ENV = "EXPLORE_LOCK_DIR"
+"""Environment variable naming the folder of the device locks (default: the temporary folder)."""
 
 _OOM_PATTERNS = re.compile(
     r"out of memory|CUDNN_STATUS_ALLOC_FAILED|CUBLAS_STATUS_ALLOC_FAILED|CUBLAS_STATUS_NOT_INITIALIZED|CUSOLVER_STATUS_ALLOC_FAILED|"
@@ -131,11 +134,33 @@ def release_memory() -> None:
         torch.cuda.empty_cache()
 
 
+def lock_dir() -> str:
+    """The folder of the device locks: ``$EXPLORE_LOCK_DIR``, else the temporary folder, so that every
+    ``explore`` process of the machine meets at the same locks. Processes given different folders do
+    not wait for each other (the test suite gives each of its pytest-xdist workers its own: it times
+    tiny models and asserts no figure, and its two workers would otherwise take turns on the CPU lock).
+
+    Raises:
+        ExploreError: field ``EXPLORE_LOCK_DIR``: set, but not an existing folder.
+    """
+    folder = os.environ.get(LOCK_DIR_ENV)
+    if not folder:
+        return tempfile.gettempdir()
+    if not os.path.isdir(folder):
+        raise ExploreError(LOCK_DIR_ENV, folder, "an existing folder for the device locks (or unset: the temporary folder)")
+    return folder
+
+
 def lock_path(device: torch.device | str) -> str:
-    """The lock file of a physical device: one per CUDA index, one for the CPU (machine-wide)."""
+    """The lock file of a physical device: one per CUDA index, one for the CPU (machine-wide), in
+    :func:`lock_dir`.
+
+    Raises:
+        ExploreError: ``$EXPLORE_LOCK_DIR`` is not an existing folder.
+    """
     dev = torch.device(device)
     name = f"cuda{dev.index if dev.index is not None else 0}" if dev.type == "cuda" else dev.type
-    return os.path.join(tempfile.gettempdir(), f"explore-{name}.lock")
+    return os.path.join(lock_dir(), f"explore-{name}.lock")
 
 
 @contextlib.contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import warnings
 
 import pytest
@@ -23,6 +24,14 @@ needs_fashion_mnist = pytest.mark.skipif(
 # (tests/measure/test_contention.py sets the default back). The pauses alone were 28 of a tiny
 # 4-trial study's 74 s on a loaded machine.
 os.environ.setdefault("EXPLORE_CONTENTION_PAUSE_S", "none")
+
+# Device locks per pytest-xdist worker: measurement waits for training under a machine-wide lock
+# (explore.device.device_lock), so the two workers' studies would take turns on the CPU; the suite
+# asserts no latency figure, and the lock itself is tested inside one worker (tests/measure/test_cuda_paths.py).
+if os.environ.get("PYTEST_XDIST_WORKER") and not os.environ.get("EXPLORE_LOCK_DIR"):
+    _LOCKS = os.path.join(tempfile.gettempdir(), f"explore-locks-{os.environ['PYTEST_XDIST_WORKER']}")
+    os.makedirs(_LOCKS, exist_ok=True)
+    os.environ["EXPLORE_LOCK_DIR"] = _LOCKS
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 # Torch threads per test process: the 2-core machine's cores are shared out among pytest-xdist's

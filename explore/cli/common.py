@@ -37,10 +37,12 @@ def fail(exc: Exception) -> typer.Exit:
 def _check_environment() -> None:
     """Settings read from the environment are checked before any command runs (one ``error:`` line,
     nothing written), not when a measurement first uses them."""
+    from explore.device import lock_dir
     from explore.measure.protocols import contention_pauses
 
     try:
         contention_pauses()
+        lock_dir()
     except ExploreError as exc:
         raise fail(exc) from None
 

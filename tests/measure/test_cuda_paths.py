@@ -17,7 +17,7 @@ import torch
 from conftest import tiny_config
 import explore.measure.protocols as protocols
 import explore.measure.runners as runners
-from explore.device import device_lock, is_out_of_memory
+from explore.device import LOCK_DIR_ENV, device_lock, is_out_of_memory, lock_path
 from explore.errors import ExploreError
 from explore.nn import build
 from explore.measure import GraphCounter, get_protocol, host_bound_rule, measure
@@ -254,10 +254,40 @@ def test_default_latency_mode_by_device():
     assert StudySettings(device="cuda", latency_mode="compile").resolved_latency_mode == "compile"
 
 
+def test_the_locks_live_in_one_folder_per_machine_unless_told_otherwise(tmp_path, monkeypatch):
+    monkeypatch.delenv(LOCK_DIR_ENV, raising=False)
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "t"))
+    (tmp_path / "t").mkdir()
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)  # tempfile caches its folder; None makes it read TMPDIR again
+    assert lock_path("cpu") == str(tmp_path / "t" / "explore-cpu.lock")
+    assert lock_path("cuda:1") == str(tmp_path / "t" / "explore-cuda1.lock")
+    monkeypatch.setenv(LOCK_DIR_ENV, str(tmp_path))
+    assert lock_path("cpu") == str(tmp_path / "explore-cpu.lock")
+    monkeypatch.setenv(LOCK_DIR_ENV, str(tmp_path / "missing"))
+    with pytest.raises(ExploreError, match="EXPLORE_LOCK_DIR"):
+        lock_path("cpu")
+
+
+def test_a_lock_folder_that_does_not_exist_is_one_error_line_before_any_command_runs(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from explore.cli import app
+
+    monkeypatch.setenv(LOCK_DIR_ENV, str(tmp_path / "missing"))
+    result = CliRunner().invoke(app, ["study", "--space", "cga", "--out", str(tmp_path / "runs"), "--trials", "1"])
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: EXPLORE_LOCK_DIR = {str(tmp_path / 'missing')!r}: an existing folder for the device locks (or unset: "
+        "the temporary folder)"]
+    assert not (tmp_path / "runs").exists()
+
+
 def test_measure_waits_for_training_on_the_same_device(tmp_path, monkeypatch):
     """The exclusive (measure) lock is granted only after the shared (train) lock is released, and a
     trainer arriving while a measurement waits queues behind it."""
-    monkeypatch.setattr("tempfile.gettempdir", lambda: str(tmp_path))
+    monkeypatch.setenv(LOCK_DIR_ENV, str(tmp_path))
     events = []
     training = threading.Event()
 
