@@ -11,9 +11,11 @@ runs (``proxy_validity.csv`` beside ``proxy_validity.md``: the table, and the se
 report's ``Command:`` line parsed by today's CLI, today's defaults for the options it does not give);
 ``explore bench`` ours-vs-timm runs (one ``bench_<protocol>_<device>.csv`` with its ``.md``); study
 reports of ``explore report`` (``summary.md``, ``trials.csv`` and ``study.json``: the study's settings
-and the command; ``front_seeds.csv`` and ``supernet_front.csv`` where the study has them), rendered
-without the Optuna storage. Study reports written before ``study.json`` existed have no renderer:
-``explore report`` writes them again from the storage.
+and the command; ``supernet_front.csv`` where the study has one; ``front_seeds.csv`` computed again
+from ``trials.csv`` and ``front_seed_runs.csv``, the runs of the front re-trained with common seeds),
+rendered without the Optuna storage. Study reports written before ``study.json`` existed have no
+renderer, and one with ``front_seeds.csv`` but without ``front_seed_runs.csv`` (written before the
+runs were stored beside it) is refused: ``explore report`` writes them again from the storage.
 """
 
 from __future__ import annotations
@@ -269,21 +271,36 @@ def _study_stored(path: Path) -> tuple[str, dict]:
 
 
 def _study(folder: Path, out: Path) -> list[Path]:
-    """A study report of ``explore report`` (summary.md, trials.csv, pareto.png, study.json; front_seeds.csv
-    and .png, supernet_front.csv where stored): the stored tables as written, the settings and the command
-    from ``study.json``, Kendall τ of a supernet front computed again from its two columns."""
+    """A study report of ``explore report`` (summary.md, trials.csv, pareto.png, study.json; front_seeds.csv,
+    front_seed_runs.csv and front_seeds.png, supernet_front.csv where stored): the stored tables as written,
+    the settings and the command from ``study.json``, the front re-trained with common seeds computed again
+    (:func:`explore.search.front_seeds.front_table` of ``trials.csv`` and ``front_seed_runs.csv``), Kendall τ
+    of a supernet front computed again from its two columns.
+
+    Raises:
+        ExploreError: field ``front_seed_runs.csv``: ``front_seeds.csv`` without the runs it was computed
+            from (its intervals are not recomputable from the folder), or runs that do not read as
+            (trial, seed, top-1); the errors of :func:`_study_stored` and :func:`_read_as_written`.
+    """
     from explore.report import write_report
+    from explore.search.front_seeds import front_table, runs_of_table
     from explore.stats import kendall_tau
 
     command, meta = _study_stored(folder / "study.json")
+    runs_csv = folder / "front_seed_runs.csv"
+    if (folder / "front_seeds.csv").exists() and not runs_csv.exists():
+        raise ExploreError("front_seed_runs.csv", str(runs_csv), "the runs beside front_seeds.csv (trial, seed, "
+                           "top-1 per run): without them the front's intervals are not recomputable from the folder, "
+                           "so the report cannot be rendered again; 'explore report' writes both from the study's storage")
     frame = _read_as_written(folder / "trials.csv")
-    front = _read_as_written(folder / "front_seeds.csv") if (folder / "front_seeds.csv").exists() else None
+    runs_table = _read_as_written(runs_csv) if runs_csv.exists() else None
+    front = front_table(frame, runs_of_table(runs_table, runs_csv.name)) if runs_table is not None else None
     alone = _read_as_written(folder / "supernet_front.csv") if (folder / "supernet_front.csv").exists() else None
     if alone is not None and not alone.empty:
         alone.attrs["kendall_tau"] = kendall_tau(alone["inherited top-1 (%)"], alone["stand-alone top-1 (%)"])
-    paths = write_report(frame, out, meta, command, front, alone)
-    return [p for p in (paths.markdown, paths.csv, paths.png, paths.front_csv, paths.front_png,
-                        paths.supernet_front_csv, paths.study_json) if p is not None]
+    paths = write_report(frame, out, meta, command, front, alone, front_seed_runs=runs_table)
+    return [p for p in (paths.markdown, paths.csv, paths.png, paths.front_csv, paths.front_runs_csv,
+                        paths.front_png, paths.supernet_front_csv, paths.study_json) if p is not None]
 
 
 def _is_study(folder: Path) -> bool:

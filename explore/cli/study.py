@@ -23,11 +23,12 @@ __all__ = ["study", "run_study_command", "report", "write_study_report"]
 def write_study_report(study_ref: str, storage: Optional[str], out_dir: Path,
                        front_seeds: Optional[int] = None):  # noqa: ANN201 - ReportPaths
     """Write the report of a stored study (``trials.csv``, ``pareto.png``, ``summary.md``, and the
-    front's common-seed runs where the study stores any) with the ``explore report`` command that
-    remakes it (password masked; ``--front-seeds`` where it was given)."""
+    front's common-seed runs where the study stores any: ``front_seeds.csv`` computed from the rows
+    of ``front_seed_runs.csv``) with the ``explore report`` command that remakes it (password
+    masked; ``--front-seeds`` where it was given)."""
     from explore.report import write_report
     from explore.search import mask_password, open_study, study_meta, trials_frame
-    from explore.search.front_seeds import front_runs, front_table
+    from explore.search.front_seeds import front_runs_table, front_table, runs_of_table
     from explore.search.inherited import supernet_front_runs, supernet_front_table
 
     study_obj = open_study(study_ref, storage)
@@ -35,11 +36,13 @@ def write_study_report(study_ref: str, storage: Optional[str], out_dir: Path,
                            [("--storage", mask_password(storage) if storage else None), ("--out", str(out_dir)),
                             ("--front-seeds", front_seeds)])
     frame = trials_frame(study_obj)
-    runs = front_runs(study_obj)
+    runs_table = front_runs_table(study_obj)  # written beside the front table: its figures come from these rows
+    runs = runs_of_table(runs_table)
     front = front_table(frame, runs) if runs and len(study_obj.directions) > 1 else None
     alone = supernet_front_runs(study_obj)
     supernet_front = supernet_front_table(frame, alone) if alone else None
-    return write_report(frame, out_dir, study_meta(study_obj), command, front, supernet_front)
+    return write_report(frame, out_dir, study_meta(study_obj), command, front, supernet_front,
+                        front_seed_runs=runs_table)
 
 
 def _print_pareto(frame, metric: str = "top-1 (%)") -> None:  # noqa: ANN001 - DataFrame
@@ -302,4 +305,5 @@ def report(
         out_dir = Path("reports") / safe_name(study_obj.study_name)
     paths = write_study_report(study, storage, out_dir, front_seeds)
     console.print(f"wrote {paths.markdown}\nwrote {paths.png}\nwrote {paths.csv}"
-                  + (f"\nwrote {paths.front_csv}\nwrote {paths.front_png}" if paths.front_csv else ""))
+                  + (f"\nwrote {paths.front_csv}\nwrote {paths.front_runs_csv}\nwrote {paths.front_png}"
+                     if paths.front_csv else ""))

@@ -29,8 +29,8 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ReportPaths:
-    """Files written by :func:`write_report` (``front_csv``, ``front_png``: only with front seeds;
-    ``study_json``: the settings and command the report was rendered from)."""
+    """Files written by :func:`write_report` (``front_csv``, ``front_runs_csv``, ``front_png``: only
+    with front seeds; ``study_json``: the settings and command the report was rendered from)."""
 
     csv: Path
     png: Path
@@ -39,6 +39,7 @@ class ReportPaths:
     front_png: Path | None = None
     supernet_front_csv: Path | None = None
     study_json: Path | None = None
+    front_runs_csv: Path | None = None
 
 
 def _figure_sentence(frame: pd.DataFrame) -> str:
@@ -269,7 +270,8 @@ def front_seeds_block(front: pd.DataFrame) -> list[str]:
         "",
         table_block(shown),
         f"{kept} of {len(front)} front members distinguishable (the fastest by latency alone). "
-        "Files: `front_seeds.csv`, `front_seeds.png`.",
+        "Files: `front_seeds.csv` (the table's figures, unrounded), `front_seed_runs.csv` (every run it is computed from: "
+        "trial, seed, top-1 (%), training seconds, threads), `front_seeds.png`.",
         "",
     ]
 
@@ -442,14 +444,17 @@ def render_markdown(frame: pd.DataFrame, meta: Mapping[str, Any], command: str,
 
 
 def write_report(frame: pd.DataFrame, out_dir: Path, meta: Mapping[str, Any], command: str,
-                 front: pd.DataFrame | None = None, supernet_front: pd.DataFrame | None = None) -> ReportPaths:
+                 front: pd.DataFrame | None = None, supernet_front: pd.DataFrame | None = None, *,
+                 front_seed_runs: pd.DataFrame | None = None) -> ReportPaths:
     """Write ``trials.csv``, ``pareto.png``, ``summary.md`` and ``study.json`` into ``out_dir``
-    (created if needed), with a non-empty ``front``, ``front_seeds.csv`` and ``front_seeds.png``,
-    and with a non-empty ``supernet_front``, ``supernet_front.csv``.
+    (created if needed), with a non-empty ``front``, ``front_seeds.csv``, ``front_seed_runs.csv``
+    (``front_seed_runs``: the runs the front table is computed from) and ``front_seeds.png``, and
+    with a non-empty ``supernet_front``, ``supernet_front.csv``.
 
     ``study.json`` is ``{"command": command, "meta": portable_meta(meta)}`` (:func:`portable_meta`;
     the summary and plots are rendered from that same meta), which with the CSVs is all
-    ``explore rerender`` needs to write the report again.
+    ``explore rerender`` needs to write the report again: the front table is computed again from
+    ``trials.csv`` and ``front_seed_runs.csv``.
 
     Args:
         frame: the trials table.
@@ -460,16 +465,26 @@ def write_report(frame: pd.DataFrame, out_dir: Path, meta: Mapping[str, Any], co
             (:func:`explore.search.front_seeds.front_table`), or None.
         supernet_front: a ``--supernet`` study's front trained on its own
             (:func:`explore.search.inherited.supernet_front_table`), or None.
+        front_seed_runs: the runs ``front`` was computed from, one row per (trial, seed)
+            (:func:`explore.search.front_seeds.front_runs_table`); required with a non-empty ``front``.
 
     Returns:
         The paths written.
+
+    Raises:
+        ValueError: a non-empty ``front`` without ``front_seed_runs`` (its figures would not be
+            recomputable from the folder); nothing is written.
     """
+    with_front = front is not None and not front.empty
+    if with_front and (front_seed_runs is None or front_seed_runs.empty):
+        raise ValueError("write_report: a front re-trained with common seeds needs front_seed_runs (the runs it is "
+                         "computed from), so that front_seeds.csv can be computed again from the folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     meta = portable_meta(meta)
-    with_front = front is not None and not front.empty
     paths = ReportPaths(out_dir / "trials.csv", out_dir / "pareto.png", out_dir / "summary.md",
                         out_dir / "front_seeds.csv" if with_front else None,
-                        out_dir / "front_seeds.png" if with_front else None, study_json=out_dir / "study.json")
+                        out_dir / "front_seeds.png" if with_front else None, study_json=out_dir / "study.json",
+                        front_runs_csv=out_dir / "front_seed_runs.csv" if with_front else None)
     frame.to_csv(paths.csv, index=False)
     unit, timed = latency_description(frame, meta.get("settings", {}) or {})
     metric = metric_label(meta.get("settings"))
@@ -478,6 +493,7 @@ def write_report(frame: pd.DataFrame, out_dir: Path, meta: Mapping[str, Any], co
                 f"latency ({unit}; {timed})", metric)
     if with_front:
         front.to_csv(paths.front_csv, index=False)
+        front_seed_runs.to_csv(paths.front_runs_csv, index=False)
         plot_front_seeds(front, paths.front_png, f"{meta.get('study_name')}: front re-trained with common seeds",
                          f"latency ({unit}; {timed})")
     if supernet_front is not None and not supernet_front.empty:

@@ -37,13 +37,18 @@ from explore.evaluate import TrainBudget, evaluate_candidate
 from explore.search.results import trials_frame
 from explore.stats import ACC_MIN_EFFECT, decision, mean_interval, paired_delta
 
-__all__ = ["FRONT_SEED_PREFIX", "FRONT_SEED_OFFSET", "front_runs", "front_members", "retrain_front", "front_table"]
+__all__ = ["FRONT_SEED_PREFIX", "FRONT_SEED_OFFSET", "FRONT_RUNS_COLUMNS", "front_runs", "front_runs_table",
+           "runs_of_table", "front_members", "retrain_front", "front_table"]
 
 FRONT_SEED_PREFIX = "front_seeds:"
 """Study attributes holding a front member's re-training runs: ``front_seeds:<trial>`` ->
 {seed (str): {"top1": %, "train_s": s, "threads": n, "at": unix time}}."""
 FRONT_SEED_OFFSET = 10_000
 """Front seed i trains with seed ``FRONT_SEED_OFFSET + i`` (away from the trials' own ``s + k``)."""
+
+
+FRONT_RUNS_COLUMNS = ("trial", "seed", "top-1 (%)", "train (s)", "threads")
+"""Columns of :func:`front_runs_table` (the report's ``front_seed_runs.csv``)."""
 
 
 def _stored_runs(study: optuna.Study) -> dict[int, dict[str, dict[str, Any]]]:
@@ -53,9 +58,66 @@ def _stored_runs(study: optuna.Study) -> dict[int, dict[str, dict[str, Any]]]:
 
 
 def front_runs(study: optuna.Study) -> dict[int, dict[int, float]]:
-    """Trial number -> seed -> top-1 (%) of the stored front re-training runs."""
-    return {number: {int(s): float(r["top1"]) for s, r in runs.items()}
-            for number, runs in _stored_runs(study).items()}
+    """Trial number -> seed -> top-1 (%) of the stored front re-training runs, trials and seeds in
+    ascending order (the order :func:`front_table` sums them in, so that a table of the same runs
+    read back, :func:`runs_of_table` of :func:`front_runs_table`, gives the same figures to the bit)."""
+    return runs_of_table(front_runs_table(study))
+
+
+def front_runs_table(study: optuna.Study) -> pd.DataFrame:
+    """Every stored front re-training run as a row, by trial then seed.
+
+    Returns:
+        Columns :data:`FRONT_RUNS_COLUMNS`: ``trial`` (int), ``seed`` (int, the training seed:
+        ``FRONT_SEED_OFFSET + i``), ``top-1 (%)`` (float), ``train (s)`` (training wall seconds,
+        NaN where not stored) and ``threads`` (CPU threads of training, None where torch's default).
+        Empty (those columns) when the study stores no run.
+    """
+    rows = [{"trial": number, "seed": int(seed), "top-1 (%)": float(run["top1"]),
+             "train (s)": float(run["train_s"]) if run.get("train_s") is not None else float("nan"),
+             "threads": run.get("threads")}
+            for number, runs in sorted(_stored_runs(study).items())
+            for seed, run in sorted(runs.items(), key=lambda item: int(item[0]))]
+    table = pd.DataFrame(rows, columns=list(FRONT_RUNS_COLUMNS))
+    if table.empty:
+        return table
+    threads = [None if r["threads"] is None else int(r["threads"]) for r in rows]  # ints, not floats, in the CSV
+    table["threads"] = pd.Series(threads, dtype=object if None in threads else "int64")
+    return table
+
+
+def runs_of_table(table: pd.DataFrame, source: str = "front_seed_runs.csv") -> dict[int, dict[int, float]]:
+    """Trial -> seed -> top-1 (%) of a :func:`front_runs_table` (as written, or read back from the
+    report's ``front_seed_runs.csv``), in its row order.
+
+    Args:
+        table: rows with at least ``trial``, ``seed`` and ``top-1 (%)``.
+        source: the table's name in errors.
+
+    Raises:
+        ExploreError: field ``source``: a column missing, a trial or seed that is not an integer, a
+            top-1 that is not a number in [0, 100], or a (trial, seed) given twice.
+    """
+    missing = [c for c in ("trial", "seed", "top-1 (%)") if c not in table]
+    if missing and not table.empty:
+        raise ExploreError(source, f"columns {list(table.columns)}", f"a table with the columns trial, seed, "
+                                                                     f"top-1 (%) (missing: {', '.join(missing)})")
+    runs: dict[int, dict[int, float]] = {}
+    if table.empty:
+        return runs
+    for trial, seed, top1 in zip(table["trial"], table["seed"], table["top-1 (%)"]):
+        try:
+            number, index, value = int(trial), int(seed), float(top1)
+        except (TypeError, ValueError):
+            raise ExploreError(source, f"trial {trial}, seed {seed}, top-1 {top1}",
+                               "integer trial and seed and a numeric top-1 (%)") from None
+        if number != trial or index != seed or not 0.0 <= value <= 100.0:
+            raise ExploreError(source, f"trial {trial}, seed {seed}, top-1 {top1}",
+                               "integer trial and seed and a top-1 (%) in [0, 100]")
+        if index in runs.setdefault(number, {}):
+            raise ExploreError(source, f"trial {number}, seed {index}", "one row per (trial, seed): this one is twice")
+        runs[number][index] = value
+    return runs
 
 
 def front_members(frame: pd.DataFrame) -> pd.DataFrame:

@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 import optuna
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -83,6 +84,10 @@ def test_a_real_study_report_rerenders_byte_for_byte(real_study, tmp_path):
     _assert_same(report, tmp_path / "again", written)
 
 
+CRAFTED_RUNS = {0: (59.5, 60.5, 61.0), 1: (70.5, 71.0, 69.75), 2: (79.0, 81.5, 80.25)}
+"""The crafted study's front runs: trial -> top-1 (%) of seeds 10000, 10001, 10002."""
+
+
 def _crafted_study(real_run: Path, storage: str) -> None:
     """A study built from the real one's trials, with what a tiny study rarely has: a contended
     latency, a pruned and a failed trial, a re-measured latency, a front of three re-trained with
@@ -114,7 +119,7 @@ def _crafted_study(real_run: Path, storage: str) -> None:
         state=optuna.trial.TrialState.FAIL, params=template.params, distributions=template.distributions,
         user_attrs={"fail_reason": "RuntimeError: out of memory"}))
     study.set_user_attr(f"{REMEASURED_PREFIX}1", {"ms_per_img": 1.75, "contended": False, "raw_ms_per_img": 1.8})
-    for number, seeds in ((0, (59.5, 60.5, 61.0)), (1, (70.5, 71.0, 69.75)), (2, (79.0, 81.5, 80.25))):
+    for number, seeds in reversed(CRAFTED_RUNS.items()):  # stored out of order: the report sorts them
         study.set_user_attr(f"{FRONT_SEED_PREFIX}{number}", {
             str(10_000 + i): {"top1": top1, "train_s": 1.5, "threads": 1, "at": 0.0} for i, top1 in enumerate(seeds)})
     for number, alone in ((0, 58.25), (1, 72.5), (2, 79.0)):
@@ -122,19 +127,28 @@ def _crafted_study(real_run: Path, storage: str) -> None:
                                                                   "train_s": 2.25, "seed": number, "threads": 1})
 
 
-def test_a_study_with_contention_pruning_failures_and_fronts_rerenders_byte_for_byte(real_study, tmp_path):
-    storage = f"sqlite:///{tmp_path / 'crafted.db'}"
+@pytest.fixture(scope="module")
+def crafted(real_study, tmp_path_factory):
+    """The crafted study (:func:`_crafted_study`) and its report. Returns (storage URL, report paths)."""
+    tmp = tmp_path_factory.mktemp("crafted")
+    storage = f"sqlite:///{tmp / 'crafted.db'}"
     _crafted_study(real_study[0], storage)
-    report = tmp_path / "report"
-    paths = write_study_report("crafted", storage, report)
+    return storage, write_study_report("crafted", storage, tmp / "report")
+
+
+def test_a_study_with_contention_pruning_failures_and_fronts_rerenders_byte_for_byte(crafted, tmp_path):
+    paths = crafted[1]
+    report = paths.markdown.parent
     assert paths.front_csv is not None and paths.supernet_front_csv is not None
+    assert paths.front_runs_csv == report / "front_seed_runs.csv"
     summary = paths.markdown.read_text(encoding="utf-8")
     for needle in ("Latency measured on a busy machine (flagged `contended`) for trials [0].",
                    "## Pruned trials", "latency 12.3 ms/img over the budget", "## Failed trials",
                    "RuntimeError: out of memory", "The latencies of 1 of the 4 complete trials were measured again",
                    "## Front re-trained with common seeds", "## Front: inherited and stand-alone top-1",
                    "inherited top-1 (%)", "latency budget 9.5 ms/img",
-                   "(search_spaces/tiny.toml)", "the supernet `tiny_supernet`"):
+                   "(search_spaces/tiny.toml)", "the supernet `tiny_supernet`",
+                   "Files: `front_seeds.csv` (the table's figures, unrounded), `front_seed_runs.csv` (every run"):
         assert needle in summary, needle
     tau = re.search(r"Kendall τ between the two top-1 columns over the 3 members: (\S+) ", summary)
     assert tau is not None and tau.group(1) != "nan", summary
@@ -142,13 +156,74 @@ def test_a_study_with_contention_pruning_failures_and_fronts_rerenders_byte_for_
     assert stored["meta"]["space_file"] == "search_spaces/tiny.toml"
     assert stored["meta"]["settings"]["supernet"] == "tiny_supernet"
     written = _rerender(report, tmp_path / "again")
-    assert {"front_seeds.csv", "front_seeds.png", "supernet_front.csv"} <= set(written)
+    assert {"front_seeds.csv", "front_seed_runs.csv", "front_seeds.png", "supernet_front.csv"} <= set(written)
     _assert_same(report, tmp_path / "again", written)
     # rendered into its own folder, it stays the same too
-    before = {name: (report / name).read_bytes() for name in written if name.endswith(COMPARED)}
-    result = runner.invoke(app, ["rerender", str(report)])
+    folder = tmp_path / "own"
+    shutil.copytree(report, folder)
+    before = {name: (folder / name).read_bytes() for name in written if name.endswith(COMPARED)}
+    result = runner.invoke(app, ["rerender", str(folder)])
     assert result.exit_code == 0, result.output
-    assert {name: (report / name).read_bytes() for name in before} == before
+    assert {name: (folder / name).read_bytes() for name in before} == before
+
+
+def test_front_seed_runs_csv_holds_exactly_the_stored_runs(crafted):
+    storage, paths = crafted
+    table = pd.read_csv(paths.front_runs_csv)
+    assert list(table.columns) == ["trial", "seed", "top-1 (%)", "train (s)", "threads"]
+    rows = [(int(r.trial), int(r.seed), float(r[2]), float(r[3]), int(r[4])) for r in table.itertuples(index=False)]
+    study = open_study("crafted", storage)
+    stored = sorted((number, int(seed), run["top1"], run["train_s"], run["threads"])
+                    for key, value in study.user_attrs.items() if key.startswith(FRONT_SEED_PREFIX)
+                    for number in [int(key[len(FRONT_SEED_PREFIX):])] for seed, run in value.items())
+    assert rows == stored
+    assert rows == [(n, 10_000 + i, top1, 1.5, 1) for n, seeds in CRAFTED_RUNS.items() for i, top1 in enumerate(seeds)]
+
+
+def test_the_front_table_is_computed_again_from_the_runs_not_read_back(crafted, tmp_path):
+    report = crafted[1].markdown.parent
+    folder = tmp_path / "edited"
+    shutil.copytree(report, folder)
+    # a stored front table edited by hand is written again from the runs
+    front = (folder / "front_seeds.csv").read_text(encoding="utf-8")
+    (folder / "front_seeds.csv").write_text(front.replace("fastest", "fastest of all"), encoding="utf-8")
+    out = tmp_path / "out"
+    _rerender(folder, out)
+    assert (out / "front_seeds.csv").read_bytes() == (report / "front_seeds.csv").read_bytes()
+    # a run changed changes the table and the summary: trial 2's seed 10001 now below trial 1's
+    runs = (folder / "front_seed_runs.csv").read_text(encoding="utf-8")
+    assert runs.count("2,10001,81.5,") == 1
+    (folder / "front_seed_runs.csv").write_text(runs.replace("2,10001,81.5,", "2,10001,60.5,"), encoding="utf-8")
+    again = tmp_path / "again"
+    _rerender(folder, again)
+    changed = pd.read_csv(again / "front_seeds.csv").set_index("trial")
+    assert changed.loc[2, "mean top-1 (%)"] == pytest.approx((79.0 + 60.5 + 80.25) / 3)
+    assert (again / "summary.md").read_bytes() != (report / "summary.md").read_bytes()
+    assert (again / "front_seed_runs.csv").read_text(encoding="utf-8") == runs.replace("2,10001,81.5,", "2,10001,60.5,")
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (None, "front_seed_runs.csv = "),  # removed: an older report, whose intervals are not recomputable
+    ("trial,seed,top-1 (%),train (s),threads\n0,10000,59.5,1.5,1\n0,10000,60.5,1.5,1\n", "one row per (trial, seed)"),
+    ("trial,seed,threads\n0,10000,1\n", "missing: top-1 (%)"),
+], ids=["runs-missing", "run-twice", "no-top-1-column"])
+def test_front_seeds_without_readable_runs_are_one_error_line(crafted, tmp_path, edit, needle):
+    folder = tmp_path / "old"
+    shutil.copytree(crafted[1].markdown.parent, folder)
+    if edit is None:
+        (folder / "front_seed_runs.csv").unlink()
+    else:
+        (folder / "front_seed_runs.csv").write_text(edit, encoding="utf-8")
+    assert report_kind(folder) == "study"
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["rerender", str(folder), "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and needle in result.output, result.output
+    if edit is None:
+        assert "not recomputable" in result.output
+    assert "Traceback" not in result.output
+    assert not out.exists()
 
 
 def test_a_study_folder_without_study_json_has_no_renderer(real_study, tmp_path):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import random
 
+import optuna
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -11,7 +13,9 @@ from typer.testing import CliRunner
 from explore.cli import app
 from explore.errors import ExploreError
 from explore.search import open_study, run_study, trials_frame
-from explore.search.front_seeds import FRONT_SEED_OFFSET, front_runs, front_table, retrain_front
+from explore.report import write_report
+from explore.search.front_seeds import (FRONT_RUNS_COLUMNS, FRONT_SEED_OFFSET, FRONT_SEED_PREFIX, front_runs,
+                                        front_runs_table, front_table, retrain_front, runs_of_table)
 from tests.study_helpers import one_thread, tiny_settings  # noqa: F401 - fixture
 
 runner = CliRunner()
@@ -64,6 +68,45 @@ def test_front_table_says_open_with_noisy_seeds_and_not_retrained_members():
     assert front_table(_frame([(1, 1.0, 79.0)]), {}).empty
 
 
+def test_front_runs_table_holds_every_stored_run_by_trial_then_seed():
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    # stored out of order, one run without its training seconds, one trained with torch's threads (None)
+    study.set_user_attr(f"{FRONT_SEED_PREFIX}7", {"10001": {"top1": 81.25, "train_s": 3.0, "threads": 2},
+                                                   "10000": {"top1": 80.5, "threads": None}})
+    study.set_user_attr(f"{FRONT_SEED_PREFIX}2", {"10000": {"top1": 70, "train_s": 1.5, "threads": 2, "at": 1.0}})
+    study.set_user_attr("settings", {"seed": 0})
+    table = front_runs_table(study)
+    assert list(table.columns) == list(FRONT_RUNS_COLUMNS)
+    assert table[["trial", "seed", "top-1 (%)"]].values.tolist() == [[2, 10000, 70.0], [7, 10000, 80.5],
+                                                                     [7, 10001, 81.25]]
+    assert table["threads"].tolist() == [2, None, 2]
+    assert table["train (s)"].iloc[0] == 1.5 and math.isnan(table["train (s)"].iloc[1])
+    runs = runs_of_table(table)
+    assert runs == front_runs(study) == {2: {10000: 70.0}, 7: {10000: 80.5, 10001: 81.25}}
+    assert [list(r) for r in runs.values()] == [[10000], [10000, 10001]]  # the order the table sums them in
+    assert front_runs_table(optuna.create_study(directions=["maximize", "minimize"])).empty
+
+
+@pytest.mark.parametrize("rows, needle", [
+    ({"trial": [1, 1], "seed": [5, 5], "top-1 (%)": [80.0, 81.0]}, "one row per (trial, seed)"),
+    ({"trial": [1], "seed": [5]}, "missing: top-1 (%)"),
+    ({"trial": [1], "seed": [5], "top-1 (%)": [180.0]}, "in [0, 100]"),
+    ({"trial": [1.5], "seed": [5], "top-1 (%)": [80.0]}, "integer trial and seed"),
+], ids=["twice", "no-top-1", "over-100", "fractional-trial"])
+def test_runs_of_table_rejects_a_table_that_is_no_set_of_runs(rows, needle):
+    with pytest.raises(ExploreError, match="front_seed_runs.csv") as info:
+        runs_of_table(pd.DataFrame(rows))
+    assert needle in str(info.value)
+
+
+def test_write_report_refuses_a_front_without_its_runs(tmp_path):
+    frame = _frame([(1, 1.0, 79.0), (3, 1.5, 80.0)])
+    front = front_table(frame, {1: {0: 79.0, 1: 80.0}, 3: {0: 80.5, 1: 81.0}})
+    with pytest.raises(ValueError, match="front_seed_runs"):
+        write_report(frame, tmp_path / "r", {"study_name": "s", "settings": {}}, "explore report runs/s", front)
+    assert not (tmp_path / "r").exists()
+
+
 def test_retrain_front_trains_common_seeds_once_and_resumes(tmp_path, one_thread):  # noqa: F811
     summary = run_study(tiny_settings(tmp_path, trials=3))
     assert summary.complete == 3
@@ -103,6 +146,15 @@ def test_report_front_seeds_writes_the_section_and_its_files(tmp_path, one_threa
     assert "--front-seeds 2" in summary
     table = pd.read_csv(out / "front_seeds.csv")
     assert (table["seeds"] == 2).all() and (out / "front_seeds.png").stat().st_size > 0
+    assert "`front_seed_runs.csv` (every run it is computed from" in summary
+    assert f"wrote {out / 'front_seed_runs.csv'}" in result.output
+    # the runs beside the table: exactly the stored ones, and the table follows from them
+    runs = pd.read_csv(out / "front_seed_runs.csv")
+    stored = front_runs(open_study(run_dir))
+    assert [(int(t), int(s), float(v)) for t, s, v in zip(runs["trial"], runs["seed"], runs["top-1 (%)"])] == \
+        [(t, s, v) for t, seeds in stored.items() for s, v in seeds.items()]
+    assert len(runs) == 2 * len(table) and (runs["train (s)"] > 0).all() and (runs["threads"] == 1).all()
+    assert runs.groupby("trial")["top-1 (%)"].mean().tolist() == pytest.approx(table["mean top-1 (%)"].tolist())
     # a later plain report still shows the stored runs
     again = runner.invoke(app, ["report", run_dir, "--out", str(tmp_path / "rep2")])
     assert again.exit_code == 0 and (tmp_path / "rep2" / "front_seeds.csv").is_file()
