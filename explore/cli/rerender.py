@@ -9,7 +9,10 @@ Kinds with a renderer: ablation runs (``run.json`` naming a recipe, with ``varia
 ``training.csv``, ``measurements.csv``; :func:`explore.analysis.ablation.load_run`); proxy-validity
 runs (``proxy_validity.csv`` beside ``proxy_validity.md``: the table, and the settings from the
 report's ``Command:`` line parsed by today's CLI, today's defaults for the options it does not give);
-``explore bench`` ours-vs-timm runs (one ``bench_<protocol>_<device>.csv`` with its ``.md``); study
+``explore bench`` ours-vs-timm runs (one ``bench_<protocol>_<device>.csv`` with its ``.md``);
+``explore bench attention`` runs (``attention_scaling_<device>.md``, ``.csv``: the latencies, ``.json``: the
+settings, the command and the ``--note``; the growth exponents computed again); ``explore bench proxy`` runs
+(``proxy_throughput_<device>.md`` and ``.json``: both loops' img/s, the settings, the command, the note); study
 reports of ``explore report`` (``summary.md``, ``trials.csv`` and ``study.json``: the study's settings
 and the command; ``front_seeds.csv`` and ``supernet_front.csv`` where the study has them), rendered
 without the Optuna storage. Study reports written before ``study.json`` existed have no renderer:
@@ -160,6 +163,112 @@ def _is_bench_models(folder: Path) -> bool:
     return {"model", "protocol", "ours_img_s", "timm_img_s", "device"} <= set(header)
 
 
+def _stored_json(path: Path, keys: dict[str, type]) -> dict:
+    """The object a benchmark stored in ``path`` (JSON), with ``keys`` of the given types (``note``: str or null).
+
+    Raises:
+        ExploreError: field named by the file: not JSON, not an object, or a key missing or of another type.
+    """
+    import json
+
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ExploreError(path.name, str(path), f"a JSON file ({exc})") from None
+    if not isinstance(stored, dict):
+        raise ExploreError(path.name, str(path), "a JSON object {" + ", ".join(keys) + "}")
+    for key, kind in keys.items():
+        value = stored.get(key)
+        if key not in stored or not (isinstance(value, kind) or (key == "note" and value is None)):
+            raise ExploreError(f"{path.name}: {key}", value, f"a {kind.__name__}" + (" or null" if key == "note" else ""))
+    return stored
+
+
+def _one_beside(folder: Path, pattern: str, *suffixes: str) -> Path | None:
+    """The one file of ``folder`` matching ``pattern`` that has a file of each suffix beside it, else None."""
+    found = [p for p in sorted(folder.glob(pattern)) if all(p.with_suffix(x).exists() for x in suffixes)]
+    return found[0] if len(found) == 1 else None
+
+
+def _attention_json(folder: Path) -> Path | None:
+    return _one_beside(folder, "attention_scaling_*.json", ".csv", ".md")
+
+
+def _attention_scaling(folder: Path, out: Path) -> list[Path]:
+    """An ``explore bench attention`` report (``attention_scaling_<device>.md``, ``.csv``, ``.json``): the
+    latencies from the CSV, the settings, command and note from the JSON, the growth exponents computed again."""
+    import csv
+
+    from explore.analysis.bench.attention import growth_exponents
+    from explore.report.bench import ATTENTION_SETTINGS, attention_scaling_header, render_attention_scaling, \
+        write_attention_scaling
+
+    path = _attention_json(folder)
+    assert path is not None  # _is_attention_scaling said so
+    stored = _stored_json(path, {"command": str, "settings": dict, "note": str})
+    settings = stored["settings"]
+    missing = [k for k in ATTENTION_SETTINGS if k not in settings]
+    if missing:
+        raise ExploreError(f"{path.name}: settings", ", ".join(sorted(settings)), f"the keys {', '.join(ATTENTION_SETTINGS)}")
+    table = path.with_suffix(".csv")
+    per_kind: dict[str, list[tuple[int, float]]] = {}
+    with table.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        if reader.fieldnames != ["kind", "tokens", "latency_ms"]:
+            raise ExploreError(table.name, str(reader.fieldnames), "the columns kind, tokens, latency_ms")
+        for line, row in enumerate(reader, start=2):
+            try:
+                per_kind.setdefault(row["kind"], []).append((int(row["tokens"]), float(row["latency_ms"])))
+            except (TypeError, ValueError):
+                raise ExploreError(f"{table.name} line {line}", ",".join(map(str, row.values())),
+                                   "a kind, an integer token count and a latency in ms") from None
+    tokens = [n for n, _ in next(iter(per_kind.values()), [])]
+    for kind, rows in per_kind.items():
+        if [n for n, _ in rows] != tokens or not tokens:
+            raise ExploreError(f"{table.name}: tokens of {kind}", ",".join(str(n) for n, _ in rows),
+                               f"the token counts of every other kind ({','.join(map(str, tokens))})")
+    results = {kind: [t for _, t in rows] for kind, rows in per_kind.items()}
+    text = render_attention_scaling(tokens, results, growth_exponents(tokens, results),
+                                    attention_scaling_header(settings, stored["command"]), stored["note"])
+    md = write_attention_scaling(text, tokens, results, out, str(settings["device_type"]), stored)
+    return [md, md.with_suffix(".csv"), md.with_suffix(".json")]
+
+
+def _is_attention_scaling(folder: Path) -> bool:
+    return _attention_json(folder) is not None
+
+
+def _proxy_json(folder: Path) -> Path | None:
+    return _one_beside(folder, "proxy_throughput_*.json", ".md")
+
+
+def _proxy_throughput(folder: Path, out: Path) -> list[Path]:
+    """An ``explore bench proxy`` report (``proxy_throughput_<device>.md`` and ``.json``): both loops' img/s,
+    the settings, the command and the note from the JSON."""
+    import dataclasses
+
+    from explore.analysis.bench.proxy import ProxyBench
+    from explore.report.bench import render_proxy_throughput, write_proxy_throughput
+
+    path = _proxy_json(folder)
+    assert path is not None  # _is_proxy_throughput said so
+    stored = _stored_json(path, {"command": str, "run": dict, "note": str})
+    fields = [f.name for f in dataclasses.fields(ProxyBench)]
+    if sorted(stored["run"]) != sorted(fields):
+        raise ExploreError(f"{path.name}: run", ", ".join(sorted(stored["run"])), f"the keys {', '.join(fields)}")
+    result = ProxyBench(**stored["run"])
+    if not all(isinstance(v, (int, float)) and v > 0 for v in (result.plain_img_s, result.proxy_img_s)):
+        raise ExploreError(f"{path.name}: run", f"{result.plain_img_s!r}, {result.proxy_img_s!r}",
+                           "positive img/s of both loops (plain_img_s, proxy_img_s)")
+    text = render_proxy_throughput(result, stored["command"], stored["note"])
+    md = write_proxy_throughput(text, out, result.device_type, stored)
+    return [md, md.with_suffix(".json")]
+
+
+def _is_proxy_throughput(folder: Path) -> bool:
+    return _proxy_json(folder) is not None
+
+
 _INT_TEXT = re.compile(r"-?[0-9]+\Z")
 
 
@@ -294,6 +403,8 @@ RENDERERS: dict[str, tuple[Callable[[Path], bool], Callable[[Path, Path], list[P
     "ablation": (_is_ablation, _ablation),
     "proxy validity": (_is_proxy_validity, _proxy_validity),
     "bench (ours vs timm)": (_is_bench_models, _bench_models),
+    "bench attention": (_is_attention_scaling, _attention_scaling),
+    "bench proxy": (_is_proxy_throughput, _proxy_throughput),
     "study": (_is_study, _study),
 }
 """Report kind -> (does a folder hold one, render it from ``folder`` into ``out``)."""
