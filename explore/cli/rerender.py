@@ -15,8 +15,12 @@ settings, the command and the ``--note``; the growth exponents computed again); 
 (``proxy_throughput_<device>.md`` and ``.json``: both loops' img/s, the settings, the command, the note); study
 reports of ``explore report`` (``summary.md``, ``trials.csv`` and ``study.json``: the study's settings
 and the command; ``front_seeds.csv`` and ``supernet_front.csv`` where the study has them), rendered
-without the Optuna storage. Study reports written before ``study.json`` existed have no renderer:
-``explore report`` writes them again from the storage.
+without the Optuna storage; ``explore importance`` runs (``summary.md`` and ``retained.png`` from
+``importance.json``: settings, plan totals, trend, back-ends, device, phase times, command, note; with
+``comparison.csv``, ``retained.csv``, ``sensitivity.csv``, ``scores.csv`` and ``suggested_config.json``).
+Study reports written before ``study.json`` existed have no renderer: ``explore report`` writes them
+again from the storage; importance reports written before ``importance.json`` have none either (their
+plan totals, back-ends and phase times are only in the summary's text).
 """
 
 from __future__ import annotations
@@ -399,6 +403,68 @@ def _is_study(folder: Path) -> bool:
     return all((folder / name).exists() for name in ("summary.md", "trials.csv", "study.json"))
 
 
+_IMPORTANCE_DATA = ("comparison.csv", "retained.csv", "scores.csv", "sensitivity.csv", "suggested_config.json")
+"""The data files of an importance report beside ``summary.md`` and ``importance.json``."""
+
+
+def _importance(folder: Path, out: Path) -> list[Path]:
+    """An ``explore importance`` report (summary.md, retained.png; the data copied where ``out`` is another
+    folder): the tables read back as written, the settings, plan, trend, back-ends, device, phase times,
+    command and note from ``importance.json``, the configs from it and ``suggested_config.json``."""
+    import shutil
+    import types
+
+    import pandas as pd
+
+    from explore.arch import ArchConfig
+    from explore.report.importance import IMPORTANCE_JSON, STORED_SETTINGS, write_importance_summary
+
+    path = folder / IMPORTANCE_JSON
+    stored = _stored_json(path, {"command": str, "name": str, "settings": dict, "config": dict, "plan": dict,
+                                 "trend": dict, "backends": dict, "device_name": str, "seconds": dict, "note": str})
+    for key, wanted in (("settings", STORED_SETTINGS),
+                        ("plan", ("removed_params", "prunable_params", "removed_macs", "prunable_macs", "rank"))):
+        missing = [k for k in wanted if k not in stored[key]]
+        if missing:
+            raise ExploreError(f"{path.name}: {key}", ", ".join(sorted(stored[key])), f"the keys {', '.join(wanted)}")
+    for name in _IMPORTANCE_DATA:
+        if not (folder / name).exists():
+            raise ExploreError("folder", str(folder), f"an importance report with {name} beside summary.md")
+    try:
+        config = ArchConfig.from_dict(stored["config"])
+    except ExploreError as exc:
+        raise ExploreError(f"{path.name}: config.{exc.field}", exc.value, exc.expected) from None
+    suggested = ArchConfig.from_json((folder / "suggested_config.json").read_text(encoding="utf-8"),
+                                     source="suggested_config.json")
+    enqueued = None
+    if (folder / "enqueued.json").exists():
+        enqueued = _stored_json(folder / "enqueued.json", {"run_dir": str, "params": dict, "notes": list})
+    try:
+        scores = pd.read_csv(folder / "scores.csv", usecols=["unit", "source"], dtype=str, keep_default_na=False)
+    except ValueError as exc:  # a column missing, or not a CSV table
+        raise ExploreError("scores.csv", str(folder / "scores.csv"), f"a table with unit and source ({exc})") from None
+    result = types.SimpleNamespace(
+        name=stored["name"], settings=types.SimpleNamespace(**stored["settings"]),
+        plan=types.SimpleNamespace(**stored["plan"]), trend=stored["trend"], backends=stored["backends"],
+        device_name=stored["device_name"], seconds=stored["seconds"], enqueue_error=stored.get("enqueue_error"),
+        config=config, suggested=suggested, enqueued=enqueued, scores=scores,
+        comparison=_read_as_written(folder / "comparison.csv"), retained=_read_as_written(folder / "retained.csv"),
+        sensitivity=_read_as_written(folder / "sensitivity.csv"))
+    try:
+        summary = write_importance_summary(result, out, stored["command"], stored["note"])  # type: ignore[arg-type]
+    except (KeyError, TypeError, AttributeError) as exc:  # a column or key the summary needs is missing
+        raise ExploreError(path.name, str(path), f"the stored tables and keys the summary shows ({exc!r})") from None
+    written = [summary, out / "retained.png"]
+    if out.resolve() != folder.resolve():
+        for name in (*_IMPORTANCE_DATA, IMPORTANCE_JSON, *(("enqueued.json",) if enqueued is not None else ())):
+            written.append(Path(shutil.copyfile(folder / name, out / name)))
+    return written
+
+
+def _is_importance(folder: Path) -> bool:
+    return all((folder / name).exists() for name in ("summary.md", "importance.json", "retained.csv"))
+
+
 RENDERERS: dict[str, tuple[Callable[[Path], bool], Callable[[Path, Path], list[Path]]]] = {
     "ablation": (_is_ablation, _ablation),
     "proxy validity": (_is_proxy_validity, _proxy_validity),
@@ -406,6 +472,7 @@ RENDERERS: dict[str, tuple[Callable[[Path], bool], Callable[[Path, Path], list[P
     "bench attention": (_is_attention_scaling, _attention_scaling),
     "bench proxy": (_is_proxy_throughput, _proxy_throughput),
     "study": (_is_study, _study),
+    "importance": (_is_importance, _importance),
 }
 """Report kind -> (does a folder hold one, render it from ``folder`` into ``out``)."""
 
