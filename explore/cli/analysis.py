@@ -186,6 +186,9 @@ def importance(
     latency_repeats: Annotated[int, typer.Option(help="Timed runs per latency (CPU, batch 16, one thread).")] = 20,
     out: Annotated[Optional[str], typer.Option(help="Output folder; default runs/importance-<name>.")] = None,
     enqueue: Annotated[Optional[str], typer.Option(help="Study run folder to enqueue the suggested architecture into.")] = None,
+    note: Annotated[Optional[str], typer.Option(
+        help="A sentence on the run's context (e.g. 'machine shared, load average 1.7'): stored in importance.json "
+             "and shown as the summary's closing paragraph.")] = None,
 ) -> None:
     """Taylor importance of QK / V / heads / FFN channels, global pruning, and a reallocated architecture
     (arXiv:2305.07027 §3.3, Fig. 5)."""
@@ -202,7 +205,7 @@ def importance(
         result = imp.run_importance(settings, prepared, log=lambda line: console.print(line, highlight=False))
     except (ExploreError, NonFiniteLossError) as exc:
         raise fail(exc) from None
-    paths = write_importance_report(result, prepared.out, imp.command_line(settings))
+    paths = write_importance_report(result, prepared.out, imp.command_line(settings), note)
     checkpoint_path = imp.save_checkpoint(result, prepared.out)
     if checkpoint_path is not None:
         paths["checkpoint"] = checkpoint_path

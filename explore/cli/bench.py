@@ -56,6 +56,9 @@ bench_app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=Fals
 app.add_typer(bench_app, name="bench")
 
 OutOpt = Annotated[Optional[str], typer.Option(help="Folder for the report (.md, .csv); default: print only.")]
+NoteOpt = Annotated[Optional[str], typer.Option(
+    help="A sentence on the run's context (e.g. 'machine shared, load average 1.7'): stored with the figures "
+         "and shown as the report's closing paragraph (not on its Command line: it changes no figure).")]
 
 
 def models(
@@ -119,32 +122,38 @@ def attention(
     batch: Annotated[int, typer.Option(help="Batch.")] = 1,
     repeats: Annotated[int, typer.Option(help="Timed runs (median).")] = 10,
     threads: Annotated[int, typer.Option(help="CPU threads (0: torch default).")] = 1,
+    note: NoteOpt = None,
     out: OutOpt = None,
 ) -> None:
-    """Latency of one attention layer of every kind against the number of tokens, and its growth exponent."""
+    """Latency of one attention layer of every kind against the number of tokens, and its growth exponent.
+    With ``--out``: ``attention_scaling_<device>.md``, ``.csv`` (the figures) and ``.json`` (the settings, the
+    command and the note), from which ``explore rerender`` writes the report again."""
     import torch
 
     from explore.analysis.bench.attention import growth_exponents, run
     from explore.device import resolve_device
     from explore.measure import device_name
-    from explore.report import render_attention_scaling, write_attention_scaling
+    from explore.report.bench import (attention_scaling_figures, attention_scaling_header, render_attention_scaling,
+                                      write_attention_scaling)
 
     sizes = tuple(int(s) for s in names(sides))
     try:
         dev = resolve_device(device)
-        tokens, results = run(device, sizes, channels, batch, repeats, threads or None)
+        tokens, measured = run(device, sizes, channels, batch, repeats, threads or None)
     except ExploreError as exc:
         raise fail(exc) from None
+    results = attention_scaling_figures(measured)  # the figures the CSV stores: the report shows those
     command = command_line(["explore", "bench", "attention"], [
         ("--device", device), ("--sides", sides), ("--channels", channels), ("--batch", batch), ("--repeats", repeats),
         ("--threads", threads), ("--out", out)])
-    header = (f"One attention layer, C={channels}, batch {batch}, 4 heads of 16, median of {repeats} runs, ms; "
-              f"device {dev.type} ({device_name(dev)}), threads {threads or 'default'}, torch {torch.__version__}. "
-              f"Command: `{command}`")
-    text = render_attention_scaling(tokens, results, growth_exponents(tokens, results), header)
+    settings = {"channels": channels, "batch": batch, "repeats": repeats, "threads": threads, "device_type": dev.type,
+                "device_name": device_name(dev), "torch": torch.__version__}
+    text = render_attention_scaling(tokens, results, growth_exponents(tokens, results),
+                                    attention_scaling_header(settings, command), note)
     print(text)
     if out:
-        write_attention_scaling(text, tokens, results, Path(out), dev.type)
+        write_attention_scaling(text, tokens, results, Path(out), dev.type,
+                                {"command": command, "settings": settings, "note": note})
 
 
 @bench_app.command()
@@ -158,11 +167,16 @@ def proxy(
     epochs: EPOCHS.option(1.0) = 1.0,
     workers: Annotated[int, typer.Option(help="DataLoader workers of the plain loop.")] = 2,
     warmup_steps: Annotated[int, typer.Option(help="Untimed steps each loop runs first, on a model of its own.")] = 5,
+    note: NoteOpt = None,
     out: OutOpt = None,
 ) -> None:
-    """Training throughput of the proxy loop against a plain DataLoader loop (same model, optimiser, step)."""
+    """Training throughput of the proxy loop against a plain DataLoader loop (same model, optimiser, step).
+    With ``--out``: ``proxy_throughput_<device>.md`` and ``.json`` (the figures unrounded, the settings, the
+    command and the note), from which ``explore rerender`` writes the report again."""
+    import dataclasses
+
     from explore.analysis.bench.proxy import run_proxy_bench
-    from explore.report import render_proxy_throughput, write_proxy_throughput
+    from explore.report.bench import render_proxy_throughput, write_proxy_throughput
 
     try:
         result = run_proxy_bench(device=device, model=model, img_size=img_size, batch_size=batch_size, images=images,
@@ -173,10 +187,11 @@ def proxy(
         ("--device", device), ("--model", model), ("--img-size", img_size), ("--batch-size", batch_size),
         ("--images", images), ("--epochs", epochs), ("--workers", workers), ("--warmup-steps", warmup_steps),
         ("--out", out)])
-    text = render_proxy_throughput(result, command)
+    text = render_proxy_throughput(result, command, note)
     print(text)
     if out:
-        write_proxy_throughput(text, Path(out), result.device_type)
+        write_proxy_throughput(text, Path(out), result.device_type,
+                               {"command": command, "run": dataclasses.asdict(result), "note": note})
 
 
 @bench_app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

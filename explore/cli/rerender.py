@@ -9,13 +9,21 @@ Kinds with a renderer: ablation runs (``run.json`` naming a recipe, with ``varia
 ``training.csv``, ``measurements.csv``; :func:`explore.analysis.ablation.load_run`); proxy-validity
 runs (``proxy_validity.csv`` beside ``proxy_validity.md``: the table, and the settings from the
 report's ``Command:`` line parsed by today's CLI, today's defaults for the options it does not give);
-``explore bench`` ours-vs-timm runs (one ``bench_<protocol>_<device>.csv`` with its ``.md``); study
+``explore bench`` ours-vs-timm runs (one ``bench_<protocol>_<device>.csv`` with its ``.md``);
+``explore bench attention`` runs (``attention_scaling_<device>.md``, ``.csv``: the latencies, ``.json``: the
+settings, the command and the ``--note``; the growth exponents computed again); ``explore bench proxy`` runs
+(``proxy_throughput_<device>.md`` and ``.json``: both loops' img/s, the settings, the command, the note); study
 reports of ``explore report`` (``summary.md``, ``trials.csv`` and ``study.json``: the study's settings
 and the command; ``supernet_front.csv`` where the study has one; ``front_seeds.csv`` computed again
 from ``trials.csv`` and ``front_seed_runs.csv``, the runs of the front re-trained with common seeds),
-rendered without the Optuna storage. Study reports written before ``study.json`` existed have no
-renderer, and one with ``front_seeds.csv`` but without ``front_seed_runs.csv`` (written before the
-runs were stored beside it) is refused: ``explore report`` writes them again from the storage.
+rendered without the Optuna storage; ``explore importance`` runs (``summary.md`` and ``retained.png`` from
+``importance.json``: settings, plan totals, trend, back-ends, device, phase times, command, note; with
+``comparison.csv``, ``retained.csv``, ``sensitivity.csv``, ``scores.csv`` and ``suggested_config.json``).
+Study reports written before ``study.json`` existed have no renderer, and one with ``front_seeds.csv``
+but without ``front_seed_runs.csv`` (written before the runs were stored beside it) is refused:
+``explore report`` writes them again from the storage; importance reports written before
+``importance.json`` have none either (their plan totals, back-ends and phase times are only in the
+summary's text).
 """
 
 from __future__ import annotations
@@ -160,6 +168,112 @@ def _is_bench_models(folder: Path) -> bool:
         return False
     header = csv.read_text(encoding="utf-8").split("\n", 1)[0].split(",")
     return {"model", "protocol", "ours_img_s", "timm_img_s", "device"} <= set(header)
+
+
+def _stored_json(path: Path, keys: dict[str, type]) -> dict:
+    """The object a benchmark stored in ``path`` (JSON), with ``keys`` of the given types (``note``: str or null).
+
+    Raises:
+        ExploreError: field named by the file: not JSON, not an object, or a key missing or of another type.
+    """
+    import json
+
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ExploreError(path.name, str(path), f"a JSON file ({exc})") from None
+    if not isinstance(stored, dict):
+        raise ExploreError(path.name, str(path), "a JSON object {" + ", ".join(keys) + "}")
+    for key, kind in keys.items():
+        value = stored.get(key)
+        if key not in stored or not (isinstance(value, kind) or (key == "note" and value is None)):
+            raise ExploreError(f"{path.name}: {key}", value, f"a {kind.__name__}" + (" or null" if key == "note" else ""))
+    return stored
+
+
+def _one_beside(folder: Path, pattern: str, *suffixes: str) -> Path | None:
+    """The one file of ``folder`` matching ``pattern`` that has a file of each suffix beside it, else None."""
+    found = [p for p in sorted(folder.glob(pattern)) if all(p.with_suffix(x).exists() for x in suffixes)]
+    return found[0] if len(found) == 1 else None
+
+
+def _attention_json(folder: Path) -> Path | None:
+    return _one_beside(folder, "attention_scaling_*.json", ".csv", ".md")
+
+
+def _attention_scaling(folder: Path, out: Path) -> list[Path]:
+    """An ``explore bench attention`` report (``attention_scaling_<device>.md``, ``.csv``, ``.json``): the
+    latencies from the CSV, the settings, command and note from the JSON, the growth exponents computed again."""
+    import csv
+
+    from explore.analysis.bench.attention import growth_exponents
+    from explore.report.bench import ATTENTION_SETTINGS, attention_scaling_header, render_attention_scaling, \
+        write_attention_scaling
+
+    path = _attention_json(folder)
+    assert path is not None  # _is_attention_scaling said so
+    stored = _stored_json(path, {"command": str, "settings": dict, "note": str})
+    settings = stored["settings"]
+    missing = [k for k in ATTENTION_SETTINGS if k not in settings]
+    if missing:
+        raise ExploreError(f"{path.name}: settings", ", ".join(sorted(settings)), f"the keys {', '.join(ATTENTION_SETTINGS)}")
+    table = path.with_suffix(".csv")
+    per_kind: dict[str, list[tuple[int, float]]] = {}
+    with table.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        if reader.fieldnames != ["kind", "tokens", "latency_ms"]:
+            raise ExploreError(table.name, str(reader.fieldnames), "the columns kind, tokens, latency_ms")
+        for line, row in enumerate(reader, start=2):
+            try:
+                per_kind.setdefault(row["kind"], []).append((int(row["tokens"]), float(row["latency_ms"])))
+            except (TypeError, ValueError):
+                raise ExploreError(f"{table.name} line {line}", ",".join(map(str, row.values())),
+                                   "a kind, an integer token count and a latency in ms") from None
+    tokens = [n for n, _ in next(iter(per_kind.values()), [])]
+    for kind, rows in per_kind.items():
+        if [n for n, _ in rows] != tokens or not tokens:
+            raise ExploreError(f"{table.name}: tokens of {kind}", ",".join(str(n) for n, _ in rows),
+                               f"the token counts of every other kind ({','.join(map(str, tokens))})")
+    results = {kind: [t for _, t in rows] for kind, rows in per_kind.items()}
+    text = render_attention_scaling(tokens, results, growth_exponents(tokens, results),
+                                    attention_scaling_header(settings, stored["command"]), stored["note"])
+    md = write_attention_scaling(text, tokens, results, out, str(settings["device_type"]), stored)
+    return [md, md.with_suffix(".csv"), md.with_suffix(".json")]
+
+
+def _is_attention_scaling(folder: Path) -> bool:
+    return _attention_json(folder) is not None
+
+
+def _proxy_json(folder: Path) -> Path | None:
+    return _one_beside(folder, "proxy_throughput_*.json", ".md")
+
+
+def _proxy_throughput(folder: Path, out: Path) -> list[Path]:
+    """An ``explore bench proxy`` report (``proxy_throughput_<device>.md`` and ``.json``): both loops' img/s,
+    the settings, the command and the note from the JSON."""
+    import dataclasses
+
+    from explore.analysis.bench.proxy import ProxyBench
+    from explore.report.bench import render_proxy_throughput, write_proxy_throughput
+
+    path = _proxy_json(folder)
+    assert path is not None  # _is_proxy_throughput said so
+    stored = _stored_json(path, {"command": str, "run": dict, "note": str})
+    fields = [f.name for f in dataclasses.fields(ProxyBench)]
+    if sorted(stored["run"]) != sorted(fields):
+        raise ExploreError(f"{path.name}: run", ", ".join(sorted(stored["run"])), f"the keys {', '.join(fields)}")
+    result = ProxyBench(**stored["run"])
+    if not all(isinstance(v, (int, float)) and v > 0 for v in (result.plain_img_s, result.proxy_img_s)):
+        raise ExploreError(f"{path.name}: run", f"{result.plain_img_s!r}, {result.proxy_img_s!r}",
+                           "positive img/s of both loops (plain_img_s, proxy_img_s)")
+    text = render_proxy_throughput(result, stored["command"], stored["note"])
+    md = write_proxy_throughput(text, out, result.device_type, stored)
+    return [md, md.with_suffix(".json")]
+
+
+def _is_proxy_throughput(folder: Path) -> bool:
+    return _proxy_json(folder) is not None
 
 
 _INT_TEXT = re.compile(r"-?[0-9]+\Z")
@@ -307,11 +421,76 @@ def _is_study(folder: Path) -> bool:
     return all((folder / name).exists() for name in ("summary.md", "trials.csv", "study.json"))
 
 
+_IMPORTANCE_DATA = ("comparison.csv", "retained.csv", "scores.csv", "sensitivity.csv", "suggested_config.json")
+"""The data files of an importance report beside ``summary.md`` and ``importance.json``."""
+
+
+def _importance(folder: Path, out: Path) -> list[Path]:
+    """An ``explore importance`` report (summary.md, retained.png; the data copied where ``out`` is another
+    folder): the tables read back as written, the settings, plan, trend, back-ends, device, phase times,
+    command and note from ``importance.json``, the configs from it and ``suggested_config.json``."""
+    import shutil
+    import types
+
+    import pandas as pd
+
+    from explore.arch import ArchConfig
+    from explore.report.importance import IMPORTANCE_JSON, STORED_SETTINGS, write_importance_summary
+
+    path = folder / IMPORTANCE_JSON
+    stored = _stored_json(path, {"command": str, "name": str, "settings": dict, "config": dict, "plan": dict,
+                                 "trend": dict, "backends": dict, "device_name": str, "seconds": dict, "note": str})
+    for key, wanted in (("settings", STORED_SETTINGS),
+                        ("plan", ("removed_params", "prunable_params", "removed_macs", "prunable_macs", "rank"))):
+        missing = [k for k in wanted if k not in stored[key]]
+        if missing:
+            raise ExploreError(f"{path.name}: {key}", ", ".join(sorted(stored[key])), f"the keys {', '.join(wanted)}")
+    for name in _IMPORTANCE_DATA:
+        if not (folder / name).exists():
+            raise ExploreError("folder", str(folder), f"an importance report with {name} beside summary.md")
+    try:
+        config = ArchConfig.from_dict(stored["config"])
+    except ExploreError as exc:
+        raise ExploreError(f"{path.name}: config.{exc.field}", exc.value, exc.expected) from None
+    suggested = ArchConfig.from_json((folder / "suggested_config.json").read_text(encoding="utf-8"),
+                                     source="suggested_config.json")
+    enqueued = None
+    if (folder / "enqueued.json").exists():
+        enqueued = _stored_json(folder / "enqueued.json", {"run_dir": str, "params": dict, "notes": list})
+    try:
+        scores = pd.read_csv(folder / "scores.csv", usecols=["unit", "source"], dtype=str, keep_default_na=False)
+    except ValueError as exc:  # a column missing, or not a CSV table
+        raise ExploreError("scores.csv", str(folder / "scores.csv"), f"a table with unit and source ({exc})") from None
+    result = types.SimpleNamespace(
+        name=stored["name"], settings=types.SimpleNamespace(**stored["settings"]),
+        plan=types.SimpleNamespace(**stored["plan"]), trend=stored["trend"], backends=stored["backends"],
+        device_name=stored["device_name"], seconds=stored["seconds"], enqueue_error=stored.get("enqueue_error"),
+        config=config, suggested=suggested, enqueued=enqueued, scores=scores,
+        comparison=_read_as_written(folder / "comparison.csv"), retained=_read_as_written(folder / "retained.csv"),
+        sensitivity=_read_as_written(folder / "sensitivity.csv"))
+    try:
+        summary = write_importance_summary(result, out, stored["command"], stored["note"])  # type: ignore[arg-type]
+    except (KeyError, TypeError, AttributeError) as exc:  # a column or key the summary needs is missing
+        raise ExploreError(path.name, str(path), f"the stored tables and keys the summary shows ({exc!r})") from None
+    written = [summary, out / "retained.png"]
+    if out.resolve() != folder.resolve():
+        for name in (*_IMPORTANCE_DATA, IMPORTANCE_JSON, *(("enqueued.json",) if enqueued is not None else ())):
+            written.append(Path(shutil.copyfile(folder / name, out / name)))
+    return written
+
+
+def _is_importance(folder: Path) -> bool:
+    return all((folder / name).exists() for name in ("summary.md", "importance.json", "retained.csv"))
+
+
 RENDERERS: dict[str, tuple[Callable[[Path], bool], Callable[[Path, Path], list[Path]]]] = {
     "ablation": (_is_ablation, _ablation),
     "proxy validity": (_is_proxy_validity, _proxy_validity),
     "bench (ours vs timm)": (_is_bench_models, _bench_models),
+    "bench attention": (_is_attention_scaling, _attention_scaling),
+    "bench proxy": (_is_proxy_throughput, _proxy_throughput),
     "study": (_is_study, _study),
+    "importance": (_is_importance, _importance),
 }
 """Report kind -> (does a folder hold one, render it from ``folder`` into ``out``)."""
 

@@ -4,6 +4,7 @@ repeatability under load. Each renders the tables its benchmark computed (:mod:`
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,7 +17,8 @@ if TYPE_CHECKING:  # the results' types, for annotations only: the report never 
     from explore.analysis.bench.proxy import ProxyBench
     from explore.analysis.bench.repeatability import Repeatability
 
-__all__ = ["write_bench_models", "render_attention_scaling", "write_attention_scaling", "render_proxy_throughput",
+__all__ = ["write_bench_models", "ATTENTION_SETTINGS", "attention_scaling_header", "attention_scaling_figures",
+           "render_attention_scaling", "write_attention_scaling", "render_proxy_throughput",
            "write_proxy_throughput", "render_repeatability", "write_repeatability"]
 
 
@@ -48,28 +50,53 @@ def write_bench_models(frame: pd.DataFrame, folder: Path, protocol: str, command
 
 # --------------------------------------------------------------------------------------------------
 # attention cost against tokens
+ATTENTION_SETTINGS = ("channels", "batch", "repeats", "threads", "device_type", "device_name", "torch")
+"""The keys of an attention-scaling run's ``settings`` (``attention_scaling_<device>.json``): channels C,
+batch, timed repeats, CPU threads (0: torch's default), device type (``cpu``), its model name, torch's version."""
+
+
+def attention_scaling_header(settings: dict, command: str) -> str:
+    """The report's first line: the layer, the timing and the device (``settings``: :data:`ATTENTION_SETTINGS`)."""
+    s = settings
+    return (f"One attention layer, C={s['channels']}, batch {s['batch']}, 4 heads of 16, median of {s['repeats']} "
+            f"runs, ms; device {s['device_type']} ({s['device_name']}), threads {s['threads'] or 'default'}, "
+            f"torch {s['torch']}. Command: `{command}`")
+
+
 def render_attention_scaling(tokens: list[int], results: dict[str, list[float]], exponents: dict[str, float],
-                             header: str) -> str:
-    """The markdown table: one row per kind, median ms per token count, and the growth exponent."""
+                             header: str, note: str | None = None) -> str:
+    """The markdown table: one row per kind, median ms per token count, and the growth exponent; then
+    the run's ``note`` (``--note``: its context, e.g. a shared machine) as a closing paragraph."""
     lines = [header, "", "| kind | " + " | ".join(f"N={n}" for n in tokens) + " | growth exponent |",
              "|---|" + "---|" * (len(tokens) + 1)]
     for kind, ms in results.items():
         lines.append(f"| {kind} | " + " | ".join(f"{t:.3f}" for t in ms) + f" | {exponents[kind]:.2f} |")
+    if note:
+        lines += ["", note]
     return "\n".join(lines) + "\n"
 
 
 def write_attention_scaling(text: str, tokens: list[int], results: dict[str, list[float]], folder: Path,
-                            device_type: str) -> Path:
-    """Write ``attention_scaling_<device>.md`` (``text``) and ``.csv`` (kind, tokens, latency_ms)."""
+                            device_type: str, stored: dict) -> Path:
+    """Write ``attention_scaling_<device>.md`` (``text``), ``.csv`` (kind, tokens, latency_ms to 1 ns: the
+    figures ``text`` shows should be rendered from these, see :func:`attention_scaling_figures`) and
+    ``.json`` (``stored``: ``{"command", "settings", "note"}``, what the report states beside the figures)."""
     rows = ["kind,tokens,latency_ms"] + [f'"{k}",{n},{t:.6f}' for k, ms in results.items() for n, t in zip(tokens, ms)]
     _write(folder, f"attention_scaling_{device_type}.csv", "\n".join(rows) + "\n")
+    _write(folder, f"attention_scaling_{device_type}.json", json.dumps(stored, indent=2) + "\n")
     return _write(folder, f"attention_scaling_{device_type}.md", text)
+
+
+def attention_scaling_figures(results: dict[str, list[float]]) -> dict[str, list[float]]:
+    """The latencies (ms) as the CSV stores them (6 decimals), so that the report shows what its CSV holds."""
+    return {kind: [float(f"{t:.6f}") for t in ms] for kind, ms in results.items()}
 
 
 # --------------------------------------------------------------------------------------------------
 # proxy loop vs plain DataLoader loop
-def render_proxy_throughput(result: ProxyBench, command: str) -> str:
-    """The markdown of a proxy benchmark: what ran, then img/s of both loops."""
+def render_proxy_throughput(result: ProxyBench, command: str, note: str | None = None) -> str:
+    """The markdown of a proxy benchmark: what ran, then img/s of both loops; then the run's ``note``
+    (``--note``: its context, e.g. a shared machine) as a closing paragraph."""
     r = result
     warm_note = (f"Each loop was warmed up first for {r.warmup_steps} untimed step(s) on a model of its own, so "
                  "neither timing includes the process's start-up (CUDA context, cuDNN autotuning)."
@@ -81,11 +108,14 @@ def render_proxy_throughput(result: ProxyBench, command: str) -> str:
             f"| loop | train img/s |\n|---|---|\n"
             f"| plain DataLoader ({r.workers} workers, per-image transforms) | {r.plain_img_s:.1f} |\n"
             f"| proxy loop (explore.train) | {r.proxy_img_s:.1f} |\n"
-            f"| ratio proxy / plain | {r.proxy_img_s / r.plain_img_s:.2f} |\n")
+            f"| ratio proxy / plain | {r.proxy_img_s / r.plain_img_s:.2f} |\n"
+            + (f"\n{note}\n" if note else ""))
 
 
-def write_proxy_throughput(text: str, folder: Path, device_type: str) -> Path:
-    """Write ``proxy_throughput_<device>.md``."""
+def write_proxy_throughput(text: str, folder: Path, device_type: str, stored: dict) -> Path:
+    """Write ``proxy_throughput_<device>.md`` (``text``) and ``.json`` (``stored``: ``{"command", "run", "note"}``,
+    ``run`` the fields of :class:`~explore.analysis.bench.proxy.ProxyBench`, img/s unrounded)."""
+    _write(folder, f"proxy_throughput_{device_type}.json", json.dumps(stored, indent=2) + "\n")
     return _write(folder, f"proxy_throughput_{device_type}.md", text)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -17,7 +17,15 @@ if TYPE_CHECKING:  # the result's type, for annotations only: the report never r
     from explore.analysis.importance.command import ImportanceResult
     from explore.arch import ArchConfig
 
-__all__ = ["plot_retained", "render_summary", "write_importance_report"]
+__all__ = ["plot_retained", "render_summary", "write_importance_report", "stored_importance", "STORED_SETTINGS",
+           "IMPORTANCE_JSON", "write_importance_summary"]
+
+IMPORTANCE_JSON = "importance.json"
+"""The file beside ``summary.md`` that stores what the summary shows and the CSVs do not hold."""
+
+STORED_SETTINGS = ("dataset", "max_train", "max_val", "batch_size", "epochs", "seed", "score_batches",
+                   "latency_repeats", "target", "by", "checkpoint")
+"""The settings the summary states (``importance.json``'s ``settings``), as the run resolved them."""
 
 
 def plot_retained(retained: pd.DataFrame, path: Path, title: str) -> Path:
@@ -80,9 +88,13 @@ def _yes_no(value: bool | None) -> str:
     return "n/a" if value is None else ("yes" if value else "no")
 
 
-def render_summary(result: ImportanceResult, command: str) -> str:
+def render_summary(result: ImportanceResult, command: str, note: str | None = None) -> str:
     """Markdown: command, data and budget, the comparison table, the per-block retained ratios,
-    the reallocated stages and the verdict on the paper's trend, with numbers."""
+    the reallocated stages and the verdict on the paper's trend, with numbers; then the run's ``note``
+    (``--note``: its context, e.g. a shared machine) as a closing paragraph.
+
+    ``result`` is read by attribute only: an :class:`ImportanceResult`, or the stored one that
+    ``explore rerender`` builds from ``importance.json`` and the CSVs (same attributes, bar the models)."""
     s, plan, trend = result.settings, result.plan, result.trend
     comp = result.comparison.assign(
         params=(result.comparison["params"] / 1e6).round(4), macs=(result.comparison["macs"] / 1e6).round(3),
@@ -136,6 +148,8 @@ def render_summary(result: ImportanceResult, command: str) -> str:
     lines += _trend_lines(trend)
     lines += ["", f"Verdict: the paper's trend **{trend['verdict']}** on this model.", ""]
     lines += _detail_lines(result, blocks)
+    if note:
+        lines += [note, ""]
     return "\n".join(lines)
 
 
@@ -199,14 +213,46 @@ def _detail_lines(result: ImportanceResult, blocks: pd.DataFrame) -> list[str]:
     return lines
 
 
-def write_importance_report(result: ImportanceResult, out_dir: Path, command: str) -> dict[str, Path]:
+def _plain(value: Any) -> Any:
+    """``value`` with numpy scalars as Python ones (bool, int, float), for ``json``."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value.item() if hasattr(value, "item") and not isinstance(value, (str, bytes)) else value
+
+
+def stored_importance(result: ImportanceResult, command: str, note: str | None = None) -> dict[str, Any]:
+    """What ``summary.md`` shows beyond the CSVs and ``suggested_config.json`` (``importance.json``).
+
+    Keys: ``command``; ``name``; ``settings`` (:data:`STORED_SETTINGS`); ``config`` (the analysed config,
+    :meth:`ArchConfig.to_dict`, with the dataset's image size, channels and classes); ``plan`` (removed and
+    prunable params and MACs, the ranking); ``trend`` (:func:`explore.analysis.importance.paper_trend`);
+    ``backends`` (unit -> surgery back-end); ``device_name``; ``seconds`` (per phase, s); ``enqueue_error``
+    (or null); ``note`` (``--note``, or null).
+    """
+    plan = result.plan
+    return _plain({
+        "command": command, "name": result.name,
+        "settings": {key: getattr(result.settings, key) for key in STORED_SETTINGS},
+        "config": result.config.to_dict(),
+        "plan": {"removed_params": plan.removed_params, "prunable_params": plan.prunable_params,
+                 "removed_macs": plan.removed_macs, "prunable_macs": plan.prunable_macs, "rank": plan.rank},
+        "trend": result.trend, "backends": dict(result.backends), "device_name": result.device_name,
+        "seconds": dict(result.seconds), "enqueue_error": result.enqueue_error, "note": note})
+
+
+def write_importance_report(result: ImportanceResult, out_dir: Path, command: str,
+                            note: str | None = None) -> dict[str, Path]:
     """Write ``summary.md``, ``comparison.csv``, ``retained.csv``, ``retained.png``, ``scores.csv``,
-    ``sensitivity.csv``, ``suggested_config.json`` (loadable by ``explore describe``) and ``enqueued.json``
-    when enqueued; returns their paths by name.
+    ``sensitivity.csv``, ``suggested_config.json`` (loadable by ``explore describe``), ``importance.json``
+    (:func:`stored_importance`: with the CSVs, everything the summary shows) and ``enqueued.json`` when
+    enqueued; returns their paths by name.
 
     Args:
         result: what ``explore importance`` computed (its tables and configs only).
         out_dir: the folder (created). command: the command line that made the run.
+        note: a sentence on the run's context (``--note``), or None.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {
@@ -217,16 +263,28 @@ def write_importance_report(result: ImportanceResult, out_dir: Path, command: st
         "scores": out_dir / "scores.csv",
         "sensitivity": out_dir / "sensitivity.csv",
         "suggested": out_dir / "suggested_config.json",
+        "stored": out_dir / IMPORTANCE_JSON,
     }
     result.sensitivity.to_csv(paths["sensitivity"], index=False)
     result.comparison.to_csv(paths["comparison"], index=False)
     result.retained.to_csv(paths["retained"], index=False)
     result.scores.to_csv(paths["scores"], index=False, float_format="%.6g")
     paths["suggested"].write_text(result.suggested.to_json(indent=2) + "\n", encoding="utf-8")
-    plot_retained(result.retained, paths["plot"],
-                  f"{result.name}: retained channels / input width ({result.settings.target:g} of {result.settings.by} pruned)")
+    paths["stored"].write_text(json.dumps(stored_importance(result, command, note), indent=2) + "\n", encoding="utf-8")
     if result.enqueued is not None:
         paths["enqueued"] = out_dir / "enqueued.json"
         paths["enqueued"].write_text(json.dumps(result.enqueued, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    paths["summary"].write_text(render_summary(result, command), encoding="utf-8")
+    write_importance_summary(result, out_dir, command, note)
     return paths
+
+
+def write_importance_summary(result: ImportanceResult, out_dir: Path, command: str, note: str | None = None) -> Path:
+    """Write the rendered part of an importance report, ``retained.png`` and ``summary.md`` (what
+    ``explore rerender`` writes again from the stored files); returns the summary's path."""
+    text = render_summary(result, command, note)  # first: a table or key it lacks leaves nothing written
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plot_retained(result.retained, out_dir / "retained.png",
+                  f"{result.name}: retained channels / input width ({result.settings.target:g} of {result.settings.by} pruned)")
+    path = out_dir / "summary.md"
+    path.write_text(text, encoding="utf-8")
+    return path
