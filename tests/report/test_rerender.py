@@ -21,7 +21,7 @@ RENDERABLE = [p for p in FOLDERS if report_kind(p) is not None]
 
 NO_RENDERER_YET = {
     "cga_fashion_mnist_cpu_front_seeds",
-    "cga_latency_table_study", "compare_schedules_cga_cpu", "hybrid_fashion_mnist_cpu",
+    "cga_latency_table_study", "compare_schedules_cga_cpu",
     "importance_fashion_mnist_cpu", "latency_repeatability", "latency_repeatability_normalised_cpu",
     "latency_table_cga_cpu",
     "latency_table_cga_cpu_study_check", "latency_table_hybrid_cpu", "latency_table_hybrid_cpu_200",
