@@ -20,7 +20,6 @@ FOLDERS = sorted(p for p in REPORTS.iterdir() if p.is_dir())
 RENDERABLE = [p for p in FOLDERS if report_kind(p) is not None]
 
 NO_RENDERER_YET = {
-    "cga_fashion_mnist_cpu_front_seeds",
     "cga_latency_table_study", "compare_schedules_cga_cpu",
     "importance_fashion_mnist_cpu", "latency_repeatability", "latency_repeatability_normalised_cpu",
     "latency_table_cga_cpu",
