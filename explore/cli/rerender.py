@@ -13,9 +13,14 @@ report's ``Command:`` line parsed by today's CLI, today's defaults for the optio
 reports of ``explore report`` (``summary.md``, ``trials.csv`` and ``study.json``: the study's settings
 and the command; ``supernet_front.csv`` where the study has one; ``front_seeds.csv`` computed again
 from ``trials.csv`` and ``front_seed_runs.csv``, the runs of the front re-trained with common seeds),
-rendered without the Optuna storage. Study reports written before ``study.json`` existed have no
-renderer, and one with ``front_seeds.csv`` but without ``front_seed_runs.csv`` (written before the
-runs were stored beside it) is refused: ``explore report`` writes them again from the storage.
+rendered without the Optuna storage; latency-table evaluations of ``explore latency-table --evaluate``
+(``summary.md``, ``predictions.csv`` and ``evaluation.json``: the settings, the command, the table's
+path as given, the corrections and the calibration models as re-timed in the evaluation session),
+their accuracy figures and noise floor computed again from those, without the table file. Study
+reports written before ``study.json`` existed have no renderer, and one with ``front_seeds.csv`` but
+without ``front_seed_runs.csv`` (written before the runs were stored beside it) is refused:
+``explore report`` writes them again from the storage. Latency-table evaluations written before
+``evaluation.json`` existed have no renderer either: their ``Made by`` command, run again, writes one.
 """
 
 from __future__ import annotations
@@ -348,7 +353,8 @@ def _evaluation_stored(path: Path) -> dict:
             raise bad(f"'{key}' of type {kind.__name__} (got {stored.get(key)!r:.60})")
     if not stored["command"].startswith("explore latency-table "):
         raise bad(f"'command' an 'explore latency-table ...' command line (got {stored['command']!r:.60})")
-    if not all(isinstance(k, str) and number(v) for k, v in stored["choice"].items()):
+    if not all(isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
+               for k, v in stored["choice"].items()):
         raise bad("'choice' regressor -> calibration MAPE (%) numbers")
     if not all(isinstance(d, str) for d in stored["differences"]):
         raise bad("'differences' a list of texts")
@@ -389,17 +395,19 @@ def _latency_table_evaluation(folder: Path, out: Path) -> list[Path]:
     rows = _read_as_written(csv)
     missing = [c for c in _PREDICTION_COLUMNS if c not in rows.columns]
     if missing or len(rows) != stored["meta"]["archs"]:
-        raise ExploreError("predictions.csv", str(csv), f"one row per held-out architecture ({stored['meta']['archs']}, "
-                           f"as evaluation.json says; got {len(rows)}) with the columns of an evaluation"
+        raise ExploreError("predictions.csv", str(csv), "one row per held-out architecture "
+                           f"({stored['meta']['archs']}, as evaluation.json says; got {len(rows)}) with the columns "
+                           "of an evaluation"
                            + (f" (missing: {', '.join(missing)})" if missing else ""))
-    meta, command = stored["meta"], stored["command"]
+    meta, command, regressor, choice = stored["meta"], stored["command"], stored["regressor"], stored["choice"]
     try:
         stats = evaluation_stats(rows, stored["calibration"])
-        render_table_evaluation(rows, stats, stored["regressor"], stored["choice"], stored["differences"], meta, command)
+        render_table_evaluation(rows, stats, regressor, choice, stored["differences"], meta, command)
     except (TypeError, ValueError, KeyError, AttributeError) as exc:  # a column of text where numbers belong, ...
-        raise ExploreError("predictions.csv", str(csv), f"rows that render as an evaluation ({exc})") from None
-    md = write_table_evaluation(rows, stats, stored["regressor"], stored["choice"], stored["differences"], meta,
-                                out, command, calibration=stored["calibration"], correction=stored["correction"])
+        raise ExploreError("predictions.csv", str(csv),
+                           f"rows that render with evaluation.json as an evaluation ({exc})") from None
+    md = write_table_evaluation(rows, stats, regressor, choice, stored["differences"], meta, out, command,
+                                calibration=stored["calibration"], correction=stored["correction"])
     return [md, out / "predictions.csv", out / "predicted_vs_measured.png", out / "evaluation.json"]
 
 

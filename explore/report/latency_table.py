@@ -10,7 +10,7 @@ with ``predictions.csv`` ``explore rerender`` writes the report again.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -142,7 +142,7 @@ def render_table_evaluation(rows: pd.DataFrame, stats: Mapping[str, Mapping[str,
 
 
 def evaluation_record(regressor: str, choice: Mapping[str, float], differences: list[str], meta: Mapping[str, Any],
-                      command: str, calibration: list[Mapping[str, Any]],
+                      command: str, calibration: Sequence[Mapping[str, Any]],
                       correction: Mapping[str, Any]) -> dict[str, Any]:
     """What ``evaluation.json`` stores: everything the report shows that is neither in
     ``predictions.csv`` nor computed from it, as plain JSON values.
@@ -163,7 +163,7 @@ def evaluation_record(regressor: str, choice: Mapping[str, float], differences: 
 
 def write_table_evaluation(rows: pd.DataFrame, stats: Mapping[str, Mapping[str, float]], regressor: str,
                            choice: Mapping[str, float], differences: list[str], meta: Mapping[str, Any],
-                           out_dir: Path, command: str, *, calibration: list[Mapping[str, Any]] = (),
+                           out_dir: Path, command: str, *, calibration: Sequence[Mapping[str, Any]] = (),
                            correction: Mapping[str, Any] | None = None) -> Path:
     """Write ``summary.md``, ``predictions.csv``, ``predicted_vs_measured.png`` and ``evaluation.json``
     (:func:`evaluation_record`) into ``out_dir``; returns the markdown's path. The markdown is rendered

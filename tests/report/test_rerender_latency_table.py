@@ -180,7 +180,7 @@ def _edit_first_row(column, text):
     (_edit_json(lambda s: s.update(choice={"linear": "low"})), "'choice'"),
     (_drop_last_row, "one row per held-out architecture (3"),
     (_edit_first_row(0, '"0"'), "reads back as explore report wrote it"),  # quoted by hand
-    (_edit_first_row(4, "0.50000"), "rows that render as an evaluation"),  # a measured figure as text
+    (_edit_first_row(4, "0.50000"), "rows that render with evaluation.json"),  # a measured figure as text
     (_write("predictions.csv", "arch,summary\n0,a\n1,b\n2,c\n"), "missing: params"),
 ], ids=["not-json", "not-an-object", "no-command", "other-command", "no-table-models", "calibration-row-missing",
         "calibration-figure-text", "choice-text", "row-missing", "edited-by-hand", "figure-as-text",
