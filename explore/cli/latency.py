@@ -114,6 +114,7 @@ def _evaluate(ctx: typer.Context, path: str, archs: int, seed: int, regressor: O
         raise fail(exc) from None
     if study is not None:
         result.meta.update(study=study, trials=numbers)
+        result.meta["settings"]["study"] = study
     for difference in result.differences:
         err_console.print(f"warning: measured elsewhere: {difference}", highlight=False)
     s, m = result.stats["predictor"], result.stats["macs"]
@@ -123,5 +124,6 @@ def _evaluate(ctx: typer.Context, path: str, archs: int, seed: int, regressor: O
     if out is not None:
         command = reproduce_line(ctx, ["explore", "latency-table"])
         md = write_table_evaluation(result.rows, result.stats, result.regressor, result.choice, result.differences,
-                                    result.meta, Path(out), command)
+                                    result.meta, Path(out), command, calibration=result.calibration,
+                                    correction=result.correction)
         console.print(f"wrote {md}", highlight=False)

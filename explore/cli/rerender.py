@@ -18,12 +18,16 @@ and the command; ``supernet_front.csv`` where the study has one; ``front_seeds.c
 from ``trials.csv`` and ``front_seed_runs.csv``, the runs of the front re-trained with common seeds),
 rendered without the Optuna storage; ``explore importance`` runs (``summary.md`` and ``retained.png`` from
 ``importance.json``: settings, plan totals, trend, back-ends, device, phase times, command, note; with
-``comparison.csv``, ``retained.csv``, ``sensitivity.csv``, ``scores.csv`` and ``suggested_config.json``).
-Study reports written before ``study.json`` existed have no renderer, and one with ``front_seeds.csv``
-but without ``front_seed_runs.csv`` (written before the runs were stored beside it) is refused:
-``explore report`` writes them again from the storage; importance reports written before
-``importance.json`` have none either (their plan totals, back-ends and phase times are only in the
-summary's text).
+``comparison.csv``, ``retained.csv``, ``sensitivity.csv``, ``scores.csv`` and ``suggested_config.json``);
+latency-table evaluations of ``explore latency-table --evaluate`` (``summary.md``, ``predictions.csv``
+and ``evaluation.json``: the settings, the command, the table's path as given, the corrections and the
+calibration models as re-timed in the evaluation session), their accuracy figures and noise floor
+computed again from those, without the table file. Study reports written before ``study.json``
+existed have no renderer, and one with ``front_seeds.csv`` but without ``front_seed_runs.csv``
+(written before the runs were stored beside it) is refused: ``explore report`` writes them again from
+the storage; importance reports written before ``importance.json`` have none either (their plan
+totals, back-ends and phase times are only in the summary's text); latency-table evaluations written
+before ``evaluation.json`` existed have none: their ``Made by`` command, run again, writes one.
 """
 
 from __future__ import annotations
@@ -483,6 +487,109 @@ def _is_importance(folder: Path) -> bool:
     return all((folder / name).exists() for name in ("summary.md", "importance.json", "retained.csv"))
 
 
+_PREDICTION_COLUMNS = ("arch", "summary", "params", "macs", "measured (ms/img)", "predicted (ms/img)", "error (%)",
+                       "recalibrated (ms/img)", "recalibrated error (%)", "MACs fit (ms/img)", "MACs error (%)",
+                       "contended", "config")
+"""The columns of a latency-table evaluation's ``predictions.csv`` (:func:`explore.measure.latency_table_jobs._row`)."""
+
+_EVALUATION_META = {"table": str, "table_path": str, "space": dict, "protocol": dict, "device": str,
+                    "table_device": str, "archs": int, "rounds": int, "table_units": int, "table_models": int,
+                    "sampling": dict, "versions": dict, "settings": dict}
+"""Keys (and JSON types) of the meta an ``evaluation.json`` must store for its summary to render."""
+
+
+def _evaluation_stored(path: Path) -> dict:
+    """The record a latency-table evaluation's ``evaluation.json`` stores
+    (:func:`explore.report.latency_table.evaluation_record`), checked field by field.
+
+    Raises:
+        ExploreError: field ``evaluation.json``: not JSON, or a field missing or of another type
+            (named in the message).
+    """
+    import json
+    import math
+
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:  # not UTF-8, or not JSON
+        raise ExploreError("evaluation.json", str(path), f"a JSON file ({exc})") from None
+
+    def bad(what: str) -> ExploreError:
+        return ExploreError("evaluation.json", str(path), f"a latency-table evaluation record: {what}")
+
+    def number(value: object) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+    if not isinstance(stored, dict):
+        raise bad("a JSON object")
+    for key, kind in (("command", str), ("regressor", str), ("choice", dict), ("differences", list), ("meta", dict),
+                      ("correction", dict), ("calibration", list)):
+        if not isinstance(stored.get(key), kind):
+            raise bad(f"'{key}' of type {kind.__name__} (got {stored.get(key)!r:.60})")
+    if not stored["command"].startswith("explore latency-table "):
+        raise bad(f"'command' an 'explore latency-table ...' command line (got {stored['command']!r:.60})")
+    if not all(isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
+               for k, v in stored["choice"].items()):
+        raise bad("'choice' regressor -> calibration MAPE (%) numbers")
+    if not all(isinstance(d, str) for d in stored["differences"]):
+        raise bad("'differences' a list of texts")
+    meta = stored["meta"]
+    for key, kind in _EVALUATION_META.items():
+        if not isinstance(meta.get(key), kind) or (kind is int and isinstance(meta.get(key), bool)):
+            raise bad(f"meta '{key}' of type {kind.__name__} (got {meta.get(key)!r:.60})")
+    if meta.get("seed") is None and not isinstance(meta.get("trials"), list):
+        raise bad("meta 'seed' (sampled architectures) or 'trials' (a study's trial numbers)")
+    calibration = stored["calibration"]
+    if len(calibration) != meta["table_models"]:
+        raise bad(f"one calibration row per calibration model of the table ({meta['table_models']}; got "
+                  f"{len(calibration)})")
+    for i, row in enumerate(calibration):
+        if not isinstance(row, dict) or not all(number(row.get(k)) and row[k] > 0
+                                                for k in ("table (ms/img)", "session (ms/img)")):
+            raise bad(f"calibration row {i} with positive 'table (ms/img)' and 'session (ms/img)' numbers")
+    return stored
+
+
+def _latency_table_evaluation(folder: Path, out: Path) -> list[Path]:
+    """A latency-table evaluation report of ``explore latency-table --evaluate`` (summary.md,
+    predictions.csv, predicted_vs_measured.png, evaluation.json): the stored rows as written, the
+    settings, command, corrections and this session's re-timing of the calibration models from
+    ``evaluation.json``; the accuracy figures and the noise floor computed again from those
+    (:func:`explore.measure.latency_table_jobs.evaluation_stats`). The table file is not read.
+
+    Raises:
+        ExploreError: field ``evaluation.json`` (:func:`_evaluation_stored`) or ``predictions.csv``
+            (not as written, without rows, a column missing, or not one row per architecture of the
+            meta); nothing is written.
+    """
+    from explore.measure.latency_table_jobs import evaluation_stats
+    from explore.report.latency_table import render_table_evaluation, write_table_evaluation
+
+    stored = _evaluation_stored(folder / "evaluation.json")
+    csv = folder / "predictions.csv"
+    rows = _read_as_written(csv)
+    missing = [c for c in _PREDICTION_COLUMNS if c not in rows.columns]
+    if missing or len(rows) != stored["meta"]["archs"]:
+        raise ExploreError("predictions.csv", str(csv), "one row per held-out architecture "
+                           f"({stored['meta']['archs']}, as evaluation.json says; got {len(rows)}) with the columns "
+                           "of an evaluation"
+                           + (f" (missing: {', '.join(missing)})" if missing else ""))
+    meta, command, regressor, choice = stored["meta"], stored["command"], stored["regressor"], stored["choice"]
+    try:
+        stats = evaluation_stats(rows, stored["calibration"])
+        render_table_evaluation(rows, stats, regressor, choice, stored["differences"], meta, command)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:  # a column of text where numbers belong, ...
+        raise ExploreError("predictions.csv", str(csv),
+                           f"rows that render with evaluation.json as an evaluation ({exc})") from None
+    md = write_table_evaluation(rows, stats, regressor, choice, stored["differences"], meta, out, command,
+                                calibration=stored["calibration"], correction=stored["correction"])
+    return [md, out / "predictions.csv", out / "predicted_vs_measured.png", out / "evaluation.json"]
+
+
+def _is_latency_table_evaluation(folder: Path) -> bool:
+    return all((folder / name).exists() for name in ("summary.md", "predictions.csv", "evaluation.json"))
+
+
 RENDERERS: dict[str, tuple[Callable[[Path], bool], Callable[[Path, Path], list[Path]]]] = {
     "ablation": (_is_ablation, _ablation),
     "proxy validity": (_is_proxy_validity, _proxy_validity),
@@ -491,6 +598,7 @@ RENDERERS: dict[str, tuple[Callable[[Path], bool], Callable[[Path, Path], list[P
     "bench proxy": (_is_proxy_throughput, _proxy_throughput),
     "study": (_is_study, _study),
     "importance": (_is_importance, _importance),
+    "latency-table evaluation": (_is_latency_table_evaluation, _latency_table_evaluation),
 }
 """Report kind -> (does a folder hold one, render it from ``folder`` into ``out``)."""
 

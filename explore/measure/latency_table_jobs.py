@@ -59,7 +59,8 @@ from explore.resources import display_path
 from explore.space import load_space, sample_architectures
 from explore.stats import kendall_tau
 
-__all__ = ["ROUNDS", "TableEvaluation", "build_table", "evaluate_table", "prediction_stats", "table_reference"]
+__all__ = ["ROUNDS", "TableEvaluation", "build_table", "calibration_rows", "evaluate_table", "evaluation_stats",
+           "prediction_stats", "table_reference"]
 
 
 ROUNDS = 3
@@ -257,7 +258,16 @@ class TableEvaluation:
         regressor: the regressor the predictor uses.
         choice: the calibration MAPE of each candidate.
         differences: how this device / protocol / torch differ from the table's.
-        meta: table file, space, protocol, device, archs, seed.
+        meta: table file (``table``: its name; ``table_path``: the path as given, relative), space,
+            protocol, device, archs, seed, rounds, the table's and this session's library versions
+            (``versions``, ``session_versions``), the settings as asked (``settings``: archs, seed,
+            regressor, rounds); the CLI adds ``study`` and ``trials`` (trial numbers) for ``--study``.
+        calibration: the table's calibration models as re-timed in this session, in the table's
+            order (:func:`calibration_rows`): per model its table figure and this session's (ms/img),
+            this session's median per batch (ms; the re-calibration is fitted on it) and every round.
+        correction: the predictor's correction as fitted on the table (``table``) and on this
+            session's figures (``session``): ``{"weights": {kind: w}, "default_weight": w, "offset": b}``
+            (ms per batch ≈ Σ_kind w_kind · Σ unit ms + b); ``macs_fit``: ``{"a": ms/img per MAC, "b": ms/img}``.
     """
 
     rows: pd.DataFrame
@@ -266,6 +276,8 @@ class TableEvaluation:
     choice: dict[str, float]
     differences: list[str]
     meta: dict[str, Any]
+    calibration: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    correction: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def prediction_stats(measured: list[float], predicted: list[float]) -> dict[str, float]:
@@ -343,8 +355,8 @@ def evaluate_table(path: str | Path, archs: int = 30, *, seed: int = 1000, regre
     seen = {ArchConfig.from_json(m["config"]).config_hash() for m in table.models}
     from_sample = configs is None
     configs = list(configs) if configs is not None else _held_out(table, archs, seed, seen)
-    measured, calibration_now = _measure_with_calibration(table, configs, protocol, rounds, on_measured)
-    drift = _drift(table, calibration_now)
+    measured, calibration_rounds = _measure_with_calibration(table, configs, protocol, rounds, on_measured)
+    calibration_now = [min(timed, key=lambda m: m.median_ms) for timed in calibration_rounds]
     # the same predictor with its correction fitted on this session's figures of the calibration models:
     # what the table predicts once the machine's state of the day is known (no held-out figure is used)
     session = copy.copy(predictor)
@@ -355,42 +367,109 @@ def evaluate_table(path: str | Path, archs: int = 30, *, seed: int = 1000, regre
         if on_arch is not None:
             on_arch(rows[-1])
     frame = pd.DataFrame(rows)
-    measured_list = frame["measured (ms/img)"].tolist()
-    stats = {"predictor": prediction_stats(measured_list, frame["predicted (ms/img)"].tolist()),
-             "macs": prediction_stats(measured_list, frame["MACs fit (ms/img)"].tolist()),
-             "recalibrated": prediction_stats(measured_list, frame["recalibrated (ms/img)"].tolist()),
-             "drift": drift}
-    stats["macs"]["kendall_tau"] = kendall_tau(measured_list, frame["macs"].tolist())
-    meta = {"table": Path(path).name, "space": table.space, "protocol": table.protocol, "device": device_name(
-        protocol.device), "table_device": table.device_name, "archs": len(configs), "seed": seed if from_sample else None, "rounds": rounds,
+    calibration = calibration_rows(table, calibration_rounds)
+    stats = evaluation_stats(frame, calibration)
+    meta = {"table": Path(path).name, "table_path": _given_path(path), "space": table.space, "protocol": table.protocol,
+            "device": device_name(protocol.device), "table_device": table.device_name, "archs": len(configs),
+            "seed": seed if from_sample else None, "rounds": rounds,
             "table_units": len(table.units), "table_models": len(table.models), "sampling": table.sampling,
-            "versions": table.versions, "figure": protocol.figure,
-            "reference_calibration_ms": table.reference.get("median_ms") if table.reference else None}
-    return TableEvaluation(frame, stats, predictor.regressor, choice, differences, meta)
+            "versions": table.versions, "session_versions": library_versions(protocol.onnx), "figure": protocol.figure,
+            "reference_calibration_ms": table.reference.get("median_ms") if table.reference else None,
+            "settings": {"archs": archs, "seed": seed, "regressor": regressor, "rounds": rounds,
+                         "architectures": "sampled" if from_sample else "given"}}
+    correction = {"table": _correction_of(predictor), "session": _correction_of(session),
+                  "macs_fit": {"a": macs_fit[0], "b": macs_fit[1]}}
+    return TableEvaluation(frame, stats, predictor.regressor, choice, differences, meta, calibration, correction)
+
+
+def _given_path(path: str | Path) -> str:
+    """The table file's path as a report stores it: as given when relative, relative to the current
+    folder when under it, else its name only (never an absolute path)."""
+    given = Path(path)
+    if not given.is_absolute():
+        return given.as_posix()
+    try:
+        return given.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return given.name
+
+
+def _correction_of(predictor: Any) -> dict[str, Any]:
+    """A predictor's fitted correction: ms per batch ≈ Σ_kind weights[kind] · Σ unit ms + offset
+    (``default_weight`` for the kinds without a weight of their own)."""
+    return {"weights": {k: float(w) for k, w in sorted(predictor.weights.items())},
+            "default_weight": float(predictor.default_weight), "offset": float(predictor.offset)}
+
+
+def calibration_rows(table: LatencyTable, timed: list[list[Measurement]]) -> list[dict[str, Any]]:
+    """The table's calibration models as re-timed in this session, one dict per model in the table's order.
+
+    Args:
+        table: the evaluated table.
+        timed: per calibration model (the table's order), this session's measurements in round order.
+
+    Returns:
+        Dicts of ``model`` (index in the table), ``summary``, ``config_hash``, ``table (ms/img)`` (the
+        table's figure), ``session (ms/img)`` and ``session median (ms)`` (per batch) of the fastest
+        round, ``contended`` (of that round), and ``rounds``: every round's ``median_ms`` (per batch),
+        ``latency_ms_per_img`` and ``contended``.
+    """
+    out = []
+    for i, (model, rounds_of_one) in enumerate(zip(table.models, timed)):
+        config = ArchConfig.from_json(model["config"])
+        best = min(rounds_of_one, key=lambda m: m.median_ms)
+        out.append({"model": i, "summary": config.summary(), "config_hash": config.config_hash(),
+                    "table (ms/img)": float(model["latency_ms_per_img"]),
+                    "session (ms/img)": best.latency_ms_per_img, "session median (ms)": best.median_ms,
+                    "contended": bool(best.contended),
+                    "rounds": [{"median_ms": m.median_ms, "latency_ms_per_img": m.latency_ms_per_img,
+                                "contended": bool(m.contended)} for m in rounds_of_one]})
+    return out
+
+
+def evaluation_stats(rows: pd.DataFrame, calibration: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """The figures an evaluation report shows, from its rows and its calibration models' re-timing.
+
+    Args:
+        rows: :attr:`TableEvaluation.rows` (``measured``, ``predicted``, ``recalibrated``, ``MACs fit``
+            (ms/img) and ``macs`` columns).
+        calibration: :func:`calibration_rows` (``table (ms/img)`` and ``session (ms/img)`` of each model).
+
+    Returns:
+        :attr:`TableEvaluation.stats`: ``predictor``, ``macs`` (its τ of the MAC counts themselves),
+        ``recalibrated`` and ``drift`` (the table's figures against this session's, with ``mean_signed``).
+    """
+    measured = rows["measured (ms/img)"].tolist()
+    stats = {"predictor": prediction_stats(measured, rows["predicted (ms/img)"].tolist()),
+             "macs": prediction_stats(measured, rows["MACs fit (ms/img)"].tolist()),
+             "recalibrated": prediction_stats(measured, rows["recalibrated (ms/img)"].tolist()),
+             "drift": _drift([float(c["table (ms/img)"]) for c in calibration],
+                             [float(c["session (ms/img)"]) for c in calibration])}
+    stats["macs"]["kendall_tau"] = kendall_tau(measured, rows["macs"].tolist())
+    return stats
 
 
 def _measure_with_calibration(table: LatencyTable, configs: list[ArchConfig], protocol: Protocol, rounds: int,
                               on_measured: Callable[[int, int], None] | None) -> tuple[list[Measurement],
-                                                                                         list[Measurement]]:
-    """The fastest round of each of ``configs`` and of the table's calibration models, measured together
-    in interleaved rounds (as the table's entries were). The calibration models are measured again
-    with the held-out ones: how far this session's figures are from the table's for the same models
-    (the machine's drift between sessions) bounds what any predictor can reach here."""
+                                                                                         list[list[Measurement]]]:
+    """The fastest round of each of ``configs``, and every round of the table's calibration models,
+    measured together in interleaved rounds (as the table's entries were). The calibration models are
+    measured again with the held-out ones: how far this session's figures are from the table's for the
+    same models (the machine's drift between sessions) bounds what any predictor can reach here."""
     every = configs + [ArchConfig.from_json(m["config"]) for m in table.models]
     timed = time_rounds([(build(config), dataclasses.replace(protocol, img_size=config.img_size,
                                                              in_chans=config.in_chans)) for config in every],
                         rounds, on_measured)
-    best = [min(rounds_of_one, key=lambda m: m.median_ms) for rounds_of_one in timed]
-    return best[:len(configs)], best[len(configs):]
+    best = [min(rounds_of_one, key=lambda m: m.median_ms) for rounds_of_one in timed[:len(configs)]]
+    return best, timed[len(configs):]
 
 
-def _drift(table: LatencyTable, calibration_now: list[Measurement]) -> dict[str, float]:
-    """The table's figures of its calibration models against this session's: :func:`prediction_stats`
-    and ``mean_signed`` (%, table over now), the noise floor between sessions."""
-    table_ms = [float(m["latency_ms_per_img"]) for m in table.models]
-    drift = prediction_stats([m.latency_ms_per_img for m in calibration_now], table_ms)
-    drift["mean_signed"] = (sum(then / now.latency_ms_per_img - 1 for then, now in zip(table_ms, calibration_now))
-                            / max(1, len(calibration_now)) * 100.0)
+def _drift(table_ms: list[float], now_ms: list[float]) -> dict[str, float]:
+    """The table's figures of its calibration models (ms/img) against this session's:
+    :func:`prediction_stats` and ``mean_signed`` (%, table over now), the noise floor between sessions."""
+    drift = prediction_stats(now_ms, table_ms)
+    drift["mean_signed"] = (sum(then / now - 1 for then, now in zip(table_ms, now_ms))
+                            / max(1, len(now_ms)) * 100.0)
     return drift
 
 

@@ -1,13 +1,16 @@
 """The latency-table evaluation report: predicted vs measured latency on held-out architectures.
 
 Renders :class:`explore.measure.latency_table_jobs.TableEvaluation` (passed as its fields: this stage
-works from tables): ``summary.md`` (goals, the predictor against MACs), ``predictions.csv`` and
-``predicted_vs_measured.png``.
+works from tables): ``summary.md`` (goals, the predictor against MACs), ``predictions.csv``,
+``predicted_vs_measured.png`` and ``evaluation.json`` (the rest of what the summary shows: settings,
+the calibration models as re-timed in the evaluation session, the fitted corrections), from which
+with ``predictions.csv`` ``explore rerender`` writes the report again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +18,7 @@ import pandas as pd
 
 from explore.report.common import fmt, pyplot, save_figure, table_block
 
-__all__ = ["GOALS", "render_table_evaluation", "plot_predicted", "write_table_evaluation"]
+__all__ = ["GOALS", "evaluation_record", "render_table_evaluation", "plot_predicted", "write_table_evaluation"]
 
 GOALS = {"mape": 5.0, "within_10": 95.0, "kendall_tau": 0.9}
 """Issue 16's goals: MAPE <= 5 %, >= 95 % of predictions within ±10 %, Kendall's τ >= 0.9."""
@@ -132,20 +135,46 @@ def render_table_evaluation(rows: pd.DataFrame, stats: Mapping[str, Mapping[str,
     shown["macs"] = (shown["macs"] / 1e6).round(2)
     shown = shown.rename(columns={"params": "params (M)", "macs": "MACs (M)"})
     lines += ["## Held-out architectures", "", table_block(shown),
-              "Files: `predictions.csv` (every row, with its config), `predicted_vs_measured.png`.", ""]
+              "Files: `predictions.csv` (every row, with its config), `predicted_vs_measured.png`, `evaluation.json` "
+              "(the settings, the calibration models as re-timed in this session and the fitted corrections: "
+              "`explore rerender` writes the report again from it and `predictions.csv`).", ""]
     return "\n".join(lines)
+
+
+def evaluation_record(regressor: str, choice: Mapping[str, float], differences: list[str], meta: Mapping[str, Any],
+                      command: str, calibration: Sequence[Mapping[str, Any]],
+                      correction: Mapping[str, Any]) -> dict[str, Any]:
+    """What ``evaluation.json`` stores: everything the report shows that is neither in
+    ``predictions.csv`` nor computed from it, as plain JSON values.
+
+    ``{"command", "regressor", "choice", "differences", "meta", "correction", "calibration"}``:
+    ``meta`` holds the settings, the table's path as given (``table_path``), its protocol, devices and
+    library versions, and the study's trial numbers for ``--study``; ``calibration`` the table's
+    calibration models as re-timed in the evaluation session (table figure, this session's figure,
+    every round: :func:`explore.measure.latency_table_jobs.calibration_rows`); ``correction`` the
+    correction fitted on the table and on this session's figures, and the MACs fit. The accuracy
+    figures and the noise floor are not stored: they are computed again from these
+    (:func:`explore.measure.latency_table_jobs.evaluation_stats`).
+    """
+    record = {"command": command, "regressor": regressor, "choice": dict(choice), "differences": list(differences),
+              "meta": dict(meta), "correction": dict(correction), "calibration": [dict(c) for c in calibration]}
+    return json.loads(json.dumps(record))
 
 
 def write_table_evaluation(rows: pd.DataFrame, stats: Mapping[str, Mapping[str, float]], regressor: str,
                            choice: Mapping[str, float], differences: list[str], meta: Mapping[str, Any],
-                           out_dir: Path, command: str) -> Path:
-    """Write ``summary.md``, ``predictions.csv`` and ``predicted_vs_measured.png`` into ``out_dir``;
-    returns the markdown's path."""
+                           out_dir: Path, command: str, *, calibration: Sequence[Mapping[str, Any]] = (),
+                           correction: Mapping[str, Any] | None = None) -> Path:
+    """Write ``summary.md``, ``predictions.csv``, ``predicted_vs_measured.png`` and ``evaluation.json``
+    (:func:`evaluation_record`) into ``out_dir``; returns the markdown's path. The markdown is rendered
+    before anything is written (a meta that does not render writes nothing)."""
+    markdown = render_table_evaluation(rows, stats, regressor, choice, differences, meta, command)
+    record = evaluation_record(regressor, choice, differences, meta, command, list(calibration), correction or {})
     out_dir.mkdir(parents=True, exist_ok=True)
     rows.to_csv(out_dir / "predictions.csv", index=False)
     plot_predicted(rows, out_dir / "predicted_vs_measured.png",
                    f"{meta['space'].get('name')}: {meta['protocol'].get('name')} on {meta['device']}")
+    (out_dir / "evaluation.json").write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     path = out_dir / "summary.md"
-    path.write_text(render_table_evaluation(rows, stats, regressor, choice, differences, meta, command),
-                    encoding="utf-8")
+    path.write_text(markdown, encoding="utf-8")
     return path
