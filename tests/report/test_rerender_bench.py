@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from explore.cli import app
 from explore.cli.rerender import RENDERERS, report_kind
 from tests.conftest import needs_fashion_mnist
+from tests.rerender_helpers import assert_rerender_is_one_error_line
 
 runner = CliRunner()
 
@@ -122,12 +123,7 @@ def _copy(source: Path, target: Path) -> Path:
 def test_bad_stored_attention_data_is_one_error_line(attention_report, tmp_path, edit, field):
     folder = _copy(attention_report, tmp_path / "report")
     edit(folder / "attention_scaling_cpu.csv", folder / "attention_scaling_cpu.json")
-    out = tmp_path / "out"
-    done = runner.invoke(app, ["rerender", str(folder), "--out", str(out)])
-    assert done.exit_code == 1
-    lines = done.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and field in lines[0], done.output
-    assert not out.exists()
+    assert_rerender_is_one_error_line(folder, tmp_path / "out", field)
 
 
 @needs_fashion_mnist
@@ -179,12 +175,7 @@ def test_a_stored_proxy_run_renders_its_figures_and_note(tmp_path):
 ])
 def test_bad_stored_proxy_data_is_one_error_line(tmp_path, run, note, field):
     folder = _proxy_folder(tmp_path, run, note)
-    out = tmp_path / "out"
-    done = runner.invoke(app, ["rerender", str(folder), "--out", str(out)])
-    assert done.exit_code == 1
-    lines = done.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and field in lines[0], done.output
-    assert not out.exists()
+    assert_rerender_is_one_error_line(folder, tmp_path / "out", field)
 
 
 def test_the_bench_kinds_claim_only_their_own_folders(attention_report, tmp_path):

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from explore.cli import app
 from explore.cli.rerender import RENDERERS, report_kind
 from tests.conftest import needs_fashion_mnist, tiny_config
+from tests.rerender_helpers import assert_rerender_is_one_error_line
 
 runner = CliRunner()
 
@@ -111,12 +112,7 @@ def _edit_json(key: str, value: object):
 def test_bad_stored_importance_data_is_one_error_line(importance_report, tmp_path, edit, field):
     folder = _copy(importance_report, tmp_path / "report")
     edit(folder)
-    out = tmp_path / "out"
-    done = runner.invoke(app, ["rerender", str(folder), "--out", str(out)])
-    assert done.exit_code == 1, done.output
-    lines = done.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and field in lines[0], done.output
-    assert not out.exists()
+    assert_rerender_is_one_error_line(folder, tmp_path / "out", field)
 
 
 def test_an_importance_report_without_importance_json_has_no_renderer():
