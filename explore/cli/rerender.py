@@ -142,8 +142,7 @@ def _is_proxy_validity(folder: Path) -> bool:
 
 def _bench_csv(folder: Path) -> Path | None:
     """The one ``bench_<protocol>_<device>.csv`` of an ``explore bench`` (ours vs timm) report, with its ``.md``."""
-    found = [p for p in sorted(folder.glob("bench_*.csv")) if p.with_suffix(".md").exists()]
-    return found[0] if len(found) == 1 else None
+    return _one_beside(folder, "bench_*.csv", ".md")
 
 
 def _bench_models(folder: Path, out: Path) -> list[Path]:
