@@ -22,12 +22,15 @@ rendered without the Optuna storage; ``explore importance`` runs (``summary.md``
 latency-table evaluations of ``explore latency-table --evaluate`` (``summary.md``, ``predictions.csv``
 and ``evaluation.json``: the settings, the command, the table's path as given, the corrections and the
 calibration models as re-timed in the evaluation session), their accuracy figures and noise floor
-computed again from those, without the table file. Study reports written before ``study.json``
+computed again from those, without the table file; ``explore compare-schedules`` runs (``summary.md``,
+``comparison.json``: command, settings, reference point; ``runs.csv``, ``curves.csv``, ``fronts.csv``,
+``rung_pairs.csv``: the summary and the rung-to-rung τ computed again from them, without the studies). Study reports written before ``study.json``
 existed have no renderer, and one with ``front_seeds.csv`` but without ``front_seed_runs.csv``
 (written before the runs were stored beside it) is refused: ``explore report`` writes them again from
 the storage; importance reports written before ``importance.json`` have none either (their plan
 totals, back-ends and phase times are only in the summary's text); latency-table evaluations written
-before ``evaluation.json`` existed have none: their ``Made by`` command, run again, writes one.
+before ``evaluation.json`` existed have none: their ``Made by`` command, run again, writes one; so do
+schedule comparisons written before ``rung_pairs.csv`` and ``comparison.json``.
 """
 
 from __future__ import annotations
@@ -589,6 +592,56 @@ def _is_latency_table_evaluation(folder: Path) -> bool:
     return all((folder / name).exists() for name in ("summary.md", "predictions.csv", "evaluation.json"))
 
 
+_SCHEDULE_TABLES = ("runs.csv", "curves.csv", "fronts.csv", "rung_pairs.csv")
+"""The tables of an ``explore compare-schedules`` report beside ``summary.md`` and ``comparison.json``."""
+
+
+def _schedules(folder: Path, out: Path) -> list[Path]:
+    """An ``explore compare-schedules`` report (summary.md, hv_vs_budget.png; the tables copied where ``out``
+    is another folder): the runs, fronts and HV curves read back as written, the summary (mean ± std, budget
+    ratios) and the rung-to-rung τ computed again from ``curves.csv`` and ``rung_pairs.csv``; command,
+    settings and reference point from ``comparison.json``."""
+    import pandas as pd
+
+    from explore.report.schedules import COMPARISON_JSON, render_schedule_files, write_schedule_tables
+    from explore.search.schedule_comparison import RUNG_PAIR_COLUMNS, rung_agreement, summarise
+
+    path = folder / COMPARISON_JSON
+    stored = _stored_json(path, {"command": str, "settings": dict, "reference": list})
+    meta, reference = stored["settings"], stored["reference"]
+    for key in ("space", "schedules", "seeds"):
+        if not isinstance(meta.get(key), (str if key == "space" else list)):
+            raise ExploreError(f"{path.name}: settings.{key}", meta.get(key), "the comparison's " + key)
+    if len(reference) != 2 or not all(isinstance(v, (int, float)) for v in reference):
+        raise ExploreError(f"{path.name}: reference", reference, "[top-1 %, latency ms/img]")
+    tables = {}
+    for name in _SCHEDULE_TABLES:
+        if not (folder / name).exists():
+            raise ExploreError("folder", str(folder), f"a compare-schedules report with {name} beside summary.md")
+        tables[name] = _read_as_written(folder / name)
+    runs, curves, fronts, pairs = (tables[name] for name in _SCHEDULE_TABLES)
+    if len(pairs) and list(pairs.columns) != list(RUNG_PAIR_COLUMNS):
+        raise ExploreError("rung_pairs.csv", ", ".join(pairs.columns), "the columns " + ", ".join(RUNG_PAIR_COLUMNS))
+    try:
+        by_run = {key: group.drop(columns=["schedule", "seed"]).reset_index(drop=True)
+                  for key, group in curves.groupby(["schedule", "seed"], sort=False)}
+        summary = summarise(runs, by_run, meta["schedules"], meta["seeds"])
+        agreement = rung_agreement(pairs if len(pairs) else pd.DataFrame(columns=list(RUNG_PAIR_COLUMNS)),
+                                   meta["schedules"])
+        paths = render_schedule_files(runs, curves, fronts, summary, (reference[0], reference[1]), meta,
+                                      stored["command"], agreement, out)
+    except (KeyError, TypeError, AttributeError) as exc:  # a column, run or setting the summary needs is missing
+        raise ExploreError(path.name, str(path), f"the stored tables and settings the summary shows ({exc!r})") from None
+    if out.resolve() != folder.resolve():
+        write_schedule_tables(runs, curves, fronts, pairs, out)
+        (out / COMPARISON_JSON).write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
+    return [paths.markdown, paths.png, *(out / name for name in _SCHEDULE_TABLES), out / COMPARISON_JSON]
+
+
+def _is_schedules(folder: Path) -> bool:
+    return all((folder / name).exists() for name in ("summary.md", "comparison.json", "curves.csv"))
+
+
 RENDERERS: dict[str, tuple[Callable[[Path], bool], Callable[[Path, Path], list[Path]]]] = {
     "ablation": (_is_ablation, _ablation),
     "proxy validity": (_is_proxy_validity, _proxy_validity),
@@ -598,6 +651,7 @@ RENDERERS: dict[str, tuple[Callable[[Path], bool], Callable[[Path, Path], list[P
     "study": (_is_study, _study),
     "importance": (_is_importance, _importance),
     "latency-table evaluation": (_is_latency_table_evaluation, _latency_table_evaluation),
+    "compare-schedules": (_is_schedules, _schedules),
 }
 """Report kind -> (does a folder hold one, render it from ``folder`` into ``out``)."""
 

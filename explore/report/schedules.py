@@ -5,6 +5,7 @@ Works from the tables of :func:`explore.search.schedule_comparison.compare_sched
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,8 @@ from explore.stats import mean_std
 if TYPE_CHECKING:  # the result's type, for annotations only: the report never runs a study
     from explore.search.schedule_comparison import Comparison
 
-__all__ = ["SchedulePaths", "mean_curves", "summary_table", "render_schedules", "write_schedules_report"]
+__all__ = ["SchedulePaths", "mean_curves", "summary_table", "render_schedules", "write_schedules_report", "comparison_meta",
+           "write_schedule_tables", "render_schedule_files", "COMPARISON_JSON", "RUNG_PAIRS_CSV"]
 
 
 @dataclass(frozen=True)
@@ -149,33 +151,65 @@ def render_schedules(runs: pd.DataFrame, fronts: pd.DataFrame, summary: pd.DataF
         table_block(fronts.assign(study_top1=fronts["study_top1"].round(2), long_top1=fronts["long_top1"].round(2),
                                   study_latency_ms=fronts["study_latency_ms"].round(4),
                                   latency_ms=fronts["latency_ms"].round(4)).drop(columns=[CONFIG_HASH])),
-        "Files: `runs.csv`, `curves.csv` (HV after every job), `fronts.csv`, `hv_vs_budget.png`; the studies in "
-        "`runs/` (each `explore report runs/<schedule>-seed<seed>` for its own report).",
+        "Files: `runs.csv`, `curves.csv` (HV after every job), `fronts.csv`, `rung_pairs.csv` (every promotion: its "
+        "top-1 at both rungs, for the τ above), `comparison.json` (command, settings, reference point), "
+        "`hv_vs_budget.png`; `explore rerender` writes this summary again from them. The studies themselves are in "
+        "`runs/` beside them, not committed (`explore report runs/<schedule>-seed<seed>` for a run's own report).",
         "",
     ]
     return "\n".join(lines)
 
 
+COMPARISON_JSON = "comparison.json"
+"""The comparison's command, settings (rungs resolved) and hypervolume reference point, beside its report."""
+RUNG_PAIRS_CSV = "rung_pairs.csv"
+"""Every promotion of the comparison's sha / hyperband runs (:func:`explore.search.schedule_comparison.rung_pairs`)."""
+
+
+def comparison_meta(comparison: Comparison) -> dict[str, Any]:
+    """The settings a comparison's report states: every field of its settings, and the rungs resolved."""
+    settings = comparison.settings
+    return {**{name: getattr(settings, name) for name in settings.__dataclass_fields__},
+            "rung_epochs": comparison.rung_epochs}
+
+
 def write_schedules_report(comparison: Comparison, out_dir: Path, command: str) -> SchedulePaths:
-    """Write ``summary.md``, ``hv_vs_budget.png``, ``runs.csv``, ``curves.csv`` and ``fronts.csv``.
+    """Write ``summary.md``, ``hv_vs_budget.png``, ``runs.csv``, ``curves.csv``, ``fronts.csv``,
+    ``rung_pairs.csv`` and ``comparison.json`` (the command, settings and reference point: with the CSV
+    tables, all that ``explore rerender`` needs to write the report again).
 
     Args:
         comparison: what ``explore compare-schedules`` found.
         out_dir: target folder (created).
         command: the command that made it.
     """
+    meta = comparison_meta(comparison)
+    pairs = comparison.rung_pairs if comparison.rung_pairs is not None else pd.DataFrame()
+    write_schedule_tables(comparison.runs, comparison.curves, comparison.fronts, pairs, out_dir)
+    (out_dir / COMPARISON_JSON).write_text(json.dumps(
+        {"command": command, "settings": meta, "reference": list(comparison.reference)}, indent=1, sort_keys=True),
+        encoding="utf-8")
+    return render_schedule_files(comparison.runs, comparison.curves, comparison.fronts, comparison.summary,
+                                 comparison.reference, meta, command, comparison.agreement, out_dir)
+
+
+def write_schedule_tables(runs: pd.DataFrame, curves: pd.DataFrame, fronts: pd.DataFrame, pairs: pd.DataFrame,
+                          out_dir: Path) -> None:
+    """The comparison's stored tables: ``runs.csv``, ``curves.csv``, ``fronts.csv``, ``rung_pairs.csv``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, frame in (("runs.csv", runs), ("curves.csv", curves), ("fronts.csv", fronts), (RUNG_PAIRS_CSV, pairs)):
+        frame.to_csv(out_dir / name, index=False)
+
+
+def render_schedule_files(runs: pd.DataFrame, curves: pd.DataFrame, fronts: pd.DataFrame, summary: pd.DataFrame,
+                          reference: tuple[float, float], meta: dict[str, Any], command: str,
+                          agreement: pd.DataFrame | None, out_dir: Path) -> SchedulePaths:
+    """Write ``summary.md`` and ``hv_vs_budget.png`` from the comparison's tables and settings (``meta``:
+    :func:`comparison_meta`, or as ``comparison.json`` stores it)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = SchedulePaths(out_dir / "summary.md", out_dir / "hv_vs_budget.png", out_dir / "runs.csv",
                           out_dir / "curves.csv", out_dir / "fronts.csv")
-    comparison.runs.to_csv(paths.runs_csv, index=False)
-    comparison.curves.to_csv(paths.curves_csv, index=False)
-    comparison.fronts.to_csv(paths.fronts_csv, index=False)
-    settings = comparison.settings
-    meta = {**{name: getattr(settings, name) for name in settings.__dataclass_fields__},
-            "rung_epochs": comparison.rung_epochs}
-    _plot(comparison.curves, comparison.summary, paths.png,
-          f"{settings.space}: hypervolume vs training spent ({len(settings.seeds)} seeds)")
-    paths.markdown.write_text(render_schedules(comparison.runs, comparison.fronts, comparison.summary,
-                                               comparison.reference, meta, command, comparison.agreement),
-                                encoding="utf-8")
+    _plot(curves, summary, paths.png, f"{meta['space']}: hypervolume vs training spent ({len(meta['seeds'])} seeds)")
+    paths.markdown.write_text(render_schedules(runs, fronts, summary, reference, meta, command, agreement),
+                              encoding="utf-8")
     return paths

@@ -82,7 +82,7 @@ from explore.search.settings import StudySettings
 from explore.stats import kendall_tau, mean_std
 
 __all__ = ["COMPARED", "SUPERNET", "CompareSettings", "supernet_charge", "Comparison", "architectures_for", "compare_schedules", "hv_curve", "budget_ratio",
-           "rung_agreement"]
+           "rung_agreement", "rung_pairs", "summarise", "RUNG_PAIR_COLUMNS"]
 
 LONG_RUNS = "long_runs.json"
 FRONT_LATENCY = "front_latency.json"
@@ -329,6 +329,7 @@ class Comparison:
         settings: the comparison's settings.
         rung_epochs: the rungs of ``sha`` / ``hyperband`` (defaults resolved).
         agreement: :func:`rung_agreement`.
+        rung_pairs: :func:`rung_pairs`, the promotions ``agreement`` is computed from.
     """
 
     runs: pd.DataFrame
@@ -339,6 +340,7 @@ class Comparison:
     settings: CompareSettings
     rung_epochs: tuple[float, ...] = ()
     agreement: pd.DataFrame | None = None
+    rung_pairs: pd.DataFrame | None = None
 
 
 def _load_json(path: Path) -> dict[str, Any]:
@@ -422,50 +424,78 @@ def compare_schedules(settings: CompareSettings, *, on_event: Callable[[str], No
             "long_hv": hypervolume_2d(members["long_top1"].tolist(), members["latency_ms"].tolist(), ref_top1,
                                       ref_latency)})
     runs = pd.DataFrame(run_rows)
-    summary = _summarise(runs, curves, settings)
-    agreement = rung_agreement(studies, settings)
+    summary = summarise(runs, curves, settings.schedules, settings.seeds)
+    pairs = rung_pairs(studies, settings)
+    agreement = rung_agreement(pairs, settings.schedules)
     fronts = fronts.drop(columns=["config"])
     rung_epochs = Schedule.make("sha", settings.epochs, settings.rungs, settings.eta).rungs
     return Comparison(runs, pd.DataFrame(curve_rows), fronts, summary, (ref_top1, ref_latency), settings, rung_epochs,
-                      agreement)
+                      agreement, pairs)
 
 
-def rung_agreement(studies: dict[tuple[str, int], optuna.Study], settings: CompareSettings) -> pd.DataFrame:
-    """How well a rung's top-1 ranks the architectures it promotes: per schedule and pair of rungs
-    (k, k + 1), Kendall τ between top-1 at rung k and at rung k + 1 over the architectures that
-    reached both, pooled over seeds (from the jobs' ``rung_history``). A τ near 1 means the low
-    rung already ranks as the next one does; near 0, promotion is a lottery."""
+RUNG_PAIR_COLUMNS = ("schedule", "seed", "trial", "from (epochs)", "to (epochs)", "from top1", "to top1")
+"""The columns of :func:`rung_pairs` (and of a comparison's stored ``rung_pairs.csv``)."""
+
+
+def rung_pairs(studies: dict[tuple[str, int], optuna.Study], settings: CompareSettings) -> pd.DataFrame:
+    """Every promotion of the ``sha`` / ``hyperband`` runs as one row: the promoted job (``trial``), the
+    rung it was promoted from and to (cumulative epochs) and its top-1 (%) at both, read from the jobs'
+    ``rung_history`` (columns :data:`RUNG_PAIR_COLUMNS`). The data behind :func:`rung_agreement`, stored
+    beside the report so that its τ can be computed again without the studies."""
     rows = []
     for schedule in settings.schedules:
         if schedule in ("full", SUPERNET):
             continue
-        pairs: dict[tuple[float, float], list[tuple[float, float]]] = {}
         for seed in settings.seeds:
             for t in studies[(schedule, seed)].get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
                 history = TrialRecord.of(t).rung_history
                 if not is_promotion(t) or len(history) < 2:
                     continue
                 low, high = history[-2], history[-1]
-                pairs.setdefault((low["epochs"], high["epochs"]), []).append((low["top1"], high["top1"]))
-        for (low, high), values in sorted(pairs.items()):
-            rows.append({"schedule": schedule, "from (epochs)": low, "to (epochs)": high, "architectures": len(values),
-                         "kendall_tau": kendall_tau([a for a, _ in values], [b for _, b in values])})
+                rows.append(dict(zip(RUNG_PAIR_COLUMNS, (schedule, seed, t.number, float(low["epochs"]),
+                                                         float(high["epochs"]), float(low["top1"]),
+                                                         float(high["top1"])))))
+    return pd.DataFrame(rows, columns=list(RUNG_PAIR_COLUMNS))
+
+
+def rung_agreement(pairs: pd.DataFrame, schedules: Sequence[str]) -> pd.DataFrame:
+    """How well a rung's top-1 ranks the architectures it promotes: per schedule and pair of rungs
+    (k, k + 1), Kendall τ between top-1 at rung k and at rung k + 1 over the architectures that
+    reached both, pooled over seeds. A τ near 1 means the low rung already ranks as the next one does;
+    near 0, promotion is a lottery.
+
+    Args:
+        pairs: :func:`rung_pairs` (or a comparison's ``rung_pairs.csv`` read back).
+        schedules: the order of the schedules in the table.
+    """
+    rows = []
+    for schedule in schedules:
+        mine = pairs[pairs["schedule"] == schedule]
+        if not len(mine):
+            continue
+        for (low, high), group in sorted(mine.groupby(["from (epochs)", "to (epochs)"], sort=False),
+                                         key=lambda item: item[0]):
+            rows.append({"schedule": schedule, "from (epochs)": low, "to (epochs)": high, "architectures": len(group),
+                         "kendall_tau": kendall_tau(group["from top1"].tolist(), group["to top1"].tolist())})
     return pd.DataFrame(rows)
 
 
-def _summarise(runs: pd.DataFrame, curves: dict[tuple[str, int], pd.DataFrame], settings: CompareSettings) -> pd.DataFrame:
-    """Per schedule: mean ± std over seeds, and the budget ratio against ``full``."""
+def summarise(runs: pd.DataFrame, curves: dict[tuple[str, int], pd.DataFrame], schedules: Sequence[str],
+              seeds: Sequence[int]) -> pd.DataFrame:
+    """Per schedule: mean ± std over seeds of the runs' figures (``runs``: one row per schedule and seed), and
+    the budget ratio against ``full`` from the runs' hypervolume curves (:func:`hv_curve`, keyed by
+    (schedule, seed)); :func:`budget_ratio`."""
     full = runs[runs["schedule"] == "full"]
     target = float(full["study_hv"].mean())
     full_budget = float(full["spent_epochs"].mean())
     rows = []
-    for schedule in settings.schedules:
+    for schedule in schedules:
         mine = runs[runs["schedule"] == schedule]
 
         def stat(column: str, mine: pd.DataFrame = mine) -> tuple[float, float]:
             return mean_std(mine[column].astype(float).tolist())
 
-        mine_curves = [curves[(schedule, s)] for s in settings.seeds]
+        mine_curves = [curves[(schedule, s)] for s in seeds]
         ratio = budget_ratio(mine_curves, target, full_budget)
         row: dict[str, Any] = {"schedule": schedule, "seeds": len(mine)}
         for column in ("architectures", "spent_epochs", "study_hv", "long_hv"):

@@ -8,11 +8,16 @@ import subprocess
 
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
+from explore.cli import app
 from explore.errors import ExploreError
 from explore.search import open_study
 from explore.search.schedule_comparison import CompareSettings, architectures_for, budget_ratio, hv_curve
+from tests.rerender_helpers import assert_rerender_is_one_error_line
 from tests.study_helpers import explore_command, subprocess_env, write_space
+
+runner = CliRunner()
 
 
 def test_the_budget_buys_more_architectures_under_a_schedule():
@@ -59,8 +64,19 @@ def test_tiny_comparison_end_to_end_and_resumed(tmp_path):
     assert first.returncode == 0, first.stdout + first.stderr
     out = tmp_path / "cmp"
     for name in ("summary.md", "hv_vs_budget.png", "runs.csv", "curves.csv", "fronts.csv", "long_runs.json",
-                 "front_latency.json"):
+                 "front_latency.json", "rung_pairs.csv", "comparison.json"):
         assert (out / name).is_file(), name
+    pairs = pd.read_csv(out / "rung_pairs.csv")  # every sha promotion with its top-1 at both rungs
+    assert len(pairs) and set(pairs["schedule"]) == {"sha"} and (pairs["to (epochs)"] > pairs["from (epochs)"]).all()
+    # the summary, its τ table included, is written again from the stored files alone (issue 28)
+    again = runner.invoke(app, ["rerender", str(out), "--out", str(tmp_path / "again")])
+    assert again.exit_code == 0, again.output
+    for name in ("summary.md", "runs.csv", "curves.csv", "fronts.csv", "rung_pairs.csv", "comparison.json"):
+        assert (tmp_path / "again" / name).read_text() == (out / name).read_text(), name
+    stored = json.loads((out / "comparison.json").read_text())
+    del stored["reference"]
+    (tmp_path / "again" / "comparison.json").write_text(json.dumps(stored))
+    assert_rerender_is_one_error_line(tmp_path / "again", tmp_path / "bad", "comparison.json: reference")
     runs = pd.read_csv(out / "runs.csv")
     assert sorted(zip(runs["schedule"], runs["seed"])) == [("full", 0), ("full", 1), ("sha", 0), ("sha", 1)]
     assert runs.set_index("schedule").loc["full", "architectures"].tolist() == [2, 2]
