@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -55,7 +56,10 @@ class SupernetValidity:
         ranks: :func:`rank_table` of ``table``.
         epochs: the stand-alone proxy budget (epochs).
         meta: space, supernet folder, data, seeds, recalibration images, the supernet's training
-            wall seconds (``supernet_train_seconds``).
+            wall seconds (``supernet_train_seconds``); the cost baseline: the largest subnet of the
+            supernet's first group (``largest_summary``) trained on its own at the supernet's epochs and
+            data (``largest_train_seconds``: its trial's wall seconds, training and evaluation;
+            ``cost_ratio``: supernet seconds / that), absent when not measured.
     """
 
     table: pd.DataFrame
@@ -131,7 +135,7 @@ def rank_table(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def validate_supernet(space: str, supernet_dir: str, archs: int, *, budget: RunBudget | None = None,
-                      epochs: float = 1.0, recalibration_images: int = 2000,
+                      epochs: float = 1.0, recalibration_images: int = 2000, cost_baseline: bool = True,
                       on_arch: Callable[[dict[str, Any]], None] | None = None) -> SupernetValidity:
     """Inherited against stand-alone proxy top-1 on ``archs`` subnets stratified over MACs.
 
@@ -144,6 +148,9 @@ def validate_supernet(space: str, supernet_dir: str, archs: int, *, budget: RunB
             subnet i trains with seed + i and seed + ``SECOND_SEED_OFFSET`` + i.
         epochs: the stand-alone proxy budget (epochs).
         recalibration_images: training images of each BN recalibration.
+        cost_baseline: also train the largest subnet (of the supernet's first group) on its own for the
+            supernet's epochs on the same data, once, and store the supernet's training time over that
+            trial's wall time (issue 26's cost target: <= 5x).
         on_arch: called with each finished row (progress).
 
     Returns:
@@ -199,4 +206,12 @@ def validate_supernet(space: str, supernet_dir: str, archs: int, *, budget: RunB
             "supernet_epochs": stored["epochs"], "supernet_random_subnets": stored["random_subnets"],
             "supernet_train_seconds": float(state.get("train_seconds", float("nan"))),
             "supernet_command": state.get("command", "")}
+    if cost_baseline:
+        largest = supernet.largest(supernet.groups[0])
+        started = time.perf_counter()
+        evaluate_candidate(largest, seed=budget.seed, count=False, data=data, device=dev,
+                           recipe=dataclasses.replace(budget.proxy_recipe(), epochs=float(stored["epochs"])))
+        seconds = time.perf_counter() - started
+        meta.update(largest_summary=largest.summary(), largest_train_seconds=seconds,
+                    cost_ratio=meta["supernet_train_seconds"] / seconds)
     return SupernetValidity(table, rank_table(table), epochs, meta)

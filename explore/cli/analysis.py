@@ -39,6 +39,9 @@ def validate_proxy(
              "(--short-epochs, two seeds) on --archs subnets stratified over MACs, instead of short vs long.")] = None,
     recalibration_images: Annotated[int, typer.Option(
         help="With --supernet: training images of each BN recalibration.")] = 2000,
+    note: Annotated[Optional[str], typer.Option(
+        help="With --supernet: a sentence on the run's context (e.g. 'machine shared, load average 3'), "
+             "stored and shown in the report.")] = None,
 ) -> None:
     """Rank agreement (Kendall tau, Spearman rho) of the short proxy against a >= 5x longer budget; with
     --supernet, of inherited top-1 against the stand-alone proxy."""
@@ -47,8 +50,10 @@ def validate_proxy(
     from explore.report import write_validity_report
 
     if supernet is not None:
-        _validate_supernet(ctx, space, supernet, archs, short_epochs, recalibration_images, out)
+        _validate_supernet(ctx, space, supernet, archs, short_epochs, recalibration_images, out, note)
         return
+    if note is not None:
+        raise fail(ExploreError("--note", note, "a note of a --supernet run (the short-vs-long report has none)"))
 
     def on_arch(row: dict) -> None:
         console.print(f"arch {row['arch']}: {row['summary']}  short {row['short_top1']:.2f}%  "
@@ -69,7 +74,7 @@ def validate_proxy(
 
 
 def _validate_supernet(ctx: typer.Context, space: str, supernet: str, archs: int, epochs: float,
-                       recalibration_images: int, out: Optional[str]) -> None:
+                       recalibration_images: int, out: Optional[str], note: Optional[str]) -> None:
     """``validate-proxy --supernet``: the data options not given are the supernet's own."""
     from explore.analysis import validate_supernet
     from explore.evaluate import RunBudget
@@ -94,7 +99,10 @@ def _validate_supernet(ctx: typer.Context, space: str, supernet: str, archs: int
         raise fail(exc) from None
     command = reproduce_line(ctx, ["explore", "validate-proxy"])
     folder = Path(out) if out else Path("runs") / safe_name(f"validate-proxy-{Path(space).stem}-supernet")
-    paths = write_supernet_validity_report(result, folder, command)
+    paths = write_supernet_validity_report(result, folder, command, note)
+    if "cost_ratio" in result.meta:
+        console.print(f"cost: the supernet's training took {result.meta['cost_ratio']:.2f}x one stand-alone trial of "
+                      f"its largest subnet ({result.meta['largest_train_seconds']:.0f} s)", highlight=False)
     console.print(f"inherited vs stand-alone: Kendall tau {result.tau('inherited top-1'):.3f} over {archs} subnets "
                   f"(params {result.tau('params'):.3f}, MACs {result.tau('MACs'):.3f}, seed-to-seed "
                   f"{result.tau('stand-alone, second seed (ceiling)'):.3f}); wrote {', '.join(str(p) for p in paths)}")

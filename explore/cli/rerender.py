@@ -9,6 +9,8 @@ Kinds with a renderer: ablation runs (``run.json`` naming a recipe, with ``varia
 ``training.csv``, ``measurements.csv``; :func:`explore.analysis.ablation.load_run`); proxy-validity
 runs (``proxy_validity.csv`` beside ``proxy_validity.md``: the table, and the settings from the
 report's ``Command:`` line parsed by today's CLI, today's defaults for the options it does not give);
+supernet-validity runs of ``validate-proxy --supernet`` (``supernet_validity.csv`` and ``.json``: the
+subnets' table, the command, note and settings; τ and ρ computed again);
 ``explore bench`` ours-vs-timm runs (one ``bench_<protocol>_<device>.csv`` with its ``.md``);
 ``explore bench attention`` runs (``attention_scaling_<device>.md``, ``.csv``: the latencies, ``.json``: the
 settings, the command and the ``--note``; the growth exponents computed again); ``explore bench proxy`` runs
@@ -141,6 +143,44 @@ def _proxy_validity(folder: Path, out: Path) -> list[Path]:
 
 def _is_proxy_validity(folder: Path) -> bool:
     return (folder / "proxy_validity.csv").exists() and (folder / "proxy_validity.md").exists()
+
+
+
+_SUPERNET_VALIDITY_META = ("space", "supernet", "supernet_epochs", "supernet_random_subnets", "supernet_train_seconds",
+                            "supernet_command", "seed", "recalibration_images", "dataset", "max_train", "max_val",
+                            "batch_size", "lr", "device")
+"""The settings a supernet-validity report states (:func:`explore.analysis.supernet_validity.validate_supernet`'s meta)."""
+
+
+def _supernet_validity(folder: Path, out: Path) -> list[Path]:
+    """A supernet-validity report of ``explore validate-proxy --supernet`` (supernet_validity.md, .png; the
+    table and ``supernet_validity.json`` copied where ``out`` is another folder): the per-subnet table read
+    back as written, τ and ρ computed again from it (:func:`explore.analysis.supernet_validity.rank_table`),
+    the command, note, epochs and settings (the cost baseline among them) from the JSON."""
+    from explore.analysis.supernet_validity import SupernetValidity, rank_table
+    from explore.report.proxy_validity import SUPERNET_VALIDITY_JSON, write_supernet_validity_report
+
+    path = folder / SUPERNET_VALIDITY_JSON
+    stored = _stored_json(path, {"command": str, "note": str, "epochs": float, "meta": dict})
+    table = _read_as_written(folder / "supernet_validity.csv")
+    missing = [c for c in ("tercile", "inherited_top1", "standalone_top1", "standalone_top1_seed2", "params", "macs",
+                           "inherited_seconds", "config", "config_hash") if c not in table.columns]
+    if missing:
+        raise ExploreError("supernet_validity.csv", str(folder / "supernet_validity.csv"),
+                           "a table with the columns " + ", ".join(missing))
+    absent = [k for k in _SUPERNET_VALIDITY_META if k not in stored["meta"]]
+    if absent:
+        raise ExploreError(f"{path.name}: meta", ", ".join(sorted(stored["meta"])), "the keys " + ", ".join(absent))
+    result = SupernetValidity(table, rank_table(table), stored["epochs"], stored["meta"])
+    try:
+        return write_supernet_validity_report(result, out, stored["command"], stored["note"])
+    except (KeyError, TypeError, ValueError) as exc:  # a setting the report states is missing
+        raise ExploreError(path.name, str(path), f"the settings the report states ({exc!r})") from None
+
+
+def _is_supernet_validity(folder: Path) -> bool:
+    return all((folder / name).exists() for name in ("supernet_validity.csv", "supernet_validity.md",
+                                                     "supernet_validity.json"))
 
 
 def _bench_csv(folder: Path) -> Path | None:
@@ -645,6 +685,7 @@ def _is_schedules(folder: Path) -> bool:
 RENDERERS: dict[str, tuple[Callable[[Path], bool], Callable[[Path, Path], list[Path]]]] = {
     "ablation": (_is_ablation, _ablation),
     "proxy validity": (_is_proxy_validity, _proxy_validity),
+    "supernet validity": (_is_supernet_validity, _supernet_validity),
     "bench (ours vs timm)": (_is_bench_models, _bench_models),
     "bench attention": (_is_attention_scaling, _attention_scaling),
     "bench proxy": (_is_proxy_throughput, _proxy_throughput),

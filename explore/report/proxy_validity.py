@@ -3,6 +3,7 @@ against stand-alone top-1; Kendall tau, Spearman rho."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +16,7 @@ if TYPE_CHECKING:  # the result's type, for annotations only
     from explore.analysis.proxy_validity import ProxyValidity
     from explore.analysis.supernet_validity import SupernetValidity
 
-__all__ = ["write_validity_report", "write_supernet_validity_report"]
+__all__ = ["write_validity_report", "write_supernet_validity_report", "SUPERNET_VALIDITY_JSON"]
 
 
 def _label_and_save(fig: Any, ax: Any, table: pd.DataFrame, xy: tuple[str, str], png: Path, fontsize: int,
@@ -61,25 +62,36 @@ def write_validity_report(result: ProxyValidity, out_dir: Path, command: str) ->
     return [csv, png, md]
 
 
-def write_supernet_validity_report(result: SupernetValidity, out_dir: Path, command: str) -> list[Path]:
+SUPERNET_VALIDITY_JSON = "supernet_validity.json"
+"""The command, note, stand-alone epochs and settings of a supernet-validity run, beside its table."""
+
+
+def write_supernet_validity_report(result: SupernetValidity, out_dir: Path, command: str,
+                                   note: str | None = None) -> list[Path]:
     """Write a supernet's rank validity (``explore validate-proxy --supernet``): the raw per-subnet
-    ``supernet_validity.csv``, the scatter plot ``supernet_validity.png`` (inherited against
-    stand-alone top-1, coloured by MACs tercile) and ``supernet_validity.md`` (the command, τ and ρ
-    overall and per tercile beside the params, MACs and seed-to-seed rows).
+    ``supernet_validity.csv``, ``supernet_validity.json`` (command, note, epochs, settings: with the
+    table, what ``explore rerender`` needs), the scatter plot ``supernet_validity.png`` (inherited
+    against stand-alone top-1, coloured by MACs tercile) and ``supernet_validity.md`` (the command, the
+    cost line, τ and ρ overall and per tercile beside the params, MACs and seed-to-seed rows).
 
     Args:
-        result: what :func:`explore.analysis.supernet_validity.validate_supernet` found.
+        result: what :func:`explore.analysis.supernet_validity.validate_supernet` found (or its stored
+            table, :func:`~explore.analysis.supernet_validity.rank_table` of it, epochs and meta).
         out_dir: target folder (created).
         command: the command that made it.
+        note: a sentence on the run's context (the machine's load, why a budget), shown under the command.
 
     Returns:
-        The CSV, PNG and markdown paths.
+        The CSV, JSON, PNG and markdown paths.
     """
     plt = pyplot()
     out_dir.mkdir(parents=True, exist_ok=True)
     csv, png, md = (out_dir / f"supernet_validity.{ext}" for ext in ("csv", "png", "md"))
+    stored = out_dir / SUPERNET_VALIDITY_JSON
     table = result.table
     table.to_csv(csv, index=False)
+    stored.write_text(json.dumps({"command": command, "note": note, "epochs": result.epochs, "meta": result.meta},
+                                 indent=1, sort_keys=True), encoding="utf-8")
     fig, ax = plt.subplots(figsize=(5.6, 4.6), dpi=120)
     for k in range(3):
         part = table[table["tercile"] == k]
@@ -94,11 +106,19 @@ def write_supernet_validity_report(result: SupernetValidity, out_dir: Path, comm
                                 spearman_rho=[fmt(v, 3) for v in result.ranks["spearman_rho"]])
     shown = table.drop(columns=["config", CONFIG_HASH])
     inherited_s = float(table["inherited_seconds"].mean()) if len(table) else float("nan")
+    cost = ""
+    if "cost_ratio" in meta:
+        ratio = float(meta["cost_ratio"])
+        cost = (f"- cost: the supernet's training took {fmt(ratio, 2)}x the wall time of one stand-alone proxy trial "
+                f"of its largest subnet (`{meta['largest_summary']}`, {meta['supernet_epochs']} epoch(s) on the same "
+                f"data, training and evaluation: {fmt(meta['largest_train_seconds'], 0)} s); target <= 5x: "
+                f"{'met' if ratio <= 5 else 'missed'}\n")
     md.write_text(
         f"# Supernet rank validity: `{meta['space']}`\n\nCommand: `{command}`\n\n"
-        f"- supernet `{meta['supernet']}`: {meta['supernet_epochs']} epoch(s), "
+        + (f"Note: {note}\n\n" if note else "")
+        + f"- supernet `{meta['supernet']}`: {meta['supernet_epochs']} epoch(s), "
         f"{2 + int(meta['supernet_random_subnets'])} subnets per step, training {fmt(meta['supernet_train_seconds'], 0)} s "
-        f"wall (made by `{meta['supernet_command']}`)\n"
+        f"wall (made by `{meta['supernet_command']}`)\n" + cost +
         f"- {len(table)} subnets stratified over MACs (one per equal bin of a random pool, seed {meta['seed']}); "
         f"inherited top-1 after BN recalibration on {meta['recalibration_images']} training images "
         f"(mean {fmt(inherited_s)} s per subnet); stand-alone: each subnet trained {result.epochs:g} epoch(s) "
@@ -110,7 +130,8 @@ def write_supernet_validity_report(result: SupernetValidity, out_dir: Path, comm
         "against itself with another seed (the ceiling). Terciles: the subnets cut by MACs into three equal "
         "groups, where cost alone ranks little.\n\n"
         + ranks.to_markdown(index=False) + "\n\n## Subnets\n\n" + shown.to_markdown(index=False) + "\n\n"
-        "Files: `supernet_validity.csv` (raw, with configs), `supernet_validity.png`.\n",
+        "Files: `supernet_validity.csv` (raw, with configs), `supernet_validity.json` (command, settings), "
+        "`supernet_validity.png`.\n",
         encoding="utf-8",
     )
-    return [csv, png, md]
+    return [csv, stored, png, md]

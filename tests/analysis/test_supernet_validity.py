@@ -4,6 +4,7 @@ ceiling), the report files; a supernet of another space is one error line."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from explore.analysis.supernet_validity import rank_table, stratified_subnets
 from explore.cli import app
 from explore.supernet import inherited_top1
 from explore.supernet.train import SupernetSettings, load_run_data, load_supernet, train_supernet
+from tests.rerender_helpers import assert_rerender_is_one_error_line
 from tests.study_helpers import FIXTURES, one_thread  # noqa: F401 - fixture
 
 TINY = str(FIXTURES / "spaces" / "tiny_supernet.toml")
@@ -58,9 +60,14 @@ def test_validate_proxy_with_a_supernet_end_to_end(tmp_path, one_thread):
     out = tmp_path / "report"
     result = runner.invoke(app, ["validate-proxy", "--space", TINY, "--supernet", str(run), "--archs", "6",
                                  "--short-epochs", "1", "--batch-size", "32", "--recalibration-images", "32",
-                                 "--out", str(out)])
+                                 "--note", "a tiny run", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "inherited vs stand-alone: Kendall tau" in result.output
+    stored = json.loads((out / "supernet_validity.json").read_text(encoding="utf-8"))
+    meta = stored["meta"]  # the cost baseline: the largest subnet trained once at the supernet's epochs and data
+    assert meta["largest_train_seconds"] > 0 and meta["largest_summary"]
+    assert meta["cost_ratio"] == pytest.approx(meta["supernet_train_seconds"] / meta["largest_train_seconds"])
+    assert stored["note"] == "a tiny run" and stored["epochs"] == 1.0
     table = pd.read_csv(out / "supernet_validity.csv")
     assert len(table) == 6 and table["config_hash"].nunique() == 6
     assert table["macs"].is_monotonic_increasing and table["tercile"].tolist() == [0, 0, 1, 1, 2, 2]
@@ -75,6 +82,17 @@ def test_validate_proxy_with_a_supernet_end_to_end(tmp_path, one_thread):
     assert "explore validate-proxy --space" in text and "--supernet" in text
     for row in ("inherited top-1", "params", "MACs", "second seed (ceiling)", "MACs tercile 3"):
         assert row in text
+    assert "Note: a tiny run" in text and "- cost: the supernet's training took" in text
+    # written again from the stored table and JSON alone (issue 28), τ computed again
+    again = runner.invoke(app, ["rerender", str(out), "--out", str(tmp_path / "again")])
+    assert again.exit_code == 0, again.output
+    for name in ("supernet_validity.md", "supernet_validity.csv", "supernet_validity.json"):
+        assert (tmp_path / "again" / name).read_text() == (out / name).read_text(), name
+    del stored["meta"]["space"]
+    (tmp_path / "again" / "supernet_validity.json").write_text(json.dumps(stored))
+    assert_rerender_is_one_error_line(tmp_path / "again", tmp_path / "bad", "supernet_validity.json")
+    noted = runner.invoke(app, ["validate-proxy", "--space", TINY, "--note", "x", "--out", str(tmp_path / "plain")])
+    assert noted.exit_code == 1 and "--note" in noted.output and not (tmp_path / "plain").exists()
     result = runner.invoke(app, ["validate-proxy", "--space", "cga", "--supernet", str(run), "--archs", "6",
                                  "--out", str(tmp_path / "no")])
     assert result.exit_code == 1
