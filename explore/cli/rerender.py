@@ -20,7 +20,8 @@ and the command; ``supernet_front.csv`` where the study has one; ``front_seeds.c
 from ``trials.csv`` and ``front_seed_runs.csv``, the runs of the front re-trained with common seeds),
 rendered without the Optuna storage; ``explore importance`` runs (``summary.md`` and ``retained.png`` from
 ``importance.json``: settings, plan totals, trend, back-ends, device, phase times, command, note; with
-``comparison.csv``, ``retained.csv``, ``sensitivity.csv``, ``scores.csv`` and ``suggested_config.json``);
+``comparison.csv``, ``retained.csv``, ``sensitivity.csv``, ``scores.csv`` and ``suggested_config.json``), or a
+folder of such runs, one per sub-folder, under a ``README.md`` index with no figures of its own;
 latency-table evaluations of ``explore latency-table --evaluate`` (``summary.md``, ``predictions.csv``
 and ``evaluation.json``: the settings, the command, the table's path as given, the corrections and the
 calibration models as re-timed in the evaluation session), their accuracy figures and noise floor
@@ -529,6 +530,28 @@ def _is_importance(folder: Path) -> bool:
     return all((folder / name).exists() for name in ("summary.md", "importance.json", "retained.csv"))
 
 
+def _importance_runs(folder: Path, out: Path) -> list[Path]:
+    """A folder of ``explore importance`` runs, one per sub-folder (each rendered by :func:`_importance` into
+    ``out/<name>``), with a ``README.md`` index and the runs' ``--model`` files beside them (copied where
+    ``out`` is another folder; the index holds the commands and no figure of its own)."""
+    import shutil
+
+    written = []
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+        target = out / sub.name
+        target.mkdir(parents=True, exist_ok=True)
+        written += _importance(sub, target)
+    if out.resolve() != folder.resolve():
+        for path in sorted([folder / "README.md", *folder.glob("*.json")]):
+            written.append(Path(shutil.copyfile(path, out / path.name)))
+    return written
+
+
+def _is_importance_runs(folder: Path) -> bool:
+    subs = [p for p in folder.iterdir() if p.is_dir()]
+    return (folder / "README.md").exists() and bool(subs) and all(_is_importance(p) for p in subs)
+
+
 _PREDICTION_COLUMNS = ("arch", "summary", "params", "macs", "measured (ms/img)", "predicted (ms/img)", "error (%)",
                        "recalibrated (ms/img)", "recalibrated error (%)", "MACs fit (ms/img)", "MACs error (%)",
                        "contended", "config")
@@ -691,6 +714,7 @@ RENDERERS: dict[str, tuple[Callable[[Path], bool], Callable[[Path, Path], list[P
     "bench proxy": (_is_proxy_throughput, _proxy_throughput),
     "study": (_is_study, _study),
     "importance": (_is_importance, _importance),
+    "importance runs": (_is_importance_runs, _importance_runs),
     "latency-table evaluation": (_is_latency_table_evaluation, _latency_table_evaluation),
     "compare-schedules": (_is_schedules, _schedules),
 }

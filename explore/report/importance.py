@@ -146,7 +146,8 @@ def render_summary(result: ImportanceResult, command: str, note: str | None = No
                   _md_table(down[["label", "width", "ffn_kind", "ffn_before", "ffn_after", "ffn_kept"]].round(3)), ""]
     lines += ["## Reallocated stages", "", _md_table(_stage_table(result.config, result.suggested)), ""]
     lines += _trend_lines(trend)
-    lines += ["", f"Verdict: the paper's trend **{trend['verdict']}** on this model.", ""]
+    verdict = {"partly": "holds partly"}.get(trend["verdict"], trend["verdict"])
+    lines += ["", f"Verdict: the paper's trend **{verdict}** on this model.", ""]
     lines += _detail_lines(result, blocks)
     if note:
         lines += [note, ""]
