@@ -222,4 +222,4 @@ def repeatability(
     text = render_repeatability(result, command)
     print(text)
     if out:
-        write_repeatability(text, result, Path(out))
+        write_repeatability(text, result, Path(out), command)

@@ -14,7 +14,8 @@ subnets' table, the command, note and settings; τ and ρ computed again);
 ``explore bench`` ours-vs-timm runs (one ``bench_<protocol>_<device>.csv`` with its ``.md``);
 ``explore bench attention`` runs (``attention_scaling_<device>.md``, ``.csv``: the latencies, ``.json``: the
 settings, the command and the ``--note``; the growth exponents computed again); ``explore bench proxy`` runs
-(``proxy_throughput_<device>.md`` and ``.json``: both loops' img/s, the settings, the command, the note); study
+(``proxy_throughput_<device>.md`` and ``.json``: both loops' img/s, the settings, the command, the note); ``explore bench repeatability`` runs (``latency_repeatability.md``, ``.csv``:
+every load kind's per-architecture comparison, ``.json``: the command, wall times, load kinds, threads); study
 reports of ``explore report`` (``summary.md``, ``trials.csv`` and ``study.json``: the study's settings
 and the command; ``supernet_front.csv`` where the study has one; ``front_seeds.csv`` computed again
 from ``trials.csv`` and ``front_seed_runs.csv``, the runs of the front re-trained with common seeds),
@@ -290,6 +291,45 @@ def _attention_scaling(folder: Path, out: Path) -> list[Path]:
 
 def _is_attention_scaling(folder: Path) -> bool:
     return _attention_json(folder) is not None
+
+
+def _repeatability(folder: Path, out: Path) -> list[Path]:
+    """An ``explore bench repeatability`` report (``latency_repeatability.md``; the ``.csv`` and ``.json`` copied
+    where ``out`` is another folder): the per-architecture comparison of every load kind read back as
+    written, the shares within 5 % and beyond 10 % computed again from it; the command, the runs' wall
+    seconds and the compute load's threads from the JSON."""
+    import shutil
+
+    from explore.analysis.bench.repeatability import Repeatability
+    from explore.report.bench import REPEATABILITY_JSON, render_repeatability
+
+    path = folder / REPEATABILITY_JSON
+    stored = _stored_json(path, {"command": str, "quiet_s": float, "loaded_s": dict, "loads": list,
+                                 "load_threads": int})
+    table = _read_as_written(folder / "latency_repeatability.csv")
+    if "load" not in table.columns or list(table["load"].drop_duplicates()) != stored["loads"] \
+            or set(stored["loaded_s"]) != set(stored["loads"]):
+        raise ExploreError("latency_repeatability.csv", str(folder / "latency_repeatability.csv"),
+                           f"a table with a load column holding {stored['loads']} in that order (the JSON's loads)")
+    tables = {kind: table[table["load"] == kind].drop(columns=["load"]).reset_index(drop=True)
+              for kind in stored["loads"]}
+    run = Repeatability(tables, stored["quiet_s"], stored["loaded_s"], stored["load_threads"])
+    try:
+        text = render_repeatability(run, stored["command"])
+    except KeyError as exc:  # a column the report shows is missing
+        raise ExploreError("latency_repeatability.csv", str(folder / "latency_repeatability.csv"),
+                           f"the columns the report shows ({exc!r})") from None
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "latency_repeatability.md"]
+    written[0].write_text(text, encoding="utf-8")
+    if out.resolve() != folder.resolve():
+        for name in ("latency_repeatability.csv", REPEATABILITY_JSON):
+            written.append(Path(shutil.copyfile(folder / name, out / name)))
+    return written
+
+
+def _is_repeatability(folder: Path) -> bool:
+    return all((folder / f"latency_repeatability.{ext}").exists() for ext in ("md", "csv", "json"))
 
 
 def _proxy_json(folder: Path) -> Path | None:
@@ -712,6 +752,7 @@ RENDERERS: dict[str, tuple[Callable[[Path], bool], Callable[[Path, Path], list[P
     "bench (ours vs timm)": (_is_bench_models, _bench_models),
     "bench attention": (_is_attention_scaling, _attention_scaling),
     "bench proxy": (_is_proxy_throughput, _proxy_throughput),
+    "bench repeatability": (_is_repeatability, _repeatability),
     "study": (_is_study, _study),
     "importance": (_is_importance, _importance),
     "importance runs": (_is_importance_runs, _importance_runs),

@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # the results' types, for annotations only: the report never 
 
 __all__ = ["write_bench_models", "ATTENTION_SETTINGS", "attention_scaling_header", "attention_scaling_figures",
            "render_attention_scaling", "write_attention_scaling", "render_proxy_throughput",
-           "write_proxy_throughput", "render_repeatability", "write_repeatability"]
+           "write_proxy_throughput", "render_repeatability", "write_repeatability", "REPEATABILITY_JSON"]
 
 
 def _write(folder: Path, name: str, text: str) -> Path:
@@ -172,8 +172,17 @@ def render_repeatability(run: Repeatability, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_repeatability(text: str, run: Repeatability, folder: Path) -> Path:
-    """Write ``latency_repeatability.md`` (``text``) and ``.csv`` (the whole comparison)."""
+REPEATABILITY_JSON = "latency_repeatability.json"
+"""The command, wall times and compute-load threads of a repeatability run, beside its table."""
+
+
+def write_repeatability(text: str, run: Repeatability, folder: Path, command: str) -> Path:
+    """Write ``latency_repeatability.md`` (``text``), ``.csv`` (the whole comparison: every load kind, a
+    ``load`` column) and ``.json`` (``command``, the runs' wall seconds, the load kinds in order and the
+    compute load's threads: with the CSV, what ``explore rerender`` needs to write the markdown again)."""
     _write(folder, "latency_repeatability.md", text)
-    run.table.to_csv(folder / "latency_repeatability.csv", index=False)  # every load kind, a `load` column
+    run.table.to_csv(folder / "latency_repeatability.csv", index=False)
+    _write(folder, REPEATABILITY_JSON, json.dumps(
+        {"command": command, "quiet_s": run.quiet_s, "loaded_s": run.loaded_s, "loads": list(run.tables),
+         "load_threads": run.load_threads}, indent=1, sort_keys=True))
     return folder / "latency_repeatability.md"
