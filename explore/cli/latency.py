@@ -46,13 +46,18 @@ def latency_table(
         help="Interleaved measurement rounds of every entry / held-out architecture (the fastest counts).")] = 3,
     study: Annotated[Optional[str], typer.Option(
         help="With --evaluate: measure this study's complete trials (a run folder) instead of a sample.")] = None,
+    note: Annotated[Optional[str], typer.Option(
+        help="With --evaluate: a sentence on the run's context (the machine's load, earlier evaluations of the "
+             "table), stored in evaluation.json and shown in the report.")] = None,
 ) -> None:
     """Build a latency table of a space's units on this device (resumable), or evaluate one."""
     from explore.measure import get_protocol
 
     if evaluate is not None:
-        _evaluate(ctx, evaluate, archs or 30, 1000 if seed is None else seed, regressor, out, rounds, study)
+        _evaluate(ctx, evaluate, archs or 30, 1000 if seed is None else seed, regressor, out, rounds, study, note)
         return
+    if note is not None:
+        raise fail(ExploreError("--note", note, "a note of an --evaluate run (a table stores none)"))
     if space is None or out is None:
         raise fail(ExploreError("--space", space, "a space and --out table.json (or --evaluate table.json)"))
     if not out.endswith(".json"):
@@ -86,7 +91,7 @@ def latency_table(
 
 
 def _evaluate(ctx: typer.Context, path: str, archs: int, seed: int, regressor: Optional[str], out: Optional[str],
-              rounds: int, study: Optional[str]) -> None:
+              rounds: int, study: Optional[str], note: Optional[str] = None) -> None:
     from explore.arch import ArchConfig
     from explore.measure.latency_table_jobs import evaluate_table
     from explore.records import TrialRecord
@@ -115,6 +120,8 @@ def _evaluate(ctx: typer.Context, path: str, archs: int, seed: int, regressor: O
     if study is not None:
         result.meta.update(study=study, trials=numbers)
         result.meta["settings"]["study"] = study
+    if note is not None:
+        result.meta["note"] = note
     for difference in result.differences:
         err_console.print(f"warning: measured elsewhere: {difference}", highlight=False)
     s, m = result.stats["predictor"], result.stats["macs"]

@@ -73,6 +73,7 @@ def render_table_evaluation(rows: pd.DataFrame, stats: Mapping[str, Mapping[str,
         "",
         f"Made by: `{command}`",
         "",
+        *([f"Note: {meta['note']}", ""] if meta.get("note") else []),
         f"- table: `{meta['table']}` ({meta['table_units']} units, {meta['table_models']} calibration models; "
         f"{sampling.get('archs')} sampled architectures, seed {sampling.get('seed')}), measured on "
         f"{meta['table_device']}",

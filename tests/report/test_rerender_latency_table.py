@@ -116,9 +116,11 @@ def test_a_study_evaluation_stores_its_trial_numbers_and_rerenders_byte_for_byte
     for i, config in enumerate(configs):
         study.add_trial(optuna.trial.create_trial(values=[80.0 + i, 1.0], user_attrs={
             "config": config.to_json(sort_keys=True)}))
-    report = _evaluate(folder, "--study", "runs/t")
+    report = _evaluate(folder, "--study", "runs/t", "--note", "the second evaluation; the first gave 9 %")
     stored = json.loads((report / "evaluation.json").read_text(encoding="utf-8"))
     assert stored["meta"]["study"] == "runs/t" and stored["meta"]["trials"] == [1, 2, 3]
+    assert stored["meta"]["note"] == "the second evaluation; the first gave 9 %"  # shown under the command
+    assert "Note: the second evaluation; the first gave 9 %" in (report / "summary.md").read_text(encoding="utf-8")
     assert stored["meta"]["seed"] is None and stored["meta"]["settings"]["study"] == "runs/t"
     assert "(arch i = trial #1, #2, #3 in order)" in (report / "summary.md").read_text(encoding="utf-8")
     again = _rerender_without_table(folder, report, monkeypatch)
