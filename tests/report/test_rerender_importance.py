@@ -115,6 +115,15 @@ def test_bad_stored_importance_data_is_one_error_line(importance_report, tmp_pat
     assert_rerender_is_one_error_line(folder, tmp_path / "out", field)
 
 
-def test_an_importance_report_without_importance_json_has_no_renderer():
-    folder = Path(__file__).resolve().parents[2] / "reports" / "importance_fashion_mnist_cpu" / "m0_cga"
-    assert (folder / "summary.md").exists() and report_kind(folder) is None  # written before importance.json
+def test_an_importance_report_without_importance_json_has_no_renderer(tmp_path):
+    committed = Path(__file__).resolve().parents[2] / "reports" / "importance_fashion_mnist_cpu" / "m0_cga"
+    assert report_kind(committed) == "importance"
+    folder = _copy(committed, tmp_path / "old")
+    (folder / "importance.json").unlink()  # as written before importance.json existed
+    assert (folder / "summary.md").exists() and report_kind(folder) is None
+    runs = tmp_path / "runs"  # a folder of runs is one only while every sub-folder is an importance report
+    _copy(committed, runs / "m0_cga")
+    (runs / "README.md").write_text("index\n")
+    assert report_kind(runs) == "importance runs"
+    (runs / "notes").mkdir()
+    assert report_kind(runs) is None
