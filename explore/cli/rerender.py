@@ -735,10 +735,12 @@ def _schedules(folder: Path, out: Path) -> list[Path]:
                                       stored["command"], agreement, out)
     except (KeyError, TypeError, AttributeError) as exc:  # a column, run or setting the summary needs is missing
         raise ExploreError(path.name, str(path), f"the stored tables and settings the summary shows ({exc!r})") from None
+    written = [paths.markdown, paths.png]
     if out.resolve() != folder.resolve():
         write_schedule_tables(runs, curves, fronts, pairs, out)
         (out / COMPARISON_JSON).write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
-    return [paths.markdown, paths.png, *(out / name for name in _SCHEDULE_TABLES), out / COMPARISON_JSON]
+        written += [*(out / name for name in _SCHEDULE_TABLES), out / COMPARISON_JSON]
+    return written
 
 
 def _is_schedules(folder: Path) -> bool:
