@@ -147,7 +147,6 @@ def _is_proxy_validity(folder: Path) -> bool:
     return (folder / "proxy_validity.csv").exists() and (folder / "proxy_validity.md").exists()
 
 
-
 _SUPERNET_VALIDITY_META = ("space", "supernet", "supernet_epochs", "supernet_random_subnets", "supernet_train_seconds",
                             "supernet_command", "seed", "recalibration_images", "dataset", "max_train", "max_val",
                             "batch_size", "lr", "device")
@@ -578,9 +577,7 @@ def _importance_runs(folder: Path, out: Path) -> list[Path]:
 
     written = []
     for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
-        target = out / sub.name
-        target.mkdir(parents=True, exist_ok=True)
-        written += _importance(sub, target)
+        written += _importance(sub, out / sub.name)  # its summary's writer creates the folder
     if out.resolve() != folder.resolve():
         for path in sorted([folder / "README.md", *folder.glob("*.json")]):
             written.append(Path(shutil.copyfile(path, out / path.name)))
@@ -695,18 +692,16 @@ def _is_latency_table_evaluation(folder: Path) -> bool:
     return all((folder / name).exists() for name in ("summary.md", "predictions.csv", "evaluation.json"))
 
 
-_SCHEDULE_TABLES = ("runs.csv", "curves.csv", "fronts.csv", "rung_pairs.csv")
-"""The tables of an ``explore compare-schedules`` report beside ``summary.md`` and ``comparison.json``."""
-
-
 def _schedules(folder: Path, out: Path) -> list[Path]:
     """An ``explore compare-schedules`` report (summary.md, hv_vs_budget.png; the tables copied where ``out``
     is another folder): the runs, fronts and HV curves read back as written, the summary (mean ± std, budget
     ratios) and the rung-to-rung τ computed again from ``curves.csv`` and ``rung_pairs.csv``; command,
     settings and reference point from ``comparison.json``."""
+    import shutil
+
     import pandas as pd
 
-    from explore.report.schedules import COMPARISON_JSON, render_schedule_files, write_schedule_tables
+    from explore.report.schedules import COMPARISON_JSON, SCHEDULE_TABLES, render_schedule_files, write_schedule_tables
     from explore.search.schedule_comparison import RUNG_PAIR_COLUMNS, rung_agreement, summarise
 
     path = folder / COMPARISON_JSON
@@ -718,11 +713,11 @@ def _schedules(folder: Path, out: Path) -> list[Path]:
     if len(reference) != 2 or not all(isinstance(v, (int, float)) for v in reference):
         raise ExploreError(f"{path.name}: reference", reference, "[top-1 %, latency ms/img]")
     tables = {}
-    for name in _SCHEDULE_TABLES:
+    for name in SCHEDULE_TABLES:
         if not (folder / name).exists():
             raise ExploreError("folder", str(folder), f"a compare-schedules report with {name} beside summary.md")
         tables[name] = _read_as_written(folder / name)
-    runs, curves, fronts, pairs = (tables[name] for name in _SCHEDULE_TABLES)
+    runs, curves, fronts, pairs = (tables[name] for name in SCHEDULE_TABLES)
     if len(pairs) and list(pairs.columns) != list(RUNG_PAIR_COLUMNS):
         raise ExploreError("rung_pairs.csv", ", ".join(pairs.columns), "the columns " + ", ".join(RUNG_PAIR_COLUMNS))
     try:
@@ -738,8 +733,7 @@ def _schedules(folder: Path, out: Path) -> list[Path]:
     written = [paths.markdown, paths.png]
     if out.resolve() != folder.resolve():
         write_schedule_tables(runs, curves, fronts, pairs, out)
-        (out / COMPARISON_JSON).write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
-        written += [*(out / name for name in _SCHEDULE_TABLES), out / COMPARISON_JSON]
+        written += [*(out / name for name in SCHEDULE_TABLES), Path(shutil.copyfile(path, out / COMPARISON_JSON))]
     return written
 
 

@@ -21,8 +21,8 @@ from explore.stats import mean_std
 if TYPE_CHECKING:  # the result's type, for annotations only: the report never runs a study
     from explore.search.schedule_comparison import Comparison
 
-__all__ = ["SchedulePaths", "mean_curves", "summary_table", "render_schedules", "write_schedules_report", "comparison_meta",
-           "write_schedule_tables", "render_schedule_files", "COMPARISON_JSON", "RUNG_PAIRS_CSV"]
+__all__ = ["SchedulePaths", "mean_curves", "summary_table", "render_schedules", "write_schedules_report",
+           "write_schedule_tables", "render_schedule_files", "COMPARISON_JSON", "RUNG_PAIRS_CSV", "SCHEDULE_TABLES"]
 
 
 @dataclass(frozen=True)
@@ -164,13 +164,8 @@ COMPARISON_JSON = "comparison.json"
 """The comparison's command, settings (rungs resolved) and hypervolume reference point, beside its report."""
 RUNG_PAIRS_CSV = "rung_pairs.csv"
 """Every promotion of the comparison's sha / hyperband runs (:func:`explore.search.schedule_comparison.rung_pairs`)."""
-
-
-def comparison_meta(comparison: Comparison) -> dict[str, Any]:
-    """The settings a comparison's report states: every field of its settings, and the rungs resolved."""
-    settings = comparison.settings
-    return {**{name: getattr(settings, name) for name in settings.__dataclass_fields__},
-            "rung_epochs": comparison.rung_epochs}
+SCHEDULE_TABLES = ("runs.csv", "curves.csv", "fronts.csv", RUNG_PAIRS_CSV)
+"""The comparison's stored tables, in the order :func:`write_schedule_tables` takes them."""
 
 
 def write_schedules_report(comparison: Comparison, out_dir: Path, command: str) -> SchedulePaths:
@@ -183,7 +178,9 @@ def write_schedules_report(comparison: Comparison, out_dir: Path, command: str) 
         out_dir: target folder (created).
         command: the command that made it.
     """
-    meta = comparison_meta(comparison)
+    settings = comparison.settings  # every field of the settings, and the rungs resolved
+    meta = {**{name: getattr(settings, name) for name in settings.__dataclass_fields__},
+            "rung_epochs": comparison.rung_epochs}
     pairs = comparison.rung_pairs if comparison.rung_pairs is not None else pd.DataFrame()
     write_schedule_tables(comparison.runs, comparison.curves, comparison.fronts, pairs, out_dir)
     (out_dir / COMPARISON_JSON).write_text(json.dumps(
@@ -195,17 +192,19 @@ def write_schedules_report(comparison: Comparison, out_dir: Path, command: str) 
 
 def write_schedule_tables(runs: pd.DataFrame, curves: pd.DataFrame, fronts: pd.DataFrame, pairs: pd.DataFrame,
                           out_dir: Path) -> None:
-    """The comparison's stored tables: ``runs.csv``, ``curves.csv``, ``fronts.csv``, ``rung_pairs.csv``."""
+    """The comparison's stored tables (:data:`SCHEDULE_TABLES`): ``runs.csv``, ``curves.csv``, ``fronts.csv``,
+    ``rung_pairs.csv``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name, frame in (("runs.csv", runs), ("curves.csv", curves), ("fronts.csv", fronts), (RUNG_PAIRS_CSV, pairs)):
+    for name, frame in zip(SCHEDULE_TABLES, (runs, curves, fronts, pairs)):
         frame.to_csv(out_dir / name, index=False)
 
 
 def render_schedule_files(runs: pd.DataFrame, curves: pd.DataFrame, fronts: pd.DataFrame, summary: pd.DataFrame,
                           reference: tuple[float, float], meta: dict[str, Any], command: str,
                           agreement: pd.DataFrame | None, out_dir: Path) -> SchedulePaths:
-    """Write ``summary.md`` and ``hv_vs_budget.png`` from the comparison's tables and settings (``meta``:
-    :func:`comparison_meta`, or as ``comparison.json`` stores it)."""
+    """Write ``summary.md`` and ``hv_vs_budget.png`` from the comparison's tables and settings (``meta``: every
+    field of its settings and ``rung_epochs``, as :func:`write_schedules_report` builds it and ``comparison.json``
+    stores it)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = SchedulePaths(out_dir / "summary.md", out_dir / "hv_vs_budget.png", out_dir / "runs.csv",
                           out_dir / "curves.csv", out_dir / "fronts.csv")
